@@ -1,0 +1,5 @@
+//! rekindle: a self-hosted repeat-customer marketing engine.
+//!
+//! The modules follow the pipeline, each importing only the ones above it:
+pub mod domain;
+pub mod config;

@@ -1,1 +1,230 @@
-//! config
+//! The operator's configuration (`config.toml`): raw serde structs parsed strictly, then a
+//! check pass that reports every problem at once, each naming its exact key.
+//!
+//! Every field has a documented default, so an empty file is a valid configuration; the
+//! annotated default lives in the repository's `config.toml`.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The checked configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub members: MembersConfig,
+    pub profile: ProfileConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { store: StoreConfig::default(), members: MembersConfig::default(), profile: ProfileConfig::default() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Where the sled store lives; relative paths are relative to the config file.
+    pub path: PathBuf,
+    /// sled's page cache in MiB (bounds the resident memory of large imports).
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: PathBuf::from("data/rekindle.sled"), cache_mb: 256 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MembersConfig {
+    /// IANA time zone for members whose `tz` is empty.
+    pub default_timezone: String,
+}
+
+impl Default for MembersConfig {
+    fn default() -> Self {
+        MembersConfig { default_timezone: "Asia/Shanghai".into() }
+    }
+}
+
+/// Thresholds of the member metrics (DATA_FORMAT.md, "Member metrics").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileConfig {
+    /// Upper bounds (inclusive) of recency_days for active, silent, sleeping and dormant;
+    /// above the last one a member is lost.
+    pub stage_max_days: StageMaxDays,
+    /// Nearest-rank percentiles of aov: `low` at or below the first, `high` above the second.
+    pub price_tier_percentiles: [u32; 2],
+    /// price_sensitivity tier: `high` at or above `high_at_least`, `low` below `low_below`.
+    pub sensitivity_high_at_least: f64,
+    pub sensitivity_low_below: f64,
+    /// repurchase_due when recency_days >= interval_median_days x this factor.
+    pub repurchase_factor: f64,
+    pub value_tier: ValueTierConfig,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        ProfileConfig {
+            stage_max_days: StageMaxDays::default(),
+            price_tier_percentiles: [30, 80],
+            sensitivity_high_at_least: 0.5,
+            sensitivity_low_below: 0.2,
+            repurchase_factor: 1.0,
+            value_tier: ValueTierConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StageMaxDays {
+    pub active: i32,
+    pub silent: i32,
+    pub sleeping: i32,
+    pub dormant: i32,
+}
+
+impl Default for StageMaxDays {
+    fn default() -> Self {
+        StageMaxDays { active: 90, silent: 180, sleeping: 270, dormant: 359 }
+    }
+}
+
+/// value_tier from RFM scores: `important` if R >= important_min_r and F + M >=
+/// important_min_fm; `at_risk` if R <= at_risk_max_r and F + M >= at_risk_min_fm.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValueTierConfig {
+    pub important_min_r: u8,
+    pub important_min_fm: u8,
+    pub at_risk_max_r: u8,
+    pub at_risk_min_fm: u8,
+}
+
+impl Default for ValueTierConfig {
+    fn default() -> Self {
+        ValueTierConfig { important_min_r: 4, important_min_fm: 8, at_risk_max_r: 2, at_risk_min_fm: 7 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: invalid configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: PathBuf, problems: Vec<String> },
+}
+
+impl Config {
+    /// Loads and checks a config file; a missing file at the default path gives the
+    /// defaults. Relative store paths are resolved against the file's folder.
+    pub fn load(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => String::new(),
+            Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
+        };
+        let mut config = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid { path: path.into(), problems },
+            other => other,
+        })?;
+        if config.store.path.is_relative() {
+            if let Some(dir) = path.parent() {
+                config.store.path = dir.join(&config.store.path);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { path: PathBuf::new(), problems })
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let s = &self.profile.stage_max_days;
+        if !(0 <= s.active && s.active < s.silent && s.silent < s.sleeping && s.sleeping < s.dormant) {
+            out.push(format!(
+                "profile.stage_max_days: need 0 <= active < silent < sleeping < dormant, got {} {} {} {}",
+                s.active, s.silent, s.sleeping, s.dormant
+            ));
+        }
+        let [lo, hi] = self.profile.price_tier_percentiles;
+        if !(1 <= lo && lo < hi && hi <= 99) {
+            out.push(format!("profile.price_tier_percentiles: need 1 <= low < high <= 99, got [{lo}, {hi}]"));
+        }
+        let (h, l) = (self.profile.sensitivity_high_at_least, self.profile.sensitivity_low_below);
+        if !(0.0 <= l && l <= h && h <= 1.0) {
+            out.push(format!(
+                "profile.sensitivity_low_below / sensitivity_high_at_least: need 0 <= low <= high <= 1, got {l} and {h}"
+            ));
+        }
+        if !(self.profile.repurchase_factor > 0.0 && self.profile.repurchase_factor.is_finite()) {
+            out.push(format!("profile.repurchase_factor: must be a positive number, got {}", self.profile.repurchase_factor));
+        }
+        let v = &self.profile.value_tier;
+        for (key, val, max) in [
+            ("important_min_r", v.important_min_r, 5),
+            ("at_risk_max_r", v.at_risk_max_r, 5),
+            ("important_min_fm", v.important_min_fm, 10),
+            ("at_risk_min_fm", v.at_risk_min_fm, 10),
+        ] {
+            if val > max {
+                out.push(format!("profile.value_tier.{key}: must be at most {max}, got {val}"));
+            }
+        }
+        if self.members.default_timezone.parse::<chrono_tz::Tz>().is_err() {
+            out.push(format!(
+                "members.default_timezone: {:?} is not an IANA time zone (like \"Asia/Shanghai\")",
+                self.members.default_timezone
+            ));
+        }
+        if self.store.cache_mb == 0 {
+            out.push("store.cache_mb: must be at least 1".into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.profile, ProfileConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::parse("[profile]\nrepurchase_factr = 2.0\n").unwrap_err().to_string();
+        assert!(err.contains("repurchase_factr") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Config::parse(
+            "[profile]\nprice_tier_percentiles = [80, 30]\nrepurchase_factor = -1.0\n[members]\ndefault_timezone = \"Mars/Base\"\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+}

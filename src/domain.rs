@@ -1,1 +1,294 @@
-//! domain
+//! Domain values shared by every stage: UTC days, money in cents, identifiers, and the
+//! strict parsers that turn input text into them.
+//!
+//! Everything inside rekindle is UTC; money is integer minor units (cents, fen). These
+//! parsers are on the import hot path, so they are hand-written and allocation-free.
+
+use std::fmt;
+
+/// A UTC calendar date as days since 1970-01-01.
+pub type Day = i32;
+/// A UTC instant as seconds since 1970-01-01T00:00:00Z.
+pub type Timestamp = i64;
+/// Money in minor units (cents, fen).
+pub type Cents = i64;
+
+/// Longest accepted member id (DATA_FORMAT.md: 1..64 characters).
+pub const MAX_ID_CHARS: usize = 64;
+
+/// The UTC day of a timestamp.
+pub fn day_of(ts: Timestamp) -> Day {
+    ts.div_euclid(86_400) as Day
+}
+
+/// Days since the epoch of a civil date (proleptic Gregorian; Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i32, m: u32, d: u32) -> Day {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i32 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i32 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date (year, month, day) of a day number.
+pub fn civil_from_days(z: Day) -> (i32, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i32::from(m <= 2);
+    (y, m, d)
+}
+
+/// A day formatted as `YYYY-MM-DD`.
+pub struct DayFmt(pub Day);
+
+impl fmt::Display for DayFmt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m, d) = civil_from_days(self.0);
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+/// A timestamp formatted as `YYYY-MM-DDTHH:MM:SSZ`.
+pub struct TsFmt(pub Timestamp);
+
+impl fmt::Display for TsFmt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.rem_euclid(86_400);
+        write!(f, "{}T{:02}:{:02}:{:02}Z", DayFmt(day_of(self.0)), secs / 3600, secs / 60 % 60, secs % 60)
+    }
+}
+
+/// Cents formatted as a decimal with two places (`-12.05`).
+pub struct CentsFmt(pub Cents);
+
+impl fmt::Display for CentsFmt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let a = self.0.unsigned_abs();
+        write!(f, "{sign}{}.{:02}", a / 100, a % 100)
+    }
+}
+
+fn digits(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || b.len() > 9 {
+        return None;
+    }
+    let mut n = 0u32;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    Some(n)
+}
+
+fn days_in_month(y: i32, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Parses `YYYY-MM-DD` into a day.
+pub fn parse_date(s: &str) -> Result<Day, String> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return Err(format!("bad date {s:?}: expected YYYY-MM-DD"));
+    }
+    let (y, m, d) = (digits(&b[0..4]), digits(&b[5..7]), digits(&b[8..10]));
+    match (y, m, d) {
+        (Some(y), Some(m), Some(d)) if (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y as i32, m) => {
+            Ok(days_from_civil(y as i32, m, d))
+        }
+        _ => Err(format!("bad date {s:?}: no such calendar date")),
+    }
+}
+
+/// Parses an ISO-8601 timestamp: `YYYY-MM-DD`, then optionally `T` or a space,
+/// `HH:MM[:SS[.fraction]]`, then `Z`, `+HH:MM`, `+HHMM`, `+HH` or nothing (nothing means
+/// UTC). Fractions of a second are dropped.
+pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
+    let bad = |why: &str| format!("bad timestamp {s:?}: {why}");
+    let b = s.as_bytes();
+    if b.len() < 10 {
+        return Err(bad("expected YYYY-MM-DDTHH:MM:SSZ"));
+    }
+    let day = parse_date(&s[..10]).map_err(|_| bad("bad date part"))?;
+    if b.len() == 10 {
+        return Ok(i64::from(day) * 86_400);
+    }
+    if b[10] != b'T' && b[10] != b't' && b[10] != b' ' {
+        return Err(bad("expected 'T' after the date"));
+    }
+    let rest = &b[11..];
+    if rest.len() < 5 || rest[2] != b':' {
+        return Err(bad("expected HH:MM after the date"));
+    }
+    let hh = digits(&rest[0..2]).ok_or_else(|| bad("bad hour"))?;
+    let mm = digits(&rest[3..5]).ok_or_else(|| bad("bad minute"))?;
+    let mut i = 5;
+    let mut ss = 0;
+    if rest.len() >= 8 && rest[5] == b':' {
+        ss = digits(&rest[6..8]).ok_or_else(|| bad("bad second"))?;
+        i = 8;
+        if i < rest.len() && (rest[i] == b'.' || rest[i] == b',') {
+            i += 1;
+            let start = i;
+            while i < rest.len() && rest[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i == start {
+                return Err(bad("empty fraction of a second"));
+            }
+        }
+    }
+    if hh > 23 || mm > 59 || ss > 60 {
+        return Err(bad("time out of range"));
+    }
+    let offset = match &rest[i..] {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), tail @ ..] => {
+            let (oh, om) = match tail {
+                [h1, h2] => (digits(&[*h1, *h2]), Some(0)),
+                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => (digits(&[*h1, *h2]), digits(&[*m1, *m2])),
+                _ => (None, None),
+            };
+            match (oh, om) {
+                (Some(h), Some(m)) if h <= 23 && m <= 59 => {
+                    let o = i64::from(h * 3600 + m * 60);
+                    if *sign == b'+' { o } else { -o }
+                }
+                _ => return Err(bad("bad UTC offset")),
+            }
+        }
+        _ => return Err(bad("unexpected text after the time")),
+    };
+    Ok(i64::from(day) * 86_400 + i64::from(hh * 3600 + mm * 60 + ss.min(59)) - offset)
+}
+
+/// Parses a non-negative decimal with at most `max_places` fractional digits into an
+/// integer scaled by 10^max_places (`"12.5"` with 2 places is 1250).
+pub fn parse_scaled(s: &str, max_places: u32) -> Result<i64, String> {
+    let t = s.trim();
+    let t = t.strip_prefix('+').unwrap_or(t);
+    if t.starts_with('-') {
+        return Err(format!("{s:?} is negative"));
+    }
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if (int.is_empty() && frac.is_empty()) || !int.bytes().all(|c| c.is_ascii_digit()) || !frac.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{s:?} is not a decimal number"));
+    }
+    if frac.len() as u32 > max_places {
+        return Err(format!("{s:?} has more than {max_places} decimal places"));
+    }
+    if int.len() > 15 {
+        return Err(format!("{s:?} is too large"));
+    }
+    let mut n: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| format!("{s:?} is not a decimal number"))? };
+    for i in 0..max_places as usize {
+        n = n * 10 + frac.as_bytes().get(i).map_or(0, |c| i64::from(c - b'0'));
+    }
+    Ok(n)
+}
+
+/// Parses the boolean spellings of DATA_FORMAT.md: `true`/`false`/`1`/`0` (any case).
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        t if t.eq_ignore_ascii_case("true") => Ok(true),
+        t if t.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(format!("{s:?} is not true/false/1/0")),
+    }
+}
+
+/// Checks an identifier (member id, order id, sku): 1..=64 characters, no control
+/// characters (the store uses NUL as a key separator).
+pub fn check_id(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if s.chars().count() > MAX_ID_CHARS {
+        return Err(format!("{what} is longer than {MAX_ID_CHARS} characters"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{what} contains a control character"));
+    }
+    Ok(())
+}
+
+/// Rounds `num / den` to the nearest integer, half away from zero (`den > 0`).
+pub fn div_round_half_away(num: i128, den: i128) -> i128 {
+    debug_assert!(den > 0);
+    let q = num / den;
+    let r = num % den;
+    if 2 * r.abs() >= den {
+        q + num.signum()
+    } else {
+        q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_round_trip() {
+        for z in [-800_000, -1, 0, 1, 10_957, 20_000, 2_000_000] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(days_from_civil(2026, 11, 1), 20_758);
+        assert_eq!(DayFmt(20_758).to_string(), "2026-11-01");
+    }
+
+    #[test]
+    fn timestamps() {
+        let base = i64::from(days_from_civil(2025, 3, 1)) * 86_400;
+        assert_eq!(parse_timestamp("2025-03-01T08:30:00Z"), Ok(base + 8 * 3600 + 1800));
+        assert_eq!(parse_timestamp("2025-03-01T08:30:00"), Ok(base + 8 * 3600 + 1800));
+        assert_eq!(parse_timestamp("2025-03-01 08:30:00.123456Z"), Ok(base + 8 * 3600 + 1800));
+        assert_eq!(parse_timestamp("2025-03-01T08:30:00+08:00"), Ok(base + 1800));
+        assert_eq!(parse_timestamp("2025-03-01T08:30+0800"), Ok(base + 1800));
+        assert_eq!(parse_timestamp("2025-03-01T00:30:00-01"), Ok(base + 5400));
+        assert_eq!(parse_timestamp("2025-03-01"), Ok(base));
+        for bad in ["2025-02-29T00:00:00Z", "2025-13-01T00:00:00Z", "yesterday", "2025-03-01T25:00:00Z", "2025-03-01T08:30:00Zjunk", ""] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
+        }
+        assert_eq!(TsFmt(base + 3661).to_string(), "2025-03-01T01:01:01Z");
+    }
+
+    #[test]
+    fn decimals() {
+        assert_eq!(parse_scaled("12.5", 2), Ok(1250));
+        assert_eq!(parse_scaled("0.07", 2), Ok(7));
+        assert_eq!(parse_scaled("3", 2), Ok(300));
+        assert_eq!(parse_scaled(".5", 2), Ok(50));
+        assert!(parse_scaled("1.234", 2).is_err());
+        assert!(parse_scaled("-1", 2).is_err());
+        assert!(parse_scaled("1e3", 2).is_err());
+        assert!(parse_scaled("", 2).is_err());
+        assert_eq!(CentsFmt(-1205).to_string(), "-12.05");
+    }
+
+    #[test]
+    fn rounding_half_away_from_zero() {
+        assert_eq!(div_round_half_away(5, 10), 1);
+        assert_eq!(div_round_half_away(4, 10), 0);
+        assert_eq!(div_round_half_away(-5, 10), -1);
+        assert_eq!(div_round_half_away(15, 10), 2);
+        assert_eq!(div_round_half_away(25, 10), 3);
+    }
+}

@@ -1,5 +1,18 @@
 //! rekindle: a self-hosted repeat-customer marketing engine.
 //!
-//! The modules follow the pipeline, each importing only the ones above it:
+//! The modules follow the pipeline; each imports only the ones above it and `domain`.
+
+/// Domain values: days, cents, identifiers and their strict parsers.
 pub mod domain;
+/// The operator's `config.toml`, parsed strictly and checked.
 pub mod config;
+/// The sled store: key layout, codec, format version, atomic import batches.
+pub mod store;
+/// CSV / NDJSON import with bad-row reports.
+pub mod ingest;
+/// Member metrics as of a date (pure).
+pub mod profile;
+/// Profiles of the whole member base: export and stats.
+pub mod population;
+/// Deterministic sample data for the demo and the tests.
+pub mod generate;

@@ -1,1 +1,296 @@
-fn main() {}
+//! The `rekindle` command line: parses arguments, loads the config, calls the library and
+//! prints. `anyhow` lives here and nowhere else.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use rekindle::config::Config;
+use rekindle::domain::{parse_date, CentsFmt, Day, DayFmt, TsFmt};
+use rekindle::ingest::{self, rows::Kind, ImportOptions};
+use rekindle::population::{write_stats, ExportFormat, Population};
+use rekindle::store::Store;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "rekindle", version, about = "Win old customers back: member profiles, campaign rules and channel plugins, self-hosted.")]
+struct Cli {
+    /// The configuration file (a missing config.toml means the documented defaults).
+    #[arg(long, global = true, default_value = "config.toml", env = "REKINDLE_CONFIG")]
+    config: PathBuf,
+    /// The sled store to use, overriding `store.path` of the config.
+    #[arg(long, global = true, env = "REKINDLE_DB")]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import members, orders, events or products from CSV or NDJSON files.
+    ///
+    /// The kind of each file is told from its header (or the first NDJSON object); bad rows
+    /// are reported with file, line and reason and skipped, and the good rows are kept.
+    /// Re-importing the same file changes nothing.
+    Import {
+        /// Files to import (members before orders is usual, but any order works).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Treat every file as this kind instead of telling it from the header.
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+        /// Also write every bad row (file,line,reason) to this CSV file.
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// How many bad rows to print per file (all go to --rejects).
+        #[arg(long, default_value_t = 20)]
+        show_bad: usize,
+    },
+    /// Member profiles for the whole base.
+    Profiles {
+        #[command(subcommand)]
+        command: ProfilesCommand,
+    },
+    /// Member cards.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// Counts and shares by stage, price tier and value tier, and the spend distribution.
+    Stats {
+        /// The day the metrics are computed for (UTC, YYYY-MM-DD; default today).
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<Day>,
+    },
+    /// Write deterministic sample data (members, orders, events, products) into a folder.
+    Generate {
+        /// The folder to write into.
+        dir: PathBuf,
+        /// How many members.
+        #[arg(long, default_value_t = 10_000)]
+        members: usize,
+        /// How many order lines to aim for (default about 11 per member).
+        #[arg(long)]
+        lines: Option<usize>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// The demo: generate sample data, import it into the store, and print stats.
+    Demo {
+        /// Where the sample data goes.
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        members: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfilesCommand {
+    /// One row per member with every metric of DATA_FORMAT.md.
+    Export {
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<Day>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// A readable card: metrics, scores, last orders, consent.
+    Show {
+        id: String,
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<Day>,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REKINDLE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn today() -> Day {
+    rekindle::domain::day_of(chrono::Utc::now().timestamp())
+}
+
+fn open_store(cli: &Cli, config: &Config) -> Result<Store> {
+    let path = cli.db.clone().unwrap_or_else(|| config.store.path.clone());
+    Ok(Store::open(&path, config.store.cache_mb)?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config=")) || std::env::var_os("REKINDLE_CONFIG").is_some();
+    let config = Config::load(&cli.config, explicit)?;
+    match &cli.command {
+        Command::Import { files, kind, rejects, show_bad } => {
+            let store = open_store(&cli, &config)?;
+            let bad_total = import(&store, files, *kind, rejects.as_deref(), *show_bad)?;
+            if bad_total > 0 {
+                eprintln!("{bad_total} bad rows skipped; every good row was imported");
+            }
+        }
+        Command::Profiles { command: ProfilesCommand::Export { as_of, format, output } } => {
+            let store = open_store(&cli, &config)?;
+            let pop = Population::compute(&store, as_of.unwrap_or_else(today), &config.profile)?;
+            match output {
+                Some(p) => {
+                    let mut f = std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?);
+                    pop.export(&mut f, *format)?;
+                }
+                None => pop.export(&mut std::io::stdout().lock(), *format)?,
+            }
+        }
+        Command::Member { command: MemberCommand::Show { id, as_of } } => {
+            let store = open_store(&cli, &config)?;
+            show_member(&store, &config, id, as_of.unwrap_or_else(today))?;
+        }
+        Command::Stats { as_of } => {
+            let store = open_store(&cli, &config)?;
+            let pop = Population::compute(&store, as_of.unwrap_or_else(today), &config.profile)?;
+            write_stats(&pop, &mut std::io::stdout().lock())?;
+        }
+        Command::Generate { dir, members, lines, seed } => {
+            let opts = rekindle::generate::GenerateOptions { members: *members, lines: *lines, seed: *seed, ..Default::default() };
+            let s = rekindle::generate::generate(dir, &opts).with_context(|| format!("writing into {}", dir.display()))?;
+            println!("{} members, {} orders, {} order lines, {} events, {} products -> {}", s.members, s.orders, s.lines, s.events, s.products, dir.display());
+        }
+        Command::Demo { dir, members } => {
+            let opts = rekindle::generate::GenerateOptions { members: *members, ..Default::default() };
+            let s = rekindle::generate::generate(dir, &opts)?;
+            println!("generated {} members, {} order lines, {} events into {}", s.members, s.lines, s.events, dir.display());
+            let store = open_store(&cli, &config)?;
+            let files: Vec<PathBuf> = ["members.csv", "products.csv", "orders.csv", "events.csv"].iter().map(|f| dir.join(f)).collect();
+            import(&store, &files, None, None, 20)?;
+            let as_of = rekindle::domain::day_of(opts.end);
+            println!();
+            let pop = Population::compute(&store, as_of, &config.profile)?;
+            write_stats(&pop, &mut std::io::stdout().lock())?;
+        }
+    }
+    Ok(())
+}
+
+/// Imports files, prints a summary line per file, returns the number of bad rows.
+fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, rejects: Option<&Path>, show_bad: usize) -> Result<u64> {
+    let mut rejects_out = match rejects {
+        Some(p) => {
+            let mut w = csv::Writer::from_path(p).with_context(|| format!("creating {}", p.display()))?;
+            w.write_record(["file", "line", "reason"])?;
+            Some(w)
+        }
+        None => None,
+    };
+    let opts = ImportOptions { kind, progress: std::io::stderr().is_terminal(), ..Default::default() };
+    let mut bad_total = 0;
+    let mut failed = Vec::new();
+    for file in files {
+        let mut shown = 0;
+        let mut on_bad = |b: &ingest::BadRow| {
+            if shown < show_bad {
+                eprintln!("bad row {b}");
+            }
+            shown += 1;
+            if let Some(w) = rejects_out.as_mut() {
+                let _ = w.write_record([b.file.as_str(), &b.line.to_string(), &b.reason]);
+            }
+        };
+        match ingest::import_file(store, file, &opts, &mut on_bad) {
+            Ok(s) => {
+                if s.bad as usize > show_bad {
+                    eprintln!("... and {} more bad rows in {}", s.bad as usize - show_bad, s.file);
+                }
+                if !s.unknown_columns.is_empty() {
+                    eprintln!("warning: {}: ignored unknown columns {:?}", s.file, s.unknown_columns);
+                }
+                let secs = s.elapsed.as_secs_f64();
+                println!(
+                    "{}: {} {}: {} rows, {} imported, {} bad in {:.2}s ({:.0} rows/s){}",
+                    s.file,
+                    s.kind.name(),
+                    "file",
+                    s.rows,
+                    s.imported,
+                    s.bad,
+                    secs,
+                    s.rows as f64 / secs.max(1e-9),
+                    if s.moved_orders > 0 { format!(", {} orders moved to another member", s.moved_orders) } else { String::new() }
+                );
+                bad_total += s.bad;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed.push(file.display().to_string());
+            }
+        }
+    }
+    if let Some(mut w) = rejects_out {
+        w.flush()?;
+    }
+    if !failed.is_empty() {
+        bail!("{} of {} files could not be imported: {}", failed.len(), files.len(), failed.join(", "));
+    }
+    Ok(bad_total)
+}
+
+fn show_member(store: &Store, config: &Config, id: &str, as_of: Day) -> Result<()> {
+    let Some(member) = store.member(id)? else { bail!("no member {id:?} in {}", store.path().display()) };
+    let pop = Population::compute(store, as_of, &config.profile)?;
+    let idx = pop.ids.binary_search_by(|m| m.as_str().cmp(id)).map_err(|_| anyhow::anyhow!("member {id:?} vanished"))?;
+    let p = &pop.profiles[idx];
+    let m = &p.metrics;
+    let out = &mut std::io::stdout().lock();
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    writeln!(out, "member {id}  {}{}", member.name, if member.known { "" } else { " (bare: known only from orders or events)" })?;
+    writeln!(out, "  email {}  phone {}  city {}  tz {}", or_dash(&member.email), or_dash(&member.phone), or_dash(&member.city), if member.tz.is_empty() { config.members.default_timezone.as_str() } else { &member.tz })?;
+    writeln!(out, "  consent: email {}  sms {}", yes_no(m.consent_email), yes_no(m.consent_sms))?;
+    writeln!(out, "  age {}  signed up {}", opt(m.age.map(|a| a.to_string())), opt(member.signup_ts.map(|t| TsFmt(t).to_string())))?;
+    writeln!(out, "\nas of {}", DayFmt(as_of))?;
+    writeln!(out, "  stage {}  recency {} days", m.stage.as_str(), opt(m.recency_days.map(|r| r.to_string())))?;
+    writeln!(out, "  orders {}  spend {}  aov {}", m.orders, CentsFmt(m.monetary), opt(m.aov().map(|a| CentsFmt(a).to_string())))?;
+    writeln!(out, "  first order {}  last order {}", opt(m.first_order.map(|d| DayFmt(d).to_string())), opt(m.last_order.map(|d| DayFmt(d).to_string())))?;
+    writeln!(out, "  RFM {}/{}/{}  value tier {}  price tier {}", opt(p.r.map(|v| v.to_string())), opt(p.f.map(|v| v.to_string())), opt(p.m.map(|v| v.to_string())), opt(p.value_tier.map(|t| t.as_str().into())), opt(p.price_tier.map(|t| t.as_str().into())))?;
+    writeln!(out, "  price sensitivity {} ({})", opt(m.price_sensitivity().map(|s| format!("{s:.2}"))), opt(p.sensitivity_tier.map(|t| t.as_str().into())))?;
+    writeln!(out, "  repurchase cycle {} days, due {}", opt(m.interval_median_days().map(|d| d.to_string())), yes_no(m.repurchase_due))?;
+    writeln!(out, "  favourite category {}  brand {}", opt(m.top_category.clone()), opt(m.top_brand.clone()))?;
+    if let Some(h) = store.history(id)? {
+        let lines: Vec<_> = h.lines.iter().filter(|l| rekindle::domain::day_of(l.ts) <= as_of).collect();
+        writeln!(out, "\nlast orders")?;
+        let mut orders: Vec<&str> = Vec::new();
+        for l in lines.iter().rev() {
+            if !orders.contains(&l.order_id.as_str()) {
+                orders.push(&l.order_id);
+            }
+        }
+        for oid in orders.iter().take(5) {
+            let ls: Vec<_> = lines.iter().filter(|l| l.order_id == *oid).collect();
+            let total: i64 = ls.iter().map(|l| l.amount()).sum();
+            writeln!(out, "  {}  {oid}  {}", TsFmt(ls[0].ts), CentsFmt(total))?;
+            for l in ls {
+                let disc = if l.discount_ppm > 0 { format!("  -{}%", l.discount_ppm as f64 / 10_000.0) } else { String::new() };
+                writeln!(out, "      {} x{} @ {}{}  {}", l.sku, l.qty, CentsFmt(l.unit_price), disc, l.category)?;
+            }
+        }
+    }
+    if let Some(ev) = store.events(id)? {
+        writeln!(out, "\nbrowsing: {} events, last {}", ev.events.len(), opt(ev.events.last().map(|e| format!("{} {} {}", TsFmt(e.ts), e.kind.as_str(), e.sku))))?;
+    }
+    Ok(())
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}

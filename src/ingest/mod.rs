@@ -1,0 +1,429 @@
+//! Import of members, orders, events and products from CSV or NDJSON files (and, later,
+//! HTTP bodies): streaming, chunked, every bad row reported with file, line and reason,
+//! and the good rows kept.
+//!
+//! A reader thread parses rows into typed records and hands chunks to the writer, which
+//! applies each chunk to the store as one atomic batch. A file never sits in memory whole.
+
+pub mod rows;
+
+use crate::store::import::WriteStats;
+use crate::store::{Store, StoreError};
+use rows::{parse_event, parse_member, parse_order, parse_product, Fields, Kind};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: missing required column {column:?} for a {kind} file")]
+    MissingColumn { path: PathBuf, column: &'static str, kind: &'static str },
+    #[error("{path}: cannot tell what kind of file this is from its columns {columns:?}; pass --kind members|orders|events|products")]
+    UnknownKind { path: PathBuf, columns: Vec<String> },
+    #[error("{path}: the header is not valid CSV or UTF-8: {reason}")]
+    BadHeader { path: PathBuf, reason: String },
+    #[error("{path}: the file is empty")]
+    Empty { path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A skipped row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRow {
+    pub file: String,
+    pub line: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.reason)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Overrides detection from the header.
+    pub kind: Option<Kind>,
+    /// Rows per atomic batch.
+    pub chunk_rows: usize,
+    /// Draw a progress bar (only shown on a terminal).
+    pub progress: bool,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions { kind: None, chunk_rows: 50_000, progress: true }
+    }
+}
+
+/// What importing one file did.
+#[derive(Debug, Clone)]
+pub struct FileSummary {
+    pub file: String,
+    pub kind: Kind,
+    /// Data rows read (good and bad).
+    pub rows: u64,
+    pub imported: u64,
+    pub bad: u64,
+    pub unknown_columns: Vec<String>,
+    pub moved_orders: u64,
+    pub new_bare_members: u64,
+    pub elapsed: Duration,
+}
+
+enum Row {
+    Member(rows::MemberRow),
+    Order(rows::OrderRow),
+    Event(rows::EventRow),
+    Product(rows::ProductRow),
+}
+
+fn parse_row(kind: Kind, f: &Fields) -> Result<Row, String> {
+    match kind {
+        Kind::Members => parse_member(f).map(Row::Member),
+        Kind::Orders => parse_order(f).map(Row::Order),
+        Kind::Events => parse_event(f).map(Row::Event),
+        Kind::Products => parse_product(f).map(Row::Product),
+    }
+}
+
+/// A chunk from the reader: good rows, bad rows, and how far into the input it got.
+struct Chunk {
+    rows: Vec<Row>,
+    bad: Vec<BadRow>,
+    read: u64,
+    position: u64,
+}
+
+/// Imports one file. `on_bad` sees every bad row as it is found.
+pub fn import_file(
+    store: &Store,
+    path: &Path,
+    opts: &ImportOptions,
+    on_bad: &mut dyn FnMut(&BadRow),
+) -> Result<FileSummary, IngestError> {
+    let io = |source| IngestError::Io { path: path.into(), source };
+    let mut file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let ndjson = is_ndjson(path, &mut file).map_err(io)?;
+    let name = path.display().to_string();
+    let bar = progress_bar(opts.progress, len, &name);
+    let reader = if ndjson {
+        Reader::ndjson(BufReader::with_capacity(1 << 20, file), path, opts.kind)?
+    } else {
+        Reader::csv(file, path, opts.kind)?
+    };
+    let summary = run(store, reader, opts.chunk_rows, &name, on_bad, |pos| bar.set_position(pos))?;
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+/// Imports NDJSON from any reader (an HTTP body); `name` labels bad rows.
+pub fn import_ndjson(
+    store: &Store,
+    input: impl BufRead + Send + 'static,
+    name: &str,
+    kind: Option<Kind>,
+    on_bad: &mut dyn FnMut(&BadRow),
+) -> Result<FileSummary, IngestError> {
+    let reader = Reader::ndjson(input, Path::new(name), kind)?;
+    run(store, reader, 50_000, name, on_bad, |_| {})
+}
+
+fn progress_bar(enabled: bool, len: u64, name: &str) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("static progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(name.to_string());
+    bar
+}
+
+fn is_ndjson(path: &Path, file: &mut File) -> std::io::Result<bool> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if matches!(ext.as_str(), "ndjson" | "jsonl" | "json") {
+        return Ok(true);
+    }
+    if ext == "csv" {
+        return Ok(false);
+    }
+    let mut head = [0u8; 64];
+    let n = file.read(&mut head)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+}
+
+fn run(
+    store: &Store,
+    mut reader: Reader,
+    chunk_rows: usize,
+    name: &str,
+    on_bad: &mut dyn FnMut(&BadRow),
+    progress: impl Fn(u64),
+) -> Result<FileSummary, IngestError> {
+    let started = Instant::now();
+    let kind = reader.kind;
+    let unknown_columns = reader.unknown.clone();
+    let mut summary = FileSummary {
+        file: name.into(),
+        kind,
+        rows: 0,
+        imported: 0,
+        bad: 0,
+        unknown_columns,
+        moved_orders: 0,
+        new_bare_members: 0,
+        elapsed: Duration::ZERO,
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, IngestError>>(2);
+    std::thread::scope(|scope| {
+        let file_name = name.to_string();
+        scope.spawn(move || {
+            loop {
+                let chunk = reader.next_chunk(chunk_rows, &file_name);
+                let done = matches!(&chunk, Ok(c) if c.read == 0) || chunk.is_err();
+                if tx.send(chunk).is_err() || done {
+                    break;
+                }
+            }
+        });
+        for chunk in rx {
+            let chunk = chunk?;
+            if chunk.read == 0 {
+                break;
+            }
+            summary.rows += chunk.read;
+            summary.bad += chunk.bad.len() as u64;
+            for b in &chunk.bad {
+                on_bad(b);
+            }
+            summary.imported += chunk.rows.len() as u64;
+            let stats = write_chunk(store, kind, chunk.rows)?;
+            summary.moved_orders += stats.moved_orders;
+            summary.new_bare_members += stats.new_bare_members;
+            progress(chunk.position);
+        }
+        Ok::<(), IngestError>(())
+    })?;
+    store.flush()?;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn write_chunk(store: &Store, kind: Kind, rows: Vec<Row>) -> Result<WriteStats, StoreError> {
+    if rows.is_empty() {
+        return Ok(WriteStats::default());
+    }
+    match kind {
+        Kind::Members => store.write_members(rows.into_iter().filter_map(|r| if let Row::Member(m) = r { Some(m) } else { None }).collect()),
+        Kind::Orders => store.write_orders(rows.into_iter().filter_map(|r| if let Row::Order(o) = r { Some(o) } else { None }).collect()),
+        Kind::Events => store.write_events(rows.into_iter().filter_map(|r| if let Row::Event(e) = r { Some(e) } else { None }).collect()),
+        Kind::Products => store.write_products(
+            rows.into_iter().filter_map(|r| if let Row::Product(p) = r { Some((p.sku, p.product)) } else { None }).collect(),
+        ),
+    }
+}
+
+/// Maps the file's columns to the kind's: `index[i]` is the file column of kind column i.
+fn map_columns(path: &Path, names: &[String], forced: Option<Kind>) -> Result<(Kind, Vec<Option<usize>>, Vec<String>), IngestError> {
+    let kind = forced
+        .or_else(|| Kind::detect(names.iter().map(String::as_str)))
+        .ok_or_else(|| IngestError::UnknownKind { path: path.into(), columns: names.to_vec() })?;
+    let index: Vec<Option<usize>> = kind.columns().iter().map(|c| names.iter().position(|n| n == c)).collect();
+    for req in kind.required() {
+        if !names.iter().any(|n| n == req) {
+            return Err(IngestError::MissingColumn { path: path.into(), column: req, kind: kind.name() });
+        }
+    }
+    let unknown = names.iter().filter(|n| !kind.columns().contains(&n.as_str())).cloned().collect();
+    Ok((kind, index, unknown))
+}
+
+enum Source {
+    Csv { rdr: csv::Reader<File>, raw: File, record: csv::ByteRecord, index: Vec<Option<usize>>, width: usize },
+    Ndjson { input: Box<dyn BufRead + Send>, line: u64, buf: Vec<u8>, pos: u64, pending: Option<Vec<u8>> },
+}
+
+struct Reader {
+    kind: Kind,
+    unknown: Vec<String>,
+    source: Source,
+}
+
+impl Reader {
+    fn csv(file: File, path: &Path, forced: Option<Kind>) -> Result<Reader, IngestError> {
+        let raw = file.try_clone().map_err(|source| IngestError::Io { path: path.into(), source })?;
+        let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).buffer_capacity(1 << 20).from_reader(file);
+        let headers = rdr
+            .byte_headers()
+            .map_err(|e| IngestError::BadHeader { path: path.into(), reason: e.to_string() })?
+            .clone();
+        if headers.is_empty() || (headers.len() == 1 && headers[0].is_empty()) {
+            return Err(IngestError::Empty { path: path.into() });
+        }
+        let mut names = Vec::with_capacity(headers.len());
+        for (i, h) in headers.iter().enumerate() {
+            let s = std::str::from_utf8(h).map_err(|e| IngestError::BadHeader { path: path.into(), reason: e.to_string() })?;
+            let s = if i == 0 { s.trim_start_matches('\u{feff}') } else { s };
+            names.push(s.trim().to_string());
+        }
+        let (kind, index, unknown) = map_columns(path, &names, forced)?;
+        let width = names.len();
+        Ok(Reader { kind, unknown, source: Source::Csv { rdr, raw, record: csv::ByteRecord::new(), index, width } })
+    }
+
+    fn ndjson(mut input: impl BufRead + Send + 'static, path: &Path, forced: Option<Kind>) -> Result<Reader, IngestError> {
+        // the first object's keys play the part of the header
+        let mut first = Vec::new();
+        let mut skipped = 0u64;
+        loop {
+            first.clear();
+            let n = input.read_until(b'\n', &mut first).map_err(|source| IngestError::Io { path: path.into(), source })?;
+            if n == 0 {
+                return Err(IngestError::Empty { path: path.into() });
+            }
+            if first.iter().any(|b| !b.is_ascii_whitespace()) {
+                break;
+            }
+            skipped += 1;
+        }
+        let names: Vec<String> = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&first) {
+            Ok(obj) => obj.keys().cloned().collect(),
+            Err(e) => return Err(IngestError::BadHeader { path: path.into(), reason: format!("first line is not a JSON object: {e}") }),
+        };
+        let (kind, _, unknown) = match forced {
+            Some(k) => (k, Vec::new(), Vec::new()),
+            None => map_columns(path, &names, None)?,
+        };
+        Ok(Reader {
+            kind,
+            unknown,
+            source: Source::Ndjson { input: Box::new(input), line: skipped, buf: Vec::new(), pos: first.len() as u64, pending: Some(first) },
+        })
+    }
+
+    fn next_chunk(&mut self, max_rows: usize, file: &str) -> Result<Chunk, IngestError> {
+        let kind = self.kind;
+        let mut chunk = Chunk { rows: Vec::with_capacity(max_rows.min(1 << 16)), bad: Vec::new(), read: 0, position: 0 };
+        let bad = |line: u64, reason: String| BadRow { file: file.to_string(), line, reason };
+        match &mut self.source {
+            Source::Csv { rdr, raw, record, index, width } => {
+                while chunk.read < max_rows as u64 {
+                    let start = rdr.position().clone();
+                    match rdr.read_byte_record(record) {
+                        Ok(false) => break,
+                        Ok(true) => {}
+                        Err(e) => {
+                            // only I/O errors reach here with a flexible reader
+                            return Err(IngestError::Io { path: file.into(), source: std::io::Error::other(e.to_string()) });
+                        }
+                    }
+                    chunk.read += 1;
+                    let line = start.line();
+                    let spans = rdr.position().line().saturating_sub(line);
+                    let result = if record.len() != *width {
+                        Err(format!("expected {} fields, found {}", width, record.len()))
+                    } else {
+                        fields_from_csv(kind, record, index).and_then(|f| parse_row(kind, &f))
+                    };
+                    match result {
+                        Ok(row) => chunk.rows.push(row),
+                        Err(reason) if spans > 1 => {
+                            // a broken quote swallowed the following lines: report this line
+                            // and read again from the next one, so no good row is lost
+                            chunk.bad.push(bad(line, format!("{reason} (unbalanced quote?)")));
+                            let next = next_line_offset(raw, start.byte()).map_err(|source| IngestError::Io { path: file.into(), source })?;
+                            let mut pos = csv::Position::new();
+                            pos.set_byte(next).set_line(line + 1).set_record(start.record() + 1);
+                            rdr.seek(pos).map_err(|e| IngestError::Io { path: file.into(), source: std::io::Error::other(e.to_string()) })?;
+                        }
+                        Err(reason) => chunk.bad.push(bad(line, reason)),
+                    }
+                }
+                chunk.position = rdr.position().byte();
+            }
+            Source::Ndjson { input, line, buf, pos, pending } => {
+                while chunk.read < max_rows as u64 {
+                    buf.clear();
+                    if let Some(p) = pending.take() {
+                        *buf = p;
+                    } else {
+                        let n = input.read_until(b'\n', buf).map_err(|source| IngestError::Io { path: file.into(), source })?;
+                        if n == 0 {
+                            break;
+                        }
+                        *pos += n as u64;
+                    }
+                    *line += 1;
+                    if buf.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    chunk.read += 1;
+                    match ndjson_row(kind, buf) {
+                        Ok(row) => chunk.rows.push(row),
+                        Err(reason) => chunk.bad.push(bad(*line, reason)),
+                    }
+                }
+                chunk.position = *pos;
+            }
+        }
+        Ok(chunk)
+    }
+}
+
+fn fields_from_csv<'r>(kind: Kind, record: &'r csv::ByteRecord, index: &[Option<usize>]) -> Result<Fields<'r>, String> {
+    let mut values = [None; 11];
+    for (i, col) in index.iter().enumerate() {
+        if let Some(c) = col {
+            let raw = record.get(*c).unwrap_or(b"");
+            values[i] = Some(std::str::from_utf8(raw).map_err(|_| format!("{}: invalid UTF-8", kind.columns()[i]))?);
+        }
+    }
+    Ok(Fields { values, kind })
+}
+
+fn ndjson_row(kind: Kind, line: &[u8]) -> Result<Row, String> {
+    let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(line) {
+        Ok(o) => o,
+        Err(e) if e.is_data() => return Err("not a JSON object".into()),
+        Err(e) => return Err(format!("invalid JSON: {e}")),
+    };
+    let texts: Vec<Option<String>> = kind
+        .columns()
+        .iter()
+        .map(|c| match obj.get(*c) {
+            None => Ok(None),
+            Some(serde_json::Value::Null) => Ok(Some(String::new())),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(serde_json::Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(_) => Err(format!("{c}: expected a string, number or boolean")),
+        })
+        .collect::<Result<_, String>>()?;
+    let mut values = [None; 11];
+    for (i, t) in texts.iter().enumerate() {
+        // a key this object lacks is an absent column: a member keeps its stored value
+        values[i] = t.as_deref();
+    }
+    parse_row(kind, &Fields { values, kind })
+}
+
+/// The byte offset just after the first newline at or after `from`.
+fn next_line_offset(file: &File, from: u64) -> std::io::Result<u64> {
+    let mut f = file.try_clone()?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut r = BufReader::new(f);
+    let mut skipped = Vec::new();
+    let n = r.read_until(b'\n', &mut skipped)?;
+    Ok(from + n as u64)
+}

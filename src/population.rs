@@ -1,0 +1,264 @@
+//! Profiles of the whole member base as of a date: scans every member from the store,
+//! computes metrics in parallel, takes the population cut points, and writes the
+//! `profiles export` rows (CSV or NDJSON) and the `stats` summary.
+//!
+//! The export columns form one closed list ([`COLUMNS`]), so CSV, NDJSON and the docs
+//! never drift apart.
+
+use crate::config::ProfileConfig;
+use crate::domain::{CentsFmt, Day, DayFmt};
+use crate::profile::{metrics, CutPoints, Metrics, Profile, Stage, Tier, ValueTier};
+use crate::store::model::Member;
+use crate::store::{decode, Store, StoreError};
+use rayon::prelude::*;
+use std::io::Write;
+
+/// Every member's profile as of one day, in member id order.
+pub struct Population {
+    pub as_of: Day,
+    pub ids: Vec<String>,
+    pub profiles: Vec<Profile>,
+    pub cuts: Option<CutPoints>,
+}
+
+const SCAN_CHUNK: usize = 16_384;
+
+impl Population {
+    /// Reads every member's record and digest (never the order lines) and profiles them.
+    pub fn compute(store: &Store, as_of: Day, cfg: &ProfileConfig) -> Result<Population, StoreError> {
+        let mut ids = Vec::new();
+        let mut all: Vec<Metrics> = Vec::new();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(sled::IVec, sled::IVec)>, StoreError>>(4);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+                for item in store.scan_members_raw() {
+                    match item {
+                        Ok(kv) => chunk.push(kv),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                    if chunk.len() == SCAN_CHUNK && tx.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK)))).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Ok(chunk));
+            });
+            for chunk in rx {
+                let chunk = chunk?;
+                let computed: Vec<(String, Metrics)> = chunk
+                    .par_iter()
+                    .map(|(k, v)| {
+                        let m: Member = decode(k, v)?;
+                        Ok((String::from_utf8_lossy(&k[1..]).into_owned(), metrics(&m, as_of, cfg)))
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                for (id, m) in computed {
+                    ids.push(id);
+                    all.push(m);
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        let cuts = CutPoints::compute(all.iter(), cfg);
+        let profiles = all.into_par_iter().map(|m| Profile::new(m, cuts.as_ref(), cfg)).collect();
+        Ok(Population { as_of, ids, profiles, cuts })
+    }
+
+    /// Writes one row per member.
+    pub fn export(&self, out: &mut dyn Write, format: ExportFormat) -> std::io::Result<()> {
+        if format == ExportFormat::Csv {
+            let header: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
+            writeln!(out, "{}", header.join(","))?;
+        }
+        let buffers: Vec<Vec<u8>> = self
+            .ids
+            .par_chunks(8192)
+            .zip(self.profiles.par_chunks(8192))
+            .map(|(ids, profiles)| {
+                let mut buf = Vec::with_capacity(ids.len() * 200);
+                for (id, p) in ids.iter().zip(profiles) {
+                    write_row(&mut buf, id, p, format);
+                }
+                buf
+            })
+            .collect();
+        for b in buffers {
+            out.write_all(&b)?;
+        }
+        out.flush()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Ndjson,
+}
+
+/// A cell of an export row.
+pub enum Cell<'a> {
+    Null,
+    Int(i64),
+    Money(i64),
+    Real(f64),
+    Half(i64),
+    Date(Day),
+    Bool(bool),
+    Text(&'a str),
+}
+
+type Column = (&'static str, fn(&str, &Profile) -> Cell<'static>);
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Cell<'static>) -> Cell<'static> {
+    v.map_or(Cell::Null, f)
+}
+
+/// The export columns, named as in DATA_FORMAT.md.
+pub const COLUMNS: &[Column] = &[
+    ("member_id", |_, _| Cell::Null), // written from the id itself
+    ("orders", |_, p| Cell::Int(i64::from(p.metrics.orders))),
+    ("monetary", |_, p| Cell::Money(p.metrics.monetary)),
+    ("aov", |_, p| opt(p.metrics.aov(), Cell::Money)),
+    ("first_order_date", |_, p| opt(p.metrics.first_order, Cell::Date)),
+    ("last_order_date", |_, p| opt(p.metrics.last_order, Cell::Date)),
+    ("recency_days", |_, p| opt(p.metrics.recency_days, |r| Cell::Int(i64::from(r)))),
+    ("stage", |_, p| Cell::Text(p.metrics.stage.as_str())),
+    ("r_score", |_, p| opt(p.r, |v| Cell::Int(i64::from(v)))),
+    ("f_score", |_, p| opt(p.f, |v| Cell::Int(i64::from(v)))),
+    ("m_score", |_, p| opt(p.m, |v| Cell::Int(i64::from(v)))),
+    ("value_tier", |_, p| opt(p.value_tier, |v| Cell::Text(v.as_str()))),
+    ("price_tier", |_, p| opt(p.price_tier, |v| Cell::Text(v.as_str()))),
+    ("price_sensitivity", |_, p| opt(p.metrics.price_sensitivity(), Cell::Real)),
+    ("price_sensitivity_tier", |_, p| opt(p.sensitivity_tier, |v| Cell::Text(v.as_str()))),
+    ("interval_median_days", |_, p| opt(p.metrics.interval_median_x2, Cell::Half)),
+    ("repurchase_due", |_, p| Cell::Bool(p.metrics.repurchase_due)),
+    ("top_category", |_, _| Cell::Null), // strings borrowed from the profile: see write_row
+    ("top_brand", |_, _| Cell::Null),
+    ("age", |_, p| opt(p.metrics.age, |a| Cell::Int(i64::from(a)))),
+    ("consent_email", |_, p| Cell::Bool(p.metrics.consent_email)),
+    ("consent_sms", |_, p| Cell::Bool(p.metrics.consent_sms)),
+];
+
+fn cell<'a>(i: usize, id: &'a str, p: &'a Profile) -> Cell<'a> {
+    match COLUMNS[i].0 {
+        "member_id" => Cell::Text(id),
+        "top_category" => p.metrics.top_category.as_deref().map_or(Cell::Null, Cell::Text),
+        "top_brand" => p.metrics.top_brand.as_deref().map_or(Cell::Null, Cell::Text),
+        _ => (COLUMNS[i].1)(id, p),
+    }
+}
+
+fn write_row(buf: &mut Vec<u8>, id: &str, p: &Profile, format: ExportFormat) {
+    let mut ib = itoa::Buffer::new();
+    if format == ExportFormat::Ndjson {
+        buf.push(b'{');
+    }
+    for i in 0..COLUMNS.len() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        if format == ExportFormat::Ndjson {
+            buf.push(b'"');
+            buf.extend_from_slice(COLUMNS[i].0.as_bytes());
+            buf.extend_from_slice(b"\":");
+        }
+        let json = format == ExportFormat::Ndjson;
+        match cell(i, id, p) {
+            Cell::Null if json => buf.extend_from_slice(b"null"),
+            Cell::Null => {}
+            Cell::Int(v) => buf.extend_from_slice(ib.format(v).as_bytes()),
+            Cell::Money(v) => {
+                let _ = write!(buf, "{}", CentsFmt(v));
+            }
+            Cell::Real(v) => {
+                let _ = write!(buf, "{v:.6}");
+            }
+            Cell::Half(x2) => {
+                buf.extend_from_slice(ib.format(x2 / 2).as_bytes());
+                if x2 % 2 != 0 {
+                    buf.extend_from_slice(b".5");
+                }
+            }
+            Cell::Date(d) => {
+                if json {
+                    buf.push(b'"');
+                }
+                let _ = write!(buf, "{}", DayFmt(d));
+                if json {
+                    buf.push(b'"');
+                }
+            }
+            Cell::Bool(b) => buf.extend_from_slice(if b { b"true" } else { b"false" }),
+            Cell::Text(s) if json => {
+                let _ = serde_json::to_writer(&mut *buf, s);
+            }
+            Cell::Text(s) => {
+                if s.contains([',', '"', '\n', '\r']) {
+                    buf.push(b'"');
+                    buf.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+                    buf.push(b'"');
+                } else {
+                    buf.extend_from_slice(s.as_bytes());
+                }
+            }
+        }
+    }
+    if format == ExportFormat::Ndjson {
+        buf.push(b'}');
+    }
+    buf.push(b'\n');
+}
+
+/// The `stats` summary: counts and shares by stage and tier, and the spend distribution.
+pub fn write_stats(pop: &Population, out: &mut dyn Write) -> std::io::Result<()> {
+    let n = pop.profiles.len();
+    let share = |c: usize| if n == 0 { 0.0 } else { 100.0 * c as f64 / n as f64 };
+    writeln!(out, "members as of {}: {}", DayFmt(pop.as_of), n)?;
+    writeln!(out, "\nby stage")?;
+    for s in Stage::ALL {
+        let c = pop.profiles.iter().filter(|p| p.metrics.stage == s).count();
+        writeln!(out, "  {:<10} {:>10} {:>6.1}%", s.as_str(), c, share(c))?;
+    }
+    writeln!(out, "\nby price tier (purchasing power)")?;
+    for t in Tier::ALL {
+        let c = pop.profiles.iter().filter(|p| p.price_tier == Some(t)).count();
+        writeln!(out, "  {:<10} {:>10} {:>6.1}%", t.as_str(), c, share(c))?;
+    }
+    writeln!(out, "\nby value tier (RFM)")?;
+    for t in ValueTier::ALL {
+        let c = pop.profiles.iter().filter(|p| p.value_tier == Some(t)).count();
+        writeln!(out, "  {:<10} {:>10} {:>6.1}%", t.as_str(), c, share(c))?;
+    }
+    let mut spend: Vec<i64> = pop.profiles.iter().filter(|p| p.metrics.orders > 0).map(|p| p.metrics.monetary).collect();
+    spend.sort_unstable();
+    writeln!(out, "\nspend per buyer ({} buyers)", spend.len())?;
+    if let (Some(min), Some(max)) = (spend.first(), spend.last()) {
+        let total: i64 = spend.iter().sum();
+        let pct = |k: usize| spend[(k * spend.len()).div_ceil(100).max(1) - 1];
+        writeln!(out, "  total {}  mean {}", CentsFmt(total), CentsFmt(total / spend.len() as i64))?;
+        writeln!(
+            out,
+            "  min {}  p25 {}  median {}  p75 {}  p90 {}  p99 {}  max {}",
+            CentsFmt(*min),
+            CentsFmt(pct(25)),
+            CentsFmt(pct(50)),
+            CentsFmt(pct(75)),
+            CentsFmt(pct(90)),
+            CentsFmt(pct(99)),
+            CentsFmt(*max)
+        )?;
+    }
+    if let Some(c) = &pop.cuts {
+        writeln!(
+            out,
+            "\ncut points: recency {:?} days, orders {:?}, monetary [{}]",
+            c.recency,
+            c.orders,
+            c.monetary.iter().map(|m| CentsFmt(*m).to_string()).collect::<Vec<_>>().join(", ")
+        )?;
+    }
+    Ok(())
+}

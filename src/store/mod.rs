@@ -1,0 +1,210 @@
+//! The only module that knows sled: the key layout, the value codec, the format version
+//! and the atomic batches that imports write.
+//!
+//! Key layout (one sled tree, so a batch that touches several kinds stays atomic):
+//!
+//! | key                         | value                    |
+//! |-----------------------------|--------------------------|
+//! | `\0format`                  | `rekindle-store <N>`     |
+//! | `M` member_id               | [`Member`] with digest   |
+//! | `H` member_id               | [`OrderHistory`]         |
+//! | `E` member_id               | [`EventHistory`]         |
+//! | `O` order_id                | owning member_id (utf-8) |
+//! | `P` sku                     | [`Product`]              |
+//!
+//! A prefix scan of `M` visits every member in id order with its digest, which is all the
+//! profile engine reads; `H` gives one member's lines in time order.
+
+pub mod import;
+pub mod model;
+
+use crate::domain::check_id;
+use model::{EventHistory, Member, OrderHistory, Product};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Bumped on every incompatible change of keys or values.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_KEY: &[u8] = b"\0format";
+const FORMAT_PREFIX: &str = "rekindle-store ";
+
+pub(crate) const MEMBER: u8 = b'M';
+pub(crate) const HISTORY: u8 = b'H';
+pub(crate) const EVENTS: u8 = b'E';
+pub(crate) const ORDER_OWNER: u8 = b'O';
+pub(crate) const PRODUCT: u8 = b'P';
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source} (is another rekindle process using it?)")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("{path} is not a rekindle store (it has data but no format marker); refusing to touch it")]
+    Foreign { path: PathBuf },
+    #[error("the store at {path} has format {found}, this rekindle reads format {FORMAT_VERSION}; use a newer rekindle")]
+    TooNew { path: PathBuf, found: u32 },
+    #[error("the store at {path} has an unreadable format marker {marker:?}")]
+    BadMarker { path: PathBuf, marker: String },
+    #[error("store i/o failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt value under key {key:?}: {source}")]
+    Corrupt { key: String, source: postcard::Error },
+}
+
+/// An open rekindle store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+pub(crate) fn key(kind: u8, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(kind);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("postcard serialisation of a store value cannot fail")
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), source })
+}
+
+impl Store {
+    /// Opens (or creates) the store; refuses a foreign or newer one.
+    pub fn open(path: &Path, cache_mb: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_mb * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|source| StoreError::Open { path: path.into(), source })?;
+        let store = Store { db, path: path.into() };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        match self.db.get(FORMAT_KEY)? {
+            Some(v) => {
+                let marker = String::from_utf8_lossy(&v).into_owned();
+                let found = marker
+                    .strip_prefix(FORMAT_PREFIX)
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .ok_or_else(|| StoreError::BadMarker { path: self.path.clone(), marker: marker.clone() })?;
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::TooNew { path: self.path.clone(), found });
+                }
+                Ok(())
+            }
+            None if self.db.is_empty() && self.db.tree_names().len() <= 1 => {
+                self.db.insert(FORMAT_KEY, format!("{FORMAT_PREFIX}{FORMAT_VERSION}").as_bytes())?;
+                self.db.flush()?;
+                Ok(())
+            }
+            None => Err(StoreError::Foreign { path: self.path.clone() }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub(crate) fn get_raw(&self, kind: u8, id: &str) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.db.get(key(kind, id))?)
+    }
+
+    fn get<T: DeserializeOwned>(&self, kind: u8, id: &str) -> Result<Option<T>, StoreError> {
+        let k = key(kind, id);
+        match self.db.get(&k)? {
+            Some(v) => decode(&k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn member(&self, id: &str) -> Result<Option<Member>, StoreError> {
+        self.get(MEMBER, id)
+    }
+
+    pub fn history(&self, id: &str) -> Result<Option<OrderHistory>, StoreError> {
+        self.get(HISTORY, id)
+    }
+
+    pub fn events(&self, id: &str) -> Result<Option<EventHistory>, StoreError> {
+        self.get(EVENTS, id)
+    }
+
+    pub fn product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
+        self.get(PRODUCT, sku)
+    }
+
+    pub(crate) fn order_owner(&self, order_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.get_raw(ORDER_OWNER, order_id)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Applies a batch atomically: all of it or nothing.
+    pub(crate) fn apply(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Every member in id order, raw: (member_id bytes, encoded Member).
+    pub(crate) fn scan_members_raw(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> {
+        self.db.scan_prefix([MEMBER]).map(|r| r.map_err(StoreError::from))
+    }
+
+    /// Every order history in member id order.
+    pub fn scan_histories(&self) -> impl Iterator<Item = Result<(String, OrderHistory), StoreError>> {
+        self.db.scan_prefix([HISTORY]).map(|r| {
+            let (k, v) = r?;
+            Ok((String::from_utf8_lossy(&k[1..]).into_owned(), decode(&k, &v)?))
+        })
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.db.scan_prefix([MEMBER]).keys().count()
+    }
+}
+
+/// Validates an identifier used in a key.
+pub fn valid_id(what: &str, id: &str) -> Result<(), String> {
+    check_id(what, id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_foreign_and_newer_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = dir.path().join("foreign");
+        {
+            let db = sled::open(&foreign).unwrap();
+            db.insert(b"hello", b"world").unwrap();
+            db.flush().unwrap();
+        }
+        assert!(matches!(Store::open(&foreign, 16), Err(StoreError::Foreign { .. })));
+
+        let newer = dir.path().join("newer");
+        {
+            let s = Store::open(&newer, 16).unwrap();
+            s.db.insert(FORMAT_KEY, b"rekindle-store 999".as_slice()).unwrap();
+            s.flush().unwrap();
+        }
+        let err = Store::open(&newer, 16).err().expect("newer store refused");
+        assert!(err.to_string().contains("format 999"), "{err}");
+
+        let fresh = dir.path().join("fresh");
+        drop(Store::open(&fresh, 16).unwrap());
+        assert!(Store::open(&fresh, 16).is_ok(), "reopening our own store works");
+    }
+}

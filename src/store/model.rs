@@ -1,0 +1,283 @@
+//! The records rekindle keeps: members with their order digest, order histories, browsing
+//! events and catalog products. Stored as postcard (compact varint binary).
+//!
+//! The digest is the per-member aggregate that profiles read: one entry per order with its
+//! date, amount, discount flag and spend per category and brand. It is rebuilt from the
+//! member's order history whenever that history changes, so profiles never rescan lines.
+
+use crate::domain::{day_of, div_round_half_away, Cents, Day, Timestamp};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Gender {
+    #[default]
+    Unknown,
+    Female,
+    Male,
+}
+
+/// A member: the attributes of members.csv plus the order digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Member {
+    pub name: String,
+    pub email: String,
+    pub phone: String,
+    pub gender: Gender,
+    pub birth_year: Option<i32>,
+    pub city: String,
+    pub signup_ts: Option<Timestamp>,
+    pub opted_in_email: bool,
+    pub opted_in_sms: bool,
+    /// IANA time zone; empty means the configured default.
+    pub tz: String,
+    /// False for a bare member created by an order or event before its members.csv row.
+    pub known: bool,
+    pub digest: Digest,
+}
+
+/// One order line as stored in a member's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub order_id: String,
+    pub sku: String,
+    pub ts: Timestamp,
+    pub category: String,
+    pub brand: String,
+    pub unit_price: Cents,
+    pub qty: u32,
+    /// discount_pct x 10,000 (so 12.5% is 125,000); 0 <= x < 1,000,000.
+    pub discount_ppm: u32,
+}
+
+impl OrderLine {
+    /// line_amount = unit_price x qty x (1 - discount_pct/100), rounded to the cent, half
+    /// away from zero.
+    pub fn amount(&self) -> Cents {
+        let num = i128::from(self.unit_price) * i128::from(self.qty) * i128::from(1_000_000 - self.discount_ppm);
+        div_round_half_away(num, 1_000_000) as Cents
+    }
+}
+
+/// All order lines of one member, sorted by (ts, order_id, sku); (order_id, sku) is unique.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct OrderHistory {
+    pub lines: Vec<OrderLine>,
+}
+
+/// The per-member aggregate of the order history, one entry per order in date order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Digest {
+    pub orders: Vec<OrderDigest>,
+    /// Names referred to by index from `OrderDigest::categories` and `brands`.
+    pub category_names: Vec<String>,
+    pub brand_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderDigest {
+    /// UTC date of the order: the date of its earliest line.
+    pub day: Day,
+    pub amount: Cents,
+    /// At least one line with discount_pct > 0.
+    pub discounted: bool,
+    /// (index into category_names, spend); lines without a category are not listed.
+    pub categories: Vec<(u32, Cents)>,
+    pub brands: Vec<(u32, Cents)>,
+}
+
+impl OrderHistory {
+    /// Inserts or replaces lines by (order_id, sku) and keeps the order.
+    pub fn merge(&mut self, incoming: impl IntoIterator<Item = OrderLine>) {
+        let mut index: rustc_hash::FxHashMap<(String, String), usize> =
+            self.lines.iter().enumerate().map(|(i, l)| ((l.order_id.clone(), l.sku.clone()), i)).collect();
+        for line in incoming {
+            match index.get(&(line.order_id.clone(), line.sku.clone())) {
+                Some(&i) => self.lines[i] = line,
+                None => {
+                    index.insert((line.order_id.clone(), line.sku.clone()), self.lines.len());
+                    self.lines.push(line);
+                }
+            }
+        }
+        self.sort();
+    }
+
+    /// Removes every line of the given orders and returns them.
+    pub fn take_orders(&mut self, order_ids: &[String]) -> Vec<OrderLine> {
+        let (taken, kept) = std::mem::take(&mut self.lines).into_iter().partition(|l| order_ids.contains(&l.order_id));
+        self.lines = kept;
+        taken
+    }
+
+    fn sort(&mut self) {
+        self.lines.sort_by(|a, b| (a.ts, &a.order_id, &a.sku).cmp(&(b.ts, &b.order_id, &b.sku)));
+    }
+
+    /// Builds the digest: lines grouped by order, orders in (date, order_id) order.
+    pub fn digest(&self) -> Digest {
+        let mut by_order: rustc_hash::FxHashMap<&str, Vec<&OrderLine>> = Default::default();
+        for l in &self.lines {
+            by_order.entry(l.order_id.as_str()).or_default().push(l);
+        }
+        let mut orders: Vec<(&str, Vec<&OrderLine>)> = by_order.into_iter().collect();
+        orders.sort_by_key(|(id, lines)| (lines.iter().map(|l| l.ts).min(), *id));
+        let mut d = Digest::default();
+        for (_, lines) in orders {
+            let mut od = OrderDigest {
+                day: day_of(lines.iter().map(|l| l.ts).min().unwrap_or(0)),
+                amount: 0,
+                discounted: false,
+                categories: Vec::new(),
+                brands: Vec::new(),
+            };
+            for l in lines {
+                let amount = l.amount();
+                od.amount += amount;
+                od.discounted |= l.discount_ppm > 0;
+                add_spend(&mut od.categories, &mut d.category_names, &l.category, amount);
+                add_spend(&mut od.brands, &mut d.brand_names, &l.brand, amount);
+            }
+            d.orders.push(od);
+        }
+        d
+    }
+}
+
+fn add_spend(spend: &mut Vec<(u32, Cents)>, names: &mut Vec<String>, name: &str, amount: Cents) {
+    if name.is_empty() {
+        return;
+    }
+    let idx = match names.iter().position(|n| n == name) {
+        Some(i) => i,
+        None => {
+            names.push(name.to_string());
+            names.len() - 1
+        }
+    } as u32;
+    match spend.iter_mut().find(|(i, _)| *i == idx) {
+        Some((_, s)) => *s += amount,
+        None => spend.push((idx, amount)),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    View,
+    Favorite,
+    Cart,
+}
+
+impl EventKind {
+    pub fn parse(s: &str) -> Option<EventKind> {
+        match s {
+            "view" => Some(EventKind::View),
+            "favorite" => Some(EventKind::Favorite),
+            "cart" => Some(EventKind::Cart),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::View => "view",
+            EventKind::Favorite => "favorite",
+            EventKind::Cart => "cart",
+        }
+    }
+}
+
+/// One browsing event; a member's events are sorted and (ts, kind, sku) is unique.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Event {
+    pub ts: Timestamp,
+    pub kind: EventKind,
+    pub sku: String,
+    pub channel: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct EventHistory {
+    pub events: Vec<Event>,
+}
+
+impl EventHistory {
+    /// Inserts events; one with the same (ts, kind, sku) as a stored one replaces it.
+    pub fn merge(&mut self, incoming: impl IntoIterator<Item = Event>) {
+        self.events.extend(incoming);
+        // stable sort keeps arrival order among equal keys; keep the last arrival
+        self.events.sort_by(|a, b| (a.ts, a.kind, &a.sku).cmp(&(b.ts, b.kind, &b.sku)));
+        let mut out: Vec<Event> = Vec::with_capacity(self.events.len());
+        for e in self.events.drain(..) {
+            match out.last_mut() {
+                Some(last) if (last.ts, last.kind, &last.sku) == (e.ts, e.kind, &e.sku) => *last = e,
+                _ => out.push(e),
+            }
+        }
+        self.events = out;
+    }
+}
+
+/// A catalog product (products.csv).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub name: String,
+    pub category: String,
+    pub brand: String,
+    pub price: Option<Cents>,
+    pub url: String,
+    pub in_stock: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(order: &str, sku: &str, ts: i64, price: i64, qty: u32, disc_ppm: u32) -> OrderLine {
+        OrderLine {
+            order_id: order.into(),
+            sku: sku.into(),
+            ts,
+            category: "c".into(),
+            brand: String::new(),
+            unit_price: price,
+            qty,
+            discount_ppm: disc_ppm,
+        }
+    }
+
+    #[test]
+    fn line_amount_rounds_half_away_from_zero() {
+        // 0.05 x 1 x (1 - 0.50) = 0.025 -> 0.03
+        assert_eq!(line(".", "a", 0, 5, 1, 500_000).amount(), 3);
+        // 0.05 x 1 x (1 - 0.30) = 0.035 -> 0.04 ; 0.01 x 1 x 0.7 = 0.007 -> 0.01
+        assert_eq!(line(".", "a", 0, 5, 1, 300_000).amount(), 4);
+        assert_eq!(line(".", "a", 0, 1, 1, 300_000).amount(), 1);
+        // 19.99 x 3 x (1 - 12.5%) = 52.47375 -> 52.47
+        assert_eq!(line(".", "a", 0, 1999, 3, 125_000).amount(), 5247);
+        assert_eq!(line(".", "a", 0, 1999, 3, 0).amount(), 5997);
+    }
+
+    #[test]
+    fn merge_replaces_by_order_and_sku() {
+        let mut h = OrderHistory::default();
+        h.merge([line("o1", "a", 10, 100, 1, 0), line("o1", "b", 10, 200, 1, 0)]);
+        h.merge([line("o1", "a", 10, 150, 2, 0), line("o0", "z", 5, 1, 1, 0)]);
+        assert_eq!(h.lines.len(), 3);
+        assert_eq!(h.lines[0].order_id, "o0");
+        assert_eq!(h.lines[1].unit_price, 150);
+        let d = h.digest();
+        assert_eq!(d.orders.len(), 2);
+        assert_eq!(d.orders[1].amount, 500);
+        let before = h.clone();
+        h.merge(before.lines.clone());
+        assert_eq!(h, before, "re-importing the same lines changes nothing");
+    }
+
+    #[test]
+    fn event_merge_is_idempotent() {
+        let e = |ts, sku: &str| Event { ts, kind: EventKind::View, sku: sku.into(), channel: "pc".into() };
+        let mut h = EventHistory::default();
+        h.merge([e(2, "a"), e(1, "b")]);
+        h.merge([e(2, "a"), e(1, "b")]);
+        assert_eq!(h.events, vec![e(1, "b"), e(2, "a")]);
+    }
+}

@@ -1,0 +1,190 @@
+//! Import: malformed files report every bad row with its line and reason and keep every
+//! good row; re-imports change nothing; NDJSON and CSV give the same store.
+
+use crate::support::{import, open_store};
+use rekindle::config::ProfileConfig;
+use rekindle::domain::parse_date;
+use rekindle::ingest::{import_file, ImportOptions, IngestError};
+use rekindle::population::{ExportFormat, Population};
+use rekindle::store::Store;
+use std::path::Path;
+
+fn export(store: &Store) -> String {
+    let pop = Population::compute(store, parse_date("2026-11-01").unwrap(), &ProfileConfig::default()).unwrap();
+    let mut out = Vec::new();
+    pop.export(&mut out, ExportFormat::Csv).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn malformed_orders_report_each_bad_row_and_keep_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut csv = b"order_id,member_id,ts,sku,category,brand,unit_price,qty,discount_pct,utm_source\n".to_vec();
+    csv.extend_from_slice(b"o1,m1,2026-01-02T10:00:00Z,s1,shoes,acme,19.99,2,10,x\n"); // line 2 good
+    csv.extend_from_slice(b"o2,m1,2026-13-02T10:00:00Z,s1,shoes,acme,19.99,1,,x\n"); // 3 bad timestamp
+    csv.extend_from_slice(b"o3,m2,2026-01-03T10:00:00Z,s2,shoes,acme,-5.00,1,,x\n"); // 4 negative price
+    csv.extend_from_slice(b"o4,m2,2026-01-03T10:00:00Z,\"s3,shoes,acme,5.00,1,,x\n"); // 5 broken quote
+    csv.extend_from_slice(b"o5,m3,2026-01-04T10:00:00Z,s4,bags,acme,7.50,1,0,x\n"); // 6 good
+    csv.extend_from_slice(b"o6,m3,2026-01-04T10:00:00Z,s5,bag\xff\xfes,acme,7.50,1,0,x\n"); // 7 invalid utf-8
+    csv.extend_from_slice(b"o7,m4,2026-01-05T10:00:00Z,s6,bags,acme,7.50,1\n"); // 8 too few fields
+    csv.extend_from_slice(b"o8,m4,2026-01-05T10:00:00Z,s6,\"multi\nline\",acme,7.50,1,5,x\n"); // 9-10 good, quoted newline
+    csv.extend_from_slice(b"o9,m5,2026-01-06T10:00:00Z,s7,bags,acme,1.234,1,0,x\n"); // 11 three decimals
+    csv.extend_from_slice(b"o10,m5,2026-01-06T10:00:00Z,s7,bags,acme,3.00,0,0,x\n"); // 12 qty 0
+    csv.extend_from_slice(b"o11,m5,2026-01-06T10:00:00Z,s8,bags,acme,3.00,1,100,x\n"); // 13 discount 100
+    csv.extend_from_slice(b"o12,m6,2026-01-07T10:00:00Z,s9,bags,acme,3.00,1,0,x\n"); // 14 good
+    let path = write(dir.path(), "orders.csv", &csv);
+    let (s, bad) = import(&store, &path);
+    let got: Vec<(u64, String)> = bad.iter().map(|b| (b.line, b.reason.clone())).collect();
+    let expect_prefix = [
+        (3, "ts: bad timestamp"),
+        (4, "unit_price: \"-5.00\" is negative"),
+        (5, "expected 10 fields"),
+        (7, "category: invalid UTF-8"),
+        (8, "expected 10 fields, found 8"),
+        (11, "unit_price: \"1.234\" has more than 2 decimal places"),
+        (12, "qty: \"0\" is not an integer >= 1"),
+        (13, "discount_pct: \"100\" is not below 100"),
+    ];
+    assert_eq!(got.len(), expect_prefix.len(), "{got:#?}");
+    for ((line, reason), (want_line, want)) in got.iter().zip(expect_prefix) {
+        assert_eq!(*line, want_line, "{reason}");
+        assert!(reason.starts_with(want), "line {line}: {reason:?} should start with {want:?}");
+    }
+    assert!(bad.iter().all(|b| b.file.ends_with("orders.csv")));
+    assert_eq!((s.rows, s.imported, s.bad), (12, 4, 8));
+    assert_eq!(s.unknown_columns, vec!["utm_source".to_string()]);
+    // every good row arrived, as a bare member with its order
+    for (m, monetary) in [("m1", 3598), ("m3", 750), ("m4", 713), ("m6", 300)] {
+        let member = store.member(m).unwrap().unwrap_or_else(|| panic!("{m} missing"));
+        assert!(!member.known, "bare member");
+        assert_eq!(member.digest.orders.iter().map(|o| o.amount).sum::<i64>(), monetary, "{m}");
+    }
+    assert!(store.member("m2").unwrap().is_none());
+    assert_eq!(store.history("m4").unwrap().unwrap().lines[0].category, "multi\nline");
+}
+
+#[test]
+fn a_missing_required_column_names_the_file_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let path = write(dir.path(), "orders.csv", b"order_id,member_id,ts,sku,qty\no1,m1,2026-01-01,s,1\n");
+    let err = import_file(&store, &path, &ImportOptions { progress: false, ..Default::default() }, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, IngestError::MissingColumn { column: "unit_price", .. }), "{err}");
+    assert!(err.to_string().contains("orders.csv") && err.to_string().contains("unit_price"), "{err}");
+    let path = write(dir.path(), "mystery.csv", b"a,b\n1,2\n");
+    let err = import_file(&store, &path, &ImportOptions { progress: false, ..Default::default() }, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("--kind"), "{err}");
+}
+
+#[test]
+fn malformed_members_and_ndjson_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let members = write(
+        dir.path(),
+        "members.csv",
+        "member_id,name,gender,birth_year,opted_in_email,tz\nm1,王伟,m,1980,true,Asia/Shanghai\nm2,李芳,x,1990,true,\nm3,张三,f,19x0,true,\nm4,赵四,f,1991,maybe,\nm5,周五,,,1,Europe/Nowhere\nm6,,f,,,\n"
+            .as_bytes(),
+    );
+    let (s, bad) = import(&store, &members);
+    assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![3, 4, 5, 6]);
+    assert_eq!((s.imported, s.bad), (2, 4));
+    assert!(store.member("m1").unwrap().unwrap().opted_in_email);
+
+    let events = write(
+        dir.path(),
+        "events.ndjson",
+        b"{\"member_id\":\"m1\",\"ts\":\"2026-01-01T00:00:00Z\",\"kind\":\"view\",\"sku\":\"s1\"}\n\
+          {\"member_id\":\"m1\",\"ts\":\"2026-01-01T00:00:00Z\",\"kind\":\"like\",\"sku\":\"s1\"}\n\
+          not json at all\n\
+          \n\
+          {\"member_id\":\"m1\",\"ts\":\"2026-01-02T00:00:00Z\",\"kind\":\"cart\"}\n\
+          [1,2]\n\
+          {\"member_id\":\"m1\",\"ts\":\"2026-01-02T00:00:00Z\",\"kind\":\"favorite\",\"sku\":\"s2\",\"channel\":\"app\"}\n",
+    );
+    let (s, bad) = import(&store, &events);
+    let lines: Vec<u64> = bad.iter().map(|b| b.line).collect();
+    assert_eq!(lines, vec![2, 3, 5, 6], "{bad:#?}");
+    assert!(bad[0].reason.contains("kind"), "{:?}", bad[0]);
+    assert!(bad[1].reason.contains("invalid JSON"), "{:?}", bad[1]);
+    assert!(bad[2].reason.contains("sku"), "{:?}", bad[2]);
+    assert_eq!((s.imported, s.bad), (2, 4));
+    assert_eq!(store.events("m1").unwrap().unwrap().events.len(), 2);
+}
+
+#[test]
+fn reimporting_changes_nothing_and_ndjson_equals_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    rekindle::generate::generate(&data, &rekindle::generate::GenerateOptions { members: 500, ..Default::default() }).unwrap();
+    let csv_store = open_store(&dir.path().join("a"));
+    for f in ["members.csv", "orders.csv", "events.csv"] {
+        import(&csv_store, &data.join(f));
+    }
+    let first = export(&csv_store);
+    for f in ["orders.csv", "members.csv", "events.csv"] {
+        import(&csv_store, &data.join(f));
+    }
+    assert_eq!(export(&csv_store), first, "re-import changed the profiles");
+    let ev = csv_store.events("m0000001").unwrap();
+
+    // the same records as NDJSON, with numbers and booleans as JSON values
+    let json_store = open_store(&dir.path().join("b"));
+    for f in ["members", "orders", "events"] {
+        let mut rdr = csv::Reader::from_path(data.join(format!("{f}.csv"))).unwrap();
+        let headers = rdr.headers().unwrap().clone();
+        let mut out = String::new();
+        for rec in rdr.records() {
+            let rec = rec.unwrap();
+            let mut obj = serde_json::Map::new();
+            for (h, v) in headers.iter().zip(rec.iter()) {
+                let val = match h {
+                    "qty" | "birth_year" if !v.is_empty() => serde_json::Value::from(v.parse::<i64>().unwrap()),
+                    "opted_in_email" | "opted_in_sms" => serde_json::Value::from(v == "true"),
+                    _ => serde_json::Value::from(v),
+                };
+                obj.insert(h.to_string(), val);
+            }
+            out.push_str(&serde_json::Value::Object(obj).to_string());
+            out.push('\n');
+        }
+        let p = write(dir.path(), &format!("{f}.ndjson"), out.as_bytes());
+        let (_, bad) = import(&json_store, &p);
+        assert!(bad.is_empty(), "{bad:?}");
+    }
+    assert_eq!(export(&json_store), first);
+    assert_eq!(json_store.events("m0000001").unwrap(), ev);
+}
+
+#[test]
+fn an_order_named_by_another_member_moves_with_all_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let hdr = "order_id,member_id,ts,sku,unit_price,qty\n";
+    let a = write(dir.path(), "a.csv", format!("{hdr}o1,m1,2026-01-01T00:00:00Z,s1,10.00,1\no1,m1,2026-01-01T00:00:00Z,s2,5.00,1\n").as_bytes());
+    import(&store, &a);
+    let b = write(dir.path(), "b.csv", format!("{hdr}o1,m2,2026-01-01T00:00:00Z,s2,6.00,1\n").as_bytes());
+    let (s, _) = import(&store, &b);
+    assert_eq!(s.moved_orders, 1);
+    assert!(store.member("m1").unwrap().unwrap().digest.orders.is_empty());
+    let m2 = store.member("m2").unwrap().unwrap();
+    assert_eq!(m2.digest.orders.len(), 1);
+    assert_eq!(m2.digest.orders[0].amount, 1600, "s1 moved along and s2 was replaced");
+}
+
+#[test]
+fn member_columns_absent_from_a_file_keep_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    import(&store, &write(dir.path(), "m1.csv", "member_id,name,city,opted_in_sms\nm1,王伟,上海,true\n".as_bytes()));
+    import(&store, &write(dir.path(), "m2.csv", "member_id,city\nm1,北京\n".as_bytes()));
+    let m = store.member("m1").unwrap().unwrap();
+    assert_eq!((m.name.as_str(), m.city.as_str(), m.opted_in_sms), ("王伟", "北京", true));
+}

@@ -1,0 +1,6 @@
+//! The integration tests: one binary, a module per area. Each test works in its own
+//! temporary folder with its own store.
+
+mod import;
+mod profiles;
+mod support;

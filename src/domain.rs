@@ -13,6 +13,9 @@ pub type Timestamp = i64;
 /// Money in minor units (cents, fen).
 pub type Cents = i64;
 
+/// A short string kept inline (no allocation up to 24 bytes): ids, skus, categories.
+pub type Text = compact_str::CompactString;
+
 /// Longest accepted member id (DATA_FORMAT.md: 1..64 characters).
 pub const MAX_ID_CHARS: usize = 64;
 

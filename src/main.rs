@@ -108,6 +108,9 @@ enum MemberCommand {
     },
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REKINDLE_LOG").unwrap_or_else(|_| "warn".into()))

@@ -4,7 +4,7 @@
 //! A row arrives as [`Fields`]: the values of the kind's columns in column order, whatever
 //! the file's own column order or format (CSV or NDJSON) was.
 
-use crate::domain::{check_id, parse_bool, parse_scaled, parse_timestamp, Timestamp};
+use crate::domain::{check_id, parse_bool, parse_scaled, parse_timestamp, Text, Timestamp};
 use crate::store::model::{Event, EventKind, Gender, Member, OrderLine, Product};
 
 /// The four kinds of input file.
@@ -165,15 +165,15 @@ pub fn parse_member(f: &Fields) -> Result<MemberRow, String> {
 /// An orders.csv row: the line and the member it belongs to.
 #[derive(Debug, Clone)]
 pub struct OrderRow {
-    pub member_id: String,
+    pub member_id: Text,
     pub line: OrderLine,
 }
 
 pub fn parse_order(f: &Fields) -> Result<OrderRow, String> {
-    let order_id = f.id(0)?.to_string();
-    let member_id = f.id(1)?.to_string();
+    let order_id = f.id(0)?.into();
+    let member_id = f.id(1)?.into();
     let ts = f.with_column(2, parse_timestamp(f.required(2)?))?;
-    let sku = f.id(3)?.to_string();
+    let sku = f.id(3)?.into();
     let unit_price = f.with_column(6, parse_scaled(f.required(6)?, 2))?;
     let qty_s = f.required(7)?;
     let qty = match qty_s.parse::<u32>() {
@@ -207,16 +207,16 @@ pub fn parse_order(f: &Fields) -> Result<OrderRow, String> {
 
 #[derive(Debug, Clone)]
 pub struct EventRow {
-    pub member_id: String,
+    pub member_id: Text,
     pub event: Event,
 }
 
 pub fn parse_event(f: &Fields) -> Result<EventRow, String> {
-    let member_id = f.id(0)?.to_string();
+    let member_id = f.id(0)?.into();
     let ts: Timestamp = f.with_column(1, parse_timestamp(f.required(1)?))?;
     let kind_s = f.required(2)?;
     let kind = EventKind::parse(kind_s).ok_or_else(|| format!("kind: {kind_s:?} is not view, favorite or cart"))?;
-    let sku = f.id(3)?.to_string();
+    let sku = f.id(3)?.into();
     Ok(EventRow { member_id, event: Event { ts, kind, sku, channel: f.get(4).unwrap_or("").into() } })
 }
 

@@ -148,7 +148,7 @@ pub fn metrics(m: &Member, as_of: Day, cfg: &ProfileConfig) -> Metrics {
         (Some(x2), Some(r)) => f64::from(r) >= x2 as f64 / 2.0 * cfg.repurchase_factor,
         _ => false,
     };
-    let top = |pick: fn(&crate::store::model::OrderDigest) -> &Vec<(u32, Cents)>, names: &Vec<String>| {
+    let top = |pick: fn(&crate::store::model::OrderDigest) -> &Vec<(u32, Cents)>, names: &Vec<crate::domain::Text>| {
         let mut spend = vec![0 as Cents; names.len()];
         let mut seen = vec![false; names.len()];
         for o in orders {
@@ -160,7 +160,7 @@ pub fn metrics(m: &Member, as_of: Day, cfg: &ProfileConfig) -> Metrics {
         (0..names.len())
             .filter(|&i| seen[i])
             .max_by(|&a, &b| spend[a].cmp(&spend[b]).then_with(|| names[b].cmp(&names[a])))
-            .map(|i| names[i].clone())
+            .map(|i| names[i].to_string())
     };
     Metrics {
         orders: n as u32,

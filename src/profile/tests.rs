@@ -13,7 +13,7 @@ fn line(order: &str, sku: &str, d: Day, price: i64, qty: u32, disc_pct: u32, cat
         sku: sku.into(),
         ts: i64::from(d) * 86_400 + 3600,
         category: cat.into(),
-        brand: format!("b-{cat}"),
+        brand: format!("b-{cat}").into(),
         unit_price: price,
         qty,
         discount_ppm: disc_pct * 10_000,

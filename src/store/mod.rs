@@ -9,7 +9,7 @@
 //! | `M` member_id               | [`Member`] with digest   |
 //! | `H` member_id               | [`OrderHistory`]         |
 //! | `E` member_id               | [`EventHistory`]         |
-//! | `O` order_id                | owning member_id (utf-8) |
+//! | `O` bucket (u32 BE)         | sorted (order_id, member_id) pairs |
 //! | `P` sku                     | [`Product`]              |
 //!
 //! A prefix scan of `M` visits every member in id order with its digest, which is all the
@@ -118,10 +118,6 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn get_raw(&self, kind: u8, id: &str) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.db.get(key(kind, id))?)
-    }
-
     fn get<T: DeserializeOwned>(&self, kind: u8, id: &str) -> Result<Option<T>, StoreError> {
         let k = key(kind, id);
         match self.db.get(&k)? {
@@ -144,10 +140,6 @@ impl Store {
 
     pub fn product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
         self.get(PRODUCT, sku)
-    }
-
-    pub(crate) fn order_owner(&self, order_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.get_raw(ORDER_OWNER, order_id)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Applies a batch atomically: all of it or nothing.

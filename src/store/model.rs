@@ -5,7 +5,7 @@
 //! date, amount, discount flag and spend per category and brand. It is rebuilt from the
 //! member's order history whenever that history changes, so profiles never rescan lines.
 
-use crate::domain::{day_of, div_round_half_away, Cents, Day, Timestamp};
+use crate::domain::{day_of, div_round_half_away, Cents, Day, Text, Timestamp};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -38,11 +38,11 @@ pub struct Member {
 /// One order line as stored in a member's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderLine {
-    pub order_id: String,
-    pub sku: String,
+    pub order_id: Text,
+    pub sku: Text,
     pub ts: Timestamp,
-    pub category: String,
-    pub brand: String,
+    pub category: Text,
+    pub brand: Text,
     pub unit_price: Cents,
     pub qty: u32,
     /// discount_pct x 10,000 (so 12.5% is 125,000); 0 <= x < 1,000,000.
@@ -69,8 +69,8 @@ pub struct OrderHistory {
 pub struct Digest {
     pub orders: Vec<OrderDigest>,
     /// Names referred to by index from `OrderDigest::categories` and `brands`.
-    pub category_names: Vec<String>,
-    pub brand_names: Vec<String>,
+    pub category_names: Vec<Text>,
+    pub brand_names: Vec<Text>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,22 +88,17 @@ pub struct OrderDigest {
 impl OrderHistory {
     /// Inserts or replaces lines by (order_id, sku) and keeps the order.
     pub fn merge(&mut self, incoming: impl IntoIterator<Item = OrderLine>) {
-        let mut index: rustc_hash::FxHashMap<(String, String), usize> =
-            self.lines.iter().enumerate().map(|(i, l)| ((l.order_id.clone(), l.sku.clone()), i)).collect();
-        for line in incoming {
-            match index.get(&(line.order_id.clone(), line.sku.clone())) {
-                Some(&i) => self.lines[i] = line,
-                None => {
-                    index.insert((line.order_id.clone(), line.sku.clone()), self.lines.len());
-                    self.lines.push(line);
-                }
-            }
-        }
+        self.lines.extend(incoming);
+        // stable: of equal (order_id, sku), later arrivals come later; reversed, the last
+        // arrival leads its run and dedup keeps it
+        self.lines.sort_by(|a, b| (&a.order_id, &a.sku).cmp(&(&b.order_id, &b.sku)));
+        self.lines.reverse();
+        self.lines.dedup_by(|a, b| a.order_id == b.order_id && a.sku == b.sku);
         self.sort();
     }
 
     /// Removes every line of the given orders and returns them.
-    pub fn take_orders(&mut self, order_ids: &[String]) -> Vec<OrderLine> {
+    pub fn take_orders(&mut self, order_ids: &[Text]) -> Vec<OrderLine> {
         let (taken, kept) = std::mem::take(&mut self.lines).into_iter().partition(|l| order_ids.contains(&l.order_id));
         self.lines = kept;
         taken
@@ -115,22 +110,18 @@ impl OrderHistory {
 
     /// Builds the digest: lines grouped by order, orders in (date, order_id) order.
     pub fn digest(&self) -> Digest {
-        let mut by_order: rustc_hash::FxHashMap<&str, Vec<&OrderLine>> = Default::default();
-        for l in &self.lines {
-            by_order.entry(l.order_id.as_str()).or_default().push(l);
-        }
-        let mut orders: Vec<(&str, Vec<&OrderLine>)> = by_order.into_iter().collect();
-        orders.sort_by_key(|(id, lines)| (lines.iter().map(|l| l.ts).min(), *id));
+        let mut idx: Vec<usize> = (0..self.lines.len()).collect();
+        idx.sort_by(|&a, &b| self.lines[a].order_id.cmp(&self.lines[b].order_id));
+        let mut orders: Vec<(Timestamp, &str, &[usize])> = idx
+            .chunk_by(|&a, &b| self.lines[a].order_id == self.lines[b].order_id)
+            .map(|run| (run.iter().map(|&i| self.lines[i].ts).min().unwrap_or(0), self.lines[run[0]].order_id.as_str(), run))
+            .collect();
+        orders.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut d = Digest::default();
-        for (_, lines) in orders {
-            let mut od = OrderDigest {
-                day: day_of(lines.iter().map(|l| l.ts).min().unwrap_or(0)),
-                amount: 0,
-                discounted: false,
-                categories: Vec::new(),
-                brands: Vec::new(),
-            };
-            for l in lines {
+        for (ts, _, run) in orders {
+            let mut od = OrderDigest { day: day_of(ts), amount: 0, discounted: false, categories: Vec::new(), brands: Vec::new() };
+            for &i in run {
+                let l = &self.lines[i];
                 let amount = l.amount();
                 od.amount += amount;
                 od.discounted |= l.discount_ppm > 0;
@@ -143,14 +134,14 @@ impl OrderHistory {
     }
 }
 
-fn add_spend(spend: &mut Vec<(u32, Cents)>, names: &mut Vec<String>, name: &str, amount: Cents) {
+fn add_spend(spend: &mut Vec<(u32, Cents)>, names: &mut Vec<Text>, name: &str, amount: Cents) {
     if name.is_empty() {
         return;
     }
     let idx = match names.iter().position(|n| n == name) {
         Some(i) => i,
         None => {
-            names.push(name.to_string());
+            names.push(name.into());
             names.len() - 1
         }
     } as u32;
@@ -190,8 +181,8 @@ impl EventKind {
 pub struct Event {
     pub ts: Timestamp,
     pub kind: EventKind,
-    pub sku: String,
-    pub channel: String,
+    pub sku: Text,
+    pub channel: Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -237,7 +228,7 @@ mod tests {
             sku: sku.into(),
             ts,
             category: "c".into(),
-            brand: String::new(),
+            brand: Text::default(),
             unit_price: price,
             qty,
             discount_ppm: disc_ppm,

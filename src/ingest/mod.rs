@@ -197,7 +197,8 @@ fn run(
                 }
             }
         });
-        let mut pending: Vec<Row> = Vec::new();
+        let flush_at = flush_rows(kind, chunk_rows);
+        let mut pending = Pending::with_capacity(kind, flush_at + chunk_rows);
         for chunk in rx {
             let chunk = chunk?;
             let last = chunk.read == 0;
@@ -207,10 +208,12 @@ fn run(
                 on_bad(b);
             }
             summary.imported += chunk.rows.len() as u64;
-            pending.extend(chunk.rows);
+            for row in chunk.rows {
+                pending.push(row);
+            }
             // orders and events are grouped by member over many chunks: fewer, larger writes
-            if last || pending.len() >= flush_rows(kind, chunk_rows) {
-                let stats = write_chunk(store, kind, std::mem::take(&mut pending))?;
+            if last || pending.len() >= flush_at {
+                let stats = pending.write(store)?;
                 summary.moved_orders += stats.moved_orders;
                 summary.new_bare_members += stats.new_bare_members;
             }
@@ -234,17 +237,55 @@ fn flush_rows(kind: Kind, chunk_rows: usize) -> usize {
     }
 }
 
-fn write_chunk(store: &Store, kind: Kind, rows: Vec<Row>) -> Result<WriteStats, StoreError> {
-    if rows.is_empty() {
-        return Ok(WriteStats::default());
+/// Rows waiting to be written, by kind; the buffers are reused between writes.
+#[derive(Default)]
+struct Pending {
+    members: Vec<rows::MemberRow>,
+    orders: Vec<rows::OrderRow>,
+    events: Vec<rows::EventRow>,
+    products: Vec<(String, crate::store::model::Product)>,
+}
+
+impl Pending {
+    fn with_capacity(kind: Kind, n: usize) -> Pending {
+        let mut p = Pending::default();
+        match kind {
+            Kind::Members => p.members.reserve(n),
+            Kind::Orders => p.orders.reserve(n),
+            Kind::Events => p.events.reserve(n),
+            Kind::Products => p.products.reserve(n),
+        }
+        p
     }
-    match kind {
-        Kind::Members => store.write_members(rows.into_iter().filter_map(|r| if let Row::Member(m) = r { Some(m) } else { None }).collect()),
-        Kind::Orders => store.write_orders(rows.into_iter().filter_map(|r| if let Row::Order(o) = r { Some(o) } else { None }).collect()),
-        Kind::Events => store.write_events(rows.into_iter().filter_map(|r| if let Row::Event(e) = r { Some(e) } else { None }).collect()),
-        Kind::Products => store.write_products(
-            rows.into_iter().filter_map(|r| if let Row::Product(p) = r { Some((p.sku, p.product)) } else { None }).collect(),
-        ),
+
+    fn len(&self) -> usize {
+        self.members.len() + self.orders.len() + self.events.len() + self.products.len()
+    }
+
+    fn push(&mut self, row: Row) {
+        match row {
+            Row::Member(m) => self.members.push(m),
+            Row::Order(o) => self.orders.push(o),
+            Row::Event(e) => self.events.push(e),
+            Row::Product(p) => self.products.push((p.sku, p.product)),
+        }
+    }
+
+    fn write(&mut self, store: &Store) -> Result<WriteStats, StoreError> {
+        let mut stats = WriteStats::default();
+        if !self.members.is_empty() {
+            stats += store.write_members(&mut self.members)?;
+        }
+        if !self.orders.is_empty() {
+            stats += store.write_orders(&mut self.orders)?;
+        }
+        if !self.events.is_empty() {
+            stats += store.write_events(&mut self.events)?;
+        }
+        if !self.products.is_empty() {
+            stats += store.write_products(&mut self.products)?;
+        }
+        Ok(stats)
     }
 }
 

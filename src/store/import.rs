@@ -70,9 +70,9 @@ impl Store {
     }
 
     /// Upserts members; columns absent from the file keep their stored values.
-    pub fn write_members(&self, rows: Vec<MemberRow>) -> Result<WriteStats, StoreError> {
+    pub fn write_members(&self, rows: &mut Vec<MemberRow>) -> Result<WriteStats, StoreError> {
         let mut latest: FxHashMap<String, Vec<MemberRow>> = FxHashMap::default();
-        for r in rows {
+        for r in rows.drain(..) {
             latest.entry(r.id.clone()).or_default().push(r);
         }
         let mut ids: Vec<(String, Vec<MemberRow>)> = latest.into_iter().collect();
@@ -94,19 +94,19 @@ impl Store {
     }
 
     /// Upserts catalog products.
-    pub fn write_products(&self, rows: Vec<(String, Product)>) -> Result<WriteStats, StoreError> {
-        let pairs = rows.into_iter().map(|(sku, p)| (key(PRODUCT, &sku), encode(&p))).collect();
+    pub fn write_products(&self, rows: &mut Vec<(String, Product)>) -> Result<WriteStats, StoreError> {
+        let pairs = rows.drain(..).map(|(sku, p)| (key(PRODUCT, &sku), encode(&p))).collect();
         self.apply_pairs(pairs, 1024)?;
         Ok(WriteStats::default())
     }
 
     /// Upserts order lines by (order_id, sku), moves orders that changed owner, and
     /// rebuilds the touched members' digests.
-    pub fn write_orders(&self, rows: Vec<OrderRow>) -> Result<WriteStats, StoreError> {
+    pub fn write_orders(&self, rows: &mut Vec<OrderRow>) -> Result<WriteStats, StoreError> {
         let mut stats = WriteStats::default();
         // the final owner of each order in these rows: the last line's member
         let mut owner: FxHashMap<&str, &str> = FxHashMap::default();
-        for r in &rows {
+        for r in rows.iter() {
             owner.insert(&r.line.order_id, &r.member_id);
         }
         let mut by_bucket: FxHashMap<u32, Vec<(&str, &str)>> = FxHashMap::default();
@@ -154,7 +154,7 @@ impl Store {
             }
         }
         let owner: FxHashMap<Text, String> = owner.into_iter().map(|(o, m)| (o.into(), m.to_string())).collect();
-        for r in rows {
+        for r in rows.drain(..) {
             let m = owner.get(&r.line.order_id).cloned().unwrap_or_else(|| r.member_id.to_string());
             work.entry(m).or_default().incoming.push(r.line);
         }
@@ -202,9 +202,9 @@ impl Store {
     }
 
     /// Adds events (idempotent by member, ts, kind and sku).
-    pub fn write_events(&self, rows: Vec<EventRow>) -> Result<WriteStats, StoreError> {
+    pub fn write_events(&self, rows: &mut Vec<EventRow>) -> Result<WriteStats, StoreError> {
         let mut by_member: FxHashMap<String, Vec<Event>> = FxHashMap::default();
-        for r in rows {
+        for r in rows.drain(..) {
             by_member.entry(r.member_id.into()).or_default().push(r.event);
         }
         let mut members: Vec<(String, Vec<Event>)> = by_member.into_iter().collect();

@@ -7,6 +7,7 @@
 
 pub mod rows;
 
+use crate::store::bulk::{EventLoader, OrderLoader};
 use crate::store::import::WriteStats;
 use crate::store::{Store, StoreError};
 use rows::{parse_event, parse_member, parse_order, parse_product, Fields, Kind};
@@ -198,7 +199,7 @@ fn run(
             }
         });
         let flush_at = flush_rows(kind, chunk_rows);
-        let mut pending = Pending::with_capacity(kind, flush_at + chunk_rows);
+        let mut pending = Pending::new(store, kind, flush_at + chunk_rows);
         for chunk in rx {
             let chunk = chunk?;
             let last = chunk.read == 0;
@@ -211,17 +212,17 @@ fn run(
             for row in chunk.rows {
                 pending.push(row);
             }
-            // orders and events are grouped by member over many chunks: fewer, larger writes
-            if last || pending.len() >= flush_at {
-                let stats = pending.write(store)?;
-                summary.moved_orders += stats.moved_orders;
-                summary.new_bare_members += stats.new_bare_members;
-            }
             progress(chunk.position);
             if last {
                 break;
             }
+            if pending.len() >= flush_at {
+                pending.write(store)?;
+            }
         }
+        let stats = pending.finish(store)?;
+        summary.moved_orders += stats.moved_orders;
+        summary.new_bare_members += stats.new_bare_members;
         Ok::<(), IngestError>(())
     })?;
     store.flush()?;
@@ -232,23 +233,32 @@ fn run(
 /// Rows gathered before a write: a member's history is rewritten once per write.
 fn flush_rows(kind: Kind, chunk_rows: usize) -> usize {
     match kind {
-        Kind::Orders | Kind::Events => (chunk_rows * 20).max(chunk_rows),
+        Kind::Orders | Kind::Events => chunk_rows * 10,
         Kind::Members | Kind::Products => chunk_rows,
     }
 }
 
-/// Rows waiting to be written, by kind; the buffers are reused between writes.
-#[derive(Default)]
-struct Pending {
+/// Rows waiting to be written, by kind; the buffers are reused between writes. Orders and
+/// events go through a bulk loader that writes each member once per import.
+struct Pending<'s> {
     members: Vec<rows::MemberRow>,
     orders: Vec<rows::OrderRow>,
     events: Vec<rows::EventRow>,
     products: Vec<(String, crate::store::model::Product)>,
+    order_loader: OrderLoader<'s>,
+    event_loader: EventLoader<'s>,
 }
 
-impl Pending {
-    fn with_capacity(kind: Kind, n: usize) -> Pending {
-        let mut p = Pending::default();
+impl<'s> Pending<'s> {
+    fn new(store: &'s Store, kind: Kind, n: usize) -> Pending<'s> {
+        let mut p = Pending {
+            members: Vec::new(),
+            orders: Vec::new(),
+            events: Vec::new(),
+            products: Vec::new(),
+            order_loader: OrderLoader::new(store),
+            event_loader: EventLoader::new(store),
+        };
         match kind {
             Kind::Members => p.members.reserve(n),
             Kind::Orders => p.orders.reserve(n),
@@ -271,20 +281,30 @@ impl Pending {
         }
     }
 
+    /// Writes members and products now; hands orders and events to their loaders.
     fn write(&mut self, store: &Store) -> Result<WriteStats, StoreError> {
-        let mut stats = WriteStats::default();
         if !self.members.is_empty() {
-            stats += store.write_members(&mut self.members)?;
-        }
-        if !self.orders.is_empty() {
-            stats += store.write_orders(&mut self.orders)?;
-        }
-        if !self.events.is_empty() {
-            stats += store.write_events(&mut self.events)?;
+            store.write_members(&mut self.members)?;
         }
         if !self.products.is_empty() {
-            stats += store.write_products(&mut self.products)?;
+            store.write_products(&mut self.products)?;
         }
+        if !self.orders.is_empty() {
+            self.order_loader.add(&mut self.orders)?;
+        }
+        if !self.events.is_empty() {
+            self.event_loader.add(&mut self.events)?;
+        }
+        Ok(WriteStats::default())
+    }
+
+    /// Writes everything still pending.
+    fn finish(mut self, store: &Store) -> Result<WriteStats, StoreError> {
+        let mut stats = WriteStats::default();
+        store.write_members(&mut self.members)?;
+        store.write_products(&mut self.products)?;
+        stats += self.order_loader.finish(std::mem::take(&mut self.orders))?;
+        stats += self.event_loader.finish(std::mem::take(&mut self.events))?;
         Ok(stats)
     }
 }

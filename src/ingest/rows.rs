@@ -163,7 +163,7 @@ pub fn parse_member(f: &Fields) -> Result<MemberRow, String> {
 }
 
 /// An orders.csv row: the line and the member it belongs to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OrderRow {
     pub member_id: Text,
     pub line: OrderLine,
@@ -205,7 +205,7 @@ pub fn parse_order(f: &Fields) -> Result<OrderRow, String> {
     })
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EventRow {
     pub member_id: Text,
     pub event: Event,

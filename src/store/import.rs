@@ -2,28 +2,27 @@
 //! and each touched member's history and digest is rewritten once per flush: sled pays per
 //! write, so a member with a thousand lines costs one write, not a thousand.
 //!
-//! Orders: every order has one owner, kept in a bucketed index (`O` bucket -> sorted
-//! (order_id, member_id) pairs, [`ORDER_BUCKETS`] buckets). A line that names another
+//! Orders: every order has one owner, kept in a bucketed index (`O` bucket -> pairs of
+//! (64-bit hash of the order id, member_id) sorted by hash, [`ORDER_BUCKETS`] buckets). A line that names another
 //! member than the stored owner moves the whole order (the latest word wins), so a member's
 //! history never holds another member's order. Members are written before the index, so a
 //! crash in between is repaired by importing the file again.
 //!
 //! Each sled batch (a few hundred members with their history and digest) is atomic.
 
-use super::model::{Event, EventHistory, Member, OrderLine, Product};
-use super::{decode, encode, key, Store, StoreError, EVENTS, HISTORY, MEMBER, ORDER_OWNER, PRODUCT};
+use super::model::Product;
+use super::{decode, encode, key, Store, StoreError, MEMBER, ORDER_OWNER, PRODUCT};
 use crate::domain::Text;
-use crate::ingest::rows::{EventRow, MemberRow, OrderRow};
+use crate::ingest::rows::MemberRow;
 use rayon::prelude::*;
-use rustc_hash::{FxHashMap, FxHasher};
-use std::hash::{Hash, Hasher};
+use rustc_hash::FxHashMap;
 
 /// Buckets of the order-owner index (part of the store format).
 pub const ORDER_BUCKETS: u32 = 8192;
 /// Members processed together (in parallel) before their writes are applied.
-const MEMBER_GROUP: usize = 16_384;
+pub(crate) const MEMBER_GROUP: usize = 16_384;
 /// Members per atomic sled batch.
-const MEMBERS_PER_BATCH: usize = 512;
+pub(crate) const MEMBERS_PER_BATCH: usize = 512;
 
 /// What a flush changed.
 #[derive(Debug, Default, Clone, Copy)]
@@ -41,24 +40,36 @@ impl std::ops::AddAssign for WriteStats {
     }
 }
 
-fn bucket_of(order_id: &str) -> u32 {
-    let mut h = FxHasher::default();
-    order_id.hash(&mut h);
-    (h.finish() % u64::from(ORDER_BUCKETS)) as u32
+/// A stable 64-bit hash of an order id (FNV-1a with a final mix): part of the store
+/// format, so it must never change. Two ids with the same hash (about one chance in 10^6
+/// with 5M orders) only make a move of one of them go unnoticed.
+pub(crate) fn order_hash(order_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in order_id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
 }
 
-fn bucket_key(b: u32) -> Vec<u8> {
+pub(crate) fn bucket_of(hash: u64) -> u32 {
+    (hash % u64::from(ORDER_BUCKETS)) as u32
+}
+
+pub(crate) fn bucket_key(b: u32) -> Vec<u8> {
     let mut k = vec![ORDER_OWNER];
     k.extend_from_slice(&b.to_be_bytes());
     k
 }
 
-/// (order_id, member_id) pairs sorted by order_id.
-type OwnerBucket = Vec<(String, String)>;
+/// (order hash, member_id) pairs sorted by hash, as stored.
+pub(crate) type OwnerBucket = Vec<(u64, Text)>;
 
 impl Store {
     /// Applies (key, value) writes in atomic batches of `per_batch` pairs.
-    fn apply_pairs(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>, per_batch: usize) -> Result<(), StoreError> {
+    pub(crate) fn apply_pairs(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>, per_batch: usize) -> Result<(), StoreError> {
         for group in pairs.chunks(per_batch.max(1)) {
             let mut batch = sled::Batch::default();
             for (k, v) in group {
@@ -100,143 +111,12 @@ impl Store {
         Ok(WriteStats::default())
     }
 
-    /// Upserts order lines by (order_id, sku), moves orders that changed owner, and
-    /// rebuilds the touched members' digests.
-    pub fn write_orders(&self, rows: &mut Vec<OrderRow>) -> Result<WriteStats, StoreError> {
-        let mut stats = WriteStats::default();
-        // the final owner of each order in these rows: the last line's member
-        let mut owner: FxHashMap<&str, &str> = FxHashMap::default();
-        for r in rows.iter() {
-            owner.insert(&r.line.order_id, &r.member_id);
-        }
-        let mut by_bucket: FxHashMap<u32, Vec<(&str, &str)>> = FxHashMap::default();
-        for (o, m) in &owner {
-            by_bucket.entry(bucket_of(o)).or_default().push((o, m));
-        }
-        // read the owner buckets and find the orders that change owner
-        let buckets: Vec<(u32, OwnerBucket, Vec<(String, String)>)> = by_bucket
-            .into_par_iter()
-            .map(|(b, orders)| {
-                let k = bucket_key(b);
-                let mut bucket: OwnerBucket = match self.db.get(&k)? {
-                    Some(v) => decode(&k, &v)?,
-                    None => Vec::new(),
-                };
-                let mut moves = Vec::new();
-                for (o, m) in orders {
-                    match bucket.binary_search_by(|(bo, _)| bo.as_str().cmp(o)) {
-                        Ok(i) if bucket[i].1 != m => {
-                            moves.push((o.to_string(), std::mem::replace(&mut bucket[i].1, m.to_string())));
-                        }
-                        Ok(_) => {}
-                        Err(i) => bucket.insert(i, (o.to_string(), m.to_string())),
-                    }
-                }
-                Ok((b, bucket, moves))
-            })
-            .collect::<Result<_, StoreError>>()?;
-
-        #[derive(Default)]
-        struct Work {
-            incoming: Vec<OrderLine>,
-            remove_orders: Vec<Text>,
-        }
-        let mut work: FxHashMap<String, Work> = FxHashMap::default();
-        for (_, _, moves) in &buckets {
-            for (order, old) in moves {
-                stats.moved_orders += 1;
-                let new_owner = owner[order.as_str()].to_string();
-                let mut hist = self.history(old)?.unwrap_or_default();
-                let moved = hist.take_orders(&[Text::from(order.as_str())]);
-                // the moved lines go first, so lines of this import replace them
-                work.entry(new_owner).or_default().incoming.extend(moved);
-                work.entry(old.clone()).or_default().remove_orders.push(order.as_str().into());
-            }
-        }
-        let owner: FxHashMap<Text, String> = owner.into_iter().map(|(o, m)| (o.into(), m.to_string())).collect();
-        for r in rows.drain(..) {
-            let m = owner.get(&r.line.order_id).cloned().unwrap_or_else(|| r.member_id.to_string());
-            work.entry(m).or_default().incoming.push(r.line);
-        }
-        let mut members: Vec<(String, Work)> = work.into_iter().collect();
-        // descending, so each group splits off the end in id order
-        members.sort_unstable_by(|a, b| b.0.cmp(&a.0));
-        while !members.is_empty() {
-            let mut group = members.split_off(members.len().saturating_sub(MEMBER_GROUP));
-            group.reverse();
-            let results = group
-                .into_par_iter()
-                .map(|(member_id, w)| {
-                    let mut hist = self.history(&member_id)?.unwrap_or_default();
-                    if !w.remove_orders.is_empty() {
-                        hist.take_orders(&w.remove_orders);
-                    }
-                    hist.merge(w.incoming);
-                    let existing = self.member(&member_id)?;
-                    let is_new = existing.is_none();
-                    let mut member = existing.unwrap_or_default();
-                    member.digest = hist.digest();
-                    Ok(((key(HISTORY, &member_id), encode(&hist)), (key(MEMBER, &member_id), encode(&member)), is_new))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let mut pairs = Vec::with_capacity(results.len() * 2);
-            for (h, m, is_new) in results {
-                stats.new_bare_members += u64::from(is_new);
-                pairs.push(h);
-                pairs.push(m);
-            }
-            self.apply_pairs(pairs, 2 * MEMBERS_PER_BATCH)?;
-        }
-        // the owner index last: a crash before this point is repaired by a re-import
-        let pairs = buckets.into_iter().map(|(b, bucket, _)| (bucket_key(b), encode(&bucket))).collect();
-        self.apply_pairs(pairs, 256)?;
-        Ok(stats)
-    }
-
     /// The stored owner of an order.
     pub fn order_owner(&self, order_id: &str) -> Result<Option<String>, StoreError> {
-        let k = bucket_key(bucket_of(order_id));
+        let h = order_hash(order_id);
+        let k = bucket_key(bucket_of(h));
         let Some(v) = self.db.get(&k)? else { return Ok(None) };
         let bucket: OwnerBucket = decode(&k, &v)?;
-        Ok(bucket.binary_search_by(|(o, _)| o.as_str().cmp(order_id)).ok().map(|i| bucket[i].1.clone()))
-    }
-
-    /// Adds events (idempotent by member, ts, kind and sku).
-    pub fn write_events(&self, rows: &mut Vec<EventRow>) -> Result<WriteStats, StoreError> {
-        let mut by_member: FxHashMap<String, Vec<Event>> = FxHashMap::default();
-        for r in rows.drain(..) {
-            by_member.entry(r.member_id.into()).or_default().push(r.event);
-        }
-        let mut members: Vec<(String, Vec<Event>)> = by_member.into_iter().collect();
-        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut stats = WriteStats::default();
-        for group in members.chunks(MEMBER_GROUP) {
-            let results = group
-                .par_iter()
-                .map(|(member_id, events)| {
-                    let k = key(EVENTS, member_id);
-                    let mut hist: EventHistory = match self.db.get(&k)? {
-                        Some(v) => decode(&k, &v)?,
-                        None => EventHistory::default(),
-                    };
-                    hist.merge(events.iter().cloned());
-                    let bare = match self.db.get(key(MEMBER, member_id))? {
-                        Some(_) => None,
-                        None => Some((key(MEMBER, member_id), encode(&Member::default()))),
-                    };
-                    Ok(((k, encode(&hist)), bare))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let mut pairs = Vec::with_capacity(results.len());
-            for (e, bare) in results {
-                pairs.push(e);
-                if let Some(m) = bare {
-                    stats.new_bare_members += 1;
-                    pairs.push(m);
-                }
-            }
-            self.apply_pairs(pairs, MEMBERS_PER_BATCH)?;
-        }
-        Ok(stats)
+        Ok(bucket.binary_search_by_key(&h, |(o, _)| *o).ok().map(|i| bucket[i].1.to_string()))
     }
 }

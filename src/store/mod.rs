@@ -15,6 +15,7 @@
 //! A prefix scan of `M` visits every member in id order with its digest, which is all the
 //! profile engine reads; `H` gives one member's lines in time order.
 
+pub mod bulk;
 pub mod import;
 pub mod model;
 
@@ -46,6 +47,8 @@ pub enum StoreError {
     BadMarker { path: PathBuf, marker: String },
     #[error("store i/o failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("temporary import files: {0}")]
+    Spill(std::io::Error),
     #[error("corrupt value under key {key:?}: {source}")]
     Corrupt { key: String, source: postcard::Error },
 }
@@ -53,7 +56,7 @@ pub enum StoreError {
 /// An open rekindle store.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    pub(crate) db: sled::Db,
     path: PathBuf,
 }
 

@@ -188,3 +188,53 @@ fn member_columns_absent_from_a_file_keep_their_values() {
     let m = store.member("m1").unwrap().unwrap();
     assert_eq!((m.name.as_str(), m.city.as_str(), m.opted_in_sms), ("王伟", "北京", true));
 }
+
+fn import_with_chunk(store: &Store, path: &Path, chunk_rows: usize) -> rekindle::ingest::FileSummary {
+    let opts = ImportOptions { progress: false, chunk_rows, ..Default::default() };
+    import_file(store, path, &opts, &mut |b| panic!("unexpected bad row {b}")).unwrap()
+}
+
+#[test]
+fn spilled_sorted_runs_give_the_same_store_as_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    rekindle::generate::generate(&data, &rekindle::generate::GenerateOptions { members: 400, ..Default::default() }).unwrap();
+    let one = open_store(&dir.path().join("one"));
+    let many = open_store(&dir.path().join("many"));
+    for f in ["members.csv", "orders.csv", "events.csv"] {
+        import_with_chunk(&one, &data.join(f), 1_000_000);
+        // 30-row chunks, a run every 300 rows: more than ten runs per file
+        import_with_chunk(&many, &data.join(f), 30);
+    }
+    assert_eq!(export(&many), export(&one));
+    assert_eq!(many.events("m0000007").unwrap(), one.events("m0000007").unwrap());
+    assert_eq!(many.history("m0000007").unwrap(), one.history("m0000007").unwrap());
+}
+
+#[test]
+fn owner_changes_across_runs_and_against_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let hdr = "order_id,member_id,ts,sku,unit_price,qty\n";
+    let a = write(dir.path(), "a.csv", format!("{hdr}s1,m1,2026-01-01T00:00:00Z,x,1.00,1\ns1,m1,2026-01-01T00:00:00Z,y,2.00,1\n").as_bytes());
+    import(&store, &a);
+    // s1 moves m1 -> m3 (stored lines come along); t1 is first m2's, then m4's within the file
+    let mut rows = String::from(hdr);
+    rows.push_str("t1,m2,2026-02-01T00:00:00Z,a,10.00,1\n");
+    for i in 0..40 {
+        rows.push_str(&format!("f{i},m9,2026-02-02T00:00:00Z,z,1.00,1\n"));
+    }
+    rows.push_str("s1,m3,2026-01-01T00:00:00Z,y,5.00,1\n");
+    rows.push_str("t1,m4,2026-02-01T00:00:00Z,b,20.00,1\n");
+    let b = write(dir.path(), "b.csv", rows.as_bytes());
+    let s = import_with_chunk(&store, &b, 4);
+    assert_eq!(s.moved_orders, 1, "only s1 moved against the store");
+    let spend = |m: &str| store.member(m).unwrap().map(|m| m.digest.orders.iter().map(|o| o.amount).sum::<i64>());
+    assert_eq!(spend("m1"), Some(0), "m1 lost s1");
+    assert_eq!(spend("m3"), Some(600), "s1 with x moved along and y replaced");
+    assert_eq!(spend("m2"), None, "t1 ended with m4, so m2 never became a member");
+    assert_eq!(spend("m4"), Some(3000), "both lines of t1");
+    assert_eq!(store.order_owner("t1").unwrap().as_deref(), Some("m4"));
+    assert_eq!(store.order_owner("s1").unwrap().as_deref(), Some("m3"));
+    assert_eq!(spend("m9"), Some(4000));
+}

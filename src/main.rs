@@ -264,7 +264,7 @@ fn show_member(store: &Store, config: &Config, id: &str, as_of: Day) -> Result<(
     writeln!(out, "  RFM {}/{}/{}  value tier {}  price tier {}", opt(p.r.map(|v| v.to_string())), opt(p.f.map(|v| v.to_string())), opt(p.m.map(|v| v.to_string())), opt(p.value_tier.map(|t| t.as_str().into())), opt(p.price_tier.map(|t| t.as_str().into())))?;
     writeln!(out, "  price sensitivity {} ({})", opt(m.price_sensitivity().map(|s| format!("{s:.2}"))), opt(p.sensitivity_tier.map(|t| t.as_str().into())))?;
     writeln!(out, "  repurchase cycle {} days, due {}", opt(m.interval_median_days().map(|d| d.to_string())), yes_no(m.repurchase_due))?;
-    writeln!(out, "  favourite category {}  brand {}", opt(m.top_category.clone()), opt(m.top_brand.clone()))?;
+    writeln!(out, "  favourite category {}  brand {}", opt(m.top_category.as_ref().map(|t| t.to_string())), opt(m.top_brand.as_ref().map(|t| t.to_string())))?;
     if let Some(h) = store.history(id)? {
         let lines: Vec<_> = h.lines.iter().filter(|l| rekindle::domain::day_of(l.ts) <= as_of).collect();
         writeln!(out, "\nlast orders")?;

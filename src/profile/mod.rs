@@ -7,7 +7,7 @@
 //! with orders, and [`Profile::new`] finishes a member with its scores and tiers.
 
 use crate::config::ProfileConfig;
-use crate::domain::{civil_from_days, div_round_half_away, Cents, Day};
+use crate::domain::{civil_from_days, div_round_half_away, Cents, Day, Text};
 use crate::store::model::{Gender, Member};
 use std::cmp::Ordering;
 
@@ -88,8 +88,8 @@ pub struct Metrics {
     pub interval_median_x2: Option<i64>,
     pub repurchase_due: bool,
     pub discounted_orders: u32,
-    pub top_category: Option<String>,
-    pub top_brand: Option<String>,
+    pub top_category: Option<Text>,
+    pub top_brand: Option<Text>,
     pub age: Option<i32>,
     pub gender: Gender,
     pub consent_email: bool,
@@ -148,19 +148,19 @@ pub fn metrics(m: &Member, as_of: Day, cfg: &ProfileConfig) -> Metrics {
         (Some(x2), Some(r)) => f64::from(r) >= x2 as f64 / 2.0 * cfg.repurchase_factor,
         _ => false,
     };
-    let top = |pick: fn(&crate::store::model::OrderDigest) -> &Vec<(u32, Cents)>, names: &Vec<crate::domain::Text>| {
-        let mut spend = vec![0 as Cents; names.len()];
+    // spend per category and brand over the orders up to the as-of day
+    let (nc, nb) = orders.iter().fold((0, 0), |(c, b), o| (c + o.categories as usize, b + o.brands as usize));
+    let top = |spend: &[(u32, Cents)], names: &[Text]| {
+        let mut total = vec![0 as Cents; names.len()];
         let mut seen = vec![false; names.len()];
-        for o in orders {
-            for &(i, a) in pick(o) {
-                spend[i as usize] += a;
-                seen[i as usize] = true;
-            }
+        for &(i, a) in spend {
+            total[i as usize] += a;
+            seen[i as usize] = true;
         }
         (0..names.len())
             .filter(|&i| seen[i])
-            .max_by(|&a, &b| spend[a].cmp(&spend[b]).then_with(|| names[b].cmp(&names[a])))
-            .map(|i| names[i].to_string())
+            .max_by(|&a, &b| total[a].cmp(&total[b]).then_with(|| names[b].cmp(&names[a])))
+            .map(|i| names[i].clone())
     };
     Metrics {
         orders: n as u32,
@@ -172,8 +172,8 @@ pub fn metrics(m: &Member, as_of: Day, cfg: &ProfileConfig) -> Metrics {
         interval_median_x2,
         repurchase_due,
         discounted_orders: orders.iter().filter(|o| o.discounted).count() as u32,
-        top_category: top(|o| &o.categories, &d.category_names),
-        top_brand: top(|o| &o.brands, &d.brand_names),
+        top_category: top(&d.category_spend[..nc], &d.category_names),
+        top_brand: top(&d.brand_spend[..nb], &d.brand_names),
         age: m.birth_year.map(|y| civil_from_days(as_of).0 - y),
         gender: m.gender,
         consent_email: m.opted_in_email,

@@ -19,17 +19,17 @@ pub enum Gender {
 /// A member: the attributes of members.csv plus the order digest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Member {
-    pub name: String,
+    pub name: Text,
     pub email: String,
     pub phone: String,
     pub gender: Gender,
     pub birth_year: Option<i32>,
-    pub city: String,
+    pub city: Text,
     pub signup_ts: Option<Timestamp>,
     pub opted_in_email: bool,
     pub opted_in_sms: bool,
     /// IANA time zone; empty means the configured default.
-    pub tz: String,
+    pub tz: Text,
     /// False for a bare member created by an order or event before its members.csv row.
     pub known: bool,
     pub digest: Digest,
@@ -65,10 +65,15 @@ pub struct OrderHistory {
 }
 
 /// The per-member aggregate of the order history, one entry per order in date order.
+/// The spend per category and brand of every order is kept flat (order after order), so
+/// decoding a digest costs a handful of allocations, not two per order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Digest {
     pub orders: Vec<OrderDigest>,
-    /// Names referred to by index from `OrderDigest::categories` and `brands`.
+    /// (index into category_names, spend) of each order in turn; `OrderDigest::categories`
+    /// says how many belong to an order. Lines without a category are not listed.
+    pub category_spend: Vec<(u32, Cents)>,
+    pub brand_spend: Vec<(u32, Cents)>,
     pub category_names: Vec<Text>,
     pub brand_names: Vec<Text>,
 }
@@ -80,9 +85,9 @@ pub struct OrderDigest {
     pub amount: Cents,
     /// At least one line with discount_pct > 0.
     pub discounted: bool,
-    /// (index into category_names, spend); lines without a category are not listed.
-    pub categories: Vec<(u32, Cents)>,
-    pub brands: Vec<(u32, Cents)>,
+    /// How many entries of `Digest::category_spend` and `brand_spend` are this order's.
+    pub categories: u16,
+    pub brands: u16,
 }
 
 impl OrderHistory {
@@ -119,22 +124,26 @@ impl OrderHistory {
         orders.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut d = Digest::default();
         for (ts, _, run) in orders {
-            let mut od = OrderDigest { day: day_of(ts), amount: 0, discounted: false, categories: Vec::new(), brands: Vec::new() };
+            let mut od = OrderDigest { day: day_of(ts), amount: 0, discounted: false, categories: 0, brands: 0 };
+            let (c0, b0) = (d.category_spend.len(), d.brand_spend.len());
             for &i in run {
                 let l = &self.lines[i];
                 let amount = l.amount();
                 od.amount += amount;
                 od.discounted |= l.discount_ppm > 0;
-                add_spend(&mut od.categories, &mut d.category_names, &l.category, amount);
-                add_spend(&mut od.brands, &mut d.brand_names, &l.brand, amount);
+                add_spend(&mut d.category_spend, c0, &mut d.category_names, &l.category, amount);
+                add_spend(&mut d.brand_spend, b0, &mut d.brand_names, &l.brand, amount);
             }
+            od.categories = (d.category_spend.len() - c0) as u16;
+            od.brands = (d.brand_spend.len() - b0) as u16;
             d.orders.push(od);
         }
         d
     }
 }
 
-fn add_spend(spend: &mut Vec<(u32, Cents)>, names: &mut Vec<Text>, name: &str, amount: Cents) {
+/// Adds spend on `name` to the current order's entries (those from `start` on).
+fn add_spend(spend: &mut Vec<(u32, Cents)>, start: usize, names: &mut Vec<Text>, name: &str, amount: Cents) {
     if name.is_empty() {
         return;
     }
@@ -145,7 +154,7 @@ fn add_spend(spend: &mut Vec<(u32, Cents)>, names: &mut Vec<Text>, name: &str, a
             names.len() - 1
         }
     } as u32;
-    match spend.iter_mut().find(|(i, _)| *i == idx) {
+    match spend[start..].iter_mut().find(|(i, _)| *i == idx) {
         Some((_, s)) => *s += amount,
         None => spend.push((idx, amount)),
     }

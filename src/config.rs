@@ -207,6 +207,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_config_is_the_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.profile, ProfileConfig::default());
+        assert_eq!(c.store.cache_mb, StoreConfig::default().cache_mb);
+    }
+
+    #[test]
     fn empty_text_gives_defaults() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.profile, ProfileConfig::default());

@@ -6,8 +6,8 @@
 //! never drift apart.
 
 use crate::config::ProfileConfig;
-use crate::domain::{CentsFmt, Day, DayFmt};
-use crate::profile::{metrics, CutPoints, Metrics, Profile, Stage, Tier, ValueTier};
+use crate::domain::{CentsFmt, Day, DayFmt, Text};
+use crate::profile::{metrics, CutPoints, Profile, Stage, Tier, ValueTier};
 use crate::store::model::Member;
 use crate::store::{decode, Store, StoreError};
 use rayon::prelude::*;
@@ -16,7 +16,7 @@ use std::io::Write;
 /// Every member's profile as of one day, in member id order.
 pub struct Population {
     pub as_of: Day,
-    pub ids: Vec<String>,
+    pub ids: Vec<Text>,
     pub profiles: Vec<Profile>,
     pub cuts: Option<CutPoints>,
 }
@@ -27,7 +27,7 @@ impl Population {
     /// Reads every member's record and digest (never the order lines) and profiles them.
     pub fn compute(store: &Store, as_of: Day, cfg: &ProfileConfig) -> Result<Population, StoreError> {
         let mut ids = Vec::new();
-        let mut all: Vec<Metrics> = Vec::new();
+        let mut profiles: Vec<Profile> = Vec::new();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(sled::IVec, sled::IVec)>, StoreError>>(4);
         std::thread::scope(|scope| {
             scope.spawn(move || {
@@ -48,22 +48,22 @@ impl Population {
             });
             for chunk in rx {
                 let chunk = chunk?;
-                let computed: Vec<(String, Metrics)> = chunk
+                let computed: Vec<(Text, Profile)> = chunk
                     .par_iter()
                     .map(|(k, v)| {
                         let m: Member = decode(k, v)?;
-                        Ok((String::from_utf8_lossy(&k[1..]).into_owned(), metrics(&m, as_of, cfg)))
+                        Ok((Text::from_utf8_lossy(&k[1..]), Profile::new(metrics(&m, as_of, cfg), None, cfg)))
                     })
                     .collect::<Result<_, StoreError>>()?;
-                for (id, m) in computed {
+                for (id, p) in computed {
                     ids.push(id);
-                    all.push(m);
+                    profiles.push(p);
                 }
             }
             Ok::<(), StoreError>(())
         })?;
-        let cuts = CutPoints::compute(all.iter(), cfg);
-        let profiles = all.into_par_iter().map(|m| Profile::new(m, cuts.as_ref(), cfg)).collect();
+        let cuts = CutPoints::compute(profiles.iter().map(|p| &p.metrics), cfg);
+        profiles.par_iter_mut().for_each(|p| p.score(cuts.as_ref(), cfg));
         Ok(Population { as_of, ids, profiles, cuts })
     }
 
@@ -73,20 +73,22 @@ impl Population {
             let header: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
             writeln!(out, "{}", header.join(","))?;
         }
-        let buffers: Vec<Vec<u8>> = self
-            .ids
-            .par_chunks(8192)
-            .zip(self.profiles.par_chunks(8192))
-            .map(|(ids, profiles)| {
-                let mut buf = Vec::with_capacity(ids.len() * 200);
-                for (id, p) in ids.iter().zip(profiles) {
-                    write_row(&mut buf, id, p, format);
-                }
-                buf
-            })
-            .collect();
-        for b in buffers {
-            out.write_all(&b)?;
+        // formatted in parallel, a block at a time, so memory stays bounded
+        for (ids, profiles) in self.ids.chunks(1 << 16).zip(self.profiles.chunks(1 << 16)) {
+            let buffers: Vec<Vec<u8>> = ids
+                .par_chunks(4096)
+                .zip(profiles.par_chunks(4096))
+                .map(|(ids, profiles)| {
+                    let mut buf = Vec::with_capacity(ids.len() * 200);
+                    for (id, p) in ids.iter().zip(profiles) {
+                        write_row(&mut buf, id, p, format);
+                    }
+                    buf
+                })
+                .collect();
+            for b in buffers {
+                out.write_all(&b)?;
+            }
         }
         out.flush()
     }

@@ -246,9 +246,18 @@ fn below<T: PartialOrd>(cuts: &[T; 4], v: &T) -> u8 {
 }
 
 impl Profile {
+    /// Scores and tiers a member against the population's cut points.
     pub fn new(metrics: Metrics, cuts: Option<&CutPoints>, cfg: &ProfileConfig) -> Profile {
+        let mut p = Profile { metrics, r: None, f: None, m: None, value_tier: None, price_tier: None, sensitivity_tier: None };
+        p.score(cuts, cfg);
+        p
+    }
+
+    /// Sets the scores and tiers (left empty for a member without orders).
+    pub fn score(&mut self, cuts: Option<&CutPoints>, cfg: &ProfileConfig) {
+        let metrics = &self.metrics;
         let (Some(c), Some(rec)) = (cuts.filter(|_| metrics.orders > 0), metrics.recency_days) else {
-            return Profile { metrics, r: None, f: None, m: None, value_tier: None, price_tier: None, sensitivity_tier: None };
+            return;
         };
         let r = 5 - below(&c.recency, &rec);
         let f = 1 + below(&c.orders, &metrics.orders);
@@ -279,15 +288,12 @@ impl Profile {
         } else {
             Tier::Mid
         };
-        Profile {
-            metrics,
-            r: Some(r),
-            f: Some(f),
-            m: Some(m),
-            value_tier: Some(value_tier),
-            price_tier: Some(price_tier),
-            sensitivity_tier: Some(sensitivity_tier),
-        }
+        self.r = Some(r);
+        self.f = Some(f);
+        self.m = Some(m);
+        self.value_tier = Some(value_tier);
+        self.price_tier = Some(price_tier);
+        self.sensitivity_tier = Some(sensitivity_tier);
     }
 }
 

@@ -1,0 +1,27 @@
+//! Bundle offers: association rules mined from purchases, and the scoring built on them.
+//!
+//! Architecture invariant: pure code. No I/O, no sled, no clock. The caller (the store
+//! side) feeds a [`Transactions`] set in either scope — `basket` (one order) or `member`
+//! (every distinct SKU a member bought up to the as-of date) — and gets plain rules back.
+//! Definitions (support, confidence, lift, both directions) follow DATA_FORMAT.md,
+//! section "Association rules".
+//!
+//! - [`transactions`]: the compact CSR transaction set and its builder.
+//! - [`mine`]: pair rules A -> B and, behind an option, {A,B} -> C.
+//! - [`score`]: the cross-sell offer for one member and "who will buy X".
+//! - [`render`]: table and CSV text for rules and audiences.
+
+pub mod mine;
+pub mod render;
+pub mod score;
+pub mod transactions;
+
+#[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
+mod synth;
+
+pub use mine::{mine, AssocRule, MineError, MineParams};
+pub use render::{audience_csv, audience_table, rules_csv, rules_table};
+pub use score::{audience, AudienceMember, AudienceParams, OfferIndex};
+pub use transactions::{Transactions, TransactionsBuilder, TransactionsError};

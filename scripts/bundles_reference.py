@@ -16,6 +16,7 @@ mark where the kernel allows it).
 
   bundles_reference.py --engine pyfim|mlxtend --input FILE --output FILE
       --min-support S --min-confidence C [--min-lift L] [--max-antecedent 1|2] [--repeat K]
+      [--mlxtend-dense]
 """
 import argparse
 import json
@@ -86,8 +87,11 @@ def mine_mlxtend(tracts, a):
     n = len(tracts)
     t0 = time.perf_counter()
     te = TransactionEncoder()
-    matrix = te.fit(tracts).transform(tracts, sparse=True)
-    df = pd.DataFrame.sparse.from_spmatrix(matrix, columns=te.columns_)
+    if a.mlxtend_dense:
+        df = pd.DataFrame(te.fit(tracts).transform(tracts), columns=te.columns_)
+    else:
+        matrix = te.fit(tracts).transform(tracts, sparse=True)
+        df = pd.DataFrame.sparse.from_spmatrix(matrix, columns=te.columns_)
     encode_s = time.perf_counter() - t0
     best, out = None, None
     for _ in range(a.repeat):
@@ -126,6 +130,9 @@ def main():
     ap.add_argument("--min-lift", type=float)
     ap.add_argument("--max-antecedent", type=int, choices=[1, 2], default=1)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--mlxtend-dense", action="store_true",
+                    help="one-hot encode into a dense DataFrame (measured slower and 5x the memory "
+                         "on 455k baskets); default sparse")
     a = ap.parse_args()
 
     t0 = time.perf_counter()

@@ -191,18 +191,19 @@ fn main() -> Result<()> {
 
     reset_peak_rss();
     let before = peak_rss_mib();
-    let mut best = f64::INFINITY;
+    let mut times = Vec::new();
     let mut rules = Vec::new();
     for _ in 0..args.repeat.max(1) {
         let t = Instant::now();
         rules = mine(&tx, &params)?;
-        best = best.min(t.elapsed().as_secs_f64());
+        times.push(t.elapsed().as_secs_f64());
     }
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
     let mine_peak = peak_rss_mib();
     println!(
-        "rekindle: {} rules in {best:.3} s (best of {}), peak RSS {mine_peak:.0} MiB ({before:.0} MiB held before mining)",
+        "rekindle: {} rules in {best:.3} s (best of {:.3?} s), peak RSS {mine_peak:.0} MiB ({before:.0} MiB held before mining)",
         rules.len(),
-        args.repeat.max(1)
+        times
     );
 
     let input = std::env::temp_dir().join(format!("rekindle-bench-bundles-{}.tsv", std::process::id()));

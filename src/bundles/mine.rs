@@ -3,12 +3,14 @@
 //!
 //! How it stays fast and small:
 //! 1. Items below the support threshold cannot be in a kept rule (support is
-//!    anti-monotone), so they are dropped first and the rest renumbered densely by
-//!    descending frequency; transactions left with fewer than two items are dropped.
-//! 2. Pairs are counted item by item ("vertical"): for item `a`, every transaction that
-//!    holds `a` adds one to `row[b]` for each item `b > a` after it. The row has one
-//!    counter per frequent item and stays in L1/L2 cache, there is no pair matrix, and
-//!    rows are independent, so rayon spreads them over the cores.
+//!    anti-monotone), so they are dropped first and the rest renumbered densely;
+//!    transactions left with fewer than two items are dropped.
+//! 2. With few frequent items (<= 1024) each thread counts pairs of its share of the
+//!    transactions in its own F x F matrix, small enough for the cache, and the
+//!    matrices are summed. With more, pairs are counted item by item ("vertical"): for
+//!    item `a`, every transaction that holds `a` adds one to `row[b]` for each item
+//!    `b > a` after it; the row stays in cache, there is no pair matrix, and rows are
+//!    independent, so rayon spreads them over the cores.
 //! 3. {A,B} -> C reuses that shape: for item `a`, only its frequent partners can appear
 //!    in a kept triple, so each transaction suffix is reduced to partner indices and
 //!    the partner pairs are counted in a small triangle.
@@ -105,6 +107,8 @@ pub enum MineError {
 const NONE: u32 = u32::MAX;
 /// Ends each transaction in the filtered item array, so a suffix needs no end offset.
 const END: u32 = u32::MAX;
+/// Up to this many frequent items, pairs are counted in a per-thread F x F matrix.
+const HORIZONTAL_MAX: usize = 1024;
 /// Above this many frequent items a row is cleared through a list of touched counters
 /// instead of a full scan.
 const SCAN_ROW_MAX: usize = 1 << 16;
@@ -119,9 +123,41 @@ struct RawRule {
     count: u32,
 }
 
+/// How pairs are counted; all give the same counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PairCounting {
+    /// Per-thread F x F matrix, one pass over the transactions.
+    Matrix,
+    /// Row per item over the vertical view, cleared by a full scan.
+    ScannedRows,
+    /// Row per item, cleared through the list of touched counters.
+    TrackedRows,
+}
+
+impl PairCounting {
+    fn for_items(f: usize) -> Self {
+        if f <= HORIZONTAL_MAX {
+            Self::Matrix
+        } else if f <= SCAN_ROW_MAX {
+            Self::ScannedRows
+        } else {
+            Self::TrackedRows
+        }
+    }
+}
+
 /// Mines every rule that meets the thresholds, sorted by lift, then confidence
 /// (descending), then antecedent and consequent names (ascending).
 pub fn mine(tx: &Transactions, params: &MineParams) -> Result<Vec<AssocRule>, MineError> {
+    mine_with(tx, params, None)
+}
+
+/// [`mine`] with the pair counting forced (tests compare the strategies).
+pub(crate) fn mine_with(
+    tx: &Transactions,
+    params: &MineParams,
+    strategy: Option<PairCounting>,
+) -> Result<Vec<AssocRule>, MineError> {
     check_params(params)?;
     let n = tx.len();
     if n == 0 {
@@ -133,7 +169,8 @@ pub fn mine(tx: &Transactions, params: &MineParams) -> Result<Vec<AssocRule>, Mi
         return Ok(Vec::new());
     }
     let filtered = Filtered::new(tx, &frequent);
-    let partners = count_pairs(&filtered, frequent.len(), min_count);
+    let strategy = strategy.unwrap_or(PairCounting::for_items(frequent.len()));
+    let partners = count_pairs(&filtered, frequent.len(), min_count, strategy);
 
     let mut raw: Vec<RawRule> = Vec::new();
     for (a, list) in partners.iter().enumerate() {
@@ -175,7 +212,8 @@ fn min_count_for(min_support: f64, n: usize) -> u32 {
     c.min(u32::MAX as u64) as u32
 }
 
-/// Items that meet the support threshold, renumbered 0.. by descending count.
+/// Items that meet the support threshold, renumbered 0.. in the order of their original
+/// ids (so a transaction stays sorted when mapped).
 struct FrequentItems {
     /// Dense id of each original item id, or NONE.
     dense_of: Vec<u32>,
@@ -191,9 +229,7 @@ impl FrequentItems {
         for &i in tx.flat_items() {
             counts[i as usize] += 1;
         }
-        let mut original: Vec<u32> =
-            (0..counts.len() as u32).filter(|&i| counts[i as usize] >= min_count).collect();
-        original.sort_unstable_by(|&x, &y| counts[y as usize].cmp(&counts[x as usize]).then(x.cmp(&y)));
+        let original: Vec<u32> = (0..counts.len() as u32).filter(|&i| counts[i as usize] >= min_count).collect();
         let mut dense_of = vec![NONE; counts.len()];
         for (d, &o) in original.iter().enumerate() {
             dense_of[o as usize] = d as u32;
@@ -207,53 +243,46 @@ impl FrequentItems {
     }
 }
 
-/// Transactions reduced to frequent items (dense ids, ascending), each followed by END,
-/// plus, per item, the positions where it occurs with at least one item after it.
+/// Transactions reduced to frequent items (dense ids, ascending), each followed by END;
+/// those left with fewer than two items are dropped. `cuts` splits `items` into chunks
+/// of whole transactions for parallel passes.
 struct Filtered {
     items: Vec<u32>,
-    occ_start: Vec<u32>,
-    occ: Vec<u32>,
+    cuts: Vec<usize>,
 }
 
 impl Filtered {
     fn new(tx: &Transactions, frequent: &FrequentItems) -> Self {
-        let mut items = Vec::with_capacity(tx.entry_count() + tx.len() / 4);
-        let mut buf = Vec::new();
-        for t in 0..tx.len() {
-            buf.clear();
-            buf.extend(tx.items(t).iter().map(|&i| frequent.dense_of[i as usize]).filter(|&d| d != NONE));
-            if buf.len() >= 2 {
-                buf.sort_unstable();
-                items.extend_from_slice(&buf);
-                items.push(END);
-            }
+        let n = tx.len();
+        let chunk_count = (rayon::current_num_threads() * 8).clamp(1, n.max(1));
+        let chunks: Vec<Vec<u32>> = (0..chunk_count)
+            .into_par_iter()
+            .map(|c| {
+                let mut out = Vec::new();
+                for t in c * n / chunk_count..(c + 1) * n / chunk_count {
+                    let start = out.len();
+                    out.extend(tx.items(t).iter().map(|&i| frequent.dense_of[i as usize]).filter(|&d| d != NONE));
+                    if out.len() - start >= 2 {
+                        out.push(END);
+                    } else {
+                        out.truncate(start);
+                    }
+                }
+                out
+            })
+            .collect();
+        let mut items = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+        let mut cuts = vec![0];
+        for chunk in chunks {
+            items.extend_from_slice(&chunk);
+            cuts.push(items.len());
         }
-        items.shrink_to_fit();
-        let f = frequent.len();
-        let mut occ_start = vec![0u32; f + 1];
-        for w in items.windows(2) {
-            if w[0] != END && w[1] != END {
-                occ_start[w[0] as usize + 1] += 1;
-            }
-        }
-        for d in 0..f {
-            occ_start[d + 1] += occ_start[d];
-        }
-        let mut cursor = occ_start.clone();
-        let mut occ = vec![0u32; occ_start[f] as usize];
-        for (p, w) in items.windows(2).enumerate() {
-            if w[0] != END && w[1] != END {
-                let slot = &mut cursor[w[0] as usize];
-                occ[*slot as usize] = p as u32;
-                *slot += 1;
-            }
-        }
-        Self { items, occ_start, occ }
+        Self { items, cuts }
     }
 
-    /// Positions of `a` that have a suffix.
-    fn occurrences(&self, a: usize) -> &[u32] {
-        &self.occ[self.occ_start[a] as usize..self.occ_start[a + 1] as usize]
+    /// The chunks of whole transactions, END-separated.
+    fn chunks(&self) -> impl IndexedParallelIterator<Item = &[u32]> + '_ {
+        self.cuts.par_windows(2).map(|w| &self.items[w[0]..w[1]])
     }
 
     /// The items after position `p` in its transaction.
@@ -262,59 +291,114 @@ impl Filtered {
     }
 }
 
-/// For each dense item `a`, its frequent partners `b > a` with count({a,b}), ascending b.
-fn count_pairs(filtered: &Filtered, f: usize, min_count: u32) -> Vec<Vec<(u32, u32)>> {
-    if f <= SCAN_ROW_MAX {
-        (0..f)
-            .into_par_iter()
-            .map_init(
-                || vec![0u32; f],
-                |row, a| {
-                    for &p in filtered.occurrences(a) {
-                        for b in filtered.suffix(p) {
-                            row[b as usize] += 1;
-                        }
-                    }
-                    let mut out = Vec::new();
-                    for (b, c) in row.iter_mut().enumerate().skip(a + 1) {
-                        let count = std::mem::take(c);
-                        if count >= min_count {
-                            out.push((b as u32, count));
-                        }
-                    }
-                    out
-                },
-            )
-            .collect()
-    } else {
-        (0..f)
-            .into_par_iter()
-            .map_init(
-                || (vec![0u32; f], Vec::new()),
-                |(row, touched), a| {
-                    for &p in filtered.occurrences(a) {
-                        for b in filtered.suffix(p) {
-                            let c = &mut row[b as usize];
-                            if *c == 0 {
-                                touched.push(b);
-                            }
-                            *c += 1;
-                        }
-                    }
-                    touched.sort_unstable();
-                    let mut out = Vec::new();
-                    for &b in touched.iter() {
-                        let count = std::mem::take(&mut row[b as usize]);
-                        if count >= min_count {
-                            out.push((b, count));
-                        }
-                    }
-                    touched.clear();
-                    out
-                },
-            )
-            .collect()
+/// Per item, the positions in `Filtered::items` where it occurs with at least one item
+/// after it: the vertical view of the transactions.
+struct Occurrences {
+    start: Vec<u32>,
+    positions: Vec<u32>,
+}
+
+impl Occurrences {
+    fn new(filtered: &Filtered, f: usize) -> Self {
+        let items = &filtered.items;
+        let mut start = vec![0u32; f + 1];
+        for w in items.windows(2) {
+            if w[0] != END && w[1] != END {
+                start[w[0] as usize + 1] += 1;
+            }
+        }
+        for d in 0..f {
+            start[d + 1] += start[d];
+        }
+        let mut cursor = start.clone();
+        let mut positions = vec![0u32; start[f] as usize];
+        for (p, w) in items.windows(2).enumerate() {
+            if w[0] != END && w[1] != END {
+                let slot = &mut cursor[w[0] as usize];
+                positions[*slot as usize] = p as u32;
+                *slot += 1;
+            }
+        }
+        Self { start, positions }
     }
+
+    fn of(&self, a: usize) -> &[u32] {
+        &self.positions[self.start[a] as usize..self.start[a + 1] as usize]
+    }
+}
+
+/// For each dense item `a`, its frequent partners `b > a` with count({a,b}), ascending b.
+/// Few frequent items: one pass over the transactions into a per-thread square matrix
+/// that fits in cache. Many: row by row over the vertical view.
+fn count_pairs(filtered: &Filtered, f: usize, min_count: u32, strategy: PairCounting) -> Vec<Vec<(u32, u32)>> {
+    if strategy == PairCounting::Matrix {
+        let matrix = filtered
+            .chunks()
+            .fold(
+                || vec![0u32; f * f],
+                |mut m, chunk| {
+                    for tx in chunk.split(|&x| x == END) {
+                        for (k, &a) in tx.iter().enumerate() {
+                            let row = &mut m[a as usize * f..(a as usize + 1) * f];
+                            for &b in &tx[k + 1..] {
+                                row[b as usize] += 1;
+                            }
+                        }
+                    }
+                    m
+                },
+            )
+            .reduce(
+                || vec![0u32; f * f],
+                |mut x, y| {
+                    x.iter_mut().zip(&y).for_each(|(s, v)| *s += v);
+                    x
+                },
+            );
+        return (0..f)
+            .map(|a| {
+                (a + 1..f)
+                    .filter_map(|b| Some((b as u32, matrix[a * f + b])).filter(|&(_, c)| c >= min_count))
+                    .collect()
+            })
+            .collect();
+    }
+    let occurrences = Occurrences::new(filtered, f);
+    let row_pass = |row: &mut Vec<u32>, touched: &mut Vec<u32>, a: usize, track: bool| {
+        for &p in occurrences.of(a) {
+            for b in filtered.suffix(p) {
+                let c = &mut row[b as usize];
+                if track && *c == 0 {
+                    touched.push(b);
+                }
+                *c += 1;
+            }
+        }
+        let mut out = Vec::new();
+        if track {
+            touched.sort_unstable();
+            for &b in touched.iter() {
+                let count = std::mem::take(&mut row[b as usize]);
+                if count >= min_count {
+                    out.push((b, count));
+                }
+            }
+            touched.clear();
+        } else {
+            for (b, c) in row.iter_mut().enumerate().skip(a + 1) {
+                let count = std::mem::take(c);
+                if count >= min_count {
+                    out.push((b as u32, count));
+                }
+            }
+        }
+        out
+    };
+    let track = strategy == PairCounting::TrackedRows;
+    (0..f)
+        .into_par_iter()
+        .map_init(|| (vec![0u32; f], Vec::new()), |(row, touched), a| row_pass(row, touched, a, track))
+        .collect()
 }
 
 /// Counts every frequent triple {a<b<c} and returns its three rules with two items on
@@ -322,6 +406,7 @@ fn count_pairs(filtered: &Filtered, f: usize, min_count: u32) -> Vec<Vec<(u32, u
 /// so for each `a` only its partners are counted.
 fn count_triples(filtered: &Filtered, partners: &[Vec<(u32, u32)>], min_count: u32) -> Vec<RawRule> {
     let f = partners.len();
+    let occurrences = Occurrences::new(filtered, f);
     let per_item: Vec<Vec<RawRule>> = (0..f)
         .into_par_iter()
         .map_init(
@@ -344,7 +429,7 @@ fn count_triples(filtered: &Filtered, partners: &[Vec<(u32, u32)>], min_count: u
                 }
                 // Index of (i, j), i < j, in a row-major upper triangle of a p x p matrix.
                 let tri = |i: usize, j: usize| i * (2 * p - i - 1) / 2 + (j - i - 1);
-                for &pos in filtered.occurrences(a) {
+                for &pos in occurrences.of(a) {
                     reduced.clear();
                     reduced.extend(filtered.suffix(pos).map(|x| slot[x as usize]).filter(|&k| k != NONE));
                     for (x, &i) in reduced.iter().enumerate() {

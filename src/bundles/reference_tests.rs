@@ -8,7 +8,7 @@
 //! Also checked here, by brute force on the same data: the planted pairs and their
 //! confidence, the offer index, and the audience ranking.
 
-use super::mine::{mined_order, offer_order};
+use super::mine::{mine_with, mined_order, offer_order, PairCounting};
 use super::synth::{generate, Synth, PLANTED_RATE};
 use super::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -197,6 +197,19 @@ fn planted_pairs_are_found_with_their_confidence() {
                 // A member who bought A bought B with it at least 30% of the time once.
                 assert!(rule.confidence > PLANTED_RATE - 0.05, "{a}->{b}: {}", rule.confidence);
             }
+        }
+    }
+}
+
+#[test]
+fn every_pair_counting_strategy_gives_the_same_rules() {
+    for scope in [Scope::Basket, Scope::Member] {
+        let tx = transactions(scope);
+        let p = params(0.0002, 0.01, None, false);
+        let rules = mine(&tx, &p).expect("valid params");
+        assert!(rules.len() > 1000, "{scope:?}: {} rules", rules.len());
+        for strategy in [PairCounting::Matrix, PairCounting::ScannedRows, PairCounting::TrackedRows] {
+            assert_eq!(mine_with(&tx, &p, Some(strategy)).as_ref(), Ok(&rules), "{scope:?} {strategy:?}");
         }
     }
 }

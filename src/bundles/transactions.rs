@@ -5,7 +5,8 @@
 //! so mining works on `u32`s and never touches a string. Empty transactions are not kept:
 //! N, the denominator of support, counts transactions with at least one item.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHasher};
+use std::hash::{Hash, Hasher};
 
 /// Why a transaction set could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,13 +82,20 @@ impl Transactions {
 pub struct TransactionsBuilder {
     item_ids: FxHashMap<Box<str>, u32>,
     item_names: Vec<String>,
-    key_ids: FxHashMap<Box<str>, u32>,
+    /// Transaction id by the 64-bit hash of its key; the key itself lives in
+    /// `key_text`, so millions of keys cost no allocation each.
+    key_ids: FxHashMap<u64, u32>,
+    /// Keys whose hash was already taken by another key (rare).
+    colliding_keys: FxHashMap<Box<str>, u32>,
     key_text: String,
     key_ends: Vec<usize>,
     /// Transaction id of each line, and its item id.
     line_keys: Vec<u32>,
     line_items: Vec<u32>,
     last_key: Option<u32>,
+    /// Tests set this to send every key through the collision path.
+    #[cfg(test)]
+    constant_hash: bool,
 }
 
 impl TransactionsBuilder {
@@ -135,14 +143,30 @@ impl TransactionsBuilder {
     }
 
     fn intern_key(&mut self, key: &str) -> u32 {
-        if let Some(&tid) = self.key_ids.get(key) {
-            return tid;
+        let mut hasher = FxHasher::default();
+        key.hash(&mut hasher);
+        #[allow(unused_mut)]
+        let mut hash = hasher.finish();
+        #[cfg(test)]
+        if self.constant_hash {
+            hash = 7;
         }
-        let tid = self.key_ends.len() as u32;
-        self.key_ids.insert(key.into(), tid);
+        let next = self.key_ends.len() as u32;
+        match self.key_ids.get(&hash) {
+            Some(&tid) if self.key_str(tid) == key => return tid,
+            Some(_) => {
+                if let Some(&tid) = self.colliding_keys.get(key) {
+                    return tid;
+                }
+                self.colliding_keys.insert(key.into(), next);
+            }
+            None => {
+                self.key_ids.insert(hash, next);
+            }
+        }
         self.key_text.push_str(key);
         self.key_ends.push(self.key_text.len());
-        tid
+        next
     }
 
     /// Groups the lines by key (a counting sort, linear in the number of lines), then
@@ -218,6 +242,21 @@ mod tests {
         for t in 0..tx.len() {
             assert!(tx.items(t).windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
         }
+    }
+
+    #[test]
+    fn keys_with_colliding_hashes_stay_apart() {
+        let mut b = TransactionsBuilder { constant_hash: true, ..TransactionsBuilder::new() };
+        for (k, i) in [("o1", "a"), ("o2", "b"), ("o3", "c"), ("o1", "d"), ("o2", "e"), ("o3", "a")] {
+            b.add(k, i).expect("small input fits");
+        }
+        let tx = b.build();
+        let got: Vec<(String, Vec<&str>)> =
+            (0..tx.len()).map(|t| (tx.key(t).to_owned(), tx.item_names_of(t).collect())).collect();
+        assert_eq!(
+            got,
+            [("o1".to_owned(), vec!["a", "d"]), ("o2".to_owned(), vec!["b", "e"]), ("o3".to_owned(), vec!["a", "c"])]
+        );
     }
 
     #[test]

@@ -4,7 +4,14 @@
 //! side) feeds a [`Transactions`] set in either scope — `basket` (one order) or `member`
 //! (every distinct SKU a member bought up to the as-of date) — and gets plain rules back.
 //! Definitions (support, confidence, lift, both directions) follow DATA_FORMAT.md,
-//! section "Association rules".
+//! section "Association rules". The as-of date and the lookback window are the
+//! caller's choice of lines; nothing here knows about time.
+//!
+//! Wiring: `TransactionsBuilder::add(key, sku)` per order line -> `build()` ->
+//! `mine(&tx, &MineParams)` -> `rules_table` / `rules_csv`. Offers:
+//! `OfferIndex::new(rules).best_offer(skus, |sku| out_of_stock(sku))`. Audiences:
+//! `audience(&member_tx, &index, sku, &AudienceParams)` in bulk, or
+//! `OfferIndex::likely_to_buy(skus, sku)` per member for a rule condition.
 //!
 //! - [`transactions`]: the compact CSR transaction set and its builder.
 //! - [`mine`]: pair rules A -> B and, behind an option, {A,B} -> C.

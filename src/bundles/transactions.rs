@@ -8,10 +8,14 @@
 use rustc_hash::{FxHashMap, FxHasher};
 use std::hash::{Hash, Hasher};
 
+/// At most this many lines per set, so that every position mining derives from them
+/// (entries plus one end marker per transaction) fits in a `u32`.
+pub const MAX_LINES: usize = u32::MAX as usize / 2;
+
 /// Why a transaction set could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TransactionsError {
-    #[error("too many order lines for one transaction set (at most {max})", max = u32::MAX)]
+    #[error("too many order lines for one transaction set (at most {MAX_LINES})")]
     TooManyLines,
 }
 
@@ -105,7 +109,7 @@ impl TransactionsBuilder {
 
     /// Adds one line: `item` belongs to the transaction named `key`.
     pub fn add(&mut self, key: &str, item: &str) -> Result<(), TransactionsError> {
-        if self.line_items.len() >= u32::MAX as usize {
+        if self.line_items.len() >= MAX_LINES {
             return Err(TransactionsError::TooManyLines);
         }
         let tid = match self.last_key {

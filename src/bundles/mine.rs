@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
 
 /// Thresholds and options of one mining run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MineParams {
     /// Keep a rule when count(antecedent + consequent) / N >= this (0..=1).
     pub min_support: f64,
@@ -39,8 +39,9 @@ impl Default for MineParams {
     }
 }
 
-/// A mined rule. `antecedent` holds one or two item names, ascending.
-#[derive(Debug, Clone, PartialEq)]
+/// A mined rule. `antecedent` holds one or two item names, ascending. Serializable so
+/// the store can keep a mining result as it is.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AssocRule {
     pub antecedent: Vec<String>,
     pub consequent: String,
@@ -679,6 +680,14 @@ mod tests {
         let none = mine(&tx(SMALL), &MineParams { two_item_antecedents: true, ..params(0.4, 0.0) })
             .expect("valid params");
         assert!(none.iter().all(|r| r.antecedent.len() == 1));
+    }
+
+    #[test]
+    fn rules_survive_a_postcard_round_trip() {
+        let rules = mine(&tx(SMALL), &MineParams { two_item_antecedents: true, ..params(0.0, 0.0) }).expect("valid");
+        let bytes = postcard::to_allocvec(&rules).expect("serializable");
+        let back: Vec<AssocRule> = postcard::from_bytes(&bytes).expect("deserializable");
+        assert_eq!(back, rules);
     }
 
     #[test]

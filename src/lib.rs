@@ -3,4 +3,5 @@
 //! The modules follow the pipeline, each importing only the ones above it:
 pub mod domain;
 pub mod config;
+/// Association rules from purchases, cross-sell offers and "who will buy X" (pure).
 pub mod bundles;

@@ -62,7 +62,8 @@ fn reset_peak_rss() {
 }
 
 fn read_transactions(path: &Path, member_scope: bool) -> Result<Transactions> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("open {}", path.display()))?;
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("open {}", path.display()))?;
     let headers = reader.byte_headers()?.clone();
     let column = |name: &str| -> Result<usize> {
         headers
@@ -70,7 +71,11 @@ fn read_transactions(path: &Path, member_scope: bool) -> Result<Transactions> {
             .position(|h| h == name.as_bytes())
             .with_context(|| format!("{}: no column {name}", path.display()))
     };
-    let key_col = column(if member_scope { "member_id" } else { "order_id" })?;
+    let key_col = column(if member_scope {
+        "member_id"
+    } else {
+        "order_id"
+    })?;
     let sku_col = column("sku")?;
     let mut builder = TransactionsBuilder::new();
     let mut record = csv::ByteRecord::new();
@@ -104,7 +109,10 @@ fn run_reference(args: &Args, engine: &str, input: &Path, repeat: usize) -> Resu
         .arg(&output)
         .args(["--min-support", &args.min_support.to_string()])
         .args(["--min-confidence", &args.min_confidence.to_string()])
-        .args(["--max-antecedent", if args.two_item_antecedents { "2" } else { "1" }])
+        .args([
+            "--max-antecedent",
+            if args.two_item_antecedents { "2" } else { "1" },
+        ])
         .args(["--repeat", &repeat.to_string()])
         .output()
         .with_context(|| format!("run {}", args.python))?;
@@ -124,7 +132,12 @@ fn run_reference(args: &Args, engine: &str, input: &Path, repeat: usize) -> Resu
     }
     let _ = std::fs::remove_file(&output);
     let num = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
-    Ok(Reference { mine_s: num("mine_s"), load_s: num("load_s"), peak_mib: num("peak_rss_mib"), rules })
+    Ok(Reference {
+        mine_s: num("mine_s"),
+        load_s: num("load_s"),
+        peak_mib: num("peak_rss_mib"),
+        rules,
+    })
 }
 
 fn agreement(ours: &[AssocRule], theirs: &BTreeMap<String, (u32, f64, f64)>) -> String {
@@ -135,23 +148,42 @@ fn agreement(ours: &[AssocRule], theirs: &BTreeMap<String, (u32, f64, f64)>) -> 
     for r in ours {
         match theirs.get(&rule_key(&r.antecedent, &r.consequent)) {
             Some(&(count, conf, lift)) if count == r.count => {
-                worst = worst.max((conf - r.confidence).abs()).max((lift - r.lift).abs());
+                worst = worst
+                    .max((conf - r.confidence).abs())
+                    .max((lift - r.lift).abs());
             }
-            _ => return format!("DIFFERENT: rule {} differs", rule_key(&r.antecedent, &r.consequent)),
+            _ => {
+                return format!(
+                    "DIFFERENT: rule {} differs",
+                    rule_key(&r.antecedent, &r.consequent)
+                )
+            }
         }
     }
     format!("same {} rules, max |diff| {worst:.1e}", ours.len())
 }
 
 fn planted_report(orders: &Path, rules: &[AssocRule]) {
-    let Some(path) = orders.parent().map(|d| d.join("planted_pairs.csv")).filter(|p| p.exists()) else {
+    let Some(path) = orders
+        .parent()
+        .map(|d| d.join("planted_pairs.csv"))
+        .filter(|p| p.exists())
+    else {
         return;
     };
-    let Ok(mut reader) = csv::Reader::from_path(&path) else { return };
+    let Ok(mut reader) = csv::Reader::from_path(&path) else {
+        return;
+    };
     println!("\nplanted pairs ({}):", path.display());
     for rec in reader.records().flatten() {
-        let (a, b) = (rec.get(0).unwrap_or_default(), rec.get(1).unwrap_or_default());
-        match rules.iter().find(|r| r.antecedent.len() == 1 && r.antecedent[0] == a && r.consequent == b) {
+        let (a, b) = (
+            rec.get(0).unwrap_or_default(),
+            rec.get(1).unwrap_or_default(),
+        );
+        match rules
+            .iter()
+            .find(|r| r.antecedent.len() == 1 && r.antecedent[0] == a && r.consequent == b)
+        {
             Some(r) => println!(
                 "  {a} -> {b}: confidence {:.6} ({}/{}), lift {:.3}",
                 r.confidence, r.count, r.antecedent_count, r.lift
@@ -206,7 +238,8 @@ fn main() -> Result<()> {
         times
     );
 
-    let input = std::env::temp_dir().join(format!("rekindle-bench-bundles-{}.tsv", std::process::id()));
+    let input =
+        std::env::temp_dir().join(format!("rekindle-bench-bundles-{}.tsv", std::process::id()));
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
         for t in 0..tx.len() {
@@ -239,7 +272,10 @@ fn main() -> Result<()> {
                     r.load_s,
                     r.rules.len()
                 );
-                notes.push(format!("{engine} vs rekindle: {}", agreement(&rules, &r.rules)));
+                notes.push(format!(
+                    "{engine} vs rekindle: {}",
+                    agreement(&rules, &r.rules)
+                ));
             }
             Err(e) => notes.push(format!("{engine}: {e:#}")),
         }

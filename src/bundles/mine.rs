@@ -35,7 +35,12 @@ pub struct MineParams {
 
 impl Default for MineParams {
     fn default() -> Self {
-        Self { min_support: 0.001, min_confidence: 0.1, min_lift: None, two_item_antecedents: false }
+        Self {
+            min_support: 0.001,
+            min_confidence: 0.1,
+            min_lift: None,
+            two_item_antecedents: false,
+        }
     }
 }
 
@@ -178,8 +183,16 @@ pub(crate) fn mine_with(
     let mut raw: Vec<RawRule> = Vec::new();
     for (a, list) in partners.iter().enumerate() {
         for &(b, count) in list {
-            raw.push(RawRule { antecedent: [a as u32, NONE], consequent: b, count });
-            raw.push(RawRule { antecedent: [b, NONE], consequent: a as u32, count });
+            raw.push(RawRule {
+                antecedent: [a as u32, NONE],
+                consequent: b,
+                count,
+            });
+            raw.push(RawRule {
+                antecedent: [b, NONE],
+                consequent: a as u32,
+                count,
+            });
         }
     }
     if params.two_item_antecedents {
@@ -232,13 +245,19 @@ impl FrequentItems {
         for &i in tx.flat_items() {
             counts[i as usize] += 1;
         }
-        let original: Vec<u32> = (0..counts.len() as u32).filter(|&i| counts[i as usize] >= min_count).collect();
+        let original: Vec<u32> = (0..counts.len() as u32)
+            .filter(|&i| counts[i as usize] >= min_count)
+            .collect();
         let mut dense_of = vec![NONE; counts.len()];
         for (d, &o) in original.iter().enumerate() {
             dense_of[o as usize] = d as u32;
         }
         let count = original.iter().map(|&o| counts[o as usize]).collect();
-        Self { dense_of, original, count }
+        Self {
+            dense_of,
+            original,
+            count,
+        }
     }
 
     fn len(&self) -> usize {
@@ -264,7 +283,12 @@ impl Filtered {
                 let mut out = Vec::new();
                 for t in c * n / chunk_count..(c + 1) * n / chunk_count {
                     let start = out.len();
-                    out.extend(tx.items(t).iter().map(|&i| frequent.dense_of[i as usize]).filter(|&d| d != NONE));
+                    out.extend(
+                        tx.items(t)
+                            .iter()
+                            .map(|&i| frequent.dense_of[i as usize])
+                            .filter(|&d| d != NONE),
+                    );
                     if out.len() - start >= 2 {
                         out.push(END);
                     } else {
@@ -290,7 +314,10 @@ impl Filtered {
 
     /// The items after position `p` in its transaction.
     fn suffix(&self, p: u32) -> impl Iterator<Item = u32> + '_ {
-        self.items[p as usize + 1..].iter().copied().take_while(|&b| b != END)
+        self.items[p as usize + 1..]
+            .iter()
+            .copied()
+            .take_while(|&b| b != END)
     }
 }
 
@@ -333,7 +360,12 @@ impl Occurrences {
 /// For each dense item `a`, its frequent partners `b > a` with count({a,b}), ascending b.
 /// Few frequent items: one pass over the transactions into a per-thread square matrix
 /// that fits in cache. Many: row by row over the vertical view.
-fn count_pairs(filtered: &Filtered, f: usize, min_count: u32, strategy: PairCounting) -> Vec<Vec<(u32, u32)>> {
+fn count_pairs(
+    filtered: &Filtered,
+    f: usize,
+    min_count: u32,
+    strategy: PairCounting,
+) -> Vec<Vec<(u32, u32)>> {
     if strategy == PairCounting::Matrix {
         // Upper triangle, row by row: row `a` holds b in a+1..f and starts at
         // row_start(a) - (a + 1), so that `row[b]` indexes it directly.
@@ -408,14 +440,21 @@ fn count_pairs(filtered: &Filtered, f: usize, min_count: u32, strategy: PairCoun
     let track = strategy == PairCounting::TrackedRows;
     (0..f)
         .into_par_iter()
-        .map_init(|| (vec![0u32; f], Vec::new()), |(row, touched), a| row_pass(row, touched, a, track))
+        .map_init(
+            || (vec![0u32; f], Vec::new()),
+            |(row, touched), a| row_pass(row, touched, a, track),
+        )
         .collect()
 }
 
 /// Counts every frequent triple {a<b<c} and returns its three rules with two items on
 /// the left. A triple can only be frequent when all its pairs are (anti-monotonicity),
 /// so for each `a` only its partners are counted.
-fn count_triples(filtered: &Filtered, partners: &[Vec<(u32, u32)>], min_count: u32) -> Vec<RawRule> {
+fn count_triples(
+    filtered: &Filtered,
+    partners: &[Vec<(u32, u32)>],
+    min_count: u32,
+) -> Vec<RawRule> {
     let f = partners.len();
     let occurrences = Occurrences::new(filtered, f);
     let per_item: Vec<Vec<RawRule>> = (0..f)
@@ -442,7 +481,12 @@ fn count_triples(filtered: &Filtered, partners: &[Vec<(u32, u32)>], min_count: u
                 let tri = |i: usize, j: usize| i * (2 * p - i - 1) / 2 + (j - i - 1);
                 for &pos in occurrences.of(a) {
                     reduced.clear();
-                    reduced.extend(filtered.suffix(pos).map(|x| slot[x as usize]).filter(|&k| k != NONE));
+                    reduced.extend(
+                        filtered
+                            .suffix(pos)
+                            .map(|x| slot[x as usize])
+                            .filter(|&k| k != NONE),
+                    );
                     for (x, &i) in reduced.iter().enumerate() {
                         for &j in &reduced[x + 1..] {
                             if dense {
@@ -479,9 +523,21 @@ fn count_triples(filtered: &Filtered, partners: &[Vec<(u32, u32)>], min_count: u
                 let mut out = Vec::with_capacity(found.len() * 3);
                 for (i, j, count) in found {
                     let (b, c) = (mine[i].0, mine[j].0);
-                    out.push(RawRule { antecedent: [a, b], consequent: c, count });
-                    out.push(RawRule { antecedent: [a, c], consequent: b, count });
-                    out.push(RawRule { antecedent: [b, c], consequent: a, count });
+                    out.push(RawRule {
+                        antecedent: [a, b],
+                        consequent: c,
+                        count,
+                    });
+                    out.push(RawRule {
+                        antecedent: [a, c],
+                        consequent: b,
+                        count,
+                    });
+                    out.push(RawRule {
+                        antecedent: [b, c],
+                        consequent: a,
+                        count,
+                    });
                 }
                 out
             },
@@ -530,8 +586,12 @@ fn finish(
             if !keep {
                 return None;
             }
-            let mut antecedent: Vec<String> =
-                r.antecedent.iter().filter(|&&d| d != NONE).map(|&d| name(d).to_owned()).collect();
+            let mut antecedent: Vec<String> = r
+                .antecedent
+                .iter()
+                .filter(|&&d| d != NONE)
+                .map(|&d| name(d).to_owned())
+                .collect();
             antecedent.sort_unstable();
             Some(AssocRule {
                 antecedent,
@@ -557,13 +617,19 @@ mod tests {
     fn tx(baskets: &[&str]) -> Transactions {
         let mut b = TransactionsBuilder::new();
         for (k, basket) in baskets.iter().enumerate() {
-            b.add_all(&format!("t{k}"), basket.split_whitespace()).expect("small input fits");
+            b.add_all(&format!("t{k}"), basket.split_whitespace())
+                .expect("small input fits");
         }
         b.build()
     }
 
     fn params(min_support: f64, min_confidence: f64) -> MineParams {
-        MineParams { min_support, min_confidence, min_lift: None, two_item_antecedents: false }
+        MineParams {
+            min_support,
+            min_confidence,
+            min_lift: None,
+            two_item_antecedents: false,
+        }
     }
 
     /// One line per rule: "A+B->C count support confidence lift".
@@ -606,8 +672,14 @@ mod tests {
                 "c->b 1 0.2000 0.3333 0.5556",
             ]
         );
-        let ab = rules.iter().find(|r| r.antecedent == ["a"] && r.consequent == "b").expect("a->b mined");
-        assert_eq!((ab.count, ab.antecedent_count, ab.consequent_count), (3, 4, 3));
+        let ab = rules
+            .iter()
+            .find(|r| r.antecedent == ["a"] && r.consequent == "b")
+            .expect("a->b mined");
+        assert_eq!(
+            (ab.count, ab.antecedent_count, ab.consequent_count),
+            (3, 4, 3)
+        );
         assert_eq!(ab.support, 3.0 / 5.0);
         assert_eq!(ab.confidence, 3.0 / 4.0);
         assert_eq!(ab.lift, (3.0 / 4.0) / (3.0 / 5.0));
@@ -632,7 +704,9 @@ mod tests {
     fn support_threshold_is_inclusive() {
         // 0.4 x 5 = 2 exactly: the pair ac (count 2) stays, 0.41 drops it.
         let at = mine(&tx(SMALL), &params(0.4, 0.0)).expect("valid params");
-        assert!(at.iter().any(|r| r.antecedent == ["a"] && r.consequent == "c"));
+        assert!(at
+            .iter()
+            .any(|r| r.antecedent == ["a"] && r.consequent == "c"));
         let above = mine(&tx(SMALL), &params(0.41, 0.0)).expect("valid params");
         assert!(above.iter().all(|r| r.count >= 3));
         assert_eq!(above.len(), 2);
@@ -650,14 +724,26 @@ mod tests {
                 "a->b 3 0.6000 0.7500 1.2500",
             ]
         );
-        let lifted = mine(&tx(SMALL), &MineParams { min_lift: Some(1.3), ..params(0.0, 0.0) })
-            .expect("valid params");
-        assert_eq!(show(&lifted), ["d->c 1 0.2000 1.0000 1.6667", "c->d 1 0.2000 0.3333 1.6667"]);
+        let lifted = mine(
+            &tx(SMALL),
+            &MineParams {
+                min_lift: Some(1.3),
+                ..params(0.0, 0.0)
+            },
+        )
+        .expect("valid params");
+        assert_eq!(
+            show(&lifted),
+            ["d->c 1 0.2000 1.0000 1.6667", "c->d 1 0.2000 0.3333 1.6667"]
+        );
     }
 
     #[test]
     fn two_item_antecedents_behind_the_option() {
-        let p = MineParams { two_item_antecedents: true, ..params(0.0, 0.9) };
+        let p = MineParams {
+            two_item_antecedents: true,
+            ..params(0.0, 0.9)
+        };
         let rules = mine(&tx(SMALL), &p).expect("valid params");
         // {a,d}->c: acd=1 / ad=1, lift 1/(3/5). {b,c}->a: abc=1 / bc=1, lift 1/(4/5).
         assert_eq!(
@@ -671,20 +757,45 @@ mod tests {
                 "d->a 1 0.2000 1.0000 1.2500",
             ]
         );
-        let all = mine(&tx(SMALL), &MineParams { two_item_antecedents: true, ..params(0.0, 0.0) })
-            .expect("valid params");
-        let abc = all.iter().find(|r| r.antecedent == ["a", "b"] && r.consequent == "c").expect("mined");
-        assert_eq!((abc.count, abc.antecedent_count, abc.consequent_count), (1, 3, 3));
+        let all = mine(
+            &tx(SMALL),
+            &MineParams {
+                two_item_antecedents: true,
+                ..params(0.0, 0.0)
+            },
+        )
+        .expect("valid params");
+        let abc = all
+            .iter()
+            .find(|r| r.antecedent == ["a", "b"] && r.consequent == "c")
+            .expect("mined");
+        assert_eq!(
+            (abc.count, abc.antecedent_count, abc.consequent_count),
+            (1, 3, 3)
+        );
         assert_eq!(all.iter().filter(|r| r.antecedent.len() == 2).count(), 6);
         // At min count 2 no triple is frequent.
-        let none = mine(&tx(SMALL), &MineParams { two_item_antecedents: true, ..params(0.4, 0.0) })
-            .expect("valid params");
+        let none = mine(
+            &tx(SMALL),
+            &MineParams {
+                two_item_antecedents: true,
+                ..params(0.4, 0.0)
+            },
+        )
+        .expect("valid params");
         assert!(none.iter().all(|r| r.antecedent.len() == 1));
     }
 
     #[test]
     fn rules_survive_a_postcard_round_trip() {
-        let rules = mine(&tx(SMALL), &MineParams { two_item_antecedents: true, ..params(0.0, 0.0) }).expect("valid");
+        let rules = mine(
+            &tx(SMALL),
+            &MineParams {
+                two_item_antecedents: true,
+                ..params(0.0, 0.0)
+            },
+        )
+        .expect("valid");
         let bytes = postcard::to_allocvec(&rules).expect("serializable");
         let back: Vec<AssocRule> = postcard::from_bytes(&bytes).expect("deserializable");
         assert_eq!(back, rules);
@@ -694,16 +805,27 @@ mod tests {
     fn bad_thresholds_are_refused() {
         let t = tx(SMALL);
         assert_eq!(mine(&t, &params(1.5, 0.1)), Err(MineError::MinSupport(1.5)));
-        assert!(matches!(mine(&t, &params(f64::NAN, 0.1)), Err(MineError::MinSupport(_))));
-        assert_eq!(mine(&t, &params(0.1, -0.1)), Err(MineError::MinConfidence(-0.1)));
-        let p = MineParams { min_lift: Some(-1.0), ..params(0.1, 0.1) };
+        assert!(matches!(
+            mine(&t, &params(f64::NAN, 0.1)),
+            Err(MineError::MinSupport(_))
+        ));
+        assert_eq!(
+            mine(&t, &params(0.1, -0.1)),
+            Err(MineError::MinConfidence(-0.1))
+        );
+        let p = MineParams {
+            min_lift: Some(-1.0),
+            ..params(0.1, 0.1)
+        };
         assert_eq!(mine(&t, &p), Err(MineError::MinLift(-1.0)));
     }
 
     #[test]
     fn empty_and_single_item_inputs_give_no_rules() {
         assert!(mine(&tx(&[]), &params(0.0, 0.0)).expect("valid").is_empty());
-        assert!(mine(&tx(&["a", "a", "b"]), &params(0.0, 0.0)).expect("valid").is_empty());
+        assert!(mine(&tx(&["a", "a", "b"]), &params(0.0, 0.0))
+            .expect("valid")
+            .is_empty());
     }
 
     #[test]

@@ -84,11 +84,16 @@ fn run_reference(engine: &str, tx: &Transactions, p: &MineParams) -> BTreeMap<St
         .arg(&output)
         .args(["--min-support", &p.min_support.to_string()])
         .args(["--min-confidence", &p.min_confidence.to_string()])
-        .args(["--max-antecedent", if p.two_item_antecedents { "2" } else { "1" }]);
+        .args([
+            "--max-antecedent",
+            if p.two_item_antecedents { "2" } else { "1" },
+        ]);
     if let Some(l) = p.min_lift {
         cmd.args(["--min-lift", &l.to_string()]);
     }
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {} (set REKINDLE_PYTHON): {e}", python()));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (set REKINDLE_PYTHON): {e}", python()));
     assert!(
         out.status.success(),
         "{engine} reference failed (install scripts/requirements-bundles.txt into REKINDLE_PYTHON):\n{}",
@@ -104,11 +109,25 @@ fn run_reference(engine: &str, tx: &Transactions, p: &MineParams) -> BTreeMap<St
 }
 
 fn assert_same_rules(ours: &[AssocRule], theirs: &BTreeMap<String, RefRule>, what: &str) {
-    let ours_by_key: BTreeMap<String, &AssocRule> = ours.iter().map(|r| (key(&r.antecedent, &r.consequent), r)).collect();
+    let ours_by_key: BTreeMap<String, &AssocRule> = ours
+        .iter()
+        .map(|r| (key(&r.antecedent, &r.consequent), r))
+        .collect();
     assert_eq!(ours_by_key.len(), ours.len(), "{what}: duplicate rules");
-    let missing: Vec<&String> = theirs.keys().filter(|k| !ours_by_key.contains_key(*k)).take(10).collect();
-    let extra: Vec<&String> = ours_by_key.keys().filter(|k| !theirs.contains_key(*k)).take(10).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "{what}: missing {missing:?}, extra {extra:?}");
+    let missing: Vec<&String> = theirs
+        .keys()
+        .filter(|k| !ours_by_key.contains_key(*k))
+        .take(10)
+        .collect();
+    let extra: Vec<&String> = ours_by_key
+        .keys()
+        .filter(|k| !theirs.contains_key(*k))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: missing {missing:?}, extra {extra:?}"
+    );
     for (k, r) in &ours_by_key {
         let t = &theirs[k];
         assert_eq!(
@@ -116,8 +135,15 @@ fn assert_same_rules(ours: &[AssocRule], theirs: &BTreeMap<String, RefRule>, wha
             (t.count, t.antecedent_count, t.consequent_count),
             "{what}: counts of {k}"
         );
-        for (name, a, b) in [("support", r.support, t.support), ("confidence", r.confidence, t.confidence), ("lift", r.lift, t.lift)] {
-            assert!((a - b).abs() <= TOLERANCE, "{what}: {name} of {k}: {a} vs {b}");
+        for (name, a, b) in [
+            ("support", r.support, t.support),
+            ("confidence", r.confidence, t.confidence),
+            ("lift", r.lift, t.lift),
+        ] {
+            assert!(
+                (a - b).abs() <= TOLERANCE,
+                "{what}: {name} of {k}: {a} vs {b}"
+            );
         }
     }
 }
@@ -126,13 +152,27 @@ fn check_against_references(scope: Scope, p: &MineParams, engines: &[&str], min_
     let tx = transactions(scope);
     let ours = mine(&tx, p).expect("valid params");
     let what = format!("{scope:?} {p:?}");
-    assert!(ours.len() >= min_rules, "{what}: only {} rules, the comparison would be weak", ours.len());
+    assert!(
+        ours.len() >= min_rules,
+        "{what}: only {} rules, the comparison would be weak",
+        ours.len()
+    );
     if p.two_item_antecedents {
-        assert!(ours.iter().any(|r| r.antecedent.len() == 2), "{what}: no {{A,B}}->C rule to compare");
+        assert!(
+            ours.iter().any(|r| r.antecedent.len() == 2),
+            "{what}: no {{A,B}}->C rule to compare"
+        );
     }
     let pairs = ours.iter().filter(|r| r.antecedent.len() == 1).count();
-    eprintln!("{what}: {} rules ({pairs} pairs), N = {}", ours.len(), tx.len());
-    assert!(ours.windows(2).all(|w| mined_order(&w[0], &w[1]).is_lt()), "{what}: not sorted");
+    eprintln!(
+        "{what}: {} rules ({pairs} pairs), N = {}",
+        ours.len(),
+        tx.len()
+    );
+    assert!(
+        ours.windows(2).all(|w| mined_order(&w[0], &w[1]).is_lt()),
+        "{what}: not sorted"
+    );
     for engine in engines {
         let theirs = run_reference(engine, &tx, p);
         assert_same_rules(&ours, &theirs, &format!("{what} vs {engine}"));
@@ -140,33 +180,63 @@ fn check_against_references(scope: Scope, p: &MineParams, engines: &[&str], min_
 }
 
 fn params(min_support: f64, min_confidence: f64, min_lift: Option<f64>, two: bool) -> MineParams {
-    MineParams { min_support, min_confidence, min_lift, two_item_antecedents: two }
+    MineParams {
+        min_support,
+        min_confidence,
+        min_lift,
+        two_item_antecedents: two,
+    }
 }
 
 #[test]
 fn basket_pairs_match_pyfim_and_mlxtend() {
-    check_against_references(Scope::Basket, &params(0.0003, 0.02, None, false), &["pyfim", "mlxtend"], 100);
+    check_against_references(
+        Scope::Basket,
+        &params(0.0003, 0.02, None, false),
+        &["pyfim", "mlxtend"],
+        100,
+    );
 }
 
 #[test]
 fn basket_rules_with_two_item_antecedents_match_pyfim_and_mlxtend() {
-    check_against_references(Scope::Basket, &params(0.0001, 0.05, None, true), &["pyfim", "mlxtend"], 100);
+    check_against_references(
+        Scope::Basket,
+        &params(0.0001, 0.05, None, true),
+        &["pyfim", "mlxtend"],
+        100,
+    );
 }
 
 #[test]
 fn member_pairs_match_pyfim_and_mlxtend() {
-    check_against_references(Scope::Member, &params(0.003, 0.05, None, false), &["pyfim", "mlxtend"], 100);
+    check_against_references(
+        Scope::Member,
+        &params(0.003, 0.05, None, false),
+        &["pyfim", "mlxtend"],
+        100,
+    );
 }
 
 #[test]
 fn member_rules_with_two_item_antecedents_and_min_lift_match_pyfim() {
-    check_against_references(Scope::Member, &params(0.003, 0.1, Some(1.2), true), &["pyfim"], 100);
+    check_against_references(
+        Scope::Member,
+        &params(0.003, 0.1, Some(1.2), true),
+        &["pyfim"],
+        100,
+    );
 }
 
 /// count(X) by brute force over the transactions.
 fn count_holding(tx: &Transactions, items: &[&str]) -> u32 {
-    let ids: Vec<u32> = items.iter().map(|i| tx.item_id(i).expect("item exists")).collect();
-    (0..tx.len()).filter(|&t| ids.iter().all(|i| tx.items(t).binary_search(i).is_ok())).count() as u32
+    let ids: Vec<u32> = items
+        .iter()
+        .map(|i| tx.item_id(i).expect("item exists"))
+        .collect();
+    (0..tx.len())
+        .filter(|&t| ids.iter().all(|i| tx.items(t).binary_search(i).is_ok()))
+        .count() as u32
 }
 
 #[test]
@@ -179,8 +249,15 @@ fn planted_pairs_are_found_with_their_confidence() {
                 .iter()
                 .find(|r| r.antecedent == [a.clone()] && &r.consequent == b)
                 .unwrap_or_else(|| panic!("{scope:?}: planted {a}->{b} not mined"));
-            let (n_ab, n_a, n_b) = (count_holding(&tx, &[a, b]), count_holding(&tx, &[a]), count_holding(&tx, &[b]));
-            assert_eq!((rule.count, rule.antecedent_count, rule.consequent_count), (n_ab, n_a, n_b));
+            let (n_ab, n_a, n_b) = (
+                count_holding(&tx, &[a, b]),
+                count_holding(&tx, &[a]),
+                count_holding(&tx, &[b]),
+            );
+            assert_eq!(
+                (rule.count, rule.antecedent_count, rule.consequent_count),
+                (n_ab, n_a, n_b)
+            );
             assert!((rule.confidence - n_ab as f64 / n_a as f64).abs() <= TOLERANCE);
             if scope == Scope::Basket {
                 // 30% planted plus B's own rate in baskets: at least 0.3 up to noise.
@@ -195,7 +272,11 @@ fn planted_pairs_are_found_with_their_confidence() {
                 assert!(rule.lift > 2.0, "{a}->{b}: lift {}", rule.lift);
             } else {
                 // A member who bought A bought B with it at least 30% of the time once.
-                assert!(rule.confidence > PLANTED_RATE - 0.05, "{a}->{b}: {}", rule.confidence);
+                assert!(
+                    rule.confidence > PLANTED_RATE - 0.05,
+                    "{a}->{b}: {}",
+                    rule.confidence
+                );
             }
         }
     }
@@ -208,8 +289,16 @@ fn every_pair_counting_strategy_gives_the_same_rules() {
         let p = params(0.0002, 0.01, None, false);
         let rules = mine(&tx, &p).expect("valid params");
         assert!(rules.len() > 1000, "{scope:?}: {} rules", rules.len());
-        for strategy in [PairCounting::Matrix, PairCounting::ScannedRows, PairCounting::TrackedRows] {
-            assert_eq!(mine_with(&tx, &p, Some(strategy)).as_ref(), Ok(&rules), "{scope:?} {strategy:?}");
+        for strategy in [
+            PairCounting::Matrix,
+            PairCounting::ScannedRows,
+            PairCounting::TrackedRows,
+        ] {
+            assert_eq!(
+                mine_with(&tx, &p, Some(strategy)).as_ref(),
+                Ok(&rules),
+                "{scope:?} {strategy:?}"
+            );
         }
     }
 }
@@ -228,7 +317,12 @@ fn offers_match_a_brute_force_scan() {
     let mut ranked = rules.clone();
     ranked.sort_by(offer_order);
     let index = OfferIndex::new(rules);
-    let out_of_stock: HashSet<&str> = data().planted.iter().take(3).map(|(_, b)| b.as_str()).collect();
+    let out_of_stock: HashSet<&str> = data()
+        .planted
+        .iter()
+        .take(3)
+        .map(|(_, b)| b.as_str())
+        .collect();
     let mut offered = 0;
     for t in (0..tx.len()).step_by(7) {
         let bought: HashSet<&str> = tx.item_names_of(t).collect();
@@ -250,7 +344,15 @@ fn audience_matches_a_brute_force_ranking() {
     let rules = mine(&tx, &params(0.003, 0.05, None, true)).expect("valid params");
     let target = data().planted[0].1.clone();
     let index = OfferIndex::new(rules.clone());
-    let got = audience(&tx, &index, &target, &AudienceParams { top: Some(200), min_score: 0.0 });
+    let got = audience(
+        &tx,
+        &index,
+        &target,
+        &AudienceParams {
+            top: Some(200),
+            min_score: 0.0,
+        },
+    );
 
     // Brute force: per member without the target, the max (confidence, lift) over the
     // rules to the target that apply, then rank by it and by member id.
@@ -262,24 +364,40 @@ fn audience_matches_a_brute_force_ranking() {
         }
         let best = rules
             .iter()
-            .filter(|r| r.consequent == target && r.antecedent.iter().all(|a| bought.contains(a.as_str())))
+            .filter(|r| {
+                r.consequent == target && r.antecedent.iter().all(|a| bought.contains(a.as_str()))
+            })
             .map(|r| (r.confidence, r.lift))
             .max_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
         if let Some((c, l)) = best {
             expected.push((c, l, tx.key(t).to_owned()));
         }
     }
-    expected.sort_by(|x, y| y.0.total_cmp(&x.0).then(y.1.total_cmp(&x.1)).then(x.2.cmp(&y.2)));
+    expected.sort_by(|x, y| {
+        y.0.total_cmp(&x.0)
+            .then(y.1.total_cmp(&x.1))
+            .then(x.2.cmp(&y.2))
+    });
     expected.truncate(200);
     assert_eq!(got.len(), expected.len());
-    assert!(got.len() == 200, "audience too small for a meaningful check: {}", got.len());
-    let got_rows: Vec<(f64, f64, String)> = got.iter().map(|m| (m.score, m.lift, m.member.clone())).collect();
+    assert!(
+        got.len() == 200,
+        "audience too small for a meaningful check: {}",
+        got.len()
+    );
+    let got_rows: Vec<(f64, f64, String)> = got
+        .iter()
+        .map(|m| (m.score, m.lift, m.member.clone()))
+        .collect();
     assert_eq!(got_rows, expected);
     let by_member: HashMap<&str, usize> = (0..tx.len()).map(|t| (tx.key(t), t)).collect();
     for m in &got {
         let r = &index.rules()[m.rule];
         assert_eq!(r.consequent, target);
         let t = by_member[m.member.as_str()];
-        assert!(r.antecedent.iter().all(|a| tx.item_names_of(t).any(|i| i == a)));
+        assert!(r
+            .antecedent
+            .iter()
+            .all(|a| tx.item_names_of(t).any(|i| i == a)));
     }
 }

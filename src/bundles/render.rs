@@ -9,7 +9,14 @@ use super::mine::AssocRule;
 use super::score::{AudienceMember, OfferIndex};
 use std::fmt::Write;
 
-const RULE_HEADER: [&str; 6] = ["antecedent", "consequent", "support", "confidence", "lift", "count"];
+const RULE_HEADER: [&str; 6] = [
+    "antecedent",
+    "consequent",
+    "support",
+    "confidence",
+    "lift",
+    "count",
+];
 const AUDIENCE_HEADER: [&str; 5] = ["member_id", "score", "lift", "antecedent", "consequent"];
 
 fn rule_row(r: &AssocRule, number: fn(f64) -> String) -> Vec<String> {
@@ -28,12 +35,22 @@ fn audience_row(m: &AudienceMember, index: &OfferIndex, number: fn(f64) -> Strin
         Some(r) => (r.antecedent.join("+"), r.consequent.clone()),
         None => (String::new(), String::new()),
     };
-    vec![m.member.clone(), number(m.score), number(m.lift), ante, cons]
+    vec![
+        m.member.clone(),
+        number(m.score),
+        number(m.lift),
+        ante,
+        cons,
+    ]
 }
 
 /// Rules as an aligned text table (numbers right-aligned, 6 significant digits).
 pub fn rules_table(rules: &[AssocRule]) -> String {
-    table(&RULE_HEADER, &[false, false, true, true, true, true], rules.iter().map(|r| rule_row(r, sig6)))
+    table(
+        &RULE_HEADER,
+        &[false, false, true, true, true, true],
+        rules.iter().map(|r| rule_row(r, sig6)),
+    )
 }
 
 /// Rules as CSV with a header row.
@@ -43,12 +60,19 @@ pub fn rules_csv(rules: &[AssocRule]) -> String {
 
 /// An audience as an aligned text table.
 pub fn audience_table(members: &[AudienceMember], index: &OfferIndex) -> String {
-    table(&AUDIENCE_HEADER, &[false, true, true, false, false], members.iter().map(|m| audience_row(m, index, sig6)))
+    table(
+        &AUDIENCE_HEADER,
+        &[false, true, true, false, false],
+        members.iter().map(|m| audience_row(m, index, sig6)),
+    )
 }
 
 /// An audience as CSV with a header row.
 pub fn audience_csv(members: &[AudienceMember], index: &OfferIndex) -> String {
-    csv(&AUDIENCE_HEADER, members.iter().map(|m| audience_row(m, index, exact6)))
+    csv(
+        &AUDIENCE_HEADER,
+        members.iter().map(|m| audience_row(m, index, exact6)),
+    )
 }
 
 /// Numeric columns are right-aligned, text columns left-aligned.
@@ -135,7 +159,14 @@ fn exact6(x: f64) -> String {
 mod tests {
     use super::*;
 
-    fn rule(ante: &[&str], cons: &str, count: u32, ante_count: u32, cons_count: u32, n: u32) -> AssocRule {
+    fn rule(
+        ante: &[&str],
+        cons: &str,
+        count: u32,
+        ante_count: u32,
+        cons_count: u32,
+        n: u32,
+    ) -> AssocRule {
         let confidence = count as f64 / ante_count as f64;
         AssocRule {
             antecedent: ante.iter().map(|s| s.to_string()).collect(),
@@ -161,14 +192,25 @@ mod tests {
             (0.0, "0.00000", "0.00000"),
         ];
         for (x, table_text, csv_text) in cases {
-            assert_eq!((sig6(x).as_str(), exact6(x).as_str()), (table_text, csv_text), "{x}");
-            assert_eq!(exact6(x).parse::<f64>().ok(), Some(x), "csv reads back exactly");
+            assert_eq!(
+                (sig6(x).as_str(), exact6(x).as_str()),
+                (table_text, csv_text),
+                "{x}"
+            );
+            assert_eq!(
+                exact6(x).parse::<f64>().ok(),
+                Some(x),
+                "csv reads back exactly"
+            );
         }
     }
 
     #[test]
     fn csv_has_the_contract_columns_and_quotes_odd_names() {
-        let rules = [rule(&["a", "b"], "c,1", 3, 4, 5, 10), rule(&["say \"hi\""], "d", 1, 3, 2, 10)];
+        let rules = [
+            rule(&["a", "b"], "c,1", 3, 4, 5, 10),
+            rule(&["say \"hi\""], "d", 1, 3, 2, 10),
+        ];
         assert_eq!(
             rules_csv(&rules),
             "antecedent,consequent,support,confidence,lift,count\n\
@@ -179,7 +221,10 @@ mod tests {
 
     #[test]
     fn table_aligns_columns() {
-        let rules = [rule(&["a"], "long-sku", 3, 4, 5, 10), rule(&["sku-b"], "c", 1, 3, 2, 10)];
+        let rules = [
+            rule(&["a"], "long-sku", 3, 4, 5, 10),
+            rule(&["sku-b"], "c", 1, 3, 2, 10),
+        ];
         assert_eq!(
             rules_table(&rules),
             "antecedent  consequent   support  confidence     lift  count\n\
@@ -191,8 +236,16 @@ mod tests {
     #[test]
     fn audience_renders_member_score_and_the_rule() {
         let index = OfferIndex::new(vec![rule(&["a"], "x", 3, 5, 4, 8)]);
-        let members = [AudienceMember { member: "m2".into(), score: 0.6, lift: 1.2, rule: 0 }];
-        assert_eq!(audience_csv(&members, &index), "member_id,score,lift,antecedent,consequent\nm2,0.600000,1.20000,a,x\n");
+        let members = [AudienceMember {
+            member: "m2".into(),
+            score: 0.6,
+            lift: 1.2,
+            rule: 0,
+        }];
+        assert_eq!(
+            audience_csv(&members, &index),
+            "member_id,score,lift,antecedent,consequent\nm2,0.600000,1.20000,a,x\n"
+        );
         assert_eq!(
             audience_table(&members, &index),
             "member_id     score     lift  antecedent  consequent\nm2         0.600000  1.20000  a           x\n"

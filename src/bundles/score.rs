@@ -57,7 +57,14 @@ impl OfferIndex {
             }
             by_consequent[*cons as usize].push(rank as u32);
         }
-        Self { rules, item_ids, item_names, shapes, by_antecedent, by_consequent }
+        Self {
+            rules,
+            item_ids,
+            item_names,
+            shapes,
+            by_antecedent,
+            by_consequent,
+        }
     }
 
     /// The rules in offer order.
@@ -67,7 +74,10 @@ impl OfferIndex {
 
     /// Item ids of the known names among `bought`, ascending and distinct.
     fn ids_of<'a>(&self, bought: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
-        let mut ids: Vec<u32> = bought.into_iter().filter_map(|n| self.item_ids.get(n).copied()).collect();
+        let mut ids: Vec<u32> = bought
+            .into_iter()
+            .filter_map(|n| self.item_ids.get(n).copied())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -104,10 +114,15 @@ impl OfferIndex {
     /// How likely a member who bought `bought` is to buy `target`: the highest-ranked rule
     /// leading to `target` whose antecedent the member bought; its confidence is the
     /// score. None when the member already bought `target` or no rule applies.
-    pub fn likely_to_buy<'a>(&self, bought: impl IntoIterator<Item = &'a str>, target: &str) -> Option<&AssocRule> {
+    pub fn likely_to_buy<'a>(
+        &self,
+        bought: impl IntoIterator<Item = &'a str>,
+        target: &str,
+    ) -> Option<&AssocRule> {
         let target = *self.item_ids.get(target)?;
         let ids = self.ids_of(bought);
-        self.best_rule_to(target, &ids).map(|rank| &self.rules[rank as usize])
+        self.best_rule_to(target, &ids)
+            .map(|rank| &self.rules[rank as usize])
     }
 
     /// Rank of the best rule to `target` applicable to the sorted item ids `ids`.
@@ -118,7 +133,12 @@ impl OfferIndex {
         self.by_consequent[target as usize]
             .iter()
             .copied()
-            .find(|&rank| self.shapes[rank as usize].0.iter().all(|a| ids.binary_search(a).is_ok()))
+            .find(|&rank| {
+                self.shapes[rank as usize]
+                    .0
+                    .iter()
+                    .all(|a| ids.binary_search(a).is_ok())
+            })
     }
 }
 
@@ -166,7 +186,13 @@ pub fn audience(
         .into_par_iter()
         .map_init(Vec::new, |ids: &mut Vec<u32>, t| {
             ids.clear();
-            ids.extend(members.items(t).iter().map(|&i| to_index[i as usize]).filter(|&i| i != u32::MAX));
+            ids.extend(
+                members
+                    .items(t)
+                    .iter()
+                    .map(|&i| to_index[i as usize])
+                    .filter(|&i| i != u32::MAX),
+            );
             ids.sort_unstable();
             index.best_rule_to(target_id, ids).map(|rank| (rank, t))
         })
@@ -187,7 +213,12 @@ pub fn audience(
         .into_iter()
         .map(|(rank, t)| {
             let rule = &index.rules[rank as usize];
-            AudienceMember { member: members.key(t).to_owned(), score: rule.confidence, lift: rule.lift, rule: rank as usize }
+            AudienceMember {
+                member: members.key(t).to_owned(),
+                score: rule.confidence,
+                lift: rule.lift,
+                rule: rank as usize,
+            }
         })
         .collect()
 }
@@ -200,7 +231,8 @@ mod tests {
     fn tx(rows: &[(&str, &str)]) -> Transactions {
         let mut b = TransactionsBuilder::new();
         for (key, items) in rows {
-            b.add_all(key, items.split_whitespace()).expect("small input fits");
+            b.add_all(key, items.split_whitespace())
+                .expect("small input fits");
         }
         b.build()
     }
@@ -220,20 +252,32 @@ mod tests {
 
     fn index() -> (Transactions, OfferIndex) {
         let t = tx(MEMBERS);
-        let p = MineParams { min_support: 0.0, min_confidence: 0.0, min_lift: None, two_item_antecedents: true };
+        let p = MineParams {
+            min_support: 0.0,
+            min_confidence: 0.0,
+            min_lift: None,
+            two_item_antecedents: true,
+        };
         let rules = mine(&t, &p).expect("valid params");
         (t, OfferIndex::new(rules))
     }
 
     fn rule_text(r: &AssocRule) -> String {
-        format!("{}->{} {}/{}", r.antecedent.join("+"), r.consequent, r.count, r.antecedent_count)
+        format!(
+            "{}->{} {}/{}",
+            r.antecedent.join("+"),
+            r.consequent,
+            r.count,
+            r.antecedent_count
+        )
     }
 
     #[test]
     fn best_offer_is_the_most_confident_rule_to_an_item_not_bought() {
         let (_, idx) = index();
         let offer = |bought: &str, excluded: &[&str]| {
-            idx.best_offer(bought.split_whitespace(), |s| excluded.contains(&s)).map(rule_text)
+            idx.best_offer(bought.split_whitespace(), |s| excluded.contains(&s))
+                .map(rule_text)
         };
         // From d: d->x is 2/2; d->a 1/2 and d->c 1/2 are weaker.
         assert_eq!(offer("d", &[]).as_deref(), Some("d->x 2/2"));
@@ -251,7 +295,10 @@ mod tests {
     #[test]
     fn likely_to_buy_scores_by_the_strongest_rule_to_the_target() {
         let (_, idx) = index();
-        let like = |bought: &str| idx.likely_to_buy(bought.split_whitespace(), "x").map(rule_text);
+        let like = |bought: &str| {
+            idx.likely_to_buy(bought.split_whitespace(), "x")
+                .map(rule_text)
+        };
         assert_eq!(like("d").as_deref(), Some("d->x 2/2"));
         // a->x 3/5, c->x 2/3, {a,c}->x 1/2: c->x wins.
         assert_eq!(like("a c").as_deref(), Some("c->x 2/3"));
@@ -262,16 +309,61 @@ mod tests {
     #[test]
     fn audience_ranks_members_who_did_not_buy_the_target() {
         let (t, idx) = index();
-        let all = audience(&t, &idx, "x", &AudienceParams { top: None, min_score: 0.0 });
-        let got: Vec<String> =
-            all.iter().map(|m| format!("{} {:.4} {}", m.member, m.score, rule_text(&idx.rules()[m.rule]))).collect();
+        let all = audience(
+            &t,
+            &idx,
+            "x",
+            &AudienceParams {
+                top: None,
+                min_score: 0.0,
+            },
+        );
+        let got: Vec<String> = all
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {:.4} {}",
+                    m.member,
+                    m.score,
+                    rule_text(&idx.rules()[m.rule])
+                )
+            })
+            .collect();
         // m2 (a b) and m6 (a b c) do not hold x; m7, m8 have no rule to x.
         assert_eq!(got, ["m6 0.6667 c->x 2/3", "m2 0.6000 a->x 3/5"]);
-        let top1 = audience(&t, &idx, "x", &AudienceParams { top: Some(1), min_score: 0.0 });
+        let top1 = audience(
+            &t,
+            &idx,
+            "x",
+            &AudienceParams {
+                top: Some(1),
+                min_score: 0.0,
+            },
+        );
         assert_eq!(top1.len(), 1);
         assert_eq!(top1[0].member, "m6");
-        let strict = audience(&t, &idx, "x", &AudienceParams { top: None, min_score: 0.65 });
-        assert_eq!(strict.iter().map(|m| m.member.as_str()).collect::<Vec<_>>(), ["m6"]);
-        assert!(audience(&t, &idx, "unknown", &AudienceParams { top: None, min_score: 0.0 }).is_empty());
+        let strict = audience(
+            &t,
+            &idx,
+            "x",
+            &AudienceParams {
+                top: None,
+                min_score: 0.65,
+            },
+        );
+        assert_eq!(
+            strict.iter().map(|m| m.member.as_str()).collect::<Vec<_>>(),
+            ["m6"]
+        );
+        assert!(audience(
+            &t,
+            &idx,
+            "unknown",
+            &AudienceParams {
+                top: None,
+                min_score: 0.0
+            }
+        )
+        .is_empty());
     }
 }

@@ -75,7 +75,9 @@ pub(crate) fn generate(members: usize, skus: usize, seed: u64) -> Synth {
         cumulative.push(total);
     }
     let name = |s: usize| format!("sku{s:05}");
-    let planted: Vec<(usize, usize)> = (0..10).map(|i| (by_rank[i * 3], by_rank[i * 3 + 60])).collect();
+    let planted: Vec<(usize, usize)> = (0..10)
+        .map(|i| (by_rank[i * 3], by_rank[i * 3 + 60]))
+        .collect();
 
     let mut lines = Vec::new();
     let mut order_no = 0usize;
@@ -101,9 +103,19 @@ pub(crate) fn generate(members: usize, skus: usize, seed: u64) -> Synth {
             }
             basket.extend(extra);
             for s in basket {
-                lines.push(Line { order: format!("o{order_no:07}"), member: format!("m{m:05}"), sku: name(s) });
+                lines.push(Line {
+                    order: format!("o{order_no:07}"),
+                    member: format!("m{m:05}"),
+                    sku: name(s),
+                });
             }
         }
     }
-    Synth { lines, planted: planted.into_iter().map(|(a, b)| (name(a), name(b))).collect() }
+    Synth {
+        lines,
+        planted: planted
+            .into_iter()
+            .map(|(a, b)| (name(a), name(b)))
+            .collect(),
+    }
 }

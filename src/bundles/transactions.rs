@@ -58,7 +58,9 @@ impl Transactions {
 
     /// The item names of transaction `t`, in item id order.
     pub fn item_names_of(&self, t: usize) -> impl Iterator<Item = &str> + '_ {
-        self.items(t).iter().map(|&i| self.item_names[i as usize].as_str())
+        self.items(t)
+            .iter()
+            .map(|&i| self.item_names[i as usize].as_str())
     }
 
     /// The key (order id or member id) of transaction `t`.
@@ -69,7 +71,10 @@ impl Transactions {
 
     /// The id of an item name, by linear search (for one-off look-ups such as a target SKU).
     pub fn item_id(&self, name: &str) -> Option<u32> {
-        self.item_names.iter().position(|n| n == name).map(|i| i as u32)
+        self.item_names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| i as u32)
     }
 
     /// All item ids, transaction after transaction (crate-internal, for mining).
@@ -229,7 +234,14 @@ mod tests {
     #[test]
     fn groups_interleaved_lines_and_drops_repeated_items() {
         let mut b = TransactionsBuilder::new();
-        for (k, i) in [("o1", "b"), ("o2", "a"), ("o1", "a"), ("o1", "b"), ("o3", "c"), ("o2", "c")] {
+        for (k, i) in [
+            ("o1", "b"),
+            ("o2", "a"),
+            ("o1", "a"),
+            ("o1", "b"),
+            ("o3", "c"),
+            ("o2", "c"),
+        ] {
             b.add(k, i).expect("small input fits");
         }
         let tx = b.build();
@@ -244,22 +256,40 @@ mod tests {
         assert_eq!(as_names(2), ("o3".to_owned(), vec!["c"]));
         assert_eq!(tx.entry_count(), 5);
         for t in 0..tx.len() {
-            assert!(tx.items(t).windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+            assert!(
+                tx.items(t).windows(2).all(|w| w[0] < w[1]),
+                "sorted and distinct"
+            );
         }
     }
 
     #[test]
     fn keys_with_colliding_hashes_stay_apart() {
-        let mut b = TransactionsBuilder { constant_hash: true, ..TransactionsBuilder::new() };
-        for (k, i) in [("o1", "a"), ("o2", "b"), ("o3", "c"), ("o1", "d"), ("o2", "e"), ("o3", "a")] {
+        let mut b = TransactionsBuilder {
+            constant_hash: true,
+            ..TransactionsBuilder::new()
+        };
+        for (k, i) in [
+            ("o1", "a"),
+            ("o2", "b"),
+            ("o3", "c"),
+            ("o1", "d"),
+            ("o2", "e"),
+            ("o3", "a"),
+        ] {
             b.add(k, i).expect("small input fits");
         }
         let tx = b.build();
-        let got: Vec<(String, Vec<&str>)> =
-            (0..tx.len()).map(|t| (tx.key(t).to_owned(), tx.item_names_of(t).collect())).collect();
+        let got: Vec<(String, Vec<&str>)> = (0..tx.len())
+            .map(|t| (tx.key(t).to_owned(), tx.item_names_of(t).collect()))
+            .collect();
         assert_eq!(
             got,
-            [("o1".to_owned(), vec!["a", "d"]), ("o2".to_owned(), vec!["b", "e"]), ("o3".to_owned(), vec!["a", "c"])]
+            [
+                ("o1".to_owned(), vec!["a", "d"]),
+                ("o2".to_owned(), vec!["b", "e"]),
+                ("o3".to_owned(), vec!["a", "c"])
+            ]
         );
     }
 

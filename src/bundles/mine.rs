@@ -5,9 +5,9 @@
 //! 1. Items below the support threshold cannot be in a kept rule (support is
 //!    anti-monotone), so they are dropped first and the rest renumbered densely;
 //!    transactions left with fewer than two items are dropped.
-//! 2. With few frequent items (<= 2048) each thread counts pairs of its share of the
-//!    transactions in its own triangular F x F matrix, small enough for the cache,
-//!    and the matrices are summed. With more, pairs are counted item by item ("vertical"): for
+//! 2. With few frequent items (<= 2048) each thread maps its share of the transactions
+//!    to dense ids on the fly and counts their pairs in its own triangular F x F
+//!    matrix, small enough for the cache; the matrices are summed. With more, pairs are counted item by item ("vertical"): for
 //!    item `a`, every transaction that holds `a` adds one to `row[b]` for each item
 //!    `b > a` after it; the row stays in cache, there is no pair matrix, and rows are
 //!    independent, so rayon spreads them over the cores.
@@ -176,9 +176,16 @@ pub(crate) fn mine_with(
     if frequent.len() < 2 {
         return Ok(Vec::new());
     }
-    let filtered = Filtered::new(tx, &frequent);
     let strategy = strategy.unwrap_or(PairCounting::for_items(frequent.len()));
-    let partners = count_pairs(&filtered, frequent.len(), min_count, strategy);
+    // The reduced copy of the transactions is built only for the passes that need it.
+    let mut filtered: Option<Filtered> = None;
+    let partners = match strategy {
+        PairCounting::Matrix => count_pairs_in_matrix(tx, &frequent, min_count),
+        PairCounting::ScannedRows | PairCounting::TrackedRows => {
+            let f = filtered.get_or_insert_with(|| Filtered::new(tx, &frequent));
+            count_pairs_in_rows(f, frequent.len(), min_count, strategy)
+        }
+    };
 
     let mut raw: Vec<RawRule> = Vec::new();
     for (a, list) in partners.iter().enumerate() {
@@ -196,7 +203,8 @@ pub(crate) fn mine_with(
         }
     }
     if params.two_item_antecedents {
-        raw.extend(count_triples(&filtered, &partners, min_count));
+        let f = filtered.get_or_insert_with(|| Filtered::new(tx, &frequent));
+        raw.extend(count_triples(f, &partners, min_count));
     }
     Ok(finish(tx, &frequent, &partners, raw, n, params))
 }
@@ -266,11 +274,10 @@ impl FrequentItems {
 }
 
 /// Transactions reduced to frequent items (dense ids, ascending), each followed by END;
-/// those left with fewer than two items are dropped. `cuts` splits `items` into chunks
-/// of whole transactions for parallel passes.
+/// those left with fewer than two items are dropped. The row-by-row pair count and the
+/// triple count walk it through [`Occurrences`].
 struct Filtered {
     items: Vec<u32>,
-    cuts: Vec<usize>,
 }
 
 impl Filtered {
@@ -298,18 +305,9 @@ impl Filtered {
                 out
             })
             .collect();
-        let mut items = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
-        let mut cuts = vec![0];
-        for chunk in chunks {
-            items.extend_from_slice(&chunk);
-            cuts.push(items.len());
+        Self {
+            items: chunks.concat(),
         }
-        Self { items, cuts }
-    }
-
-    /// The chunks of whole transactions, END-separated.
-    fn chunks(&self) -> impl IndexedParallelIterator<Item = &[u32]> + '_ {
-        self.cuts.par_windows(2).map(|w| &self.items[w[0]..w[1]])
     }
 
     /// The items after position `p` in its transaction.
@@ -357,55 +355,71 @@ impl Occurrences {
     }
 }
 
-/// For each dense item `a`, its frequent partners `b > a` with count({a,b}), ascending b.
-/// Few frequent items: one pass over the transactions into a per-thread square matrix
-/// that fits in cache. Many: row by row over the vertical view.
-fn count_pairs(
+/// For each dense item `a`, its frequent partners `b > a` with count({a,b}), ascending
+/// b: each thread maps its share of the transactions to dense ids and counts their pairs
+/// in its own upper triangle (row `a` holds b in a+1..f), then the triangles are summed.
+fn count_pairs_in_matrix(
+    tx: &Transactions,
+    frequent: &FrequentItems,
+    min_count: u32,
+) -> Vec<Vec<(u32, u32)>> {
+    let f = frequent.len();
+    let row_start = |a: usize| a * (2 * f - a - 1) / 2;
+    let cells = f * f.saturating_sub(1) / 2;
+    let n = tx.len();
+    let chunk_count = (rayon::current_num_threads() * 8).clamp(1, n.max(1));
+    let matrix = (0..chunk_count)
+        .into_par_iter()
+        .fold(
+            || (vec![0u32; cells], Vec::new()),
+            |(mut m, mut dense), c| {
+                for t in c * n / chunk_count..(c + 1) * n / chunk_count {
+                    dense.clear();
+                    dense.extend(
+                        tx.items(t)
+                            .iter()
+                            .map(|&i| frequent.dense_of[i as usize])
+                            .filter(|&d| d != NONE),
+                    );
+                    for (k, &a) in dense.iter().enumerate() {
+                        let a = a as usize;
+                        let row = &mut m[row_start(a)..row_start(a) + (f - a - 1)];
+                        for &b in &dense[k + 1..] {
+                            row[b as usize - a - 1] += 1;
+                        }
+                    }
+                }
+                (m, dense)
+            },
+        )
+        .map(|(m, _)| m)
+        .reduce(
+            || vec![0u32; cells],
+            |mut x, y| {
+                x.iter_mut().zip(&y).for_each(|(s, v)| *s += v);
+                x
+            },
+        );
+    (0..f)
+        .map(|a| {
+            let row = &matrix[row_start(a)..row_start(a) + (f - a - 1)];
+            row.iter()
+                .enumerate()
+                .filter(|&(_, &c)| c >= min_count)
+                .map(|(k, &c)| ((a + 1 + k) as u32, c))
+                .collect()
+        })
+        .collect()
+}
+
+/// The same as [`count_pairs_in_matrix`], row by row over the vertical view: for item
+/// `a`, every transaction holding `a` adds one to `row[b]` for each `b` after it.
+fn count_pairs_in_rows(
     filtered: &Filtered,
     f: usize,
     min_count: u32,
     strategy: PairCounting,
 ) -> Vec<Vec<(u32, u32)>> {
-    if strategy == PairCounting::Matrix {
-        // Upper triangle, row by row: row `a` holds b in a+1..f and starts at
-        // row_start(a) - (a + 1), so that `row[b]` indexes it directly.
-        let row_start = |a: usize| a * (2 * f - a - 1) / 2;
-        let cells = f * f.saturating_sub(1) / 2;
-        let matrix = filtered
-            .chunks()
-            .fold(
-                || vec![0u32; cells],
-                |mut m, chunk| {
-                    for tx in chunk.split(|&x| x == END) {
-                        for (k, &a) in tx.iter().enumerate() {
-                            let a = a as usize;
-                            let row = &mut m[row_start(a)..row_start(a) + (f - a - 1)];
-                            for &b in &tx[k + 1..] {
-                                row[b as usize - a - 1] += 1;
-                            }
-                        }
-                    }
-                    m
-                },
-            )
-            .reduce(
-                || vec![0u32; cells],
-                |mut x, y| {
-                    x.iter_mut().zip(&y).for_each(|(s, v)| *s += v);
-                    x
-                },
-            );
-        return (0..f)
-            .map(|a| {
-                let row = &matrix[row_start(a)..row_start(a) + (f - a - 1)];
-                row.iter()
-                    .enumerate()
-                    .filter(|&(_, &c)| c >= min_count)
-                    .map(|(k, &c)| ((a + 1 + k) as u32, c))
-                    .collect()
-            })
-            .collect();
-    }
     let occurrences = Occurrences::new(filtered, f);
     let row_pass = |row: &mut Vec<u32>, touched: &mut Vec<u32>, a: usize, track: bool| {
         for &p in occurrences.of(a) {

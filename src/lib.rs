@@ -14,5 +14,9 @@ pub mod ingest;
 pub mod profile;
 /// Profiles of the whole member base: export and stats.
 pub mod population;
+/// Association rules from purchases, cross-sell offers and "who will buy X" (pure).
+pub mod bundles;
+/// Predicted member value: BG/NBD and Gamma-Gamma (pure).
+pub mod predict;
 /// Deterministic sample data for the demo and the tests.
 pub mod generate;

@@ -12,8 +12,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::history::PurchaseHistory;
-use super::optimise::{nelder_mead, OptimiseError, Tolerance};
-use super::special::{hypergeometric_tail, hyp2f1, ln_gamma, log_add_exp, logistic};
+use super::optimise::{bfgs, nelder_mead, Minimum, OptimiseError, Tolerance};
+use super::special::{digamma, hypergeometric_tail, hyp2f1, ln_gamma, log_add_exp, logistic};
 use super::{chunked_sum, FitOptions, PredictError};
 
 /// BG/NBD parameters. `alpha` is in the fit's time unit; r, a, b have no unit.
@@ -104,7 +104,8 @@ struct FitData {
     age_at: Vec<u32>,
     /// Distinct t_x and T values; the `_at` vectors index into it.
     times: Vec<f64>,
-    max_x: usize,
+    /// Members by repeat purchases x = 0, 1, ..., max x.
+    count_by_x: Vec<f64>,
 }
 
 impl FitData {
@@ -114,49 +115,81 @@ impl FitData {
         times.dedup();
         let at = |t: f64| times.partition_point(|&v| v < t) as u32;
         let x: Vec<u32> = histories.iter().map(|h| h.frequency as u32).collect();
-        let max_x = x.iter().copied().max().unwrap_or(0) as usize;
+        let mut count_by_x = vec![0.0; x.iter().copied().max().unwrap_or(0) as usize + 1];
+        x.iter().for_each(|&xi| count_by_x[xi as usize] += 1.0);
         FitData {
             recency_at: histories.iter().map(|h| at(h.recency)).collect(),
             age_at: histories.iter().map(|h| at(h.age)).collect(),
             x,
             times,
-            max_x,
+            count_by_x,
         }
     }
 
-    /// Σ log-likelihood over all members.
-    fn log_likelihood(&self, p: &BgNbdParams) -> f64 {
+    /// Σ log-likelihood over all members, and its gradient with respect to
+    /// (r, alpha, a, b) written into `grad`.
+    ///
+    /// Per member LL = A1 + A2 + ln(e^A3 + [x>0] e^A4) (see [`BgNbdParams::log_likelihood`]);
+    /// A1 and A2 depend only on x and are added once per x with their member counts.
+    /// With w4 = e^A4 / (e^A3 + e^A4) the weight of the "dropped out after the last
+    /// purchase" branch, the mixture term's derivatives are
+    /// d/dr = -(w3 ln(α+T) + w4 ln(α+t_x)), d/dα = -(r+x)(w3/(α+T) + w4/(α+t_x)),
+    /// d/da = w4/a, d/db = -w4/(b+x-1).
+    fn log_likelihood(&self, p: &BgNbdParams, grad: &mut [f64; 4]) -> f64 {
         let BgNbdParams { r, alpha, a, b } = *p;
         let ln_alpha_plus: Vec<f64> = self.times.iter().map(|t| (alpha + t).ln()).collect();
-        let common = r * alpha.ln() - ln_gamma(r) + ln_gamma(a + b) - ln_gamma(b);
-        // by_x[x] = (A1 + A2, ln a - ln(b + x - 1))
-        let by_x: Vec<(f64, f64)> = (0..=self.max_x)
-            .map(|x| {
-                let x = x as f64;
-                let a12 = common + ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x);
-                (a12, a.ln() - (b + x - 1.0).ln())
-            })
-            .collect();
-        chunked_sum(self.x.len(), |range| {
-            let mut sum = 0.0;
+        let inv_alpha_plus: Vec<f64> = self.times.iter().map(|t| 1.0 / (alpha + t)).collect();
+        let max_x = self.count_by_x.len();
+        let ln_odds: Vec<f64> = (0..max_x).map(|x| a.ln() - (b + x as f64 - 1.0).ln()).collect();
+        let inv_b_x_1: Vec<f64> = (0..max_x).map(|x| 1.0 / (b + x as f64 - 1.0)).collect();
+        let [mix, d_r, d_alpha, w4_sum, d_b] = chunked_sum(self.x.len(), |range| {
+            let mut s = [0.0; 5];
             for i in range {
                 let xi = self.x[i] as usize;
-                let (a12, ln_odds) = by_x[xi];
                 let rx = r + xi as f64;
-                let a3 = -rx * ln_alpha_plus[self.age_at[i] as usize];
-                sum += a12
-                    + if xi == 0 {
-                        a3
-                    } else {
-                        log_add_exp(a3, ln_odds - rx * ln_alpha_plus[self.recency_at[i] as usize])
-                    };
+                let (at_t, at_tx) = (self.age_at[i] as usize, self.recency_at[i] as usize);
+                let a3 = -rx * ln_alpha_plus[at_t];
+                if xi == 0 {
+                    s[0] += a3;
+                    s[1] -= ln_alpha_plus[at_t];
+                    s[2] -= rx * inv_alpha_plus[at_t];
+                    continue;
+                }
+                let a4 = ln_odds[xi] - rx * ln_alpha_plus[at_tx];
+                let d = a4 - a3;
+                let e = (-d.abs()).exp();
+                let w4 = if d > 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+                let w3 = 1.0 - w4;
+                s[0] += a3.max(a4) + e.ln_1p();
+                s[1] -= w3 * ln_alpha_plus[at_t] + w4 * ln_alpha_plus[at_tx];
+                s[2] -= rx * (w3 * inv_alpha_plus[at_t] + w4 * inv_alpha_plus[at_tx]);
+                s[3] += w4;
+                s[4] -= w4 * inv_b_x_1[xi];
             }
-            sum
-        })
+            s
+        });
+        let n = self.x.len() as f64;
+        let (psi_r, psi_b, psi_ab) = (digamma(r), digamma(b), digamma(a + b));
+        let common = r * alpha.ln() - ln_gamma(r) + ln_gamma(a + b) - ln_gamma(b);
+        let mut total = mix + n * common;
+        *grad = [d_r + n * (alpha.ln() - psi_r), d_alpha + n * r / alpha, w4_sum / a, d_b];
+        for (x, &count) in self.count_by_x.iter().enumerate() {
+            if count == 0.0 {
+                continue;
+            }
+            let x = x as f64;
+            total += count * (ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x));
+            let psi_abx = digamma(a + b + x);
+            grad[0] += count * digamma(r + x);
+            grad[2] += count * (psi_ab - psi_abx);
+            grad[3] += count * (psi_ab + digamma(b + x) - psi_b - psi_abx);
+        }
+        total
     }
 }
 
-/// Fits (r, alpha, a, b) by maximum likelihood, in log-parameter space.
+/// Fits (r, alpha, a, b) by maximum likelihood, in log-parameter space: BFGS on the
+/// analytic gradient, Nelder-Mead from the start if BFGS fails.
 pub(crate) fn fit(histories: &[PurchaseHistory], options: &FitOptions) -> Result<BgNbdFit, PredictError> {
     let members = histories.len();
     let repeat_buyers = histories.iter().filter(|h| h.frequency > 0.0).count();
@@ -180,14 +213,22 @@ pub(crate) fn fit(histories: &[PurchaseHistory], options: &FitOptions) -> Result
         a: theta[2].exp(),
         b: theta[3].exp(),
     };
-    let objective = |theta: &[f64]| -data.log_likelihood(&params_of(theta)) / n;
+    // Minimise the negative mean log-likelihood; d/dθ = p · d/dp for θ = ln p.
+    let objective = |theta: &[f64], grad: &mut [f64]| {
+        let p = params_of(theta);
+        let mut g = [0.0; 4];
+        let ll = data.log_likelihood(&p, &mut g);
+        for (i, pi) in [p.r, p.alpha, p.a, p.b].into_iter().enumerate() {
+            grad[i] = -g[i] * pi / n;
+        }
+        -ll / n
+    };
     // Start from r = 1 and alpha matching the observed purchase rate, a = b = 1.
     let mean_x = histories.iter().map(|h| h.frequency).sum::<f64>() / n;
     let mean_age = histories.iter().map(|h| h.age).sum::<f64>() / n;
     let alpha0 = (mean_age.max(1e-3) / mean_x.max(1e-2)).clamp(1e-3, 1e6);
     let start = [0.0, alpha0.ln(), 0.0, 0.0];
-    let tolerance = Tolerance { f_abs: options.tolerance, x_abs: 1e-7, max_evaluations: options.max_evaluations };
-    let minimum = nelder_mead(objective, &start, 1.0, tolerance).map_err(|e| optimise_error("BG/NBD", e))?;
+    let minimum = minimise("BG/NBD", objective, &start, options)?;
     let params = params_of(&minimum.x);
     check_bounded("BG/NBD", &[("r", minimum.x[0]), ("alpha", minimum.x[1]), ("a", minimum.x[2]), ("b", minimum.x[3])])?;
     Ok(BgNbdFit {
@@ -197,6 +238,24 @@ pub(crate) fn fit(histories: &[PurchaseHistory], options: &FitOptions) -> Result
         repeat_buyers,
         evaluations: minimum.evaluations,
     })
+}
+
+/// BFGS, and Nelder-Mead on the same objective when BFGS does not converge.
+pub(crate) fn minimise(
+    model: &'static str,
+    mut objective: impl FnMut(&[f64], &mut [f64]) -> f64,
+    start: &[f64],
+    options: &FitOptions,
+) -> Result<Minimum, PredictError> {
+    match bfgs(&mut objective, start, options.tolerance, options.max_evaluations) {
+        Ok(m) => Ok(m),
+        Err(_) => {
+            let mut grad = vec![0.0; start.len()];
+            let tolerance =
+                Tolerance { f_abs: options.tolerance * 1e-2, x_abs: 1e-7, max_evaluations: options.max_evaluations };
+            nelder_mead(|theta| objective(theta, &mut grad), start, 1.0, tolerance).map_err(|e| optimise_error(model, e))
+        }
+    }
 }
 
 /// Log-parameters beyond this mean the optimum lies at 0 or infinity: the data
@@ -286,7 +345,21 @@ mod tests {
         let data = FitData::new(&members);
         for p in [CDNOW, BgNbdParams { r: 2.0, alpha: 0.5, a: 3.0, b: 0.2 }] {
             let direct: f64 = members.iter().map(|m| p.log_likelihood(m)).sum();
-            assert!((data.log_likelihood(&p) - direct).abs() < 1e-10, "{p:?}");
+            assert!((data.log_likelihood(&p, &mut [0.0; 4]) - direct).abs() < 1e-10, "{p:?}");
+            // The gradient against central differences of the per-member sum.
+            let mut grad = [0.0; 4];
+            data.log_likelihood(&p, &mut grad);
+            let at = |i: usize, h: f64| {
+                let mut v = [p.r, p.alpha, p.a, p.b];
+                v[i] += h;
+                let q = BgNbdParams { r: v[0], alpha: v[1], a: v[2], b: v[3] };
+                members.iter().map(|m| q.log_likelihood(m)).sum::<f64>()
+            };
+            for (i, value) in [p.r, p.alpha, p.a, p.b].into_iter().enumerate() {
+                let h = 1e-6 * value;
+                let numeric = (at(i, h) - at(i, -h)) / (2.0 * h);
+                assert!((grad[i] - numeric).abs() < 1e-6 * numeric.abs().max(1.0), "{p:?} d{i}: {} vs {numeric}", grad[i]);
+            }
         }
     }
 

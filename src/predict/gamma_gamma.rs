@@ -10,10 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bgnbd::{check_bounded, optimise_error};
+use super::bgnbd::{check_bounded, minimise};
 use super::history::PurchaseHistory;
-use super::optimise::{nelder_mead, Tolerance};
-use super::special::ln_gamma;
+use super::special::{digamma, ln_gamma};
 use super::{chunked_sum, FitOptions, PredictError};
 
 /// Gamma-Gamma parameters; `v` is in currency units, p and q have none.
@@ -58,33 +57,62 @@ pub struct GammaGammaFit {
 struct FitData {
     x: Vec<u32>,
     mean: Vec<f64>,
-    ln_mean: Vec<f64>,
-    max_x: usize,
+    /// Repeat buyers by x = 0, 1, ..., max x (x = 0 never occurs).
+    count_by_x: Vec<f64>,
+    /// Σ ln m and Σ x ln m: parameter-free parts of the likelihood.
+    sum_ln_mean: f64,
+    sum_x_ln_mean: f64,
 }
 
 impl FitData {
-    fn log_likelihood(&self, params: &GammaGammaParams) -> f64 {
+    fn new(used: &[&PurchaseHistory]) -> FitData {
+        let x: Vec<u32> = used.iter().map(|h| h.frequency as u32).collect();
+        let mut count_by_x = vec![0.0; x.iter().copied().max().unwrap_or(0) as usize + 1];
+        x.iter().for_each(|&xi| count_by_x[xi as usize] += 1.0);
+        FitData {
+            sum_ln_mean: used.iter().map(|h| h.mean_repeat_value.ln()).sum(),
+            sum_x_ln_mean: used.iter().map(|h| h.frequency * h.mean_repeat_value.ln()).sum(),
+            mean: used.iter().map(|h| h.mean_repeat_value).collect(),
+            x,
+            count_by_x,
+        }
+    }
+
+    /// Σ log-likelihood and its gradient with respect to (p, q, v) in `grad`.
+    /// Per member, with L = ln(x m + v):
+    /// LL = lnΓ(px+q) - lnΓ(px) - lnΓ(q) + q ln v + px ln x + (px-1) ln m - (px+q) L;
+    /// d/dp = x (ψ(px+q) - ψ(px) + ln x + ln m - L); d/dq = ψ(px+q) - ψ(q) + ln v - L;
+    /// d/dv = q/v - (px+q)/(x m + v). Terms in x alone are added once per x.
+    fn log_likelihood(&self, params: &GammaGammaParams, grad: &mut [f64; 3]) -> f64 {
         let GammaGammaParams { p, q, v } = *params;
-        let common = -ln_gamma(q) + q * v.ln();
-        let by_x: Vec<f64> = (0..=self.max_x)
-            .map(|x| {
-                let px = p * x as f64;
-                if x == 0 {
-                    0.0
-                } else {
-                    common + ln_gamma(px + q) - ln_gamma(px) + px * (x as f64).ln()
-                }
-            })
-            .collect();
-        chunked_sum(self.x.len(), |range| {
-            let mut sum = 0.0;
+        let [sum_x_l, sum_l, sum_ratio] = chunked_sum(self.x.len(), |range| {
+            let mut s = [0.0; 3];
             for i in range {
-                let x = self.x[i] as f64;
-                let px = p * x;
-                sum += by_x[self.x[i] as usize] + (px - 1.0) * self.ln_mean[i] - (px + q) * (x * self.mean[i] + v).ln();
+                let x = f64::from(self.x[i]);
+                let xm_v = x * self.mean[i] + v;
+                let l = xm_v.ln();
+                s[0] += x * l;
+                s[1] += l;
+                s[2] += (p * x + q) / xm_v;
             }
-            sum
-        })
+            s
+        });
+        let n = self.x.len() as f64;
+        let (psi_q, ln_v) = (digamma(q), v.ln());
+        let mut total = n * (q * ln_v - ln_gamma(q)) + p * self.sum_x_ln_mean - self.sum_ln_mean - p * sum_x_l - q * sum_l;
+        *grad = [self.sum_x_ln_mean - sum_x_l, n * (ln_v - psi_q) - sum_l, n * q / v - sum_ratio];
+        for (x, &count) in self.count_by_x.iter().enumerate().skip(1) {
+            if count == 0.0 {
+                continue;
+            }
+            let x = x as f64;
+            let px = p * x;
+            total += count * (ln_gamma(px + q) - ln_gamma(px) + px * x.ln());
+            let psi_pxq = digamma(px + q);
+            grad[0] += count * x * (psi_pxq - digamma(px) + x.ln());
+            grad[1] += count * psi_pxq;
+        }
+        total
     }
 }
 
@@ -97,22 +125,23 @@ pub(crate) fn fit(histories: &[PurchaseHistory], options: &FitOptions) -> Result
     if repeat_buyers < options.min_repeat_buyers {
         return Err(PredictError::TooFewRepeatBuyers { repeat_buyers, minimum: options.min_repeat_buyers });
     }
-    let x: Vec<u32> = used.iter().map(|h| h.frequency as u32).collect();
-    let data = FitData {
-        max_x: x.iter().copied().max().unwrap_or(0) as usize,
-        x,
-        mean: used.iter().map(|h| h.mean_repeat_value).collect(),
-        ln_mean: used.iter().map(|h| h.mean_repeat_value.ln()).collect(),
-    };
+    let data = FitData::new(&used);
     let n = repeat_buyers as f64;
     let params_of = |theta: &[f64]| GammaGammaParams { p: theta[0].exp(), q: theta[1].exp(), v: theta[2].exp() };
-    let objective = |theta: &[f64]| -data.log_likelihood(&params_of(theta)) / n;
+    let objective = |theta: &[f64], grad: &mut [f64]| {
+        let params = params_of(theta);
+        let mut g = [0.0; 3];
+        let ll = data.log_likelihood(&params, &mut g);
+        for (i, pi) in [params.p, params.q, params.v].into_iter().enumerate() {
+            grad[i] = -g[i] * pi / n;
+        }
+        -ll / n
+    };
     // Start at p = 1, q = 2 and v such that the population mean p v / (q - 1)
     // equals the observed mean spend.
     let mean_spend = data.mean.iter().sum::<f64>() / n;
     let start = [0.0, 2f64.ln(), mean_spend.ln()];
-    let tolerance = Tolerance { f_abs: options.tolerance, x_abs: 1e-7, max_evaluations: options.max_evaluations };
-    let minimum = nelder_mead(objective, &start, 1.0, tolerance).map_err(|e| optimise_error("Gamma-Gamma", e))?;
+    let minimum = minimise("Gamma-Gamma", objective, &start, options)?;
     check_bounded("Gamma-Gamma", &[("p", minimum.x[0]), ("q", minimum.x[1]), ("v", minimum.x[2])])?;
     let params = params_of(&minimum.x);
     if params.q <= 1.0 {
@@ -145,6 +174,32 @@ mod tests {
                 })
                 .sum();
             assert!((total - 1.0).abs() < 1e-6, "x={x}: {total}");
+        }
+    }
+
+    #[test]
+    fn fast_likelihood_and_gradient_match_the_per_member_formula() {
+        let members: Vec<PurchaseHistory> = [(1.0, 20.0), (2.0, 35.5), (2.0, 3.1), (7.0, 80.0), (1.0, 0.5)]
+            .iter()
+            .map(|&(x, m)| PurchaseHistory { frequency: x, recency: 1.0, age: 2.0, mean_repeat_value: m })
+            .collect();
+        let refs: Vec<&PurchaseHistory> = members.iter().collect();
+        let data = FitData::new(&refs);
+        let direct = |g: &GammaGammaParams| members.iter().map(|h| g.log_likelihood(h.frequency, h.mean_repeat_value)).sum::<f64>();
+        for params in [CDNOW, GammaGammaParams { p: 0.7, q: 1.2, v: 300.0 }] {
+            let mut grad = [0.0; 3];
+            let fast = data.log_likelihood(&params, &mut grad);
+            assert!((fast - direct(&params)).abs() < 1e-10, "{params:?}");
+            for (i, value) in [params.p, params.q, params.v].into_iter().enumerate() {
+                let h = 1e-6 * value;
+                let mut v = [params.p, params.q, params.v];
+                v[i] += h;
+                let up = direct(&GammaGammaParams { p: v[0], q: v[1], v: v[2] });
+                v[i] -= 2.0 * h;
+                let down = direct(&GammaGammaParams { p: v[0], q: v[1], v: v[2] });
+                let numeric = (up - down) / (2.0 * h);
+                assert!((grad[i] - numeric).abs() < 1e-6 * numeric.abs().max(1.0), "{params:?} d{i}: {} vs {numeric}", grad[i]);
+            }
         }
     }
 

@@ -50,7 +50,9 @@ pub struct FitOptions {
     pub min_members: usize,
     /// Fewer repeat buyers (x > 0; for Gamma-Gamma also spend > 0) is an error.
     pub min_repeat_buyers: usize,
-    /// Converged when the simplex's mean log-likelihoods per member differ by at most this.
+    /// Converged when the gradient of the mean log-likelihood per member with respect
+    /// to the log-parameters is at most this in every component (BFGS), or when the
+    /// simplex's values differ by at most this (the Nelder-Mead fallback).
     pub tolerance: f64,
     /// Give up after this many likelihood evaluations per model.
     pub max_evaluations: usize,
@@ -58,17 +60,21 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { min_members: 100, min_repeat_buyers: 20, tolerance: 1e-11, max_evaluations: 20_000 }
+        FitOptions { min_members: 100, min_repeat_buyers: 20, tolerance: 1e-9, max_evaluations: 20_000 }
     }
 }
 
 /// Σ f(range) over 0..n cut into fixed chunks, the chunks on rayon and their sums
 /// added in order, so the total does not depend on thread scheduling.
-pub(crate) fn chunked_sum(n: usize, f: impl Fn(std::ops::Range<usize>) -> f64 + Sync) -> f64 {
+pub(crate) fn chunked_sum<const K: usize>(n: usize, f: impl Fn(std::ops::Range<usize>) -> [f64; K] + Sync) -> [f64; K] {
     const CHUNK: usize = 1 << 15;
     if n <= CHUNK {
         return f(0..n);
     }
-    let sums: Vec<f64> = (0..n.div_ceil(CHUNK)).into_par_iter().map(|c| f(c * CHUNK..((c + 1) * CHUNK).min(n))).collect();
-    sums.iter().sum()
+    let sums: Vec<[f64; K]> =
+        (0..n.div_ceil(CHUNK)).into_par_iter().map(|c| f(c * CHUNK..((c + 1) * CHUNK).min(n))).collect();
+    sums.iter().fold([0.0; K], |mut total, part| {
+        total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+        total
+    })
 }

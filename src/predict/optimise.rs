@@ -1,11 +1,13 @@
-//! A Nelder-Mead minimiser with restarts, used to fit both models by maximum
-//! likelihood in log-parameter space (so every parameter stays positive).
+//! Minimisers used to fit both models by maximum likelihood in log-parameter space
+//! (so every parameter stays positive): BFGS with a backtracking line search for the
+//! fast path (both models have analytic gradients), and a Nelder-Mead with restarts
+//! as the derivative-free fallback when BFGS fails.
 //!
-//! Hand-written rather than a crate: the objective is cheap to call but has no
-//! gradient here, the dimension is tiny (3 or 4), and the whole thing is ~100 lines.
-//! Uses the dimension-adaptive coefficients of Gao & Han (2012), and restarts from
-//! the best point with a fresh simplex until a restart no longer improves the
-//! minimum, which guards against the simplex collapsing early.
+//! Hand-written rather than a crate: the dimension is tiny (3 or 4), each needs
+//! ~100 lines, and the fits need exact control of tolerances and of non-finite
+//! values. Nelder-Mead uses the dimension-adaptive coefficients of Gao & Han
+//! (2012), and restarts from the best point with a fresh simplex until a restart no
+//! longer improves the minimum, which guards against the simplex collapsing early.
 
 /// When to stop.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +35,94 @@ pub(crate) enum OptimiseError {
     NotConverged { evaluations: usize },
     /// The objective is not finite even at the starting point.
     NonFiniteStart,
+}
+
+/// Minimises `f` by BFGS from `start`. `f(x, grad)` returns the value and writes
+/// the gradient. Converged when every gradient component is at most `gradient_abs`;
+/// `max_evaluations` bounds the calls of `f`.
+pub(crate) fn bfgs(
+    mut f: impl FnMut(&[f64], &mut [f64]) -> f64,
+    start: &[f64],
+    gradient_abs: f64,
+    max_evaluations: usize,
+) -> Result<Minimum, OptimiseError> {
+    let n = start.len();
+    let mut x = start.to_vec();
+    let mut g = vec![0.0; n];
+    let mut value = f(&x, &mut g);
+    let mut evaluations = 1;
+    if !value.is_finite() || g.iter().any(|v| !v.is_finite()) {
+        return Err(OptimiseError::NonFiniteStart);
+    }
+    // Inverse Hessian estimate, row-major; starts as the identity, rescaled after
+    // the first step (Nocedal & Wright, eq. 6.20).
+    let mut h: Vec<f64> = (0..n * n).map(|k| if k % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
+    let mut first_step = true;
+    let (mut x_new, mut g_new) = (vec![0.0; n], vec![0.0; n]);
+    loop {
+        if g.iter().all(|v| v.abs() <= gradient_abs) {
+            return Ok(Minimum { x, value, evaluations });
+        }
+        if evaluations >= max_evaluations {
+            return Err(OptimiseError::NotConverged { evaluations });
+        }
+        let mut direction: Vec<f64> = (0..n).map(|i| -(0..n).map(|j| h[i * n + j] * g[j]).sum::<f64>()).collect();
+        let mut slope: f64 = direction.iter().zip(&g).map(|(d, gi)| d * gi).sum();
+        if slope >= 0.0 {
+            // Not a descent direction (lost curvature): restart from steepest descent.
+            h.iter_mut().enumerate().for_each(|(k, v)| *v = if k % (n + 1) == 0 { 1.0 } else { 0.0 });
+            direction = g.iter().map(|v| -v).collect();
+            slope = -g.iter().map(|v| v * v).sum::<f64>();
+        }
+        // The first step moves at most 1 in log-parameter space.
+        let norm = direction.iter().map(|d| d * d).sum::<f64>().sqrt();
+        let mut step = if first_step { (1.0 / norm).min(1.0) } else { 1.0 };
+        // Backtracking line search with the Armijo condition.
+        let new_value = loop {
+            for i in 0..n {
+                x_new[i] = x[i] + step * direction[i];
+            }
+            let v = f(&x_new, &mut g_new);
+            evaluations += 1;
+            if v.is_finite() && g_new.iter().all(|d| d.is_finite()) && v <= value + 1e-4 * step * slope {
+                break Some(v);
+            }
+            if evaluations >= max_evaluations || step < 1e-20 {
+                break None;
+            }
+            step *= 0.5;
+        };
+        let Some(new_value) = new_value else {
+            // No decrease along a descent direction: at the floating-point floor of the
+            // objective, converged if the gradient is small in relative terms.
+            if g.iter().all(|v| v.abs() <= gradient_abs * 1e3) {
+                return Ok(Minimum { x, value, evaluations });
+            }
+            return Err(OptimiseError::NotConverged { evaluations });
+        };
+        let s: Vec<f64> = (0..n).map(|i| x_new[i] - x[i]).collect();
+        let y: Vec<f64> = (0..n).map(|i| g_new[i] - g[i]).collect();
+        let sy: f64 = s.iter().zip(&y).map(|(a, b)| a * b).sum();
+        if sy > 1e-12 * s.iter().map(|v| v * v).sum::<f64>().sqrt() * y.iter().map(|v| v * v).sum::<f64>().sqrt() {
+            if first_step {
+                let scale = sy / y.iter().map(|v| v * v).sum::<f64>();
+                h.iter_mut().for_each(|v| *v *= scale);
+            }
+            // H <- (I - ρ s yᵀ) H (I - ρ y sᵀ) + ρ s sᵀ
+            let rho = 1.0 / sy;
+            let hy: Vec<f64> = (0..n).map(|i| (0..n).map(|j| h[i * n + j] * y[j]).sum()).collect();
+            let yhy: f64 = y.iter().zip(&hy).map(|(a, b)| a * b).sum();
+            for i in 0..n {
+                for j in 0..n {
+                    h[i * n + j] += (1.0 + rho * yhy) * rho * s[i] * s[j] - rho * (hy[i] * s[j] + s[i] * hy[j]);
+                }
+            }
+        }
+        first_step = false;
+        x.copy_from_slice(&x_new);
+        g.copy_from_slice(&g_new);
+        value = new_value;
+    }
 }
 
 /// Restarts after the first convergence, at most.
@@ -176,6 +266,52 @@ mod tests {
             }
             assert!(m.value < 1e-10);
         }
+    }
+
+    fn rosenbrock_with_gradient(x: &[f64], g: &mut [f64]) -> f64 {
+        g.iter_mut().for_each(|v| *v = 0.0);
+        for i in 0..x.len() - 1 {
+            let (a, b) = (x[i], x[i + 1]);
+            g[i] += -400.0 * a * (b - a * a) - 2.0 * (1.0 - a);
+            g[i + 1] += 200.0 * (b - a * a);
+        }
+        rosenbrock(x)
+    }
+
+    #[test]
+    fn bfgs_finds_rosenbrock_minimum() {
+        for start in [vec![-1.2, 1.0], vec![-1.0, 0.5, 2.0], vec![0.0, 0.0, 0.0, 0.0], vec![3.0, -3.0, 3.0, -3.0]] {
+            let m = bfgs(rosenbrock_with_gradient, &start, 1e-10, 10_000).expect("converges");
+            for xi in &m.x {
+                assert!((xi - 1.0).abs() < 1e-7, "start {start:?} ended at {:?}", m.x);
+            }
+            assert!(m.evaluations < 500, "{} evaluations", m.evaluations);
+        }
+    }
+
+    #[test]
+    fn bfgs_backs_away_from_non_finite_region_and_reports_failures() {
+        // Minimum at (1, 2) with a NaN wall for x < 0.5 that a full first step crosses.
+        let f = |x: &[f64], g: &mut [f64]| {
+            if x[0] < 0.5 {
+                return f64::NAN;
+            }
+            g[0] = 2.0 * (x[0] - 1.0);
+            g[1] = 20.0 * (x[1] - 2.0);
+            (x[0] - 1.0).powi(2) + 10.0 * (x[1] - 2.0).powi(2)
+        };
+        let m = bfgs(f, &[0.6, -5.0], 1e-12, 1000).expect("converges");
+        assert!((m.x[0] - 1.0).abs() < 1e-9 && (m.x[1] - 2.0).abs() < 1e-9, "{:?}", m.x);
+        let nan = |_: &[f64], _: &mut [f64]| f64::NAN;
+        assert_eq!(bfgs(nan, &[1.0], 1e-9, 100).unwrap_err(), OptimiseError::NonFiniteStart);
+        let err = bfgs(rosenbrock_with_gradient, &[-1.2, 1.0], 1e-12, 10).unwrap_err();
+        assert!(matches!(err, OptimiseError::NotConverged { .. }), "{err:?}");
+        // Unbounded below: never converges.
+        let down = |x: &[f64], g: &mut [f64]| {
+            g[0] = -1.0;
+            -x[0]
+        };
+        assert!(bfgs(down, &[0.0], 1e-9, 500).is_err());
     }
 
     #[test]

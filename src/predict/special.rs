@@ -9,6 +9,23 @@ pub(crate) fn ln_gamma(x: f64) -> f64 {
     libm::lgamma(x)
 }
 
+/// The digamma function ψ(x) = d/dx ln Γ(x), for x > 0: the recurrence
+/// ψ(x) = ψ(x + 1) - 1/x up to x >= 10, then the asymptotic series.
+pub(crate) fn digamma(x: f64) -> f64 {
+    let mut shift = 0.0;
+    let mut x = x;
+    while x < 10.0 {
+        shift -= 1.0 / x;
+        x += 1.0;
+    }
+    let inv2 = 1.0 / (x * x);
+    // ln x - 1/(2x) - Σ B_2k / (2k x^2k)
+    let series = inv2
+        * (1.0 / 12.0
+            - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 * (1.0 / 132.0 - inv2 * (691.0 / 32760.0))))));
+    shift + x.ln() - 0.5 / x - series
+}
+
 /// ln(e^a + e^b) without overflow or underflow.
 pub(crate) fn log_add_exp(a: f64, b: f64) -> f64 {
     let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
@@ -83,6 +100,21 @@ mod tests {
         for (x, expected) in cases {
             let got = ln_gamma(x);
             assert!((got - expected).abs() <= 1e-12 * expected.abs().max(1.0), "lnΓ({x}) = {got}, want {expected}");
+        }
+    }
+
+    #[test]
+    fn digamma_matches_known_values_and_the_derivative_of_ln_gamma() {
+        let euler = 0.5772156649015329;
+        let cases = [(1.0, -euler), (0.5, -euler - 2.0 * 2f64.ln()), (2.0, 1.0 - euler), (10.0, 2.251752589066721),
+            (1e-6, -1000000.5772140199), (1e3, 6.907255195648812)];
+        for (x, want) in cases {
+            assert!(close(digamma(x), want, 1e-13), "ψ({x}) = {} want {want}", digamma(x));
+        }
+        for x in [0.243, 0.793, 2.4, 7.7, 55.0] {
+            let h = 1e-5 * x;
+            let numeric = (ln_gamma(x + h) - ln_gamma(x - h)) / (2.0 * h);
+            assert!(close(digamma(x), numeric, 1e-7), "x={x}");
         }
     }
 

@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 
 use chrono::NaiveDate;
 use rekindle::predict::{
-    fit, purchases_between, BgNbdParams, DaySpend, FitOptions, FittedModel, PurchaseHistory, TimeUnit,
+    fit, purchases_between, BgNbdParams, DaySpend, FitOptions, FittedModel, GammaGammaParams, PurchaseHistory,
+    TimeUnit,
 };
 
 fn python() -> String {
@@ -198,5 +199,60 @@ fn fit_is_independent_of_member_order() {
     let (a, b): (BgNbdParams, BgNbdParams) = (c.model.purchases.params, again.purchases.params);
     for (x, y) in [(a.r, b.r), (a.alpha, b.alpha), (a.a, b.a), (a.b, b.b)] {
         assert!(within(x, y, 1e-5), "{a:?} vs {b:?}");
+    }
+}
+
+/// Members drawn from the models' generative process in continuous time, ages
+/// uniform in (0, max_age) units.
+fn simulate(members: usize, seed: u64, bg: BgNbdParams, gg: GammaGammaParams, max_age: f64) -> Vec<PurchaseHistory> {
+    use rand::{Rng, SeedableRng};
+    use rand_distr::{Beta, Distribution, Exp, Gamma};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let rates = Gamma::new(bg.r, 1.0 / bg.alpha).expect("gamma");
+    let dropouts = Beta::new(bg.a, bg.b).expect("beta");
+    let nus = Gamma::new(gg.q, 1.0 / gg.v).expect("gamma");
+    (0..members)
+        .map(|_| {
+            let (rate, dropout, nu) = (rates.sample(&mut rng), dropouts.sample(&mut rng), nus.sample(&mut rng));
+            let spend = Gamma::new(gg.p, 1.0 / nu).expect("gamma");
+            let age = rng.random::<f64>() * max_age;
+            let (mut t, mut x, mut last, mut total) = (0.0, 0u32, 0.0, 0.0);
+            if rate > 0.0 {
+                let gap = Exp::new(rate).expect("exp");
+                loop {
+                    t += gap.sample(&mut rng);
+                    if t > age {
+                        break;
+                    }
+                    x += 1;
+                    last = t;
+                    total += spend.sample(&mut rng);
+                    if rng.random::<f64>() < dropout {
+                        break;
+                    }
+                }
+            }
+            let mean = if x > 0 { total / f64::from(x) } else { 0.0 };
+            PurchaseHistory { frequency: f64::from(x), recency: last, age, mean_repeat_value: mean }
+        })
+        .collect()
+}
+
+#[test]
+fn fit_recovers_simulated_parameters() {
+    let cases = [
+        (BgNbdParams { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 }, GammaGammaParams { p: 6.25, q: 3.74, v: 15.44 }, 78.0),
+        (BgNbdParams { r: 1.5, alpha: 40.0, a: 2.0, b: 6.0 }, GammaGammaParams { p: 2.0, q: 5.0, v: 400.0 }, 730.0),
+    ];
+    for (seed, (bg, gg, max_age)) in cases.into_iter().enumerate() {
+        let histories = simulate(50_000, seed as u64, bg, gg, max_age);
+        let model = fit(&histories, 0, TimeUnit::Day, &FitOptions::default()).expect("simulated data fits");
+        eprintln!("{model:?}");
+        let (fb, fg) = (model.purchases.params, model.spend.params);
+        let pairs = [(fb.r, bg.r), (fb.alpha, bg.alpha), (fb.a, bg.a), (fb.b, bg.b), (fg.p, gg.p), (fg.q, gg.q), (fg.v, gg.v)];
+        for (got, want) in pairs {
+            assert!(within(got, want, 0.1), "{model:?} vs true {bg:?} {gg:?}");
+        }
+        assert!(model.purchases.evaluations < 200 && model.spend.evaluations < 200, "BFGS should converge: {model:?}");
     }
 }

@@ -38,15 +38,18 @@ pub(crate) enum OptimiseError {
 }
 
 /// Minimises `f` by BFGS from `start`. `f(x, grad)` returns the value and writes
-/// the gradient. Converged when every gradient component is at most `gradient_abs`;
-/// `max_evaluations` bounds the calls of `f`.
+/// the gradient. Converged when every gradient component is at most
+/// `gradient_tol · max(1, |f|)`, or, once `f` stops decreasing measurably (the line
+/// search works on values, which round at ~1e-16 · |f|), when it is at most
+/// [`FLOOR_GRADIENT`] · max(1, |f|). `max_evaluations` bounds the calls of `f`.
 pub(crate) fn bfgs(
     mut f: impl FnMut(&[f64], &mut [f64]) -> f64,
     start: &[f64],
-    gradient_abs: f64,
+    gradient_tol: f64,
     max_evaluations: usize,
 ) -> Result<Minimum, OptimiseError> {
     let n = start.len();
+    let small = |g: &[f64], tol: f64, value: f64| g.iter().all(|v| v.abs() <= tol * value.abs().max(1.0));
     let mut x = start.to_vec();
     let mut g = vec![0.0; n];
     let mut value = f(&x, &mut g);
@@ -58,9 +61,10 @@ pub(crate) fn bfgs(
     // the first step (Nocedal & Wright, eq. 6.20).
     let mut h: Vec<f64> = (0..n * n).map(|k| if k % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
     let mut first_step = true;
+    let mut stalled = 0;
     let (mut x_new, mut g_new) = (vec![0.0; n], vec![0.0; n]);
     loop {
-        if g.iter().all(|v| v.abs() <= gradient_abs) {
+        if small(&g, gradient_tol, value) {
             return Ok(Minimum { x, value, evaluations });
         }
         if evaluations >= max_evaluations {
@@ -87,19 +91,27 @@ pub(crate) fn bfgs(
             if v.is_finite() && g_new.iter().all(|d| d.is_finite()) && v <= value + 1e-4 * step * slope {
                 break Some(v);
             }
-            if evaluations >= max_evaluations || step < 1e-20 {
+            if evaluations >= max_evaluations || step < 1e-12 {
                 break None;
             }
             step *= 0.5;
         };
-        let Some(new_value) = new_value else {
-            // No decrease along a descent direction: at the floating-point floor of the
-            // objective, converged if the gradient is small in relative terms.
-            if g.iter().all(|v| v.abs() <= gradient_abs * 1e3) {
-                return Ok(Minimum { x, value, evaluations });
+        let floor = || {
+            if small(&g, FLOOR_GRADIENT, value) {
+                Ok(Minimum { x: x.clone(), value, evaluations })
+            } else {
+                Err(OptimiseError::NotConverged { evaluations })
             }
-            return Err(OptimiseError::NotConverged { evaluations });
         };
+        // No decrease along a descent direction, or only by rounding noise three
+        // times in a row: the floating-point floor of the objective.
+        let Some(new_value) = new_value else {
+            return floor();
+        };
+        stalled = if value - new_value <= 1e-15 * value.abs().max(1.0) { stalled + 1 } else { 0 };
+        if stalled >= 3 {
+            return floor();
+        }
         let s: Vec<f64> = (0..n).map(|i| x_new[i] - x[i]).collect();
         let y: Vec<f64> = (0..n).map(|i| g_new[i] - g[i]).collect();
         let sy: f64 = s.iter().zip(&y).map(|(a, b)| a * b).sum();
@@ -124,6 +136,11 @@ pub(crate) fn bfgs(
         value = new_value;
     }
 }
+
+/// The gradient (relative to max(1, |f|)) accepted at the floating-point floor of
+/// the objective. With curvature h a gradient g changes f by ~g²/h, so below about
+/// 1e-7 a line search on values can no longer see progress.
+const FLOOR_GRADIENT: f64 = 1e-6;
 
 /// Restarts after the first convergence, at most.
 const MAX_RESTARTS: usize = 8;

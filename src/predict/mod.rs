@@ -51,8 +51,9 @@ pub struct FitOptions {
     /// Fewer repeat buyers (x > 0; for Gamma-Gamma also spend > 0) is an error.
     pub min_repeat_buyers: usize,
     /// Converged when the gradient of the mean log-likelihood per member with respect
-    /// to the log-parameters is at most this in every component (BFGS), or when the
-    /// simplex's values differ by at most this (the Nelder-Mead fallback).
+    /// to the log-parameters is at most this times max(1, |mean log-likelihood|) in
+    /// every component (BFGS), or when the simplex's values differ by at most a
+    /// hundredth of it (the Nelder-Mead fallback).
     pub tolerance: f64,
     /// Give up after this many likelihood evaluations per model.
     pub max_evaluations: usize,
@@ -60,7 +61,7 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { min_members: 100, min_repeat_buyers: 20, tolerance: 1e-9, max_evaluations: 20_000 }
+        FitOptions { min_members: 100, min_repeat_buyers: 20, tolerance: 1e-8, max_evaluations: 20_000 }
     }
 }
 

@@ -108,7 +108,7 @@ pub(crate) fn bfgs(
         let Some(new_value) = new_value else {
             return floor();
         };
-        stalled = if value - new_value <= 1e-15 * value.abs().max(1.0) { stalled + 1 } else { 0 };
+        stalled = if value - new_value <= 1e-13 * value.abs().max(1.0) { stalled + 1 } else { 0 };
         if stalled >= 3 {
             return floor();
         }

@@ -240,13 +240,22 @@ pub(crate) fn fit(histories: &[PurchaseHistory], options: &FitOptions) -> Result
     })
 }
 
-/// BFGS, and Nelder-Mead on the same objective when BFGS does not converge.
+/// BFGS, and Nelder-Mead on the same objective when BFGS does not converge. Both
+/// see a wall (+inf) where a log-parameter passes ±[`LOG_PARAM_WALL`], so a
+/// likelihood that keeps rising towards 0 or infinity ends at the wall, where
+/// [`check_bounded`] reports it.
 pub(crate) fn minimise(
     model: &'static str,
-    mut objective: impl FnMut(&[f64], &mut [f64]) -> f64,
+    mut unbounded: impl FnMut(&[f64], &mut [f64]) -> f64,
     start: &[f64],
     options: &FitOptions,
 ) -> Result<Minimum, PredictError> {
+    let mut objective = |theta: &[f64], grad: &mut [f64]| {
+        if theta.iter().any(|t| t.abs() > LOG_PARAM_WALL) {
+            return f64::INFINITY;
+        }
+        unbounded(theta, grad)
+    };
     match bfgs(&mut objective, start, options.tolerance, options.max_evaluations) {
         Ok(m) => Ok(m),
         Err(_) => {
@@ -261,6 +270,8 @@ pub(crate) fn minimise(
 /// Log-parameters beyond this mean the optimum lies at 0 or infinity: the data
 /// cannot identify the model.
 const LOG_PARAM_LIMIT: f64 = 25.0;
+/// The optimisers do not look beyond this.
+const LOG_PARAM_WALL: f64 = 30.0;
 
 pub(crate) fn check_bounded(model: &'static str, log_params: &[(&'static str, f64)]) -> Result<(), PredictError> {
     for &(name, value) in log_params {

@@ -322,6 +322,38 @@ mod tests {
         }
     }
 
+    /// Deterministic members: x = i mod 5 repeat purchases, spread recency and age,
+    /// mean spend from `spend(i)`.
+    fn members(n: usize, spend: impl Fn(usize) -> f64) -> Vec<PurchaseHistory> {
+        (0..n)
+            .map(|i| {
+                let x = (i % 5) as f64;
+                let age = 10.0 + (i % 37) as f64;
+                let recency = if x > 0.0 { age * ((i % 11) as f64 + 1.0) / 12.0 } else { 0.0 };
+                PurchaseHistory { frequency: x, recency, age, mean_repeat_value: if x > 0.0 { spend(i) } else { 0.0 } }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fit_errors_say_why_the_data_cannot_support_a_fit() {
+        let options = FitOptions::default();
+        let ordinary = |i: usize| 10.0 + (i % 13) as f64;
+        assert!(fit(&members(1000, ordinary), 0, TimeUnit::Day, &options).is_ok());
+        let err = |h: &[PurchaseHistory], o: &FitOptions| fit(h, 0, TimeUnit::Day, o).expect_err("must not fit");
+        assert_eq!(err(&members(50, ordinary), &options), PredictError::TooFewMembers { members: 50, minimum: 100 });
+        let mut few_repeaters = members(1000, ordinary);
+        few_repeaters.iter_mut().skip(10).for_each(|h| *h = PurchaseHistory { frequency: 0.0, recency: 0.0, ..*h });
+        assert!(matches!(err(&few_repeaters, &options), PredictError::TooFewRepeatBuyers { minimum: 20, .. }));
+        let all_repeat: Vec<PurchaseHistory> = members(1000, ordinary).into_iter().filter(|h| h.frequency > 0.0).collect();
+        assert!(matches!(err(&all_repeat, &options), PredictError::Unidentified { model: "BG/NBD", .. }));
+        let starved = FitOptions { max_evaluations: 5, ..options };
+        assert!(matches!(err(&members(1000, ordinary), &starved), PredictError::NotConverged { evaluations: 5.., .. }));
+        // Spend spread over twelve orders of magnitude: no finite mean spend.
+        let wild = |i: usize| 10f64.powf((i * 7919 % 1000) as f64 / 1000.0 * 12.0 - 4.0);
+        assert!(matches!(err(&members(1000, wild), &options), PredictError::Unidentified { model: "Gamma-Gamma", .. }));
+    }
+
     #[test]
     fn holdout_check_groups_by_frequency() {
         let m = model();

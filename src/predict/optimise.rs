@@ -172,6 +172,10 @@ pub(crate) fn nelder_mead(
         let (run, used) = simplex_run(&mut eval, &best.0, best.1, step, budget, tol)
             .map_err(|used| OptimiseError::NotConverged { evaluations: evaluations + used })?;
         evaluations += used;
+        if !run.1.is_finite() || run.0.iter().any(|v| !v.is_finite()) {
+            // Ran off to infinity: there is no minimum.
+            return Err(OptimiseError::NotConverged { evaluations });
+        }
         let improved = best.1 - run.1 > tol.f_abs;
         best = run;
         if !improved {
@@ -212,7 +216,9 @@ fn simplex_run(
             .iter()
             .flat_map(|(p, _)| p.iter().zip(&best.0).map(|(a, b)| (a - b).abs()))
             .fold(0.0, f64::max);
-        if spread <= tol.f_abs && size <= tol.x_abs {
+        // Also stop when the simplex has collapsed below rounding while its values
+        // still differ by noise; the restart that follows checks it is a minimum.
+        if (spread <= tol.f_abs && size <= tol.x_abs) || size <= 1e-12 {
             return Ok((points.swap_remove(0), used));
         }
         if used >= budget {

@@ -40,11 +40,17 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { members: 1_000_000, seed: 8, lifetimes: true };
+    let mut args = Args {
+        members: 1_000_000,
+        seed: 8,
+        lifetimes: true,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--members" => args.members = it.next().and_then(|v| v.parse().ok()).expect("--members N"),
+            "--members" => {
+                args.members = it.next().and_then(|v| v.parse().ok()).expect("--members N")
+            }
             "--seed" => args.seed = it.next().and_then(|v| v.parse().ok()).expect("--seed S"),
             "--skip-lifetimes" => args.lifetimes = false,
             "--bench" => {}
@@ -56,14 +62,21 @@ fn parse_args() -> Args {
 
 /// One member's order days drawn from the BG/NBD + Gamma-Gamma process.
 fn draw_member(rng: &mut StdRng, orders: &mut Vec<DaySpend>) {
-    let rate = Gamma::new(TRUE_R, 1.0 / TRUE_ALPHA_DAYS).expect("valid gamma").sample(rng);
+    let rate = Gamma::new(TRUE_R, 1.0 / TRUE_ALPHA_DAYS)
+        .expect("valid gamma")
+        .sample(rng);
     let dropout = Beta::new(TRUE_A, TRUE_B).expect("valid beta").sample(rng);
-    let nu = Gamma::new(TRUE_Q, 1.0 / TRUE_V).expect("valid gamma").sample(rng);
+    let nu = Gamma::new(TRUE_Q, 1.0 / TRUE_V)
+        .expect("valid gamma")
+        .sample(rng);
     let spend = Gamma::new(TRUE_P, 1.0 / nu).expect("valid gamma");
     let first = AS_OF - rng.random_range(0..COHORT_DAYS);
     let age = f64::from(AS_OF - first);
     orders.clear();
-    orders.push(DaySpend { day: first, cents: (spend.sample(rng) * 100.0).round() as i64 });
+    orders.push(DaySpend {
+        day: first,
+        cents: (spend.sample(rng) * 100.0).round() as i64,
+    });
     // Alive until a dropout, which can only follow a repeat purchase.
     let mut t = 0.0;
     if rate <= 0.0 {
@@ -75,7 +88,10 @@ fn draw_member(rng: &mut StdRng, orders: &mut Vec<DaySpend>) {
         if t >= age + 1.0 {
             break;
         }
-        orders.push(DaySpend { day: first + t as i32, cents: (spend.sample(rng) * 100.0).round() as i64 });
+        orders.push(DaySpend {
+            day: first + t as i32,
+            cents: (spend.sample(rng) * 100.0).round() as i64,
+        });
         if rng.random::<f64>() < dropout {
             break;
         }
@@ -89,7 +105,10 @@ fn seconds(d: Duration) -> f64 {
 fn main() {
     let args = parse_args();
     let threads = rayon::current_num_threads();
-    println!("predict benchmark: {} members, seed {}, {} rayon threads", args.members, args.seed, threads);
+    println!(
+        "predict benchmark: {} members, seed {}, {} rayon threads",
+        args.members, args.seed, threads
+    );
 
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(args.seed);
@@ -100,7 +119,10 @@ fn main() {
         all_orders.push(orders.clone());
     }
     let order_count: usize = all_orders.iter().map(Vec::len).sum();
-    println!("generated {order_count} orders in {:.2} s (not timed below)", seconds(started.elapsed()));
+    println!(
+        "generated {order_count} orders in {:.2} s (not timed below)",
+        seconds(started.elapsed())
+    );
 
     let started = Instant::now();
     let histories: Vec<PurchaseHistory> = all_orders
@@ -110,11 +132,15 @@ fn main() {
     let built = started.elapsed();
 
     let started = Instant::now();
-    let model = fit(&histories, AS_OF, TimeUnit::Day, &FitOptions::default()).expect("synthetic data fits");
+    let model =
+        fit(&histories, AS_OF, TimeUnit::Day, &FitOptions::default()).expect("synthetic data fits");
     let fitted = started.elapsed();
 
     let started = Instant::now();
-    let options = PredictOptions { horizon_days: HORIZON_DAYS, ..PredictOptions::default() };
+    let options = PredictOptions {
+        horizon_days: HORIZON_DAYS,
+        ..PredictOptions::default()
+    };
     let predictions = model.predict_all(&histories, &options);
     let scored = started.elapsed();
 
@@ -158,7 +184,8 @@ fn main() {
         eprintln!("lifetimes failed: {}", String::from_utf8_lossy(&out.stderr));
         std::process::exit(1);
     }
-    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json from lifetimes");
+    let reply: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("json from lifetimes");
     let field = |k: &str| reply[k].as_f64().unwrap_or(f64::NAN);
     println!(
         "lifetimes: fit BG/NBD {:.3} s, fit Gamma-Gamma {:.3} s, score {:.3} s, fit+score {:.3} s",
@@ -167,9 +194,15 @@ fn main() {
         field("score_s"),
         field("total_s")
     );
-    println!("lifetimes params: {} {}", reply["bgnbd"], reply["gamma_gamma"]);
+    println!(
+        "lifetimes params: {} {}",
+        reply["bgnbd"], reply["gamma_gamma"]
+    );
     println!("lifetimes checksums: {}", reply["checksum"]);
-    println!("ratio lifetimes / rekindle (fit+score): {:.1}x", field("total_s") / seconds(rust_total));
+    println!(
+        "ratio lifetimes / rekindle (fit+score): {:.1}x",
+        field("total_s") / seconds(rust_total)
+    );
 }
 
 /// The histories as lifetimes' summary columns, in a temp file.
@@ -179,7 +212,12 @@ fn write_summary(histories: &[PurchaseHistory]) -> tempfile::NamedTempFile {
         let mut w = std::io::BufWriter::new(file.as_file_mut());
         writeln!(w, "frequency,recency,T,monetary_value").expect("write");
         for h in histories {
-            writeln!(w, "{},{},{},{}", h.frequency, h.recency, h.age, h.mean_repeat_value).expect("write");
+            writeln!(
+                w,
+                "{},{},{},{}",
+                h.frequency, h.recency, h.age, h.mean_repeat_value
+            )
+            .expect("write");
         }
         w.flush().expect("flush");
     }

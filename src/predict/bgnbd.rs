@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::history::PurchaseHistory;
 use super::optimise::{bfgs, nelder_mead, Minimum, OptimiseError, Tolerance};
-use super::special::{digamma, hypergeometric_tail, hyp2f1, ln_gamma, log_add_exp, logistic};
+use super::special::{digamma, hyp2f1, hypergeometric_tail, ln_gamma, log_add_exp, logistic};
 use super::{chunked_sum, FitOptions, PredictError};
 
 /// BG/NBD parameters. `alpha` is in the fit's time unit; r, a, b have no unit.
@@ -140,7 +140,9 @@ impl FitData {
         let ln_alpha_plus: Vec<f64> = self.times.iter().map(|t| (alpha + t).ln()).collect();
         let inv_alpha_plus: Vec<f64> = self.times.iter().map(|t| 1.0 / (alpha + t)).collect();
         let max_x = self.count_by_x.len();
-        let ln_odds: Vec<f64> = (0..max_x).map(|x| a.ln() - (b + x as f64 - 1.0).ln()).collect();
+        let ln_odds: Vec<f64> = (0..max_x)
+            .map(|x| a.ln() - (b + x as f64 - 1.0).ln())
+            .collect();
         let inv_b_x_1: Vec<f64> = (0..max_x).map(|x| 1.0 / (b + x as f64 - 1.0)).collect();
         let [mix, d_r, d_alpha, w4_sum, d_b] = chunked_sum(self.x.len(), |range| {
             let mut s = [0.0; 5];
@@ -158,7 +160,11 @@ impl FitData {
                 let a4 = ln_odds[xi] - rx * ln_alpha_plus[at_tx];
                 let d = a4 - a3;
                 let e = (-d.abs()).exp();
-                let w4 = if d > 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+                let w4 = if d > 0.0 {
+                    1.0 / (1.0 + e)
+                } else {
+                    e / (1.0 + e)
+                };
                 let w3 = 1.0 - w4;
                 s[0] += a3.max(a4) + e.ln_1p();
                 s[1] -= w3 * ln_alpha_plus[at_t] + w4 * ln_alpha_plus[at_tx];
@@ -172,7 +178,12 @@ impl FitData {
         let (psi_r, psi_b, psi_ab) = (digamma(r), digamma(b), digamma(a + b));
         let common = r * alpha.ln() - ln_gamma(r) + ln_gamma(a + b) - ln_gamma(b);
         let mut total = mix + n * common;
-        *grad = [d_r + n * (alpha.ln() - psi_r), d_alpha + n * r / alpha, w4_sum / a, d_b];
+        *grad = [
+            d_r + n * (alpha.ln() - psi_r),
+            d_alpha + n * r / alpha,
+            w4_sum / a,
+            d_b,
+        ];
         for (x, &count) in self.count_by_x.iter().enumerate() {
             if count == 0.0 {
                 continue;
@@ -190,19 +201,30 @@ impl FitData {
 
 /// Fits (r, alpha, a, b) by maximum likelihood, in log-parameter space: BFGS on the
 /// analytic gradient, Nelder-Mead from the start if BFGS fails.
-pub(crate) fn fit(histories: &[PurchaseHistory], options: &FitOptions) -> Result<BgNbdFit, PredictError> {
+pub(crate) fn fit(
+    histories: &[PurchaseHistory],
+    options: &FitOptions,
+) -> Result<BgNbdFit, PredictError> {
     let members = histories.len();
     let repeat_buyers = histories.iter().filter(|h| h.frequency > 0.0).count();
     if members < options.min_members {
-        return Err(PredictError::TooFewMembers { members, minimum: options.min_members });
+        return Err(PredictError::TooFewMembers {
+            members,
+            minimum: options.min_members,
+        });
     }
     if repeat_buyers < options.min_repeat_buyers {
-        return Err(PredictError::TooFewRepeatBuyers { repeat_buyers, minimum: options.min_repeat_buyers });
+        return Err(PredictError::TooFewRepeatBuyers {
+            repeat_buyers,
+            minimum: options.min_repeat_buyers,
+        });
     }
     if repeat_buyers == members {
         return Err(PredictError::Unidentified {
             model: "BG/NBD",
-            reason: "every member is a repeat buyer, so nothing separates dropout from purchase rate".into(),
+            reason:
+                "every member is a repeat buyer, so nothing separates dropout from purchase rate"
+                    .into(),
         });
     }
     let data = FitData::new(histories);
@@ -230,7 +252,15 @@ pub(crate) fn fit(histories: &[PurchaseHistory], options: &FitOptions) -> Result
     let start = [0.0, alpha0.ln(), 0.0, 0.0];
     let minimum = minimise("BG/NBD", objective, &start, options)?;
     let params = params_of(&minimum.x);
-    check_bounded("BG/NBD", &[("r", minimum.x[0]), ("alpha", minimum.x[1]), ("a", minimum.x[2]), ("b", minimum.x[3])])?;
+    check_bounded(
+        "BG/NBD",
+        &[
+            ("r", minimum.x[0]),
+            ("alpha", minimum.x[1]),
+            ("a", minimum.x[2]),
+            ("b", minimum.x[3]),
+        ],
+    )?;
     Ok(BgNbdFit {
         params,
         log_likelihood: -minimum.value * n,
@@ -256,13 +286,22 @@ pub(crate) fn minimise(
         }
         unbounded(theta, grad)
     };
-    match bfgs(&mut objective, start, options.tolerance, options.max_evaluations) {
+    match bfgs(
+        &mut objective,
+        start,
+        options.tolerance,
+        options.max_evaluations,
+    ) {
         Ok(m) => Ok(m),
         Err(_) => {
             let mut grad = vec![0.0; start.len()];
-            let tolerance =
-                Tolerance { f_abs: options.tolerance * 1e-2, x_abs: 1e-7, max_evaluations: options.max_evaluations };
-            nelder_mead(|theta| objective(theta, &mut grad), start, 1.0, tolerance).map_err(|e| optimise_error(model, e))
+            let tolerance = Tolerance {
+                f_abs: options.tolerance * 1e-2,
+                x_abs: 1e-7,
+                max_evaluations: options.max_evaluations,
+            };
+            nelder_mead(|theta| objective(theta, &mut grad), start, 1.0, tolerance)
+                .map_err(|e| optimise_error(model, e))
         }
     }
 }
@@ -273,7 +312,10 @@ const LOG_PARAM_LIMIT: f64 = 25.0;
 /// The optimisers do not look beyond this.
 const LOG_PARAM_WALL: f64 = 30.0;
 
-pub(crate) fn check_bounded(model: &'static str, log_params: &[(&'static str, f64)]) -> Result<(), PredictError> {
+pub(crate) fn check_bounded(
+    model: &'static str,
+    log_params: &[(&'static str, f64)],
+) -> Result<(), PredictError> {
     for &(name, value) in log_params {
         if !value.is_finite() || value.abs() > LOG_PARAM_LIMIT {
             return Err(PredictError::Unidentified {
@@ -287,7 +329,9 @@ pub(crate) fn check_bounded(model: &'static str, log_params: &[(&'static str, f6
 
 pub(crate) fn optimise_error(model: &'static str, e: OptimiseError) -> PredictError {
     match e {
-        OptimiseError::NotConverged { evaluations } => PredictError::NotConverged { model, evaluations },
+        OptimiseError::NotConverged { evaluations } => {
+            PredictError::NotConverged { model, evaluations }
+        }
         OptimiseError::NonFiniteStart => PredictError::Unidentified {
             model,
             reason: "the likelihood is not finite at the starting point".into(),
@@ -299,10 +343,20 @@ pub(crate) fn optimise_error(model: &'static str, e: OptimiseError) -> PredictEr
 mod tests {
     use super::*;
 
-    const CDNOW: BgNbdParams = BgNbdParams { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 };
+    const CDNOW: BgNbdParams = BgNbdParams {
+        r: 0.243,
+        alpha: 4.414,
+        a: 0.793,
+        b: 2.426,
+    };
 
     fn h(x: f64, tx: f64, t: f64) -> PurchaseHistory {
-        PurchaseHistory { frequency: x, recency: tx, age: t, mean_repeat_value: 0.0 }
+        PurchaseHistory {
+            frequency: x,
+            recency: tx,
+            age: t,
+            mean_repeat_value: 0.0,
+        }
     }
 
     /// The likelihood straight from the paper's eq. (6), without logs.
@@ -313,7 +367,11 @@ mod tests {
         let beta = |u: f64, v: f64| (g(u) + g(v) - g(u + v)).exp();
         let part = (g(r + x) - g(r)).exp() * alpha.powf(r);
         let alive = beta(a, b + x) / beta(a, b) / (alpha + m.age).powf(r + x);
-        let dead = if x > 0.0 { beta(a + 1.0, b + x - 1.0) / beta(a, b) / (alpha + m.recency).powf(r + x) } else { 0.0 };
+        let dead = if x > 0.0 {
+            beta(a + 1.0, b + x - 1.0) / beta(a, b) / (alpha + m.recency).powf(r + x)
+        } else {
+            0.0
+        };
         part * (alive + dead)
     }
 
@@ -321,12 +379,22 @@ mod tests {
     fn log_likelihood_matches_paper_formula_on_edge_cases() {
         // x = 0; t_x = T; t_x = 0 with x > 0 (same-day only cannot happen, but the
         // formula must hold); long-lived members; large x.
-        let cases = [h(0.0, 0.0, 38.86), h(0.0, 0.0, 0.0), h(2.0, 30.43, 38.86), h(5.0, 20.0, 20.0),
-            h(1.0, 0.0, 10.0), h(3.0, 1.0, 500.0), h(30.0, 70.0, 78.0)];
+        let cases = [
+            h(0.0, 0.0, 38.86),
+            h(0.0, 0.0, 0.0),
+            h(2.0, 30.43, 38.86),
+            h(5.0, 20.0, 20.0),
+            h(1.0, 0.0, 10.0),
+            h(3.0, 1.0, 500.0),
+            h(30.0, 70.0, 78.0),
+        ];
         for m in cases {
             let got = CDNOW.log_likelihood(&m);
             let want = paper_likelihood(&CDNOW, &m).ln();
-            assert!((got - want).abs() < 1e-10 * want.abs().max(1.0), "{m:?}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-10 * want.abs().max(1.0),
+                "{m:?}: {got} vs {want}"
+            );
         }
     }
 
@@ -342,8 +410,12 @@ mod tests {
         // A huge T with x = 0 and with recency far behind: the dead branch dominates.
         let m = h(3.0, 1.0, 1e12);
         let dead_only = (ln_gamma(CDNOW.r + 3.0) - ln_gamma(CDNOW.r) + CDNOW.r * CDNOW.alpha.ln())
-            + ln_gamma(CDNOW.a + CDNOW.b) - ln_gamma(CDNOW.a) - ln_gamma(CDNOW.b)
-            + ln_gamma(CDNOW.a + 1.0) + ln_gamma(CDNOW.b + 2.0) - ln_gamma(CDNOW.a + CDNOW.b + 3.0)
+            + ln_gamma(CDNOW.a + CDNOW.b)
+            - ln_gamma(CDNOW.a)
+            - ln_gamma(CDNOW.b)
+            + ln_gamma(CDNOW.a + 1.0)
+            + ln_gamma(CDNOW.b + 2.0)
+            - ln_gamma(CDNOW.a + CDNOW.b + 3.0)
             - (CDNOW.r + 3.0) * (CDNOW.alpha + 1.0).ln();
         assert!((CDNOW.log_likelihood(&m) - dead_only).abs() < 1e-9);
         assert!(CDNOW.log_likelihood(&h(0.0, 0.0, 1e300)).is_finite());
@@ -351,25 +423,52 @@ mod tests {
 
     #[test]
     fn fast_likelihood_equals_the_per_member_sum() {
-        let members = vec![h(0.0, 0.0, 38.86), h(2.0, 30.43, 38.86), h(1.0, 1.71, 38.86), h(0.0, 0.0, 32.0),
-            h(7.0, 29.0, 32.0), h(1.0, 32.0, 32.0), h(2.0, 30.43, 36.0)];
+        let members = vec![
+            h(0.0, 0.0, 38.86),
+            h(2.0, 30.43, 38.86),
+            h(1.0, 1.71, 38.86),
+            h(0.0, 0.0, 32.0),
+            h(7.0, 29.0, 32.0),
+            h(1.0, 32.0, 32.0),
+            h(2.0, 30.43, 36.0),
+        ];
         let data = FitData::new(&members);
-        for p in [CDNOW, BgNbdParams { r: 2.0, alpha: 0.5, a: 3.0, b: 0.2 }] {
+        for p in [
+            CDNOW,
+            BgNbdParams {
+                r: 2.0,
+                alpha: 0.5,
+                a: 3.0,
+                b: 0.2,
+            },
+        ] {
             let direct: f64 = members.iter().map(|m| p.log_likelihood(m)).sum();
-            assert!((data.log_likelihood(&p, &mut [0.0; 4]) - direct).abs() < 1e-10, "{p:?}");
+            assert!(
+                (data.log_likelihood(&p, &mut [0.0; 4]) - direct).abs() < 1e-10,
+                "{p:?}"
+            );
             // The gradient against central differences of the per-member sum.
             let mut grad = [0.0; 4];
             data.log_likelihood(&p, &mut grad);
             let at = |i: usize, h: f64| {
                 let mut v = [p.r, p.alpha, p.a, p.b];
                 v[i] += h;
-                let q = BgNbdParams { r: v[0], alpha: v[1], a: v[2], b: v[3] };
+                let q = BgNbdParams {
+                    r: v[0],
+                    alpha: v[1],
+                    a: v[2],
+                    b: v[3],
+                };
                 members.iter().map(|m| q.log_likelihood(m)).sum::<f64>()
             };
             for (i, value) in [p.r, p.alpha, p.a, p.b].into_iter().enumerate() {
                 let h = 1e-6 * value;
                 let numeric = (at(i, h) - at(i, -h)) / (2.0 * h);
-                assert!((grad[i] - numeric).abs() < 1e-6 * numeric.abs().max(1.0), "{p:?} d{i}: {} vs {numeric}", grad[i]);
+                assert!(
+                    (grad[i] - numeric).abs() < 1e-6 * numeric.abs().max(1.0),
+                    "{p:?} d{i}: {} vs {numeric}",
+                    grad[i]
+                );
             }
         }
     }
@@ -406,7 +505,10 @@ mod tests {
         let t = 1e-6;
         let rate = (CDNOW.r + 2.0) / (CDNOW.alpha + m.age);
         let e = CDNOW.expected_purchases(&m, t);
-        assert!((e / (CDNOW.p_alive(&m) * rate * t) - 1.0).abs() < 1e-5, "{e}");
+        assert!(
+            (e / (CDNOW.p_alive(&m) * rate * t) - 1.0).abs() < 1e-5,
+            "{e}"
+        );
         // a = 1 exactly is a removable singularity in the Pfaff branch.
         let p1 = BgNbdParams { a: 1.0, ..CDNOW };
         assert!(p1.expected_purchases(&m, 5.0).is_finite());

@@ -29,7 +29,10 @@ impl GammaGammaParams {
         let Self { p, q, v } = *self;
         let (x, m) = (frequency, mean_value);
         let px = p * x;
-        ln_gamma(px + q) - ln_gamma(px) - ln_gamma(q) + q * v.ln() + (px - 1.0) * m.ln() + px * x.ln()
+        ln_gamma(px + q) - ln_gamma(px) - ln_gamma(q)
+            + q * v.ln()
+            + (px - 1.0) * m.ln()
+            + px * x.ln()
             - (px + q) * (x * m + v).ln()
     }
 
@@ -71,7 +74,10 @@ impl FitData {
         x.iter().for_each(|&xi| count_by_x[xi as usize] += 1.0);
         FitData {
             sum_ln_mean: used.iter().map(|h| h.mean_repeat_value.ln()).sum(),
-            sum_x_ln_mean: used.iter().map(|h| h.frequency * h.mean_repeat_value.ln()).sum(),
+            sum_x_ln_mean: used
+                .iter()
+                .map(|h| h.frequency * h.mean_repeat_value.ln())
+                .sum(),
             mean: used.iter().map(|h| h.mean_repeat_value).collect(),
             x,
             count_by_x,
@@ -99,8 +105,15 @@ impl FitData {
         });
         let n = self.x.len() as f64;
         let (psi_q, ln_v) = (digamma(q), v.ln());
-        let mut total = n * (q * ln_v - ln_gamma(q)) + p * self.sum_x_ln_mean - self.sum_ln_mean - p * sum_x_l - q * sum_l;
-        *grad = [self.sum_x_ln_mean - sum_x_l, n * (ln_v - psi_q) - sum_l, n * q / v - sum_ratio];
+        let mut total = n * (q * ln_v - ln_gamma(q)) + p * self.sum_x_ln_mean
+            - self.sum_ln_mean
+            - p * sum_x_l
+            - q * sum_l;
+        *grad = [
+            self.sum_x_ln_mean - sum_x_l,
+            n * (ln_v - psi_q) - sum_l,
+            n * q / v - sum_ratio,
+        ];
         for (x, &count) in self.count_by_x.iter().enumerate().skip(1) {
             if count == 0.0 {
                 continue;
@@ -118,16 +131,28 @@ impl FitData {
 
 /// Fits (p, q, v) by maximum likelihood on the members with x > 0 and positive
 /// mean repeat spend. Fails when the fitted q ≤ 1 (expected spend is infinite).
-pub(crate) fn fit(histories: &[PurchaseHistory], options: &FitOptions) -> Result<GammaGammaFit, PredictError> {
-    let used: Vec<&PurchaseHistory> =
-        histories.iter().filter(|h| h.frequency > 0.0 && h.mean_repeat_value > 0.0).collect();
+pub(crate) fn fit(
+    histories: &[PurchaseHistory],
+    options: &FitOptions,
+) -> Result<GammaGammaFit, PredictError> {
+    let used: Vec<&PurchaseHistory> = histories
+        .iter()
+        .filter(|h| h.frequency > 0.0 && h.mean_repeat_value > 0.0)
+        .collect();
     let repeat_buyers = used.len();
     if repeat_buyers < options.min_repeat_buyers {
-        return Err(PredictError::TooFewRepeatBuyers { repeat_buyers, minimum: options.min_repeat_buyers });
+        return Err(PredictError::TooFewRepeatBuyers {
+            repeat_buyers,
+            minimum: options.min_repeat_buyers,
+        });
     }
     let data = FitData::new(&used);
     let n = repeat_buyers as f64;
-    let params_of = |theta: &[f64]| GammaGammaParams { p: theta[0].exp(), q: theta[1].exp(), v: theta[2].exp() };
+    let params_of = |theta: &[f64]| GammaGammaParams {
+        p: theta[0].exp(),
+        q: theta[1].exp(),
+        v: theta[2].exp(),
+    };
     let objective = |theta: &[f64], grad: &mut [f64]| {
         let params = params_of(theta);
         let mut g = [0.0; 3];
@@ -142,22 +167,41 @@ pub(crate) fn fit(histories: &[PurchaseHistory], options: &FitOptions) -> Result
     let mean_spend = data.mean.iter().sum::<f64>() / n;
     let start = [0.0, 2f64.ln(), mean_spend.ln()];
     let minimum = minimise("Gamma-Gamma", objective, &start, options)?;
-    check_bounded("Gamma-Gamma", &[("p", minimum.x[0]), ("q", minimum.x[1]), ("v", minimum.x[2])])?;
+    check_bounded(
+        "Gamma-Gamma",
+        &[
+            ("p", minimum.x[0]),
+            ("q", minimum.x[1]),
+            ("v", minimum.x[2]),
+        ],
+    )?;
     let params = params_of(&minimum.x);
     if params.q <= 1.0 {
         return Err(PredictError::Unidentified {
             model: "Gamma-Gamma",
-            reason: format!("fitted q = {:.4} <= 1, so the expected spend per purchase is infinite", params.q),
+            reason: format!(
+                "fitted q = {:.4} <= 1, so the expected spend per purchase is infinite",
+                params.q
+            ),
         });
     }
-    Ok(GammaGammaFit { params, log_likelihood: -minimum.value * n, repeat_buyers, evaluations: minimum.evaluations })
+    Ok(GammaGammaFit {
+        params,
+        log_likelihood: -minimum.value * n,
+        repeat_buyers,
+        evaluations: minimum.evaluations,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const CDNOW: GammaGammaParams = GammaGammaParams { p: 6.25, q: 3.74, v: 15.44 };
+    const CDNOW: GammaGammaParams = GammaGammaParams {
+        p: 6.25,
+        q: 3.74,
+        v: 15.44,
+    };
 
     #[test]
     fn density_integrates_to_one() {
@@ -179,14 +223,37 @@ mod tests {
 
     #[test]
     fn fast_likelihood_and_gradient_match_the_per_member_formula() {
-        let members: Vec<PurchaseHistory> = [(1.0, 20.0), (2.0, 35.5), (2.0, 3.1), (7.0, 80.0), (1.0, 0.5)]
-            .iter()
-            .map(|&(x, m)| PurchaseHistory { frequency: x, recency: 1.0, age: 2.0, mean_repeat_value: m })
-            .collect();
+        let members: Vec<PurchaseHistory> = [
+            (1.0, 20.0),
+            (2.0, 35.5),
+            (2.0, 3.1),
+            (7.0, 80.0),
+            (1.0, 0.5),
+        ]
+        .iter()
+        .map(|&(x, m)| PurchaseHistory {
+            frequency: x,
+            recency: 1.0,
+            age: 2.0,
+            mean_repeat_value: m,
+        })
+        .collect();
         let refs: Vec<&PurchaseHistory> = members.iter().collect();
         let data = FitData::new(&refs);
-        let direct = |g: &GammaGammaParams| members.iter().map(|h| g.log_likelihood(h.frequency, h.mean_repeat_value)).sum::<f64>();
-        for params in [CDNOW, GammaGammaParams { p: 0.7, q: 1.2, v: 300.0 }] {
+        let direct = |g: &GammaGammaParams| {
+            members
+                .iter()
+                .map(|h| g.log_likelihood(h.frequency, h.mean_repeat_value))
+                .sum::<f64>()
+        };
+        for params in [
+            CDNOW,
+            GammaGammaParams {
+                p: 0.7,
+                q: 1.2,
+                v: 300.0,
+            },
+        ] {
             let mut grad = [0.0; 3];
             let fast = data.log_likelihood(&params, &mut grad);
             assert!((fast - direct(&params)).abs() < 1e-10, "{params:?}");
@@ -194,11 +261,23 @@ mod tests {
                 let h = 1e-6 * value;
                 let mut v = [params.p, params.q, params.v];
                 v[i] += h;
-                let up = direct(&GammaGammaParams { p: v[0], q: v[1], v: v[2] });
+                let up = direct(&GammaGammaParams {
+                    p: v[0],
+                    q: v[1],
+                    v: v[2],
+                });
                 v[i] -= 2.0 * h;
-                let down = direct(&GammaGammaParams { p: v[0], q: v[1], v: v[2] });
+                let down = direct(&GammaGammaParams {
+                    p: v[0],
+                    q: v[1],
+                    v: v[2],
+                });
                 let numeric = (up - down) / (2.0 * h);
-                assert!((grad[i] - numeric).abs() < 1e-6 * numeric.abs().max(1.0), "{params:?} d{i}: {} vs {numeric}", grad[i]);
+                assert!(
+                    (grad[i] - numeric).abs() < 1e-6 * numeric.abs().max(1.0),
+                    "{params:?} d{i}: {} vs {numeric}",
+                    grad[i]
+                );
             }
         }
     }
@@ -206,14 +285,27 @@ mod tests {
     #[test]
     fn expected_spend_shrinks_towards_population_mean() {
         let population = CDNOW.p * CDNOW.v / (CDNOW.q - 1.0);
-        let none = PurchaseHistory { frequency: 0.0, recency: 0.0, age: 10.0, mean_repeat_value: 0.0 };
+        let none = PurchaseHistory {
+            frequency: 0.0,
+            recency: 0.0,
+            age: 10.0,
+            mean_repeat_value: 0.0,
+        };
         assert!((CDNOW.expected_spend(&none) - population).abs() < 1e-12);
         let mut last_gap = f64::INFINITY;
         for x in [1.0, 2.0, 5.0, 50.0] {
-            let h = PurchaseHistory { frequency: x, recency: 5.0, age: 10.0, mean_repeat_value: 100.0 };
+            let h = PurchaseHistory {
+                frequency: x,
+                recency: 5.0,
+                age: 10.0,
+                mean_repeat_value: 100.0,
+            };
             let e = CDNOW.expected_spend(&h);
             assert!(e > population && e < 100.0, "x={x}: {e}");
-            assert!(100.0 - e < last_gap, "more purchases must pull towards the member's own mean");
+            assert!(
+                100.0 - e < last_gap,
+                "more purchases must pull towards the member's own mean"
+            );
             last_gap = 100.0 - e;
         }
     }

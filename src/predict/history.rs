@@ -82,7 +82,11 @@ impl PurchaseHistory {
     /// Builds the history from a member's orders, as of `as_of` (inclusive). The
     /// entries may come in any order and may repeat a day. `None` when the member
     /// has no order on or before `as_of`.
-    pub fn from_order_days(orders: &[DaySpend], as_of: i32, unit: TimeUnit) -> Option<PurchaseHistory> {
+    pub fn from_order_days(
+        orders: &[DaySpend],
+        as_of: i32,
+        unit: TimeUnit,
+    ) -> Option<PurchaseHistory> {
         let in_order = orders.windows(2).all(|w| w[0].day <= w[1].day);
         let sorted;
         let orders = if in_order {
@@ -108,8 +112,11 @@ impl PurchaseHistory {
             }
         }
         let unit_days = unit.days();
-        let mean_repeat_value =
-            if repeat_days == 0 { 0.0 } else { repeat_cents as f64 / 100.0 / f64::from(repeat_days) };
+        let mean_repeat_value = if repeat_days == 0 {
+            0.0
+        } else {
+            repeat_cents as f64 / 100.0 / f64::from(repeat_days)
+        };
         Some(PurchaseHistory {
             frequency: f64::from(repeat_days),
             recency: f64::from(last_day - first.day) / unit_days,
@@ -122,8 +129,11 @@ impl PurchaseHistory {
 /// Distinct order days in the holdout window (`calibration_end`, `holdout_end`]:
 /// the actual repeat purchases a fit check compares with the model's expectation.
 pub fn purchases_between(orders: &[DaySpend], calibration_end: i32, holdout_end: i32) -> u32 {
-    let mut days: Vec<i32> =
-        orders.iter().map(|o| o.day).filter(|&d| d > calibration_end && d <= holdout_end).collect();
+    let mut days: Vec<i32> = orders
+        .iter()
+        .map(|o| o.day)
+        .filter(|&d| d > calibration_end && d <= holdout_end)
+        .collect();
     days.sort_unstable();
     days.dedup();
     days.len() as u32
@@ -134,29 +144,60 @@ mod tests {
     use super::*;
 
     fn orders(list: &[(i32, i64)]) -> Vec<DaySpend> {
-        list.iter().map(|&(day, cents)| DaySpend { day, cents }).collect()
+        list.iter()
+            .map(|&(day, cents)| DaySpend { day, cents })
+            .collect()
     }
+
+    /// (orders as (day, cents), as_of, unit) -> (x, t_x, T, mean repeat value)
+    type Case = (
+        &'static [(i32, i64)],
+        i32,
+        TimeUnit,
+        Option<(f64, f64, f64, f64)>,
+    );
 
     #[test]
     fn builds_history_like_lifetimes_summary() {
-        // (orders, as_of, unit) -> (x, t_x, T, mean repeat value)
-        let cases: &[(&[(i32, i64)], i32, TimeUnit, Option<(f64, f64, f64, f64)>)] = &[
+        let cases: &[Case] = &[
             // CDNOW customer 1: 1997-01-01, 01-18, 08-02 (and 12-12 after the end), weeks.
-            (&[(9862, 2933), (9879, 2973), (10075, 1496), (10207, 2648)], 10134, TimeUnit::Week,
-             Some((2.0, 213.0 / 7.0, 272.0 / 7.0, 22.345))),
+            (
+                &[(9862, 2933), (9879, 2973), (10075, 1496), (10207, 2648)],
+                10134,
+                TimeUnit::Week,
+                Some((2.0, 213.0 / 7.0, 272.0 / 7.0, 22.345)),
+            ),
             // one purchase only: x = 0, t_x = 0, no monetary value
-            (&[(100, 500)], 130, TimeUnit::Day, Some((0.0, 0.0, 30.0, 0.0))),
+            (
+                &[(100, 500)],
+                130,
+                TimeUnit::Day,
+                Some((0.0, 0.0, 30.0, 0.0)),
+            ),
             // two orders on the first day are one purchase; same-day repeats are summed
-            (&[(100, 500), (100, 700), (110, 300), (110, 100), (120, 1000)], 120, TimeUnit::Day,
-             Some((2.0, 20.0, 20.0, 7.0))),
+            (
+                &[(100, 500), (100, 700), (110, 300), (110, 100), (120, 1000)],
+                120,
+                TimeUnit::Day,
+                Some((2.0, 20.0, 20.0, 7.0)),
+            ),
             // unsorted input gives the same answer
-            (&[(120, 1000), (110, 300), (100, 700), (110, 100), (100, 500)], 120, TimeUnit::Day,
-             Some((2.0, 20.0, 20.0, 7.0))),
+            (
+                &[(120, 1000), (110, 300), (100, 700), (110, 100), (100, 500)],
+                120,
+                TimeUnit::Day,
+                Some((2.0, 20.0, 20.0, 7.0)),
+            ),
             // nothing on or before as_of
             (&[(200, 100)], 150, TimeUnit::Day, None),
             (&[], 150, TimeUnit::Day, None),
             // negative days (before 1970) work too
-            (&[(-10, 100), (-3, 250)], 4, TimeUnit::Week, Some((1.0, 1.0, 2.0, 2.5))),
+            (
+                &[(-10, 100), (-3, 250)],
+                4,
+                TimeUnit::Week,
+                Some((1.0, 1.0, 2.0, 2.5)),
+            ),
         ];
         for (list, as_of, unit, expected) in cases {
             let got = PurchaseHistory::from_order_days(&orders(list), *as_of, *unit);
@@ -186,6 +227,9 @@ mod tests {
         assert_eq!("week".parse::<TimeUnit>(), Ok(TimeUnit::Week));
         assert_eq!("day".parse::<TimeUnit>(), Ok(TimeUnit::Day));
         assert!("month".parse::<TimeUnit>().is_err());
-        assert_eq!(serde_json::to_string(&TimeUnit::Week).unwrap_or_default(), "\"week\"");
+        assert_eq!(
+            serde_json::to_string(&TimeUnit::Week).unwrap_or_default(),
+            "\"week\""
+        );
     }
 }

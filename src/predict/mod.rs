@@ -23,7 +23,8 @@ pub use bgnbd::{BgNbdFit, BgNbdParams};
 pub use gamma_gamma::{GammaGammaFit, GammaGammaParams};
 pub use history::{purchases_between, DaySpend, PurchaseHistory, TimeUnit, UnknownTimeUnit};
 pub use model::{
-    fit, ChurnCuts, ChurnRisk, FittedModel, FrequencyRow, HoldoutCheck, MemberPrediction, PredictOptions,
+    fit, ChurnCuts, ChurnRisk, FittedModel, FrequencyRow, HoldoutCheck, MemberPrediction,
+    PredictOptions,
 };
 
 use rayon::prelude::*;
@@ -34,9 +35,15 @@ pub enum PredictError {
     #[error("too few members to fit: {members}, need at least {minimum}")]
     TooFewMembers { members: usize, minimum: usize },
     #[error("too few repeat buyers to fit: {repeat_buyers}, need at least {minimum}")]
-    TooFewRepeatBuyers { repeat_buyers: usize, minimum: usize },
+    TooFewRepeatBuyers {
+        repeat_buyers: usize,
+        minimum: usize,
+    },
     #[error("{model} fit did not converge within {evaluations} likelihood evaluations")]
-    NotConverged { model: &'static str, evaluations: usize },
+    NotConverged {
+        model: &'static str,
+        evaluations: usize,
+    },
     #[error("the data cannot support a {model} fit: {reason}")]
     Unidentified { model: &'static str, reason: String },
     #[error("member {index}: {reason}")]
@@ -61,19 +68,29 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { min_members: 100, min_repeat_buyers: 20, tolerance: 1e-8, max_evaluations: 20_000 }
+        FitOptions {
+            min_members: 100,
+            min_repeat_buyers: 20,
+            tolerance: 1e-8,
+            max_evaluations: 20_000,
+        }
     }
 }
 
 /// Σ f(range) over 0..n cut into fixed chunks, the chunks on rayon and their sums
 /// added in order, so the total does not depend on thread scheduling.
-pub(crate) fn chunked_sum<const K: usize>(n: usize, f: impl Fn(std::ops::Range<usize>) -> [f64; K] + Sync) -> [f64; K] {
+pub(crate) fn chunked_sum<const K: usize>(
+    n: usize,
+    f: impl Fn(std::ops::Range<usize>) -> [f64; K] + Sync,
+) -> [f64; K] {
     const CHUNK: usize = 1 << 15;
     if n <= CHUNK {
         return f(0..n);
     }
-    let sums: Vec<[f64; K]> =
-        (0..n.div_ceil(CHUNK)).into_par_iter().map(|c| f(c * CHUNK..((c + 1) * CHUNK).min(n))).collect();
+    let sums: Vec<[f64; K]> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| f(c * CHUNK..((c + 1) * CHUNK).min(n)))
+        .collect();
     sums.iter().fold([0.0; K], |mut total, part| {
         total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
         total

@@ -35,11 +35,18 @@ pub fn fit(
     }
     let purchases = bgnbd::fit(histories, options)?;
     let spend = gamma_gamma::fit(histories, options)?;
-    Ok(FittedModel { as_of_day, unit, purchases, spend })
+    Ok(FittedModel {
+        as_of_day,
+        unit,
+        purchases,
+        spend,
+    })
 }
 
 fn invalid(h: &PurchaseHistory) -> Option<&'static str> {
-    let finite = [h.frequency, h.recency, h.age, h.mean_repeat_value].iter().all(|v| v.is_finite());
+    let finite = [h.frequency, h.recency, h.age, h.mean_repeat_value]
+        .iter()
+        .all(|v| v.is_finite());
     if !finite {
         Some("non-finite value")
     } else if h.frequency < 0.0 || h.frequency.fract() != 0.0 || h.frequency > f64::from(u32::MAX) {
@@ -86,7 +93,10 @@ impl ChurnCuts {
     /// Requires 0 <= high_below <= medium_below <= 1.
     pub fn new(high_below: f64, medium_below: f64) -> Result<ChurnCuts, String> {
         if (0.0..=1.0).contains(&high_below) && (high_below..=1.0).contains(&medium_below) {
-            Ok(ChurnCuts { high_below, medium_below })
+            Ok(ChurnCuts {
+                high_below,
+                medium_below,
+            })
         } else {
             Err(format!(
                 "churn-risk cut points must satisfy 0 <= high_below <= medium_below <= 1, got {high_below} and {medium_below}"
@@ -107,7 +117,10 @@ impl ChurnCuts {
 
 impl Default for ChurnCuts {
     fn default() -> Self {
-        ChurnCuts { high_below: 0.3, medium_below: 0.7 }
+        ChurnCuts {
+            high_below: 0.3,
+            medium_below: 0.7,
+        }
     }
 }
 
@@ -125,7 +138,11 @@ pub struct PredictOptions {
 
 impl Default for PredictOptions {
     fn default() -> Self {
-        PredictOptions { horizon_days: 90, monthly_discount_rate: 0.0, churn_cuts: ChurnCuts::default() }
+        PredictOptions {
+            horizon_days: 90,
+            monthly_discount_rate: 0.0,
+            churn_cuts: ChurnCuts::default(),
+        }
     }
 }
 
@@ -160,7 +177,8 @@ impl FittedModel {
             while day < options.horizon_days {
                 day = (day + 30).min(options.horizon_days);
                 let upto = bg.expected_purchases(h, f64::from(day) / unit_days);
-                value += (upto - before) * spend / (1.0 + options.monthly_discount_rate).powf(f64::from(day) / 30.0);
+                value += (upto - before) * spend
+                    / (1.0 + options.monthly_discount_rate).powf(f64::from(day) / 30.0);
                 before = upto;
             }
             value
@@ -175,20 +193,40 @@ impl FittedModel {
     }
 
     /// [`FittedModel::predict`] for many members, in parallel, in input order.
-    pub fn predict_all(&self, histories: &[PurchaseHistory], options: &PredictOptions) -> Vec<MemberPrediction> {
-        histories.par_iter().with_min_len(4096).map(|h| self.predict(h, options)).collect()
+    pub fn predict_all(
+        &self,
+        histories: &[PurchaseHistory],
+        options: &PredictOptions,
+    ) -> Vec<MemberPrediction> {
+        histories
+            .par_iter()
+            .with_min_len(4096)
+            .map(|h| self.predict(h, options))
+            .collect()
     }
 
     /// Compares expected with actual repeat purchases in the `holdout_days` after the
     /// fit's as-of day. `members` pairs each member's calibration history (as of the
     /// fit's as-of day, members first seen later left out) with their distinct
     /// purchase days in the holdout (see [`super::purchases_between`]).
-    pub fn holdout_check(&self, members: &[(PurchaseHistory, u32)], holdout_days: u32) -> HoldoutCheck {
+    pub fn holdout_check(
+        &self,
+        members: &[(PurchaseHistory, u32)],
+        holdout_days: u32,
+    ) -> HoldoutCheck {
         let t = f64::from(holdout_days) / self.unit.days();
-        let expected: Vec<f64> =
-            members.par_iter().with_min_len(4096).map(|(h, _)| self.purchases.params.expected_purchases(h, t)).collect();
+        let expected: Vec<f64> = members
+            .par_iter()
+            .with_min_len(4096)
+            .map(|(h, _)| self.purchases.params.expected_purchases(h, t))
+            .collect();
         let mut rows: Vec<FrequencyRow> = (0..=FREQUENCY_ROWS_TOP)
-            .map(|frequency| FrequencyRow { frequency, members: 0, mean_expected: 0.0, mean_actual: 0.0 })
+            .map(|frequency| FrequencyRow {
+                frequency,
+                members: 0,
+                mean_expected: 0.0,
+                mean_actual: 0.0,
+            })
             .collect();
         for ((h, actual), e) in members.iter().zip(&expected) {
             let row = &mut rows[(h.frequency as usize).min(FREQUENCY_ROWS_TOP as usize)];
@@ -250,14 +288,23 @@ mod tests {
             as_of_day: 10134,
             unit: TimeUnit::Week,
             purchases: BgNbdFit {
-                params: BgNbdParams { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 },
+                params: BgNbdParams {
+                    r: 0.243,
+                    alpha: 4.414,
+                    a: 0.793,
+                    b: 2.426,
+                },
                 log_likelihood: -9582.4,
                 members: 2357,
                 repeat_buyers: 1054,
                 evaluations: 1,
             },
             spend: GammaGammaFit {
-                params: GammaGammaParams { p: 6.25, q: 3.74, v: 15.44 },
+                params: GammaGammaParams {
+                    p: 6.25,
+                    q: 3.74,
+                    v: 15.44,
+                },
                 log_likelihood: -4000.0,
                 repeat_buyers: 946,
                 evaluations: 1,
@@ -268,8 +315,14 @@ mod tests {
     #[test]
     fn churn_tiers_follow_cut_points() {
         let cuts = ChurnCuts::new(0.2, 0.6).expect("valid cuts");
-        let cases = [(0.0, ChurnRisk::High), (0.19, ChurnRisk::High), (0.2, ChurnRisk::Medium),
-            (0.59, ChurnRisk::Medium), (0.6, ChurnRisk::Low), (1.0, ChurnRisk::Low)];
+        let cases = [
+            (0.0, ChurnRisk::High),
+            (0.19, ChurnRisk::High),
+            (0.2, ChurnRisk::Medium),
+            (0.59, ChurnRisk::Medium),
+            (0.6, ChurnRisk::Low),
+            (1.0, ChurnRisk::Low),
+        ];
         for (p, tier) in cases {
             assert_eq!(cuts.tier(p), tier, "p_alive {p}");
         }
@@ -281,15 +334,32 @@ mod tests {
     #[test]
     fn value_is_purchases_times_spend_and_discounting_lowers_it() {
         let m = model();
-        let h = PurchaseHistory { frequency: 2.0, recency: 30.43, age: 38.86, mean_repeat_value: 22.35 };
+        let h = PurchaseHistory {
+            frequency: 2.0,
+            recency: 30.43,
+            age: 38.86,
+            mean_repeat_value: 22.35,
+        };
         let plain = m.predict(&h, &PredictOptions::default());
         let spend = m.spend.params.expected_spend(&h);
-        assert_eq!(plain.predicted_value_cents, to_cents(plain.expected_purchases * spend));
+        assert_eq!(
+            plain.predicted_value_cents,
+            to_cents(plain.expected_purchases * spend)
+        );
         assert_eq!(plain.expected_spend_cents, to_cents(spend));
-        let discounted = m.predict(&h, &PredictOptions { monthly_discount_rate: 0.01, ..PredictOptions::default() });
+        let discounted = m.predict(
+            &h,
+            &PredictOptions {
+                monthly_discount_rate: 0.01,
+                ..PredictOptions::default()
+            },
+        );
         assert!(discounted.predicted_value_cents < plain.predicted_value_cents);
         // 90 days is three 30-day steps discounted by at most 1.01^3
-        assert!(discounted.predicted_value_cents as f64 > plain.predicted_value_cents as f64 / 1.01f64.powi(3) - 1.0);
+        assert!(
+            discounted.predicted_value_cents as f64
+                > plain.predicted_value_cents as f64 / 1.01f64.powi(3) - 1.0
+        );
         assert_eq!(plain.expected_purchases, discounted.expected_purchases);
     }
 
@@ -304,13 +374,33 @@ mod tests {
 
     #[test]
     fn rejects_invalid_histories_with_their_index() {
-        let good = PurchaseHistory { frequency: 1.0, recency: 1.0, age: 2.0, mean_repeat_value: 1.0 };
+        let good = PurchaseHistory {
+            frequency: 1.0,
+            recency: 1.0,
+            age: 2.0,
+            mean_repeat_value: 1.0,
+        };
         let bad = [
-            PurchaseHistory { frequency: 1.5, ..good },
-            PurchaseHistory { recency: 3.0, ..good },
-            PurchaseHistory { frequency: 0.0, ..good },
-            PurchaseHistory { age: f64::NAN, ..good },
-            PurchaseHistory { mean_repeat_value: -1.0, ..good },
+            PurchaseHistory {
+                frequency: 1.5,
+                ..good
+            },
+            PurchaseHistory {
+                recency: 3.0,
+                ..good
+            },
+            PurchaseHistory {
+                frequency: 0.0,
+                ..good
+            },
+            PurchaseHistory {
+                age: f64::NAN,
+                ..good
+            },
+            PurchaseHistory {
+                mean_repeat_value: -1.0,
+                ..good
+            },
         ];
         for b in bad {
             let mut all = vec![good; 300];
@@ -329,8 +419,17 @@ mod tests {
             .map(|i| {
                 let x = (i % 5) as f64;
                 let age = 10.0 + (i % 37) as f64;
-                let recency = if x > 0.0 { age * ((i % 11) as f64 + 1.0) / 12.0 } else { 0.0 };
-                PurchaseHistory { frequency: x, recency, age, mean_repeat_value: if x > 0.0 { spend(i) } else { 0.0 } }
+                let recency = if x > 0.0 {
+                    age * ((i % 11) as f64 + 1.0) / 12.0
+                } else {
+                    0.0
+                };
+                PurchaseHistory {
+                    frequency: x,
+                    recency,
+                    age,
+                    mean_repeat_value: if x > 0.0 { spend(i) } else { 0.0 },
+                }
             })
             .collect()
     }
@@ -340,32 +439,99 @@ mod tests {
         let options = FitOptions::default();
         let ordinary = |i: usize| 10.0 + (i % 13) as f64;
         assert!(fit(&members(1000, ordinary), 0, TimeUnit::Day, &options).is_ok());
-        let err = |h: &[PurchaseHistory], o: &FitOptions| fit(h, 0, TimeUnit::Day, o).expect_err("must not fit");
-        assert_eq!(err(&members(50, ordinary), &options), PredictError::TooFewMembers { members: 50, minimum: 100 });
+        let err = |h: &[PurchaseHistory], o: &FitOptions| {
+            fit(h, 0, TimeUnit::Day, o).expect_err("must not fit")
+        };
+        assert_eq!(
+            err(&members(50, ordinary), &options),
+            PredictError::TooFewMembers {
+                members: 50,
+                minimum: 100
+            }
+        );
         let mut few_repeaters = members(1000, ordinary);
-        few_repeaters.iter_mut().skip(10).for_each(|h| *h = PurchaseHistory { frequency: 0.0, recency: 0.0, ..*h });
-        assert!(matches!(err(&few_repeaters, &options), PredictError::TooFewRepeatBuyers { minimum: 20, .. }));
-        let all_repeat: Vec<PurchaseHistory> = members(1000, ordinary).into_iter().filter(|h| h.frequency > 0.0).collect();
-        assert!(matches!(err(&all_repeat, &options), PredictError::Unidentified { model: "BG/NBD", .. }));
-        let starved = FitOptions { max_evaluations: 5, ..options };
-        assert!(matches!(err(&members(1000, ordinary), &starved), PredictError::NotConverged { evaluations: 5.., .. }));
+        few_repeaters.iter_mut().skip(10).for_each(|h| {
+            *h = PurchaseHistory {
+                frequency: 0.0,
+                recency: 0.0,
+                ..*h
+            }
+        });
+        assert!(matches!(
+            err(&few_repeaters, &options),
+            PredictError::TooFewRepeatBuyers { minimum: 20, .. }
+        ));
+        let all_repeat: Vec<PurchaseHistory> = members(1000, ordinary)
+            .into_iter()
+            .filter(|h| h.frequency > 0.0)
+            .collect();
+        assert!(matches!(
+            err(&all_repeat, &options),
+            PredictError::Unidentified {
+                model: "BG/NBD",
+                ..
+            }
+        ));
+        let starved = FitOptions {
+            max_evaluations: 5,
+            ..options
+        };
+        assert!(matches!(
+            err(&members(1000, ordinary), &starved),
+            PredictError::NotConverged {
+                evaluations: 5..,
+                ..
+            }
+        ));
         // Spend spread over twelve orders of magnitude: no finite mean spend.
         let wild = |i: usize| 10f64.powf((i * 7919 % 1000) as f64 / 1000.0 * 12.0 - 4.0);
-        assert!(matches!(err(&members(1000, wild), &options), PredictError::Unidentified { model: "Gamma-Gamma", .. }));
+        assert!(matches!(
+            err(&members(1000, wild), &options),
+            PredictError::Unidentified {
+                model: "Gamma-Gamma",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn holdout_check_groups_by_frequency() {
         let m = model();
-        let h = |x: f64| PurchaseHistory { frequency: x, recency: if x > 0.0 { 10.0 } else { 0.0 }, age: 30.0, mean_repeat_value: 0.0 };
-        let members = vec![(h(0.0), 0), (h(0.0), 2), (h(1.0), 1), (h(9.0), 4), (h(12.0), 6)];
+        let h = |x: f64| PurchaseHistory {
+            frequency: x,
+            recency: if x > 0.0 { 10.0 } else { 0.0 },
+            age: 30.0,
+            mean_repeat_value: 0.0,
+        };
+        let members = vec![
+            (h(0.0), 0),
+            (h(0.0), 2),
+            (h(1.0), 1),
+            (h(9.0), 4),
+            (h(12.0), 6),
+        ];
         let check = m.holdout_check(&members, 39 * 7);
         assert_eq!(check.members, 5);
         assert_eq!(check.actual_total, 13);
         assert_eq!(check.by_frequency.len(), 8);
-        assert_eq!((check.by_frequency[0].members, check.by_frequency[0].mean_actual), (2, 1.0));
-        assert_eq!((check.by_frequency[7].members, check.by_frequency[7].mean_actual), (2, 5.0));
-        let expected: f64 = members.iter().map(|(h, _)| m.purchases.params.expected_purchases(h, 39.0)).sum();
+        assert_eq!(
+            (
+                check.by_frequency[0].members,
+                check.by_frequency[0].mean_actual
+            ),
+            (2, 1.0)
+        );
+        assert_eq!(
+            (
+                check.by_frequency[7].members,
+                check.by_frequency[7].mean_actual
+            ),
+            (2, 5.0)
+        );
+        let expected: f64 = members
+            .iter()
+            .map(|(h, _)| m.purchases.params.expected_purchases(h, 39.0))
+            .sum();
         assert!((check.expected_total - expected).abs() < 1e-9);
     }
 }

@@ -49,7 +49,8 @@ pub(crate) fn bfgs(
     max_evaluations: usize,
 ) -> Result<Minimum, OptimiseError> {
     let n = start.len();
-    let small = |g: &[f64], tol: f64, value: f64| g.iter().all(|v| v.abs() <= tol * value.abs().max(1.0));
+    let small =
+        |g: &[f64], tol: f64, value: f64| g.iter().all(|v| v.abs() <= tol * value.abs().max(1.0));
     let mut x = start.to_vec();
     let mut g = vec![0.0; n];
     let mut value = f(&x, &mut g);
@@ -59,28 +60,42 @@ pub(crate) fn bfgs(
     }
     // Inverse Hessian estimate, row-major; starts as the identity, rescaled after
     // the first step (Nocedal & Wright, eq. 6.20).
-    let mut h: Vec<f64> = (0..n * n).map(|k| if k % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
+    let mut h: Vec<f64> = (0..n * n)
+        .map(|k| if k % (n + 1) == 0 { 1.0 } else { 0.0 })
+        .collect();
     let mut first_step = true;
     let mut stalled = 0;
     let (mut x_new, mut g_new) = (vec![0.0; n], vec![0.0; n]);
     loop {
         if small(&g, gradient_tol, value) {
-            return Ok(Minimum { x, value, evaluations });
+            return Ok(Minimum {
+                x,
+                value,
+                evaluations,
+            });
         }
         if evaluations >= max_evaluations {
             return Err(OptimiseError::NotConverged { evaluations });
         }
-        let mut direction: Vec<f64> = (0..n).map(|i| -(0..n).map(|j| h[i * n + j] * g[j]).sum::<f64>()).collect();
+        let mut direction: Vec<f64> = (0..n)
+            .map(|i| -(0..n).map(|j| h[i * n + j] * g[j]).sum::<f64>())
+            .collect();
         let mut slope: f64 = direction.iter().zip(&g).map(|(d, gi)| d * gi).sum();
         if slope >= 0.0 {
             // Not a descent direction (lost curvature): restart from steepest descent.
-            h.iter_mut().enumerate().for_each(|(k, v)| *v = if k % (n + 1) == 0 { 1.0 } else { 0.0 });
+            h.iter_mut()
+                .enumerate()
+                .for_each(|(k, v)| *v = if k % (n + 1) == 0 { 1.0 } else { 0.0 });
             direction = g.iter().map(|v| -v).collect();
             slope = -g.iter().map(|v| v * v).sum::<f64>();
         }
         // The first step moves at most 1 in log-parameter space.
         let norm = direction.iter().map(|d| d * d).sum::<f64>().sqrt();
-        let mut step = if first_step { (1.0 / norm).min(1.0) } else { 1.0 };
+        let mut step = if first_step {
+            (1.0 / norm).min(1.0)
+        } else {
+            1.0
+        };
         // Backtracking line search with the Armijo condition.
         let new_value = loop {
             for i in 0..n {
@@ -88,7 +103,10 @@ pub(crate) fn bfgs(
             }
             let v = f(&x_new, &mut g_new);
             evaluations += 1;
-            if v.is_finite() && g_new.iter().all(|d| d.is_finite()) && v <= value + 1e-4 * step * slope {
+            if v.is_finite()
+                && g_new.iter().all(|d| d.is_finite())
+                && v <= value + 1e-4 * step * slope
+            {
                 break Some(v);
             }
             if evaluations >= max_evaluations || step < 1e-12 {
@@ -98,7 +116,11 @@ pub(crate) fn bfgs(
         };
         let floor = || {
             if small(&g, FLOOR_GRADIENT, value) {
-                Ok(Minimum { x: x.clone(), value, evaluations })
+                Ok(Minimum {
+                    x: x.clone(),
+                    value,
+                    evaluations,
+                })
             } else {
                 Err(OptimiseError::NotConverged { evaluations })
             }
@@ -108,25 +130,36 @@ pub(crate) fn bfgs(
         let Some(new_value) = new_value else {
             return floor();
         };
-        stalled = if value - new_value <= 1e-13 * value.abs().max(1.0) { stalled + 1 } else { 0 };
+        stalled = if value - new_value <= 1e-13 * value.abs().max(1.0) {
+            stalled + 1
+        } else {
+            0
+        };
         if stalled >= 3 {
             return floor();
         }
         let s: Vec<f64> = (0..n).map(|i| x_new[i] - x[i]).collect();
         let y: Vec<f64> = (0..n).map(|i| g_new[i] - g[i]).collect();
         let sy: f64 = s.iter().zip(&y).map(|(a, b)| a * b).sum();
-        if sy > 1e-12 * s.iter().map(|v| v * v).sum::<f64>().sqrt() * y.iter().map(|v| v * v).sum::<f64>().sqrt() {
+        if sy
+            > 1e-12
+                * s.iter().map(|v| v * v).sum::<f64>().sqrt()
+                * y.iter().map(|v| v * v).sum::<f64>().sqrt()
+        {
             if first_step {
                 let scale = sy / y.iter().map(|v| v * v).sum::<f64>();
                 h.iter_mut().for_each(|v| *v *= scale);
             }
             // H <- (I - ρ s yᵀ) H (I - ρ y sᵀ) + ρ s sᵀ
             let rho = 1.0 / sy;
-            let hy: Vec<f64> = (0..n).map(|i| (0..n).map(|j| h[i * n + j] * y[j]).sum()).collect();
+            let hy: Vec<f64> = (0..n)
+                .map(|i| (0..n).map(|j| h[i * n + j] * y[j]).sum())
+                .collect();
             let yhy: f64 = y.iter().zip(&hy).map(|(a, b)| a * b).sum();
             for i in 0..n {
                 for j in 0..n {
-                    h[i * n + j] += (1.0 + rho * yhy) * rho * s[i] * s[j] - rho * (hy[i] * s[j] + s[i] * hy[j]);
+                    h[i * n + j] +=
+                        (1.0 + rho * yhy) * rho * s[i] * s[j] - rho * (hy[i] * s[j] + s[i] * hy[j]);
                 }
             }
         }
@@ -169,8 +202,12 @@ pub(crate) fn nelder_mead(
     let mut best = (start.to_vec(), start_value);
     for _ in 0..=MAX_RESTARTS {
         let budget = tol.max_evaluations.saturating_sub(evaluations);
-        let (run, used) = simplex_run(&mut eval, &best.0, best.1, step, budget, tol)
-            .map_err(|used| OptimiseError::NotConverged { evaluations: evaluations + used })?;
+        let (run, used) =
+            simplex_run(&mut eval, &best.0, best.1, step, budget, tol).map_err(|used| {
+                OptimiseError::NotConverged {
+                    evaluations: evaluations + used,
+                }
+            })?;
         evaluations += used;
         if !run.1.is_finite() || run.0.iter().any(|v| !v.is_finite()) {
             // Ran off to infinity: there is no minimum.
@@ -182,7 +219,11 @@ pub(crate) fn nelder_mead(
             break;
         }
     }
-    Ok(Minimum { x: best.0, value: best.1, evaluations })
+    Ok(Minimum {
+        x: best.0,
+        value: best.1,
+        evaluations,
+    })
 }
 
 /// One Nelder-Mead run from `start` (whose value is known) until convergence:
@@ -198,7 +239,12 @@ fn simplex_run(
 ) -> Result<((Vec<f64>, f64), usize), usize> {
     let n = start.len();
     let dim = n as f64;
-    let (reflect, expand, contract, shrink) = (1.0, 1.0 + 2.0 / dim, 0.75 - 1.0 / (2.0 * dim), 1.0 - 1.0 / dim);
+    let (reflect, expand, contract, shrink) = (
+        1.0,
+        1.0 + 2.0 / dim,
+        0.75 - 1.0 / (2.0 * dim),
+        1.0 - 1.0 / dim,
+    );
     let mut points: Vec<(Vec<f64>, f64)> = Vec::with_capacity(n + 1);
     points.push((start.to_vec(), start_value));
     for i in 0..n {
@@ -224,10 +270,15 @@ fn simplex_run(
         if used >= budget {
             return Err(used);
         }
-        let centroid: Vec<f64> =
-            (0..n).map(|j| points[..n].iter().map(|(p, _)| p[j]).sum::<f64>() / dim).collect();
+        let centroid: Vec<f64> = (0..n)
+            .map(|j| points[..n].iter().map(|(p, _)| p[j]).sum::<f64>() / dim)
+            .collect();
         let toward = |coef: f64, from: &[f64]| -> Vec<f64> {
-            centroid.iter().zip(from).map(|(c, w)| c + coef * (c - w)).collect()
+            centroid
+                .iter()
+                .zip(from)
+                .map(|(c, w)| c + coef * (c - w))
+                .collect()
         };
         let worst_point = points[n].0.clone();
         let xr = toward(reflect, &worst_point);
@@ -274,18 +325,33 @@ fn simplex_run(
 mod tests {
     use super::*;
 
-    const TIGHT: Tolerance = Tolerance { f_abs: 1e-14, x_abs: 1e-9, max_evaluations: 20_000 };
+    const TIGHT: Tolerance = Tolerance {
+        f_abs: 1e-14,
+        x_abs: 1e-9,
+        max_evaluations: 20_000,
+    };
 
     fn rosenbrock(x: &[f64]) -> f64 {
-        x.windows(2).map(|w| 100.0 * (w[1] - w[0] * w[0]).powi(2) + (1.0 - w[0]).powi(2)).sum()
+        x.windows(2)
+            .map(|w| 100.0 * (w[1] - w[0] * w[0]).powi(2) + (1.0 - w[0]).powi(2))
+            .sum()
     }
 
     #[test]
     fn finds_rosenbrock_minimum_in_2_to_4_dimensions() {
-        for start in [vec![-1.2, 1.0], vec![-1.0, 0.5, 2.0], vec![0.0, 0.0, 0.0, 0.0], vec![3.0, -3.0, 3.0, -3.0]] {
+        for start in [
+            vec![-1.2, 1.0],
+            vec![-1.0, 0.5, 2.0],
+            vec![0.0, 0.0, 0.0, 0.0],
+            vec![3.0, -3.0, 3.0, -3.0],
+        ] {
             let m = nelder_mead(rosenbrock, &start, 0.5, TIGHT).expect("converges");
             for xi in &m.x {
-                assert!((xi - 1.0).abs() < 1e-5, "start {start:?} ended at {:?}", m.x);
+                assert!(
+                    (xi - 1.0).abs() < 1e-5,
+                    "start {start:?} ended at {:?}",
+                    m.x
+                );
             }
             assert!(m.value < 1e-10);
         }
@@ -303,10 +369,19 @@ mod tests {
 
     #[test]
     fn bfgs_finds_rosenbrock_minimum() {
-        for start in [vec![-1.2, 1.0], vec![-1.0, 0.5, 2.0], vec![0.0, 0.0, 0.0, 0.0], vec![3.0, -3.0, 3.0, -3.0]] {
+        for start in [
+            vec![-1.2, 1.0],
+            vec![-1.0, 0.5, 2.0],
+            vec![0.0, 0.0, 0.0, 0.0],
+            vec![3.0, -3.0, 3.0, -3.0],
+        ] {
             let m = bfgs(rosenbrock_with_gradient, &start, 1e-10, 10_000).expect("converges");
             for xi in &m.x {
-                assert!((xi - 1.0).abs() < 1e-7, "start {start:?} ended at {:?}", m.x);
+                assert!(
+                    (xi - 1.0).abs() < 1e-7,
+                    "start {start:?} ended at {:?}",
+                    m.x
+                );
             }
             assert!(m.evaluations < 500, "{} evaluations", m.evaluations);
         }
@@ -324,9 +399,16 @@ mod tests {
             (x[0] - 1.0).powi(2) + 10.0 * (x[1] - 2.0).powi(2)
         };
         let m = bfgs(f, &[0.6, -5.0], 1e-12, 1000).expect("converges");
-        assert!((m.x[0] - 1.0).abs() < 1e-9 && (m.x[1] - 2.0).abs() < 1e-9, "{:?}", m.x);
+        assert!(
+            (m.x[0] - 1.0).abs() < 1e-9 && (m.x[1] - 2.0).abs() < 1e-9,
+            "{:?}",
+            m.x
+        );
         let nan = |_: &[f64], _: &mut [f64]| f64::NAN;
-        assert_eq!(bfgs(nan, &[1.0], 1e-9, 100).unwrap_err(), OptimiseError::NonFiniteStart);
+        assert_eq!(
+            bfgs(nan, &[1.0], 1e-9, 100).unwrap_err(),
+            OptimiseError::NonFiniteStart
+        );
         let err = bfgs(rosenbrock_with_gradient, &[-1.2, 1.0], 1e-12, 10).unwrap_err();
         assert!(matches!(err, OptimiseError::NotConverged { .. }), "{err:?}");
         // Unbounded below: never converges.
@@ -340,7 +422,9 @@ mod tests {
     #[test]
     fn finds_shifted_quadratic_with_unequal_scales() {
         let target = [3.0, -7.0, 0.25];
-        let f = |x: &[f64]| (x[0] - 3.0).powi(2) + 1e4 * (x[1] + 7.0).powi(2) + 1e-2 * (x[2] - 0.25).powi(2);
+        let f = |x: &[f64]| {
+            (x[0] - 3.0).powi(2) + 1e4 * (x[1] + 7.0).powi(2) + 1e-2 * (x[2] - 0.25).powi(2)
+        };
         let m = nelder_mead(f, &[0.0, 0.0, 0.0], 1.0, TIGHT).expect("converges");
         for (got, want) in m.x.iter().zip(target) {
             assert!((got - want).abs() < 1e-5, "{:?}", m.x);
@@ -350,16 +434,32 @@ mod tests {
     #[test]
     fn backs_away_from_non_finite_region() {
         // Minimum at x = 1 next to a wall of NaN for x < 0.5.
-        let f = |x: &[f64]| if x[0] < 0.5 { f64::NAN } else { (x[0] - 1.0).powi(2) + (x[1] - 2.0).powi(2) };
+        let f = |x: &[f64]| {
+            if x[0] < 0.5 {
+                f64::NAN
+            } else {
+                (x[0] - 1.0).powi(2) + (x[1] - 2.0).powi(2)
+            }
+        };
         let m = nelder_mead(f, &[0.6, 0.0], 1.0, TIGHT).expect("converges");
-        assert!((m.x[0] - 1.0).abs() < 1e-6 && (m.x[1] - 2.0).abs() < 1e-6, "{:?}", m.x);
+        assert!(
+            (m.x[0] - 1.0).abs() < 1e-6 && (m.x[1] - 2.0).abs() < 1e-6,
+            "{:?}",
+            m.x
+        );
     }
 
     #[test]
     fn reports_non_finite_start_and_exhausted_budget() {
         let nan = |_: &[f64]| f64::NAN;
-        assert_eq!(nelder_mead(nan, &[1.0], 0.1, TIGHT).unwrap_err(), OptimiseError::NonFiniteStart);
-        let tiny = Tolerance { max_evaluations: 20, ..TIGHT };
+        assert_eq!(
+            nelder_mead(nan, &[1.0], 0.1, TIGHT).unwrap_err(),
+            OptimiseError::NonFiniteStart
+        );
+        let tiny = Tolerance {
+            max_evaluations: 20,
+            ..TIGHT
+        };
         let err = nelder_mead(rosenbrock, &[-1.2, 1.0], 0.5, tiny).unwrap_err();
         assert!(matches!(err, OptimiseError::NotConverged { evaluations } if evaluations >= 20));
     }
@@ -369,7 +469,10 @@ mod tests {
         // Decreases forever along x: the simplex keeps expanding until the budget ends
         // or values overflow to -inf; either way there is no minimum to report as found.
         let f = |x: &[f64]| -x[0];
-        let budget = Tolerance { max_evaluations: 2_000, ..TIGHT };
+        let budget = Tolerance {
+            max_evaluations: 2_000,
+            ..TIGHT
+        };
         assert!(nelder_mead(f, &[0.0], 1.0, budget).is_err());
     }
 }

@@ -144,6 +144,10 @@ fn main() {
     let predictions = model.predict_all(&histories, &options);
     let scored = started.elapsed();
 
+    println!(
+        "members {}, repeat buyers {} (Gamma-Gamma uses {})",
+        model.purchases.members, model.purchases.repeat_buyers, model.spend.repeat_buyers
+    );
     let bg = model.purchases.params;
     let gg = model.spend.params;
     println!(

@@ -162,6 +162,9 @@ fn cdnow_predictions_match_lifetimes_to_1e6() {
         [3.0, 10.0, 1e4],
         [60.0, 77.0, 78.0],
         [25.0, 3.0, 78.0],
+        [40.0, 5.0, 6.0],
+        [300.0, 50.0, 60.0],
+        [500.0, 590.0, 600.0],
     ]);
     let params = c.model.purchases.params;
     for t in [1.0, 39.0, 104.0] {

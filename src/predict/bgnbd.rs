@@ -63,7 +63,8 @@ impl BgNbdParams {
     /// · P(alive), z = t/(α+T+t). For t ≤ (α+T)/2 the bracket is summed through Pfaff's
     /// transformation, 1 - 2F1(r+x, a-1; a+b+x-1; -t/(α+T)), whose terms all carry the
     /// factor (a-1): dividing it out analytically avoids the cancellation for short
-    /// horizons and the 0/0 at a = 1.
+    /// horizons and the 0/0 at a = 1. Longer horizons use Euler's transformation,
+    /// which keeps the series short and finite for members with many purchases.
     pub fn expected_purchases(&self, h: &PurchaseHistory, t: f64) -> f64 {
         if t <= 0.0 {
             return 0.0;
@@ -77,10 +78,11 @@ impl BgNbdParams {
             let tail_over = hypergeometric_tail(big_a, a - 1.0, big_c, -w, big_a / big_c * -w);
             -big_c * tail_over
         } else {
+            // Euler: (1-z)^A 2F1(A, b+x; C; z) = (1-z)^(a-1) 2F1(C-A, a-1; C; z), whose
+            // terms shrink like n^(a-2-r-x) z^n instead of growing like n^(r+x-a) z^n.
             let z = t / (alpha + h.age + t);
-            let log_scale = big_a * (1.0 - z).ln();
-            let bracket = 1.0 - (log_scale + hyp2f1(big_a, b + x, big_c, z).ln()).exp();
-            big_c / (a - 1.0) * bracket
+            let scaled = (a - 1.0) * (1.0 - z).ln() + hyp2f1(big_c - big_a, a - 1.0, big_c, z).ln();
+            big_c / (a - 1.0) * -scaled.exp_m1()
         };
         unconditional * self.p_alive(h)
     }
@@ -508,6 +510,15 @@ mod tests {
         assert!(
             (e / (CDNOW.p_alive(&m) * rate * t) - 1.0).abs() < 1e-5,
             "{e}"
+        );
+        // Very frequent buyers over long horizons stay finite: rate (r+x)/(α+T) times
+        // a horizon discounted by dropout, so below rate · t.
+        let heavy = h(2000.0, 77.0, 78.0);
+        let e = CDNOW.expected_purchases(&heavy, 1000.0);
+        let bound = (CDNOW.r + 2000.0) / (CDNOW.alpha + 78.0) * 1000.0;
+        assert!(
+            e.is_finite() && e > 0.0 && e < bound,
+            "{e} vs bound {bound}"
         );
         // a = 1 exactly is a removable singularity in the Pfaff branch.
         let p1 = BgNbdParams { a: 1.0, ..CDNOW };

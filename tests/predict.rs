@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use chrono::NaiveDate;
 use rekindle::predict::{
-    fit, purchases_between, BgNbdParams, DaySpend, FitOptions, FittedModel, GammaGammaParams,
+    calibration_and_holdout, fit, BgNbdParams, DaySpend, FitOptions, FittedModel, GammaGammaParams,
     PurchaseHistory, TimeUnit,
 };
 
@@ -221,10 +221,9 @@ fn cdnow_holdout_check_tracks_actual_repeat_purchases() {
     let c = cdnow_fit();
     let (end, holdout_end) = (day(CALIBRATION_END), day(HOLDOUT_END));
     let members: Vec<(PurchaseHistory, u32)> = c
-        .histories
-        .iter()
-        .zip(c.orders.values())
-        .map(|(h, o)| (*h, purchases_between(o, end, holdout_end)))
+        .orders
+        .values()
+        .filter_map(|o| calibration_and_holdout(o, end, holdout_end, TimeUnit::Week))
         .collect();
     let check = c.model.holdout_check(&members, (holdout_end - end) as u32);
     assert_eq!(check.members, 2357);

@@ -139,6 +139,23 @@ pub fn purchases_between(orders: &[DaySpend], calibration_end: i32, holdout_end:
     days.len() as u32
 }
 
+/// One member's calibration history as of `calibration_end` and their purchases in
+/// (`calibration_end`, `holdout_end`], as lifetimes' `calibration_and_holdout_data`
+/// gives them: `None` for a member whose first order comes after `calibration_end`.
+/// Feed the pairs to [`super::FittedModel::holdout_check`].
+pub fn calibration_and_holdout(
+    orders: &[DaySpend],
+    calibration_end: i32,
+    holdout_end: i32,
+    unit: TimeUnit,
+) -> Option<(PurchaseHistory, u32)> {
+    let history = PurchaseHistory::from_order_days(orders, calibration_end, unit)?;
+    Some((
+        history,
+        purchases_between(orders, calibration_end, holdout_end),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +237,19 @@ mod tests {
         assert_eq!(purchases_between(&o, 10, 30), 2);
         assert_eq!(purchases_between(&o, 9, 31), 4);
         assert_eq!(purchases_between(&o, 31, 40), 0);
+    }
+
+    #[test]
+    fn splits_calibration_and_holdout() {
+        let o = orders(&[(10, 100), (15, 200), (20, 300), (20, 50), (31, 1)]);
+        let (h, holdout) =
+            calibration_and_holdout(&o, 15, 30, TimeUnit::Day).expect("first order in calibration");
+        assert_eq!(
+            (h.frequency, h.recency, h.age, h.mean_repeat_value),
+            (1.0, 5.0, 5.0, 2.0)
+        );
+        assert_eq!(holdout, 1);
+        assert_eq!(calibration_and_holdout(&o, 9, 30, TimeUnit::Day), None);
     }
 
     #[test]

@@ -17,15 +17,20 @@ mod gamma_gamma;
 mod history;
 mod model;
 mod optimise;
+mod settings;
 mod special;
 
 pub use bgnbd::{BgNbdFit, BgNbdParams};
 pub use gamma_gamma::{GammaGammaFit, GammaGammaParams};
-pub use history::{purchases_between, DaySpend, PurchaseHistory, TimeUnit, UnknownTimeUnit};
+pub use history::{
+    calibration_and_holdout, purchases_between, DaySpend, PurchaseHistory, TimeUnit,
+    UnknownTimeUnit,
+};
 pub use model::{
     fit, ChurnCuts, ChurnRisk, FittedModel, FrequencyRow, HoldoutCheck, MemberPrediction,
     PredictOptions,
 };
+pub use settings::PredictSettings;
 
 use rayon::prelude::*;
 

@@ -27,7 +27,7 @@ pub struct BgNbdParams {
 
 impl BgNbdParams {
     /// The log-likelihood of one member's (x, t_x, T), eq. (6) of the paper,
-    /// written as in lifetimes: A1 + A2 + ln(e^A3 + [x>0] e^A4).
+    /// written as in lifetimes: A1 + A2 + ln(e^A3 + δ(x>0) e^A4).
     pub fn log_likelihood(&self, h: &PurchaseHistory) -> f64 {
         let Self { r, alpha, a, b } = *self;
         let x = h.frequency;
@@ -131,7 +131,7 @@ impl FitData {
     /// Σ log-likelihood over all members, and its gradient with respect to
     /// (r, alpha, a, b) written into `grad`.
     ///
-    /// Per member LL = A1 + A2 + ln(e^A3 + [x>0] e^A4) (see [`BgNbdParams::log_likelihood`]);
+    /// Per member LL = A1 + A2 + ln(e^A3 + δ(x>0) e^A4) (see [`BgNbdParams::log_likelihood`]);
     /// A1 and A2 depend only on x and are added once per x with their member counts.
     /// With w4 = e^A4 / (e^A3 + e^A4) the weight of the "dropped out after the last
     /// purchase" branch, the mixture term's derivatives are

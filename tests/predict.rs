@@ -394,3 +394,41 @@ fn fit_recovers_simulated_parameters() {
         );
     }
 }
+
+#[test]
+fn day_and_week_units_give_the_same_model() {
+    let c = cdnow_fit();
+    let end = day(CALIBRATION_END);
+    let in_days: Vec<PurchaseHistory> = c
+        .orders
+        .values()
+        .filter_map(|o| PurchaseHistory::from_order_days(o, end, TimeUnit::Day))
+        .collect();
+    let daily = fit(&in_days, end, TimeUnit::Day, &FitOptions::default()).expect("fits in days");
+    let (w, d) = (c.model.purchases.params, daily.purchases.params);
+    for (name, weekly, in_days) in [
+        ("r", w.r, d.r),
+        ("alpha", w.alpha * 7.0, d.alpha),
+        ("a", w.a, d.a),
+        ("b", w.b, d.b),
+    ] {
+        assert!(
+            within(in_days, weekly, 1e-5),
+            "{name}: {in_days} vs {weekly}"
+        );
+    }
+    assert!(within(daily.spend.params.v, c.model.spend.params.v, 1e-9));
+    // Same member, same horizon: same predictions whichever unit.
+    let options = rekindle::predict::PredictOptions::default();
+    for (weekly, daily_h) in c.histories.iter().zip(&in_days).take(200) {
+        let (a, b) = (
+            c.model.predict(weekly, &options),
+            daily.predict(daily_h, &options),
+        );
+        assert!(
+            within(b.p_alive, a.p_alive, 1e-4)
+                && within(b.expected_purchases, a.expected_purchases, 1e-4),
+            "{a:?} vs {b:?}"
+        );
+    }
+}

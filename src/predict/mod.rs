@@ -9,8 +9,9 @@
 //!
 //! Flow: [`PurchaseHistory::from_order_days`] per member -> [`fit`] ->
 //! [`FittedModel::predict`] / [`FittedModel::predict_all`] per member, and
-//! [`FittedModel::holdout_check`] to compare expected with actual purchases after
-//! the fit date.
+//! [`FittedModel::holdout_check`] (with [`calibration_and_holdout`]) to compare
+//! expected with actual purchases after the fit date. [`PredictSettings`] is the
+//! `[predict]` table of config.toml and decides when a stored model is due for a refit.
 
 mod bgnbd;
 mod gamma_gamma;

@@ -9,6 +9,7 @@
 //! go through `PurchaseHistory::from_order_days` like real ones.
 //!
 //! cargo bench --bench predict -- [--members N] [--seed S] [--skip-lifetimes]
+//!     [--orders orders.csv --as-of YYYY-MM-DD]   (read a generated data set instead)
 //! (lifetimes runs through $REKINDLE_PYTHON, default python3)
 
 use std::io::Write;
@@ -37,6 +38,9 @@ struct Args {
     members: usize,
     seed: u64,
     lifetimes: bool,
+    /// An orders.csv (docs' data contract) to read instead of drawing members.
+    orders_csv: Option<PathBuf>,
+    as_of: i32,
 }
 
 fn parse_args() -> Args {
@@ -44,6 +48,8 @@ fn parse_args() -> Args {
         members: 1_000_000,
         seed: 8,
         lifetimes: true,
+        orders_csv: None,
+        as_of: AS_OF,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,6 +59,14 @@ fn parse_args() -> Args {
             }
             "--seed" => args.seed = it.next().and_then(|v| v.parse().ok()).expect("--seed S"),
             "--skip-lifetimes" => args.lifetimes = false,
+            "--orders" => args.orders_csv = Some(PathBuf::from(it.next().expect("--orders PATH"))),
+            "--as-of" => {
+                args.as_of = it
+                    .next()
+                    .as_deref()
+                    .and_then(day_of)
+                    .expect("--as-of YYYY-MM-DD")
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -98,6 +112,58 @@ fn draw_member(rng: &mut StdRng, orders: &mut Vec<DaySpend>) {
     }
 }
 
+/// Days since 1970-01-01 of the date that `text` starts with (YYYY-MM-DD).
+fn day_of(text: &str) -> Option<i32> {
+    let date = chrono::NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d").ok()?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    Some((date - epoch).num_days() as i32)
+}
+
+/// Decimal text with up to 2 places (unit_price) in cents.
+fn cents_of(text: &str) -> Option<i64> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let frac = format!("{:0<2}", frac);
+    Some(whole.parse::<i64>().ok()? * 100 + frac.get(..2)?.parse::<i64>().ok()?)
+}
+
+/// Order lines of an orders.csv grouped by member, each line as (UTC day,
+/// unit_price x qty x (1 - discount_pct/100) rounded half away from zero).
+fn read_orders(path: &std::path::Path) -> Vec<Vec<DaySpend>> {
+    let mut reader = csv::Reader::from_path(path).expect("open orders.csv");
+    let headers = reader.headers().expect("header row").clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
+    let (member, ts, price, qty) = (
+        column("member_id"),
+        column("ts"),
+        column("unit_price"),
+        column("qty"),
+    );
+    let discount = headers.iter().position(|h| h == "discount_pct");
+    let mut by_member: rustc_hash::FxHashMap<String, Vec<DaySpend>> = Default::default();
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record).expect("read orders.csv") {
+        let (Some(day), Some(unit_cents), Ok(qty)) = (
+            day_of(&record[ts]),
+            cents_of(&record[price]),
+            record[qty].parse::<i64>(),
+        ) else {
+            continue;
+        };
+        let pct: f64 = discount.and_then(|d| record[d].parse().ok()).unwrap_or(0.0);
+        let cents = (unit_cents as f64 * qty as f64 * (1.0 - pct / 100.0)).round() as i64;
+        by_member
+            .entry(record[member].to_string())
+            .or_default()
+            .push(DaySpend { day, cents });
+    }
+    by_member.into_values().collect()
+}
+
 fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -105,35 +171,53 @@ fn seconds(d: Duration) -> f64 {
 fn main() {
     let args = parse_args();
     let threads = rayon::current_num_threads();
-    println!(
-        "predict benchmark: {} members, seed {}, {} rayon threads",
-        args.members, args.seed, threads
-    );
-
     let started = Instant::now();
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let mut orders = Vec::new();
-    let mut all_orders: Vec<Vec<DaySpend>> = Vec::with_capacity(args.members);
-    for _ in 0..args.members {
-        draw_member(&mut rng, &mut orders);
-        all_orders.push(orders.clone());
-    }
+    let all_orders: Vec<Vec<DaySpend>> = match &args.orders_csv {
+        Some(path) => {
+            println!(
+                "predict benchmark: orders from {}, as of day {}, {threads} rayon threads",
+                path.display(),
+                args.as_of
+            );
+            read_orders(path)
+        }
+        None => {
+            println!(
+                "predict benchmark: {} members drawn with seed {}, {threads} rayon threads",
+                args.members, args.seed
+            );
+            let mut rng = StdRng::seed_from_u64(args.seed);
+            let mut orders = Vec::new();
+            (0..args.members)
+                .map(|_| {
+                    draw_member(&mut rng, &mut orders);
+                    orders.clone()
+                })
+                .collect()
+        }
+    };
     let order_count: usize = all_orders.iter().map(Vec::len).sum();
     println!(
-        "generated {order_count} orders in {:.2} s (not timed below)",
+        "{} members with {order_count} order lines ready in {:.2} s (not timed below)",
+        all_orders.len(),
         seconds(started.elapsed())
     );
 
     let started = Instant::now();
     let histories: Vec<PurchaseHistory> = all_orders
         .iter()
-        .filter_map(|o| PurchaseHistory::from_order_days(o, AS_OF, TimeUnit::Day))
+        .filter_map(|o| PurchaseHistory::from_order_days(o, args.as_of, TimeUnit::Day))
         .collect();
     let built = started.elapsed();
 
     let started = Instant::now();
-    let model =
-        fit(&histories, AS_OF, TimeUnit::Day, &FitOptions::default()).expect("synthetic data fits");
+    let model = fit(
+        &histories,
+        args.as_of,
+        TimeUnit::Day,
+        &FitOptions::default(),
+    )
+    .expect("the data fits");
     let fitted = started.elapsed();
 
     let started = Instant::now();
@@ -150,13 +234,30 @@ fn main() {
     );
     let bg = model.purchases.params;
     let gg = model.spend.params;
+    let drawn = args.orders_csv.is_none();
+    let truth = |text: String| {
+        if drawn {
+            format!(", true {text}")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "fitted BG/NBD r={:.4} alpha={:.3} a={:.4} b={:.4} ({} evaluations), true {TRUE_R} {TRUE_ALPHA_DAYS:.3} {TRUE_A} {TRUE_B}",
-        bg.r, bg.alpha, bg.a, bg.b, model.purchases.evaluations
+        "fitted BG/NBD r={:.4} alpha={:.3} a={:.4} b={:.4} ({} evaluations){}",
+        bg.r,
+        bg.alpha,
+        bg.a,
+        bg.b,
+        model.purchases.evaluations,
+        truth(format!("{TRUE_R} {TRUE_ALPHA_DAYS:.3} {TRUE_A} {TRUE_B}"))
     );
     println!(
-        "fitted Gamma-Gamma p={:.4} q={:.4} v={:.4} ({} evaluations), true {TRUE_P} {TRUE_Q} {TRUE_V}",
-        gg.p, gg.q, gg.v, model.spend.evaluations
+        "fitted Gamma-Gamma p={:.4} q={:.4} v={:.4} ({} evaluations){}",
+        gg.p,
+        gg.q,
+        gg.v,
+        model.spend.evaluations,
+        truth(format!("{TRUE_P} {TRUE_Q} {TRUE_V}"))
     );
     let p_alive_sum: f64 = predictions.iter().map(|p| p.p_alive).sum();
     let expected_sum: f64 = predictions.iter().map(|p| p.expected_purchases).sum();

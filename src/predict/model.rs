@@ -82,8 +82,8 @@ impl ChurnRisk {
 }
 
 /// Cut points on P(alive): `high` below `high_below`, `medium` below `medium_below`,
-/// `low` otherwise.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// `low` otherwise. Built only through [`ChurnCuts::new`], which checks the order.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ChurnCuts {
     high_below: f64,
     medium_below: f64,

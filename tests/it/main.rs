@@ -3,5 +3,6 @@
 
 mod cli;
 mod import;
+mod predict;
 mod profiles;
 mod support;

@@ -16,6 +16,8 @@ pub mod profile;
 pub mod population;
 /// Association rules from purchases, cross-sell offers and "who will buy X" (pure).
 pub mod bundles;
+/// Transactions for mining from the store, and the mined rules it keeps.
+pub mod basket;
 /// Predicted member value: BG/NBD and Gamma-Gamma (pure).
 pub mod predict;
 /// Deterministic sample data for the demo and the tests.

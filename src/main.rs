@@ -7,6 +7,7 @@ use rekindle::config::Config;
 use rekindle::domain::{parse_date, CentsFmt, Day, DayFmt, TsFmt};
 use rekindle::ingest::{self, rows::Kind, ImportOptions};
 use rekindle::population::{write_stats, ExportFormat, Population};
+use rekindle::basket::Scope;
 use rekindle::store::Store;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -55,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Co-purchase rules ("of those who bought A, 30% also bought B") and who will buy X.
+    Bundles {
+        #[command(subcommand)]
+        command: BundlesCommand,
+    },
     /// Counts and shares by stage, price tier and value tier, and the spend distribution.
     Stats {
         /// The day the metrics are computed for (UTC, YYYY-MM-DD; default today).
@@ -96,6 +102,60 @@ enum ProfilesCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum BundlesCommand {
+    /// Mine association rules A -> B and store them with the date they were mined.
+    ///
+    /// support = count(A and B) / N, confidence = count(A and B) / count(A), lift =
+    /// confidence / (count(B) / N); N is the number of orders (basket scope) or members
+    /// who bought something (member scope). Sorted by lift, then confidence.
+    Mine {
+        #[arg(long, value_enum, default_value_t = Scope::Basket)]
+        scope: Scope,
+        #[arg(long, default_value_t = 0.001)]
+        min_support: f64,
+        #[arg(long, default_value_t = 0.1)]
+        min_confidence: f64,
+        #[arg(long)]
+        min_lift: Option<f64>,
+        /// Also mine rules with two items on the left, {A,B} -> C.
+        #[arg(long)]
+        two_item_antecedents: bool,
+        /// Only orders of the last N days before --as-of count.
+        #[arg(long)]
+        lookback_days: Option<u32>,
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<Day>,
+        #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+        /// Print at most this many rules (all are stored).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Members who have not bought SKU, scored by the strongest stored rule leading to it.
+    Audience {
+        #[arg(long)]
+        sku: String,
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        /// Which stored rules to use (mined by `bundles mine --scope ...`).
+        #[arg(long, value_enum, default_value_t = Scope::Basket)]
+        scope: Scope,
+        #[arg(long, default_value_t = 0.0)]
+        min_score: f64,
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<Day>,
+        #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+        format: TableFormat,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TableFormat {
+    Table,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +217,10 @@ fn run(cli: Cli) -> Result<()> {
             let store = open_store(&cli, &config)?;
             show_member(&store, &config, id, as_of.unwrap_or_else(today))?;
         }
+        Command::Bundles { command } => {
+            let store = open_store(&cli, &config)?;
+            bundles(&store, command)?;
+        }
         Command::Stats { as_of } => {
             let store = open_store(&cli, &config)?;
             let pop = Population::compute(&store, as_of.unwrap_or_else(today), &config.profile)?;
@@ -178,6 +242,43 @@ fn run(cli: Cli) -> Result<()> {
             println!();
             let pop = Population::compute(&store, as_of, &config.profile)?;
             write_stats(&pop, &mut std::io::stdout().lock())?;
+        }
+    }
+    Ok(())
+}
+
+fn bundles(store: &Store, command: &BundlesCommand) -> Result<()> {
+    use rekindle::basket::{member_transactions, transactions, MinedRules};
+    use rekindle::bundles::{audience, audience_csv, audience_table, mine, rules_csv, rules_table, AudienceParams, MineParams, OfferIndex};
+    use rekindle::store::RecordKind;
+    match command {
+        BundlesCommand::Mine { scope, min_support, min_confidence, min_lift, two_item_antecedents, lookback_days, as_of, format, limit } => {
+            let as_of = as_of.unwrap_or_else(today);
+            let tx = transactions(store, *scope, as_of, *lookback_days)?;
+            let params = MineParams { min_support: *min_support, min_confidence: *min_confidence, min_lift: *min_lift, two_item_antecedents: *two_item_antecedents };
+            let rules = mine(&tx, &params)?;
+            let shown = &rules[..limit.unwrap_or(rules.len()).min(rules.len())];
+            match format {
+                TableFormat::Table => print!("{}", rules_table(shown)),
+                TableFormat::Csv => print!("{}", rules_csv(shown)),
+            }
+            eprintln!("{} rules from {} {} transactions as of {}; stored", rules.len(), tx.len(), scope.name(), DayFmt(as_of));
+            let mined = MinedRules { scope: *scope, as_of, lookback_days: *lookback_days, params, transactions: tx.len(), rules };
+            store.put_record(RecordKind::BundleRules, scope.name(), &mined)?;
+        }
+        BundlesCommand::Audience { sku, top, scope, min_score, as_of, format } => {
+            let Some(mined) = store.get_record::<MinedRules>(RecordKind::BundleRules, scope.name())? else {
+                bail!("no {} rules are stored yet: run `rekindle bundles mine --scope {}` first", scope.name(), scope.name());
+            };
+            let as_of = as_of.unwrap_or(mined.as_of);
+            let index = OfferIndex::new(mined.rules);
+            let members = member_transactions(store, as_of)?;
+            let found = audience(&members, &index, sku, &AudienceParams { top: Some(*top), min_score: *min_score });
+            match format {
+                TableFormat::Table => print!("{}", audience_table(&found, &index)),
+                TableFormat::Csv => print!("{}", audience_csv(&found, &index)),
+            }
+            eprintln!("{} members likely to buy {sku} (rules mined as of {})", found.len(), DayFmt(mined.as_of));
         }
     }
     Ok(())

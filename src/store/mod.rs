@@ -11,6 +11,7 @@
 //! | `E` member_id               | [`EventHistory`]         |
 //! | `O` bucket (u32 BE)         | sorted (order_id, member_id) pairs |
 //! | `P` sku                     | [`Product`]              |
+//! | `B` scope                   | the last mined association rules of that scope |
 //!
 //! A prefix scan of `M` visits every member in id order with its digest, which is all the
 //! profile engine reads; `H` gives one member's lines in time order.
@@ -34,6 +35,7 @@ pub(crate) const HISTORY: u8 = b'H';
 pub(crate) const EVENTS: u8 = b'E';
 pub(crate) const ORDER_OWNER: u8 = b'O';
 pub(crate) const PRODUCT: u8 = b'P';
+pub(crate) const BUNDLE_RULES: u8 = b'B';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,6 +147,16 @@ impl Store {
         self.get(PRODUCT, sku)
     }
 
+    /// Stores a value of another module (mined rules) under `kind` + `id`, durably.
+    pub fn put_record<T: Serialize>(&self, kind: RecordKind, id: &str, value: &T) -> Result<(), StoreError> {
+        self.db.insert(key(kind.prefix(), id), encode(value))?;
+        self.flush()
+    }
+
+    pub fn get_record<T: DeserializeOwned>(&self, kind: RecordKind, id: &str) -> Result<Option<T>, StoreError> {
+        self.get(kind.prefix(), id)
+    }
+
     /// Applies a batch atomically: all of it or nothing.
     pub(crate) fn apply(&self, batch: sled::Batch) -> Result<(), StoreError> {
         self.db.apply_batch(batch)?;
@@ -166,6 +178,21 @@ impl Store {
 
     pub fn member_count(&self) -> usize {
         self.db.scan_prefix([MEMBER]).keys().count()
+    }
+}
+
+/// Records other stages keep in the store.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordKind {
+    /// Mined association rules, by scope.
+    BundleRules,
+}
+
+impl RecordKind {
+    fn prefix(self) -> u8 {
+        match self {
+            RecordKind::BundleRules => BUNDLE_RULES,
+        }
     }
 }
 

@@ -14,11 +14,18 @@ pub struct Config {
     pub store: StoreConfig,
     pub members: MembersConfig,
     pub profile: ProfileConfig,
+    /// Predicted member value (BG/NBD + Gamma-Gamma).
+    pub predict: crate::predict::PredictSettings,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { store: StoreConfig::default(), members: MembersConfig::default(), profile: ProfileConfig::default() }
+        Config {
+            store: StoreConfig::default(),
+            members: MembersConfig::default(),
+            profile: ProfileConfig::default(),
+            predict: crate::predict::PredictSettings::default(),
+        }
     }
 }
 
@@ -198,6 +205,7 @@ impl Config {
         if self.store.cache_mb == 0 {
             out.push("store.cache_mb: must be at least 1".into());
         }
+        out.extend(self.predict.check());
         out
     }
 }
@@ -212,6 +220,7 @@ mod tests {
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.profile, ProfileConfig::default());
         assert_eq!(c.store.cache_mb, StoreConfig::default().cache_mb);
+        assert_eq!(c.predict, crate::predict::PredictSettings::default());
     }
 
     #[test]

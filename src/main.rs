@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Predicted member value: fit BG/NBD and Gamma-Gamma on the store's purchase history.
+    Predict {
+        #[command(subcommand)]
+        command: PredictCommand,
+    },
     /// Co-purchase rules ("of those who bought A, 30% also bought B") and who will buy X.
     Bundles {
         #[command(subcommand)]
@@ -101,6 +106,22 @@ enum ProfilesCommand {
         /// Write here instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PredictCommand {
+    /// Fit both models as of a date, store them, and check them on the orders after it.
+    ///
+    /// Afterwards `profiles export` and `member show` carry p_alive, expected purchases
+    /// over `predict.horizon_days`, expected spend per purchase, predicted value and churn
+    /// risk for every member with an order.
+    Fit {
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<Day>,
+        /// The time unit of the fit (default `predict.unit` of the config).
+        #[arg(long)]
+        unit: Option<String>,
     },
 }
 
@@ -177,6 +198,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(Cli::parse()) {
+        if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+            return; // the reader went away (`| head`): not an error
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -204,7 +228,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Profiles { command: ProfilesCommand::Export { as_of, format, output } } => {
             let store = open_store(&cli, &config)?;
-            let pop = Population::compute(&store, as_of.unwrap_or_else(today), &config.profile)?;
+            let pop = profiles(&store, &config, as_of.unwrap_or_else(today))?;
             match output {
                 Some(p) => {
                     let mut f = std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?);
@@ -217,13 +241,17 @@ fn run(cli: Cli) -> Result<()> {
             let store = open_store(&cli, &config)?;
             show_member(&store, &config, id, as_of.unwrap_or_else(today))?;
         }
+        Command::Predict { command: PredictCommand::Fit { as_of, unit } } => {
+            let store = open_store(&cli, &config)?;
+            predict_fit(&store, &config, as_of.unwrap_or_else(today), unit.as_deref())?;
+        }
         Command::Bundles { command } => {
             let store = open_store(&cli, &config)?;
             bundles(&store, command)?;
         }
         Command::Stats { as_of } => {
             let store = open_store(&cli, &config)?;
-            let pop = Population::compute(&store, as_of.unwrap_or_else(today), &config.profile)?;
+            let pop = profiles(&store, &config, as_of.unwrap_or_else(today))?;
             write_stats(&pop, &mut std::io::stdout().lock())?;
         }
         Command::Generate { dir, members, lines, seed } => {
@@ -244,6 +272,39 @@ fn run(cli: Cli) -> Result<()> {
             write_stats(&pop, &mut std::io::stdout().lock())?;
         }
     }
+    Ok(())
+}
+
+/// Profiles as of a day, with predictions when a model is stored.
+fn profiles(store: &Store, config: &Config, as_of: Day) -> Result<Population> {
+    use rekindle::predict::FittedModel;
+    let model: Option<FittedModel> = store.get_record(rekindle::store::RecordKind::FittedModel, "value")?;
+    let opts = config.predict.predict_options();
+    Ok(Population::compute_with(store, as_of, &config.profile, model.as_ref().map(|m| (m, &opts)))?)
+}
+
+fn predict_fit(store: &Store, config: &Config, as_of: Day, unit: Option<&str>) -> Result<()> {
+    use rekindle::predict::{calibration_and_holdout, fit, PurchaseHistory, TimeUnit};
+    let unit: TimeUnit = match unit {
+        Some(u) => u.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => config.predict.unit,
+    };
+    let orders = rekindle::population::all_order_days(store)?;
+    let histories: Vec<PurchaseHistory> = orders.iter().filter_map(|o| PurchaseHistory::from_order_days(o, as_of, unit)).collect();
+    let model = fit(&histories, as_of, unit, &config.predict.fit_options())
+        .with_context(|| format!("fitting on {} members with an order by {}", histories.len(), DayFmt(as_of)))?;
+    let (bg, gg) = (&model.purchases, &model.spend);
+    println!("fitted as of {} in {}s on {} members", DayFmt(as_of), unit.as_str(), histories.len());
+    println!("BG/NBD      r = {:.6}  alpha = {:.6}  a = {:.6}  b = {:.6}  log-likelihood {:.3}", bg.params.r, bg.params.alpha, bg.params.a, bg.params.b, bg.log_likelihood);
+    println!("Gamma-Gamma p = {:.6}  q = {:.6}  v = {:.6}  log-likelihood {:.3}", gg.params.p, gg.params.q, gg.params.v, gg.log_likelihood);
+    let last = orders.iter().flat_map(|o| o.iter().map(|d| d.day)).max().unwrap_or(as_of);
+    if last > as_of {
+        let pairs: Vec<_> = orders.iter().filter_map(|o| calibration_and_holdout(o, as_of, last, unit)).collect();
+        let check = model.holdout_check(&pairs, (last - as_of) as u32);
+        println!("holdout {} .. {}: expected {:.1} repeat purchases, actual {}", DayFmt(as_of + 1), DayFmt(last), check.expected_total, check.actual_total);
+    }
+    store.put_record(rekindle::store::RecordKind::FittedModel, "value", &model)?;
+    println!("stored; profiles now carry p_alive, expected purchases, expected spend, predicted value and churn risk");
     Ok(())
 }
 
@@ -348,7 +409,7 @@ fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, rejects: Option<
 
 fn show_member(store: &Store, config: &Config, id: &str, as_of: Day) -> Result<()> {
     let Some(member) = store.member(id)? else { bail!("no member {id:?} in {}", store.path().display()) };
-    let pop = Population::compute(store, as_of, &config.profile)?;
+    let pop = profiles(store, config, as_of)?;
     let idx = pop.ids.binary_search_by(|m| m.as_str().cmp(id)).map_err(|_| anyhow::anyhow!("member {id:?} vanished"))?;
     let p = &pop.profiles[idx];
     let m = &p.metrics;
@@ -365,6 +426,17 @@ fn show_member(store: &Store, config: &Config, id: &str, as_of: Day) -> Result<(
     writeln!(out, "  RFM {}/{}/{}  value tier {}  price tier {}", opt(p.r.map(|v| v.to_string())), opt(p.f.map(|v| v.to_string())), opt(p.m.map(|v| v.to_string())), opt(p.value_tier.map(|t| t.as_str().into())), opt(p.price_tier.map(|t| t.as_str().into())))?;
     writeln!(out, "  price sensitivity {} ({})", opt(m.price_sensitivity().map(|s| format!("{s:.2}"))), opt(p.sensitivity_tier.map(|t| t.as_str().into())))?;
     writeln!(out, "  repurchase cycle {} days, due {}", opt(m.interval_median_days().map(|d| d.to_string())), yes_no(m.repurchase_due))?;
+    if let Some(x) = &p.prediction {
+        writeln!(
+            out,
+            "  p_alive {:.3} ({} churn risk)  expected purchases {:.2}  spend per purchase {}  predicted value {}",
+            x.p_alive,
+            x.churn_risk.as_str(),
+            x.expected_purchases,
+            CentsFmt(x.expected_spend_cents),
+            CentsFmt(x.predicted_value_cents)
+        )?;
+    }
     writeln!(out, "  favourite category {}  brand {}", opt(m.top_category.as_ref().map(|t| t.to_string())), opt(m.top_brand.as_ref().map(|t| t.to_string())))?;
     if let Some(h) = store.history(id)? {
         let lines: Vec<_> = h.lines.iter().filter(|l| rekindle::domain::day_of(l.ts) <= as_of).collect();

@@ -7,6 +7,7 @@
 
 use crate::config::ProfileConfig;
 use crate::domain::{CentsFmt, Day, DayFmt, Text};
+use crate::predict::{DaySpend, FittedModel, PredictOptions, PurchaseHistory};
 use crate::profile::{metrics, CutPoints, Profile, Stage, Tier, ValueTier};
 use crate::store::model::Member;
 use crate::store::{decode, Store, StoreError};
@@ -26,6 +27,16 @@ const SCAN_CHUNK: usize = 16_384;
 impl Population {
     /// Reads every member's record and digest (never the order lines) and profiles them.
     pub fn compute(store: &Store, as_of: Day, cfg: &ProfileConfig) -> Result<Population, StoreError> {
+        Population::compute_with(store, as_of, cfg, None)
+    }
+
+    /// [`Population::compute`], adding each member's predicted value from `model`.
+    pub fn compute_with(
+        store: &Store,
+        as_of: Day,
+        cfg: &ProfileConfig,
+        model: Option<(&FittedModel, &PredictOptions)>,
+    ) -> Result<Population, StoreError> {
         let mut ids = Vec::new();
         let mut profiles: Vec<Profile> = Vec::new();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(sled::IVec, sled::IVec)>, StoreError>>(4);
@@ -52,7 +63,12 @@ impl Population {
                     .par_iter()
                     .map(|(k, v)| {
                         let m: Member = decode(k, v)?;
-                        Ok((Text::from_utf8_lossy(&k[1..]), Profile::new(metrics(&m, as_of, cfg), None, cfg)))
+                        let mut p = Profile::new(metrics(&m, as_of, cfg), None, cfg);
+                        if let Some((model, opts)) = model {
+                            p.prediction = PurchaseHistory::from_order_days(&order_days(&m), as_of, model.unit)
+                                .map(|h| model.predict(&h, opts));
+                        }
+                        Ok((Text::from_utf8_lossy(&k[1..]), p))
                     })
                     .collect::<Result<_, StoreError>>()?;
                 for (id, p) in computed {
@@ -92,6 +108,24 @@ impl Population {
         }
         out.flush()
     }
+}
+
+/// A member's orders as (day, spend), for the predicted-value models.
+pub fn order_days(m: &Member) -> Vec<DaySpend> {
+    m.digest.orders.iter().map(|o| DaySpend { day: o.day, cents: o.amount }).collect()
+}
+
+/// Every member's orders as (day, spend), for fitting.
+pub fn all_order_days(store: &Store) -> Result<Vec<Vec<DaySpend>>, StoreError> {
+    let mut out = Vec::new();
+    for item in store.scan_members_raw() {
+        let (k, v) = item?;
+        let m: Member = decode(&k, &v)?;
+        if !m.digest.orders.is_empty() {
+            out.push(order_days(&m));
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -142,6 +176,11 @@ pub const COLUMNS: &[Column] = &[
     ("age", |_, p| opt(p.metrics.age, |a| Cell::Int(i64::from(a)))),
     ("consent_email", |_, p| Cell::Bool(p.metrics.consent_email)),
     ("consent_sms", |_, p| Cell::Bool(p.metrics.consent_sms)),
+    ("p_alive", |_, p| opt(p.prediction, |x| Cell::Real(x.p_alive))),
+    ("expected_purchases", |_, p| opt(p.prediction, |x| Cell::Real(x.expected_purchases))),
+    ("expected_spend", |_, p| opt(p.prediction, |x| Cell::Money(x.expected_spend_cents))),
+    ("predicted_value", |_, p| opt(p.prediction, |x| Cell::Money(x.predicted_value_cents))),
+    ("churn_risk", |_, p| opt(p.prediction, |x| Cell::Text(x.churn_risk.as_str()))),
 ];
 
 fn cell<'a>(i: usize, id: &'a str, p: &'a Profile) -> Cell<'a> {

@@ -239,6 +239,8 @@ pub struct Profile {
     pub value_tier: Option<ValueTier>,
     pub price_tier: Option<Tier>,
     pub sensitivity_tier: Option<Tier>,
+    /// The predicted-value model's view, when a model is fitted and the member has orders.
+    pub prediction: Option<crate::predict::MemberPrediction>,
 }
 
 fn below<T: PartialOrd>(cuts: &[T; 4], v: &T) -> u8 {
@@ -248,7 +250,16 @@ fn below<T: PartialOrd>(cuts: &[T; 4], v: &T) -> u8 {
 impl Profile {
     /// Scores and tiers a member against the population's cut points.
     pub fn new(metrics: Metrics, cuts: Option<&CutPoints>, cfg: &ProfileConfig) -> Profile {
-        let mut p = Profile { metrics, r: None, f: None, m: None, value_tier: None, price_tier: None, sensitivity_tier: None };
+        let mut p = Profile {
+            metrics,
+            r: None,
+            f: None,
+            m: None,
+            value_tier: None,
+            price_tier: None,
+            sensitivity_tier: None,
+            prediction: None,
+        };
         p.score(cuts, cfg);
         p
     }

@@ -12,6 +12,7 @@
 //! | `O` bucket (u32 BE)         | sorted (order_id, member_id) pairs |
 //! | `P` sku                     | [`Product`]              |
 //! | `B` scope                   | the last mined association rules of that scope |
+//! | `F` `value`                 | the last fitted BG/NBD + Gamma-Gamma model |
 //!
 //! A prefix scan of `M` visits every member in id order with its digest, which is all the
 //! profile engine reads; `H` gives one member's lines in time order.
@@ -36,6 +37,7 @@ pub(crate) const EVENTS: u8 = b'E';
 pub(crate) const ORDER_OWNER: u8 = b'O';
 pub(crate) const PRODUCT: u8 = b'P';
 pub(crate) const BUNDLE_RULES: u8 = b'B';
+pub(crate) const FITTED_MODEL: u8 = b'F';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -186,12 +188,15 @@ impl Store {
 pub enum RecordKind {
     /// Mined association rules, by scope.
     BundleRules,
+    /// The fitted predicted-value model.
+    FittedModel,
 }
 
 impl RecordKind {
     fn prefix(self) -> u8 {
         match self {
             RecordKind::BundleRules => BUNDLE_RULES,
+            RecordKind::FittedModel => FITTED_MODEL,
         }
     }
 }

@@ -46,6 +46,25 @@ fn demo_member_card_export_and_exit_codes() {
     assert_eq!(rows.len(), 1500);
     assert!(rows.iter().any(|r| r["stage"] == "sleeping"));
 
+    // predicted value: fit, then every buyer carries p_alive and friends
+    let fit = rekindle(dir.path(), &["predict", "fit", "--as-of", "2026-05-01"]);
+    assert!(fit.status.success(), "{}", text(&fit));
+    for want in ["BG/NBD      r = ", "Gamma-Gamma p = ", "holdout 2026-05-02", "stored"] {
+        assert!(text(&fit).contains(want), "fit output lacks {want:?}:\n{}", text(&fit));
+    }
+    let export = rekindle(dir.path(), &["profiles", "export", "--as-of", "2026-11-01", "--format", "ndjson"]);
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8(export.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for r in &rows {
+        let has_orders = r["orders"].as_u64().unwrap() > 0;
+        let p = r["p_alive"].as_f64();
+        assert_eq!(p.is_some(), has_orders, "{r}");
+        if let Some(p) = p {
+            assert!((0.0..=1.0).contains(&p), "{r}");
+            assert!(["low", "medium", "high"].contains(&r["churn_risk"].as_str().unwrap()), "{r}");
+        }
+    }
+
     // a file that cannot be imported fails the command; bad rows alone do not
     std::fs::write(dir.path().join("bad.csv"), "order_id,member_id\no1,m1\n").unwrap();
     let failed = rekindle(dir.path(), &["import", "bad.csv"]);

@@ -227,6 +227,10 @@ fn run(
     })?;
     store.flush()?;
     summary.elapsed = started.elapsed();
+    tracing::info!(
+        file = %summary.file, kind = summary.kind.name(), rows = summary.rows, imported = summary.imported,
+        bad = summary.bad, moved_orders = summary.moved_orders, secs = summary.elapsed.as_secs_f64(), "import finished"
+    );
     Ok(summary)
 }
 

@@ -68,6 +68,7 @@ impl Runs {
             w.write_all(&buf).map_err(io)?;
         }
         w.flush().map_err(io)?;
+        tracing::debug!(run = self.files.len(), path = %path.display(), "spilled a sorted run");
         self.files.push(path);
         Ok(())
     }

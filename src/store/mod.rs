@@ -90,6 +90,7 @@ impl Store {
             .map_err(|source| StoreError::Open { path: path.into(), source })?;
         let store = Store { db, path: path.into() };
         store.check_format()?;
+        tracing::debug!(path = %path.display(), cache_mb, "store open");
         Ok(store)
     }
 

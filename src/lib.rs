@@ -3,3 +3,4 @@
 //! The modules follow the pipeline, each importing only the ones above it:
 pub mod domain;
 pub mod config;
+pub mod plugin;

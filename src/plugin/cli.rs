@@ -1,0 +1,2 @@
+//! The `rekindle plugin` subcommands (placeholder until written).
+pub(crate) fn placeholder() {}

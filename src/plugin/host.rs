@@ -105,7 +105,6 @@ impl SandboxEngine {
                 reason: format!("not a rekindle:channel@0.1.0 plugin: {err:#}"),
             })?;
         let mut plugin = LoadedPlugin {
-            path: path.to_path_buf(),
             pre,
             imports,
             exports,
@@ -161,7 +160,6 @@ fn exported_names(engine: &Engine, component: &Component) -> Vec<String> {
 
 /// A compiled, pre-instantiated plugin and what it declares.
 pub(crate) struct LoadedPlugin {
-    pub(crate) path: PathBuf,
     pre: PluginPre<CallState>,
     pub(crate) imports: Capabilities,
     pub(crate) exports: Vec<String>,

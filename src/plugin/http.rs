@@ -27,12 +27,16 @@ pub(crate) struct AllowedOrigin {
 impl AllowedOrigin {
     /// Parse `https://host[:port]`, `http://host[:port]` or `host[:port]`.
     pub(crate) fn parse(entry: &str) -> Result<Self, String> {
-        let trimmed = entry.trim().trim_end_matches('/');
+        let trimmed = entry.trim();
         let (scheme, rest) = match trimmed.split_once("://") {
             Some((scheme, rest)) if scheme == "http" || scheme == "https" => (Some(scheme.to_string()), rest),
             Some((scheme, _)) => return Err(format!("grants.http entry `{entry}`: scheme `{scheme}` is not http or https")),
             None => (None, trimmed),
         };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(':') && rest.ends_with(':') {
+            return Err(format!("grants.http entry `{entry}` has no host"));
+        }
         let url = Url::parse(&format!("http://{rest}"))
             .map_err(|err| format!("grants.http entry `{entry}` is not a host[:port]: {err}"))?;
         if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {

@@ -31,6 +31,13 @@ fn main() {
     let channels: BTreeMap<String, ChannelConfig> = [
         ("noop".to_string(), channel("faulty", "settings = { mode = \"ok\" }\n[grants]\nhttp = [\"127.0.0.1:9\"]\nfiles = \"target/bench-files\"\n".into())),
         (
+            "get".to_string(),
+            channel(
+                "faulty",
+                format!("settings = {{ mode = \"http\", url = \"http://127.0.0.1:{port}/ping\" }}\n[grants]\nhttp = [\"127.0.0.1:{port}\"]\nfiles = \"target/bench-files\"\n"),
+            ),
+        ),
+        (
             "shop".to_string(),
             channel(
                 "shop",
@@ -55,8 +62,24 @@ fn main() {
     }
     report("plugin call, no I/O (fresh instance per message)", &mut samples);
 
-    // (2) shop latency: plugin vs native, one sender
+    // (1b) one host capability call: a GET through the plugin vs the same GET natively
     let client = reqwest::Client::builder().tcp_nodelay(true).build().expect("client");
+    let ping = format!("http://127.0.0.1:{port}/ping");
+    let mut plugin_get = Vec::new();
+    let mut native_get = Vec::new();
+    for n in 0..messages.min(10_000) {
+        let t = Instant::now();
+        host.send_blocking("get", handle.clone(), message(n)).expect("get send");
+        plugin_get.push(t.elapsed());
+        let t = Instant::now();
+        runtime.block_on(async { client.get(&ping).send().await?.bytes().await }).expect("native get");
+        native_get.push(t.elapsed());
+    }
+    let plugin_get = report("GET via plugin (host -> plugin -> http capability -> plugin -> host)", &mut plugin_get);
+    let native_get = report("GET native", &mut native_get);
+    println!("boundary overhead with one capability call (median): {:.1} us", (plugin_get.as_secs_f64() - native_get.as_secs_f64()) * 1e6);
+
+    // (2) shop latency: plugin vs native, one sender
     let url = format!("http://127.0.0.1:{port}/v1/messages");
     let latency_runs = messages.min(10_000);
     let mut plugin_samples = Vec::with_capacity(latency_runs);

@@ -140,7 +140,6 @@ pub(crate) struct HttpResponse {
 pub(crate) struct HttpCapability {
     client: reqwest::Client,
     allowlist: Arc<Vec<AllowedOrigin>>,
-    timeout: Duration,
     max_response_bytes: usize,
 }
 
@@ -177,7 +176,7 @@ impl HttpCapability {
             }))
             .build()
             .map_err(|err| vec![format!("cannot build the http client: {err}")])?;
-        Ok(HttpCapability { client, allowlist, timeout, max_response_bytes })
+        Ok(HttpCapability { client, allowlist, max_response_bytes })
     }
 
     /// Check `url` without sending anything.
@@ -227,10 +226,8 @@ impl HttpCapability {
             }
             Ok(HttpResponse { status, headers, body })
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(HttpFailure::Timeout(format!("no complete answer within {} ms", self.timeout.as_millis()))),
-        }
+        // The client's own timeout covers connect, headers and the whole body.
+        exchange.await
     }
 
     fn too_large(&self) -> HttpFailure {

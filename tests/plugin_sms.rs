@@ -28,7 +28,9 @@ fn requests(state: &std::path::Path) -> Vec<serde_json::Value> {
 fn delivered_texts(gateway: &std::path::Path) -> Vec<(String, String)> {
     let log = std::fs::read(gateway.join("fakesmsc.log")).unwrap_or_default();
     let mut texts = Vec::new();
-    let mut parts: std::collections::BTreeMap<(String, u8), Vec<(u8, Vec<u8>)>> = Default::default();
+    // (recipient, concatenation reference) -> (part index, payload) as they arrive
+    type Parts = std::collections::BTreeMap<(String, u8), Vec<(u8, Vec<u8>)>>;
+    let mut parts = Parts::default();
     for line in String::from_utf8_lossy(&log).lines() {
         let Some(inner) = line.split_once("Got message ").and_then(|(_, rest)| rest.split_once(": <")).and_then(|(_, rest)| rest.strip_suffix('>')) else {
             continue;
@@ -61,6 +63,18 @@ fn delivered_texts(gateway: &std::path::Path) -> Vec<(String, String)> {
 fn utf16be(bytes: &[u8]) -> String {
     let units: Vec<u16> = bytes.chunks(2).map(|p| u16::from_be_bytes([p[0], *p.get(1).unwrap_or(&0)])).collect();
     String::from_utf16_lossy(&units)
+}
+
+/// Twilio's signature computed by Python (an independent implementation).
+fn twilio_signature(token: &str, url: &str, form_body: &str) -> String {
+    let script = "import sys,hmac,hashlib,base64,urllib.parse\n\
+token,url,body=sys.argv[1:4]\n\
+params=urllib.parse.parse_qsl(body)\n\
+data=url+''.join(k+v for k,v in sorted(params))\n\
+print(base64.b64encode(hmac.new(token.encode(),data.encode(),hashlib.sha1).digest()).decode())";
+    let output = std::process::Command::new(python()).args(["-c", script, token, url, form_body]).output().expect("python");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 fn percent_bytes(text: &str) -> Vec<u8> {
@@ -207,12 +221,20 @@ http = ["127.0.0.1:{port}"]
     }
     assert!(body.contains("Reply%20STOP%20to%20opt%20out"), "{body}");
 
-    let status = CallbackRequest {
+    let body = format!("MessageSid={}&MessageStatus=undelivered&To=%2B15551234567&ErrorCode=30003", delivery.provider_id);
+    let signature = twilio_signature("tok-456", "https://hooks.tea.example/sms/status", &body);
+    let signed = |signature: &str| CallbackRequest {
         method: "POST".into(),
         path: "/sms/status".into(),
-        headers: vec![("Content-Type".into(), "application/x-www-form-urlencoded".into())],
-        body: format!("MessageSid={}&MessageStatus=undelivered&To=%2B15551234567&ErrorCode=30003", delivery.provider_id).into_bytes(),
+        headers: vec![
+            ("Content-Type".into(), "application/x-www-form-urlencoded".into()),
+            ("X-Twilio-Signature".into(), signature.to_string()),
+        ],
+        body: body.clone().into_bytes(),
     };
+    let err = rt.block_on(host.parse_callback("sms", signed("AAAAAAAAAAAAAAAAAAAAAAAAAAA="))).expect_err("forged");
+    assert!(err.to_string().contains("does not verify"), "{err}");
+    let status = signed(&signature);
     let updates = rt.block_on(host.parse_callback("sms", status)).expect("status callback");
     assert_eq!(updates[0].state, DeliveryState::Failed);
     assert_eq!(updates[0].provider_id.as_deref(), Some(delivery.provider_id.as_str()));

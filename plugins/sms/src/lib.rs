@@ -6,7 +6,9 @@
 //! appended unless the text already has it. The delivery metadata says how
 //! the text is encoded (GSM-7 or UCS-2) and how many segments it costs.
 //! Delivery reports (Kannel `dlr-url`, Twilio `StatusCallback`) and STOP
-//! replies come back through `parse_callback`.
+//! replies come back through `parse_callback`; a Twilio callback is believed
+//! only with a valid `X-Twilio-Signature` (HMAC-SHA1 under `auth_token` of the
+//! `dlr_url` plus the sorted POST parameters).
 //!
 //! Settings: `provider` (`kannel` | `twilio`), `endpoint` (Kannel's
 //! `/cgi-bin/sendsms` URL, or the REST `.../Messages.json` URL), `from`,
@@ -263,6 +265,9 @@ impl Channel for SmsChannel {
             fields.extend(form_pairs(&String::from_utf8_lossy(&request.body)));
         }
         let field = |name: &str| lookup(&fields, name).map(str::to_string);
+        if config.get("provider") == Some("twilio") && field("Body").is_some() {
+            check_twilio_signature(config, &request)?;
+        }
         // An inbound reply (Kannel MO: from/text; Twilio: From/Body).
         if let Some(body) = field("Body").or_else(|| field("text")).filter(|_| field("MessageStatus").is_none()) {
             let from = field("From").or_else(|| field("from"));
@@ -272,6 +277,9 @@ impl Channel for SmsChannel {
             } else {
                 Vec::new()
             });
+        }
+        if config.get("provider") == Some("twilio") {
+            check_twilio_signature(config, &request)?;
         }
         match config.get("provider") {
             Some("twilio") => {
@@ -301,6 +309,42 @@ impl Channel for SmsChannel {
                 Ok(vec![StatusUpdate { provider_id: field("id"), recipient: field("to"), state, reason: field("answer") }])
             }
         }
+    }
+}
+
+/// Twilio's request signature: base64(HMAC-SHA1(auth_token, URL + each POST
+/// parameter's name and value, sorted by name)). The URL is the `dlr_url`
+/// setting (the public URL Twilio was told to call) plus the request's query.
+pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    use hmac::Mac;
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes()) else { return String::new() };
+    mac.update(url.as_bytes());
+    for (name, value) in sorted {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    mime::base64(&mac.finalize().into_bytes())
+}
+
+fn check_twilio_signature(config: &Config, request: &CallbackRequest) -> Result<(), String> {
+    let token = config.get("auth_token").ok_or("no auth_token to check the signature with")?;
+    let base = config.get("dlr_url").ok_or("no dlr_url: the signed URL is unknown")?;
+    let provided = lookup(&request.headers, "x-twilio-signature").ok_or("no X-Twilio-Signature header")?;
+    let url = match request.path.split_once('?') {
+        Some((_, query)) => format!("{base}?{query}"),
+        None => base.to_string(),
+    };
+    let params = form_pairs(&String::from_utf8_lossy(&request.body));
+    let expected = twilio_signature(token, &url, &params);
+    // Compare without an early exit on the first differing byte.
+    let same = expected.len() == provided.len()
+        && expected.bytes().zip(provided.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err("X-Twilio-Signature does not verify".to_string())
     }
 }
 
@@ -355,6 +399,16 @@ mod tests {
         assert_eq!(with_opt_out("Hi", "Reply STOP to opt out"), "Hi Reply STOP to opt out");
         assert_eq!(with_opt_out("欢迎回来 回T退订", "回T退订"), "欢迎回来 回T退订");
         assert_eq!(with_opt_out("欢迎回来\n", "回T退订"), "欢迎回来\n回T退订");
+    }
+
+    #[test]
+    fn twilio_signature_matches_python_hmac_sha1() {
+        // Expected value computed with Python's hmac/hashlib/base64.
+        let params: Vec<(String, String)> = [("To", "+15551234567"), ("MessageSid", "SM1"), ("MessageStatus", "delivered")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(twilio_signature("tok-456", "https://hooks.tea.example/sms/status", &params), "zz8pZ4pjgRjpktUtuT0Yxez+kwA=");
     }
 
     #[test]

@@ -65,6 +65,20 @@ fn utf16be(bytes: &[u8]) -> String {
     String::from_utf16_lossy(&units)
 }
 
+/// The request path with its query, as the daemon's callback endpoint would pass it.
+fn rebuilt_path(recorded: &serde_json::Value) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect()
+    };
+    let query: Vec<String> = recorded["query"]
+        .as_object()
+        .map(|fields| fields.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v.as_str().unwrap_or("")))).collect())
+        .unwrap_or_default();
+    format!("{}?{}", recorded["path"].as_str().unwrap_or("/"), query.join("&"))
+}
+
 /// Twilio's signature computed by Python (an independent implementation).
 fn twilio_signature(token: &str, url: &str, form_body: &str) -> String {
     let script = "import sys,hmac,hashlib,base64,urllib.parse\n\
@@ -163,13 +177,7 @@ http = ["127.0.0.1:{sendsms}"]
     });
     let mut ids = Vec::new();
     for report in reports {
-        let query: Vec<String> = report["query"]
-            .as_object()
-            .expect("query")
-            .iter()
-            .map(|(k, v)| format!("{}={}", k, v.as_str().unwrap_or("").replace('/', "%2F").replace('+', "%2B").replace(' ', "+")))
-            .collect();
-        let request = CallbackRequest { method: "GET".into(), path: format!("/sms/dlr?{}", query.join("&")), headers: vec![], body: vec![] };
+        let request = CallbackRequest { method: "GET".into(), path: rebuilt_path(&report), headers: vec![], body: vec![] };
         let updates = rt.block_on(host.parse_callback("sms", request)).expect("dlr");
         assert_eq!(updates.len(), 1);
         assert_eq!(updates[0].state, DeliveryState::Delivered);
@@ -179,7 +187,15 @@ http = ["127.0.0.1:{sendsms}"]
     ids.dedup();
     assert_eq!(ids, vec!["m-0/spring/1", "m-1/spring/1", "m-2/spring/1"]);
 
-    let stop = CallbackRequest { method: "GET".into(), path: "/sms/mo?from=%2B8613800000001&to=12345&text=%E9%80%80%E8%AE%A2".into(), headers: vec![], body: vec![] };
+    // A real STOP reply: injected at the fake SMSC, forwarded by smsbox to the hook.
+    let status = std::process::Command::new("bash")
+        .arg(repo().join("scripts/sms-gateway.sh"))
+        .args(["mo", &gateway.path().display().to_string(), "+8613800000001", "12345", "STOP"])
+        .status()
+        .expect("inject mo");
+    assert!(status.success());
+    let inbound = wait_for(Duration::from_secs(15), || requests(hook.path()).into_iter().find(|r| r["path"] == "/sms/mo"));
+    let stop = CallbackRequest { method: "GET".into(), path: rebuilt_path(&inbound), headers: vec![], body: vec![] };
     let updates = rt.block_on(host.parse_callback("sms", stop)).expect("mo");
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].state, DeliveryState::OptedOut);

@@ -16,6 +16,11 @@ pub struct Config {
     pub profile: ProfileConfig,
     /// Predicted member value (BG/NBD + Gamma-Gamma).
     pub predict: crate::predict::PredictSettings,
+    /// Channel plugins by channel name: `[channels.email]`, `[channels.sms]`, ...
+    pub channels: std::collections::BTreeMap<String, crate::plugin::ChannelConfig>,
+    /// The folder of the config file: relative plugin paths and grants start here.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -25,6 +30,8 @@ impl Default for Config {
             members: MembersConfig::default(),
             profile: ProfileConfig::default(),
             predict: crate::predict::PredictSettings::default(),
+            channels: Default::default(),
+            base_dir: PathBuf::from("."),
         }
     }
 }
@@ -143,10 +150,10 @@ impl Config {
             ConfigError::Invalid { problems, .. } => ConfigError::Invalid { path: path.into(), problems },
             other => other,
         })?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        config.base_dir = dir.to_path_buf();
         if config.store.path.is_relative() {
-            if let Some(dir) = path.parent() {
-                config.store.path = dir.join(&config.store.path);
-            }
+            config.store.path = dir.join(&config.store.path);
         }
         Ok(config)
     }

@@ -20,5 +20,8 @@ pub mod bundles;
 pub mod basket;
 /// Predicted member value: BG/NBD and Gamma-Gamma (pure).
 pub mod predict;
+/// The channel plugin host: the only module that names wasmtime; sandbox, grants, HTTP
+/// and SMTP capabilities, compiled-code cache.
+pub mod plugin;
 /// Deterministic sample data for the demo and the tests.
 pub mod generate;

@@ -56,6 +56,9 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Channel plugins: scaffold a new one, check a .wasm, send a real test message.
+    #[command(subcommand)]
+    Plugin(rekindle::plugin::cli::PluginCommand),
     /// Predicted member value: fit BG/NBD and Gamma-Gamma on the store's purchase history.
     Predict {
         #[command(subcommand)]
@@ -240,6 +243,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Member { command: MemberCommand::Show { id, as_of } } => {
             let store = open_store(&cli, &config)?;
             show_member(&store, &config, id, as_of.unwrap_or_else(today))?;
+        }
+        Command::Plugin(cmd) => {
+            let options = rekindle::plugin::HostOptions {
+                base_dir: config.base_dir.clone(),
+                cache_dir: Some(config.store.path.with_extension("plugin-cache")),
+            };
+            rekindle::plugin::cli::run(cmd.clone(), &config.channels, &options, &mut std::io::stdout())?;
         }
         Command::Predict { command: PredictCommand::Fit { as_of, unit } } => {
             let store = open_store(&cli, &config)?;

@@ -1,0 +1,254 @@
+//! Benchmark of the plugin boundary: `cargo run --example plugin_bench [-- MESSAGES]`.
+//!
+//! Measures, in one run on this machine: (1) the per-message cost of a plugin
+//! call with no I/O (fresh Store, instantiate, call, return), (2) the shop
+//! plugin's per-message latency to a local HTTP sink against the same adapter
+//! compiled natively (the difference is the boundary overhead: host -> plugin
+//! -> host capability -> plugin -> host), and (3) messages/s through the shop
+//! plugin with concurrent senders, against the native adapter. The sink is a
+//! minimal keep-alive HTTP responder in this process on 127.0.0.1, so the
+//! figure is not capped by a Python server. Build plugins first:
+//! scripts/build-plugins.sh.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rekindle::plugin::{ChannelConfig, ChannelHost, HostOptions, OutboundMessage, Recipient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SECRET: &str = "bench-secret";
+
+fn main() {
+    let messages: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let port = runtime.block_on(start_sink());
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugins");
+    let channel = |name: &str, rest: String| -> ChannelConfig {
+        toml::from_str(&format!("plugin = {:?}\n{rest}", plugins.join(format!("{name}.wasm")).display().to_string())).expect("config")
+    };
+    let channels: BTreeMap<String, ChannelConfig> = [
+        ("noop".to_string(), channel("faulty", "settings = { mode = \"ok\" }\n[grants]\nhttp = [\"127.0.0.1:9\"]\nfiles = \"target/bench-files\"\n".into())),
+        (
+            "get".to_string(),
+            channel(
+                "faulty",
+                format!("settings = {{ mode = \"http\", url = \"http://127.0.0.1:{port}/ping\" }}\n[grants]\nhttp = [\"127.0.0.1:{port}\"]\nfiles = \"target/bench-files\"\n"),
+            ),
+        ),
+        (
+            "shop".to_string(),
+            channel(
+                "shop",
+                format!("settings = {{ endpoint = \"http://127.0.0.1:{port}/v1/messages\" }}\nsecrets = {{ signing_secret = \"{SECRET}\" }}\n[grants]\nhttp = [\"127.0.0.1:{port}\"]\n"),
+            ),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let started = Instant::now();
+    let host = Arc::new(ChannelHost::load(&channels, &HostOptions::default()).expect("load plugins"));
+    println!("load (compile) of 2 plugins: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+    let handle = runtime.handle().clone();
+
+    // (1) call overhead, no I/O
+    let mut samples = Vec::with_capacity(messages);
+    for n in 0..messages.min(20_000) {
+        let message = message(n);
+        let t = Instant::now();
+        host.send_blocking("noop", handle.clone(), message).expect("noop send");
+        samples.push(t.elapsed());
+    }
+    report("plugin call, no I/O (fresh instance per message)", &mut samples);
+
+    // (1b) one host capability call: a GET through the plugin vs the same GET natively
+    let client = reqwest::Client::builder().tcp_nodelay(true).build().expect("client");
+    let ping = format!("http://127.0.0.1:{port}/ping");
+    let mut plugin_get = Vec::new();
+    let mut native_get = Vec::new();
+    for n in 0..messages.min(10_000) {
+        let t = Instant::now();
+        host.send_blocking("get", handle.clone(), message(n)).expect("get send");
+        plugin_get.push(t.elapsed());
+        let t = Instant::now();
+        runtime.block_on(async { client.get(&ping).send().await?.bytes().await }).expect("native get");
+        native_get.push(t.elapsed());
+    }
+    let plugin_get = report("GET via plugin (host -> plugin -> http capability -> plugin -> host)", &mut plugin_get);
+    let native_get = report("GET native", &mut native_get);
+    println!("boundary overhead with one capability call (median): {:.1} us", (plugin_get.as_secs_f64() - native_get.as_secs_f64()) * 1e6);
+
+    // (2) shop latency: plugin vs native, one sender
+    let url = format!("http://127.0.0.1:{port}/v1/messages");
+    let latency_runs = messages.min(10_000);
+    let mut plugin_samples = Vec::with_capacity(latency_runs);
+    let mut native_samples = Vec::with_capacity(latency_runs);
+    for n in 0..latency_runs {
+        let t = Instant::now();
+        host.send_blocking("shop", handle.clone(), message(n)).expect("shop send");
+        plugin_samples.push(t.elapsed());
+        let t = Instant::now();
+        runtime.block_on(native_send(&client, &url, message(n))).expect("native send");
+        native_samples.push(t.elapsed());
+    }
+    let plugin_median = report("shop via plugin, 1 sender", &mut plugin_samples);
+    let native_median = report("shop native adapter, 1 sender", &mut native_samples);
+    println!(
+        "boundary overhead (median plugin - native): {:.1} us; ratio {:.2}x",
+        (plugin_median.as_secs_f64() - native_median.as_secs_f64()) * 1e6,
+        plugin_median.as_secs_f64() / native_median.as_secs_f64()
+    );
+
+    // (3) throughput with concurrent senders
+    for senders in [8usize, 32] {
+        let plugin_rate = runtime.block_on(throughput(senders, messages, {
+            let host = Arc::clone(&host);
+            move |n| {
+                let host = Arc::clone(&host);
+                async move { host.send("shop", message(n)).await.map(|_| ()).map_err(|e| e.to_string()) }
+            }
+        }));
+        let native_rate = runtime.block_on(throughput(senders, messages, {
+            let client = client.clone();
+            let url = url.clone();
+            move |n| {
+                let client = client.clone();
+                let url = url.clone();
+                async move { native_send(&client, &url, message(n)).await }
+            }
+        }));
+        println!(
+            "shop throughput, {senders} senders, {messages} messages: plugin {plugin_rate:.0}/s, native {native_rate:.0}/s, ratio {:.2}",
+            plugin_rate / native_rate
+        );
+    }
+}
+
+fn message(n: usize) -> OutboundMessage {
+    OutboundMessage {
+        recipient: Recipient { address: format!("cust-{n}"), name: None, member_id: format!("m-{n}") },
+        subject: None,
+        text: "好久不见！您常买的龙井新茶到了，本周回购九折。".to_string(),
+        html: None,
+        idempotency_key: format!("m-{n}/bench/1"),
+        channel_data: vec![("template".into(), "winback_v2".into())],
+        metadata: vec![("campaign".into(), "bench".into())],
+    }
+}
+
+/// The same adapter logic as the plugin (the shop crate compiled natively), over reqwest directly.
+async fn native_send(client: &reqwest::Client, url: &str, message: OutboundMessage) -> Result<(), String> {
+    let to_sdk = rekindle_plugin_sdk::OutboundMessage {
+        recipient: rekindle_plugin_sdk::Recipient {
+            address: message.recipient.address,
+            name: message.recipient.name,
+            member_id: message.recipient.member_id,
+        },
+        subject: message.subject,
+        text: message.text,
+        html: message.html,
+        idempotency_key: message.idempotency_key,
+        channel_data: message.channel_data,
+        metadata: message.metadata,
+    };
+    let body = rekindle_plugin_shop::request_body(&to_sdk);
+    let timestamp = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs()).to_string();
+    let signature = rekindle_plugin_shop::signature(SECRET.as_bytes(), &timestamp, &body);
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-rekindle-timestamp", timestamp)
+        .header("x-rekindle-signature", signature)
+        .header("idempotency-key", to_sdk.idempotency_key.as_str())
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    rekindle_plugin_shop::interpret(status, &bytes).map(|_| ()).map_err(|e| format!("{e:?}"))
+}
+
+async fn throughput<F, Fut>(senders: usize, messages: usize, send: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for sender in 0..senders {
+        let send = send.clone();
+        tasks.spawn(async move {
+            let mut n = sender;
+            while n < messages {
+                send(n).await.expect("send");
+                n += senders;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("sender task");
+    }
+    messages as f64 / started.elapsed().as_secs_f64()
+}
+
+fn report(label: &str, samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    println!(
+        "{label}: n={} median {:.1} us, p90 {:.1} us, p99 {:.1} us",
+        samples.len(),
+        at(0.5).as_secs_f64() * 1e6,
+        at(0.9).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6
+    );
+    at(0.5)
+}
+
+/// A minimal keep-alive HTTP/1.1 responder on 127.0.0.1: reads one request
+/// (headers, then Content-Length bytes), answers 200 `{"id":"msg-1"}`.
+async fn start_sink() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buffer = Vec::with_capacity(8192);
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let header_end = loop {
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let headers = String::from_utf8_lossy(&buffer[..header_end]).to_ascii_lowercase();
+                    let length: usize = headers
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    while buffer.len() < header_end + length {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buffer.drain(..header_end + length);
+                    let body = b"{\"id\":\"msg-1\"}";
+                    let response = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let mut out = response.into_bytes();
+                    out.extend_from_slice(body);
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}

@@ -1,0 +1,232 @@
+//! The email channel: a proper MIME message, submitted through the host's SMTP relay.
+//!
+//! Builds text and HTML alternatives with UTF-8 subjects and display names
+//! (RFC 2047, so Chinese text survives any relay), a Message-ID derived from
+//! the idempotency key (a retry carries the same id, so receivers can
+//! deduplicate), and List-Unsubscribe with List-Unsubscribe-Post (RFC 8058
+//! one-click) from the message's `unsubscribe_url` channel data and the
+//! `unsubscribe_mailto` setting. The relay and its credentials belong to the
+//! host. Bounces, complaints and deliveries come back through
+//! `parse_callback` in the shape Amazon SES posts them (directly or wrapped
+//! in an SNS notification).
+
+use rekindle_plugin_sdk::{
+    clock, lookup, mime, smtp, CallbackRequest, Channel, Config, Delivery, DeliveryState, OutboundMessage, SendError,
+    StatusUpdate,
+};
+
+pub struct EmailChannel;
+
+/// A plain `local@domain` with nothing that could break a header or an SMTP command.
+pub fn check_address(address: &str) -> Result<(), String> {
+    let valid = match address.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && address.len() <= 254
+                && address.bytes().all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"".contains(&b))
+        }
+        None => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("`{address}` is not a deliverable email address"))
+    }
+}
+
+/// The RFC 5322 bytes for `message`.
+pub fn render(config: &Config, message: &OutboundMessage, now_unix_ms: i64) -> Result<(Vec<u8>, String), SendError> {
+    let from_address = config.require("from_address")?;
+    check_address(&message.recipient.address).map_err(SendError::Permanent)?;
+    let domain = from_address.rsplit_once('@').map_or("localhost", |(_, domain)| domain);
+    let mut unsubscribe = Vec::new();
+    if let Some(url) = lookup(&message.channel_data, "unsubscribe_url") {
+        if url.starts_with("https://") && !url.contains(['<', '>', ' ', '\r', '\n']) {
+            unsubscribe.push(url.to_string());
+        }
+    }
+    if let Some(mailto) = config.get("unsubscribe_mailto") {
+        unsubscribe.push(format!("mailto:{mailto}?subject=unsubscribe"));
+    }
+    let mut extra_headers = Vec::new();
+    if let Some(reply_to) = config.get("reply_to") {
+        extra_headers.push(("Reply-To".to_string(), reply_to.to_string()));
+    }
+    if let Some(campaign) = lookup(&message.metadata, "campaign") {
+        if campaign.bytes().all(|b| b.is_ascii_graphic()) {
+            extra_headers.push(("X-Rekindle-Campaign".to_string(), campaign.to_string()));
+        }
+    }
+    let message_id = mime::message_id(&message.idempotency_key, domain);
+    let bytes = mime::build(&mime::Email {
+        from_address,
+        from_name: config.get("from_name"),
+        to_address: &message.recipient.address,
+        to_name: message.recipient.name.as_deref(),
+        subject: message.subject.as_deref().unwrap_or(""),
+        text: &message.text,
+        html: message.html.as_deref(),
+        idempotency_key: &message.idempotency_key,
+        message_id_domain: domain,
+        date_unix_ms: now_unix_ms,
+        list_unsubscribe: unsubscribe,
+        extra_headers,
+    });
+    Ok((bytes, message_id))
+}
+
+impl Channel for EmailChannel {
+    fn validate_config(config: &Config) -> Result<(), Vec<String>> {
+        let mut problems = config.missing(&["from_address"]);
+        for key in ["from_address", "reply_to", "unsubscribe_mailto"] {
+            if let Some(address) = config.get(key) {
+                if let Err(problem) = check_address(address) {
+                    problems.push(format!("{key}: {problem}"));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn send(config: &Config, message: OutboundMessage) -> Result<Delivery, SendError> {
+        let (bytes, message_id) = render(config, &message, clock::now_unix_ms())?;
+        let from = config.require("from_address")?;
+        let reply = smtp::submit(from, &[message.recipient.address.clone()], &bytes).map_err(|err| match err {
+            smtp::SmtpError::Transient(why) => SendError::Retryable(why),
+            smtp::SmtpError::Permanent(why) | smtp::SmtpError::Denied(why) => SendError::Permanent(why),
+        })?;
+        Ok(Delivery {
+            provider_id: message_id,
+            metadata: vec![("smtp_reply".into(), reply), ("bytes".into(), bytes.len().to_string())],
+        })
+    }
+
+    fn parse_callback(_config: &Config, request: CallbackRequest) -> Result<Vec<StatusUpdate>, String> {
+        parse_ses(&request.body)
+    }
+}
+
+/// Bounce, complaint and delivery notifications in Amazon SES's JSON shape,
+/// bare or wrapped in an SNS `Notification`.
+pub fn parse_ses(body: &[u8]) -> Result<Vec<StatusUpdate>, String> {
+    let outer: serde_json::Value = serde_json::from_slice(body).map_err(|err| format!("not JSON: {err}"))?;
+    let notification = match outer.get("Type").and_then(|t| t.as_str()) {
+        Some("Notification") => {
+            let inner = outer.get("Message").and_then(|m| m.as_str()).ok_or("SNS notification without Message")?;
+            serde_json::from_str(inner).map_err(|err| format!("SNS Message is not JSON: {err}"))?
+        }
+        Some(other) => return Err(format!("SNS message type `{other}` is not a notification")),
+        None => outer,
+    };
+    let kind = notification
+        .get("notificationType")
+        .or_else(|| notification.get("eventType"))
+        .and_then(|t| t.as_str())
+        .ok_or("no notificationType")?;
+    let mail = notification.get("mail");
+    let provider_id = mail
+        .and_then(|m| m.pointer("/commonHeaders/messageId").or_else(|| m.get("messageId")))
+        .and_then(|id| id.as_str())
+        .map(str::to_string);
+    let addresses = |pointer: &str, field: Option<&str>| -> Vec<String> {
+        notification
+            .pointer(pointer)
+            .and_then(|list| list.as_array())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|item| match field {
+                        Some(field) => item.get(field).and_then(|a| a.as_str()),
+                        None => item.as_str(),
+                    })
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let update = |recipient: String, state: DeliveryState, reason: Option<String>| StatusUpdate {
+        provider_id: provider_id.clone(),
+        recipient: Some(recipient),
+        state,
+        reason,
+    };
+    match kind {
+        "Bounce" => {
+            let permanent = notification.pointer("/bounce/bounceType").and_then(|t| t.as_str()) == Some("Permanent");
+            if !permanent {
+                return Ok(Vec::new());
+            }
+            let items = notification.pointer("/bounce/bouncedRecipients").and_then(|l| l.as_array()).cloned().unwrap_or_default();
+            Ok(items
+                .iter()
+                .filter_map(|item| {
+                    let address = item.get("emailAddress")?.as_str()?.to_string();
+                    let reason = item.get("diagnosticCode").and_then(|d| d.as_str()).unwrap_or("permanent bounce");
+                    Some(update(address, DeliveryState::Failed, Some(reason.to_string())))
+                })
+                .collect())
+        }
+        "Complaint" => Ok(addresses("/complaint/complainedRecipients", Some("emailAddress"))
+            .into_iter()
+            .map(|address| update(address, DeliveryState::Complained, Some("complaint".to_string())))
+            .collect()),
+        "Delivery" => Ok(addresses("/delivery/recipients", None)
+            .into_iter()
+            .map(|address| update(address, DeliveryState::Delivered, None))
+            .collect()),
+        other => Err(format!("notification type `{other}` is not Bounce, Complaint or Delivery")),
+    }
+}
+
+rekindle_plugin_sdk::export_channel!(EmailChannel);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_that_could_inject_are_refused() {
+        for (address, ok) in [
+            ("li@example.com", true),
+            ("li+tag@mail.example.cn", true),
+            ("li@example", false),
+            ("li@@example.com", false),
+            ("li@example.com\r\nBcc: x@evil.test", false),
+            ("<li@example.com>", false),
+            ("@example.com", false),
+        ] {
+            assert_eq!(check_address(address).is_ok(), ok, "{address:?}");
+        }
+    }
+
+    #[test]
+    fn ses_notifications_become_status_updates() {
+        let bounce = br#"{"notificationType":"Bounce","mail":{"messageId":"ses-1","commonHeaders":{"messageId":"<rk.k1@tea.example>"}},
+            "bounce":{"bounceType":"Permanent","bouncedRecipients":[{"emailAddress":"gone@example.com","diagnosticCode":"550 5.1.1 user unknown"}]}}"#;
+        let updates = parse_ses(bounce).expect("bounce");
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].state, DeliveryState::Failed);
+        assert_eq!(updates[0].provider_id.as_deref(), Some("<rk.k1@tea.example>"));
+        assert_eq!(updates[0].reason.as_deref(), Some("550 5.1.1 user unknown"));
+
+        let complaint = serde_json::json!({"notificationType":"Complaint","mail":{"messageId":"ses-2"},
+            "complaint":{"complainedRecipients":[{"emailAddress":"angry@example.com"}]}});
+        let wrapped = serde_json::json!({"Type":"Notification","Message": complaint.to_string()});
+        let updates = parse_ses(wrapped.to_string().as_bytes()).expect("complaint");
+        assert_eq!(updates[0].state, DeliveryState::Complained);
+        assert_eq!(updates[0].recipient.as_deref(), Some("angry@example.com"));
+        assert_eq!(updates[0].provider_id.as_deref(), Some("ses-2"));
+
+        let transient = br#"{"notificationType":"Bounce","bounce":{"bounceType":"Transient","bouncedRecipients":[{"emailAddress":"full@example.com"}]}}"#;
+        assert!(parse_ses(transient).expect("transient").is_empty());
+        assert!(parse_ses(b"not json").is_err());
+        assert!(parse_ses(br#"{"Type":"SubscriptionConfirmation"}"#).is_err());
+    }
+}

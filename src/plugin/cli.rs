@@ -1,0 +1,335 @@
+//! `rekindle plugin new|check|send`: the plugin author's and operator's commands.
+//!
+//! `new` scaffolds a plugin crate that builds and passes its own test out of
+//! the box; `check` loads a .wasm and reports its manifest, imports, exports
+//! and problems (and, with `--channel`, whether that channel's grants cover
+//! it); `send` delivers one real test message through a configured channel.
+//! main.rs parses [`PluginCommand`] and calls [`run`]; the output goes to the
+//! writer it passes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use super::{inspect, ChannelConfig, ChannelHost, HostOptions, OutboundMessage, PluginError, Recipient};
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a new channel plugin crate (DIR/NAME) that builds and passes its own test.
+    New {
+        /// Plugin name: lower-case letters, digits and `-`.
+        name: String,
+        /// Folder the crate is created in.
+        #[arg(long, default_value = "plugins")]
+        dir: PathBuf,
+        /// Path of the rekindle plugin SDK crate.
+        #[arg(long, default_value = "plugins/sdk")]
+        sdk: PathBuf,
+        /// Give the crate its own `[workspace]` (for a crate outside this repository).
+        #[arg(long)]
+        standalone: bool,
+    },
+    /// Load a plugin .wasm and report its manifest, imports, exports and problems.
+    Check {
+        file: PathBuf,
+        /// Also check it against this `[channels.NAME]`'s grants and settings.
+        #[arg(long)]
+        channel: Option<String>,
+    },
+    /// Send one real test message through a configured channel.
+    Send {
+        channel: String,
+        /// Recipient address (email, E.164 number, customer id).
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        html: Option<String>,
+        /// Recipient display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Idempotency key; default `cli-test-<unix ms>`.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+/// Run one `rekindle plugin` command. `channels` and `options` come from config.toml.
+pub fn run(
+    command: PluginCommand,
+    channels: &BTreeMap<String, ChannelConfig>,
+    options: &HostOptions,
+    out: &mut dyn Write,
+) -> Result<(), PluginError> {
+    let io = |err: std::io::Error| PluginError::Io { context: "writing output".to_string(), source: err };
+    match command {
+        PluginCommand::New { name, dir, sdk, standalone } => {
+            let crate_dir = scaffold(&name, &dir, &sdk, standalone)?;
+            writeln!(out, "created {}", crate_dir.display()).map_err(io)?;
+            writeln!(out, "build it:  scripts/build-plugins.sh {name}   (or cargo build --release --target wasm32-unknown-unknown)")
+                .map_err(io)?;
+            writeln!(out, "test it:   cargo test --manifest-path {}", crate_dir.join("Cargo.toml").display()).map_err(io)?;
+        }
+        PluginCommand::Check { file, channel } => {
+            let report = inspect(&file)?;
+            let manifest = &report.manifest;
+            writeln!(out, "plugin   {} {} (kind {})", manifest.name, manifest.version, manifest.kind).map_err(io)?;
+            if !manifest.description.is_empty() {
+                writeln!(out, "about    {}", manifest.description).map_err(io)?;
+            }
+            writeln!(out, "exports  {}", report.exports.join(", ")).map_err(io)?;
+            let imported: Vec<&str> = [("http", report.imports.http), ("smtp", report.imports.smtp), ("files", report.imports.files)]
+                .iter()
+                .filter(|(_, used)| *used)
+                .map(|(name, _)| *name)
+                .collect();
+            writeln!(out, "imports  log, clock{}{}", if imported.is_empty() { "" } else { ", " }, imported.join(", ")).map_err(io)?;
+            writeln!(
+                out,
+                "config   required [{}] optional [{}] secrets [{}]",
+                manifest.config.required.join(", "),
+                manifest.config.optional.join(", "),
+                manifest.config.secrets.join(", ")
+            )
+            .map_err(io)?;
+            let mut problems = report.problems.clone();
+            if let Some(channel_name) = channel {
+                let mut config = channels
+                    .get(&channel_name)
+                    .cloned()
+                    .ok_or_else(|| PluginError::UnknownChannel(channel_name.clone()))?;
+                config.plugin = std::path::absolute(&file).unwrap_or(file.clone());
+                let single = BTreeMap::from([(channel_name.clone(), config)]);
+                match ChannelHost::load(&single, options) {
+                    Ok(_) => writeln!(out, "channel  [channels.{channel_name}] grants and settings cover it").map_err(io)?,
+                    Err(PluginError::Config { problems: more, .. }) => problems.extend(more),
+                    Err(other) => problems.push(other.to_string()),
+                }
+            }
+            if problems.is_empty() {
+                writeln!(out, "ok").map_err(io)?;
+            } else {
+                for problem in &problems {
+                    writeln!(out, "problem  {problem}").map_err(io)?;
+                }
+                return Err(PluginError::Usage(format!("{} has {} problem(s)", file.display(), problems.len())));
+            }
+        }
+        PluginCommand::Send { channel, to, text, subject, html, name, key } => {
+            let config = channels.get(&channel).cloned().ok_or_else(|| PluginError::UnknownChannel(channel.clone()))?;
+            let single = BTreeMap::from([(channel.clone(), config)]);
+            let host = ChannelHost::load(&single, options)?;
+            let key = key.unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+                format!("cli-test-{now}")
+            });
+            let message = OutboundMessage {
+                recipient: Recipient { address: to, name, member_id: "cli-test".to_string() },
+                subject,
+                text,
+                html,
+                idempotency_key: key,
+                channel_data: Vec::new(),
+                metadata: vec![("source".to_string(), "rekindle plugin send".to_string())],
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|err| PluginError::Io { context: "starting the async runtime".to_string(), source: err })?;
+            match runtime.block_on(host.send(&channel, message)) {
+                Ok(delivery) => {
+                    writeln!(out, "sent     provider id {}", delivery.provider_id).map_err(io)?;
+                    for (key, value) in &delivery.metadata {
+                        writeln!(out, "         {key} = {value}").map_err(io)?;
+                    }
+                }
+                Err(err) => return Err(PluginError::Usage(format!("channel `{channel}`: {err}"))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write the crate; refuse to overwrite anything.
+fn scaffold(name: &str, dir: &Path, sdk: &Path, standalone: bool) -> Result<PathBuf, PluginError> {
+    let valid = !name.is_empty()
+        && name.len() <= 40
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        return Err(PluginError::Usage(format!("plugin name `{name}`: use lower-case letters, digits and `-`, starting with a letter")));
+    }
+    let crate_dir = dir.join(name);
+    if crate_dir.exists() {
+        return Err(PluginError::Usage(format!("{} already exists", crate_dir.display())));
+    }
+    let sdk_dir = std::path::absolute(sdk).map_err(|err| PluginError::Io { context: format!("sdk path {}", sdk.display()), source: err })?;
+    if !sdk_dir.join("wit").is_dir() {
+        return Err(PluginError::Usage(format!("{} is not the rekindle plugin SDK (no wit/ folder); pass --sdk", sdk.display())));
+    }
+    let absolute_crate = std::path::absolute(&crate_dir).map_err(|err| PluginError::Io { context: "crate path".to_string(), source: err })?;
+    let sdk_path = relative_path(&absolute_crate, &sdk_dir);
+    let write = |relative: &str, contents: String| {
+        let path = crate_dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|err| PluginError::Io { context: format!("creating {}", parent.display()), source: err })?;
+        }
+        std::fs::write(&path, contents).map_err(|err| PluginError::Io { context: format!("writing {}", path.display()), source: err })
+    };
+    let crate_name = format!("rekindle-plugin-{name}");
+    let workspace = if standalone { "\n[workspace]\n" } else { "" };
+    write(
+        "Cargo.toml",
+        format!(
+            "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nrekindle-plugin-sdk = {{ path = {:?} }}\n{workspace}",
+            sdk_path.display().to_string()
+        ),
+    )?;
+    write("plugin.toml", SCAFFOLD_MANIFEST.replace("{name}", name))?;
+    write("src/lib.rs", SCAFFOLD_LIB.replace("{name}", name))?;
+    Ok(crate_dir)
+}
+
+/// `to` as seen from `from` (both absolute), with `..` where needed.
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component> = from.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut path = PathBuf::new();
+    for _ in common..from.len() {
+        path.push("..");
+    }
+    for part in &to[common..] {
+        path.push(part.as_os_str());
+    }
+    path
+}
+
+const SCAFFOLD_MANIFEST: &str = r#"# The manifest of the {name} channel: `describe` returns this file; the host
+# refuses the plugin unless config.toml grants what [capabilities] asks for.
+name = "{name}"
+version = "0.1.0"
+kind = "webhook"
+description = "Posts each message as JSON to the `endpoint` setting."
+
+[config]
+required = ["endpoint"]
+optional = []
+secrets = []
+
+[capabilities]
+http = true
+"#;
+
+const SCAFFOLD_LIB: &str = r##"//! The {name} channel: posts each message as JSON to the `endpoint` setting.
+//!
+//! Start here: `body` is pure and tested below (`cargo test`); `send` does
+//! the one host call. See PLUGINS.md for the whole contract.
+
+use rekindle_plugin_sdk::{http, Channel, Config, Delivery, OutboundMessage, SendError};
+
+pub struct Plugin;
+
+/// The JSON body for one message (escaped by hand to keep the plugin small).
+pub fn body(message: &OutboundMessage) -> String {
+    format!(
+        "{{\"to\":\"{}\",\"text\":\"{}\",\"key\":\"{}\"}}",
+        escape(&message.recipient.address),
+        escape(&message.text),
+        escape(&message.idempotency_key)
+    )
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl Channel for Plugin {
+    fn validate_config(config: &Config) -> Result<(), Vec<String>> {
+        let problems = config.missing(&["endpoint"]);
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    fn send(config: &Config, message: OutboundMessage) -> Result<Delivery, SendError> {
+        let request = http::Request {
+            method: "POST".into(),
+            url: config.require("endpoint")?.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body(&message).into_bytes(),
+        };
+        match http::send(&request) {
+            Ok(response) if (200..300).contains(&response.status) => {
+                Ok(Delivery { provider_id: message.idempotency_key, metadata: vec![] })
+            }
+            Ok(response) if response.status == 429 || response.status >= 500 => {
+                Err(SendError::Retryable(format!("endpoint answered {}", response.status)))
+            }
+            Ok(response) => Err(SendError::Permanent(format!("endpoint answered {}", response.status))),
+            Err(err) => Err(SendError::Retryable(format!("{err:?}"))),
+        }
+    }
+}
+
+rekindle_plugin_sdk::export_channel!(Plugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rekindle_plugin_sdk::Recipient;
+
+    #[test]
+    fn body_escapes_quotes_and_newlines() {
+        let message = OutboundMessage {
+            recipient: Recipient { address: "c-1".into(), name: None, member_id: "m-1".into() },
+            subject: None,
+            text: "say \"hi\"\n".into(),
+            html: None,
+            idempotency_key: "k-1".into(),
+            channel_data: vec![],
+            metadata: vec![],
+        };
+        assert_eq!(body(&message), r#"{"to":"c-1","text":"say \"hi\"\u000a","key":"k-1"}"#);
+    }
+}
+"##;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_climb_to_the_common_folder() {
+        let cases = [
+            ("/repo/plugins/hello", "/repo/plugins/sdk", "../sdk"),
+            ("/tmp/x/hello", "/repo/plugins/sdk", "../../../repo/plugins/sdk"),
+            ("/repo/a", "/repo/a/b", "b"),
+        ];
+        for (from, to, expected) in cases {
+            assert_eq!(relative_path(Path::new(from), Path::new(to)), PathBuf::from(expected));
+        }
+    }
+
+    #[test]
+    fn scaffold_refuses_bad_names_and_existing_folders() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/sdk");
+        for bad in ["", "Hello", "1abc", "a_b", "a/b"] {
+            assert!(scaffold(bad, dir.path(), &sdk, true).is_err(), "{bad}");
+        }
+        scaffold("hello", dir.path(), &sdk, true).expect("first");
+        assert!(scaffold("hello", dir.path(), &sdk, true).is_err());
+    }
+}

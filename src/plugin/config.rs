@@ -1,0 +1,155 @@
+//! The operator's configuration of one channel: `[channels.NAME]` in config.toml.
+//!
+//! It owns what the operator decides for a plugin: which .wasm file, which
+//! settings and secrets it gets, what it may reach (grants), how much it may
+//! use (limits) and, for email, the SMTP relay with its credentials, which the
+//! plugin never sees. Parsed strictly (`deny_unknown_fields`) so a typo is an
+//! error that names the key, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `[channels.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// The plugin: a WebAssembly component, or a core module built with the
+    /// SDK for wasm32-unknown-unknown (componentized at load). Relative paths
+    /// are taken from the folder of config.toml.
+    pub plugin: PathBuf,
+    /// Plain settings passed to the plugin on every call (sender address,
+    /// gateway URL, opt-out text).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Secrets (API keys, signing keys) passed only to this channel's plugin.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// What the plugin may reach.
+    #[serde(default)]
+    pub grants: Grants,
+    /// How much one call may use.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The SMTP relay for plugins that submit mail. Its presence grants SMTP.
+    #[serde(default)]
+    pub smtp: Option<SmtpRelayConfig>,
+}
+
+/// `[channels.NAME.grants]`: capabilities beyond logging and the clock.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// HTTP(S) origins the plugin may call: `"https://api.example.com"`,
+    /// `"http://127.0.0.1:8080"` or `"host:port"` (either scheme). A host
+    /// name reaches only public addresses; a private or loopback address is
+    /// reachable only when named here literally (`127.0.0.1`, `localhost`).
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// The one folder the plugin may write files into.
+    #[serde(default)]
+    pub files: Option<PathBuf>,
+}
+
+/// `[channels.NAME.limits]`: per-call bounds; a call over any of them fails
+/// that one send and nothing else.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory of one plugin instance, MiB.
+    pub memory_mib: u32,
+    /// CPU time the plugin's own code may use per call, milliseconds (host
+    /// calls excluded; they have `io_timeout_ms`).
+    pub cpu_ms: u32,
+    /// Wall-clock bound on one host I/O call (HTTP request, SMTP submission).
+    pub io_timeout_ms: u32,
+    /// Largest HTTP response body handed to the plugin, bytes.
+    pub http_max_response_bytes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: 32,
+            cpu_ms: 1_000,
+            io_timeout_ms: 10_000,
+            http_max_response_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[channels.NAME.smtp]`: the relay the host submits mail to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpRelayConfig {
+    pub host: String,
+    pub port: u16,
+    /// `none`, `starttls` (required when set) or `implicit` (SMTPS).
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// AUTH credentials (PLAIN or LOGIN); only sent over TLS.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Extra trusted root certificate (PEM), for a private relay.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name checked against the relay's certificate; default `host`.
+    #[serde(default)]
+    pub tls_name: Option<String>,
+    /// Name sent in EHLO; default `localhost`.
+    #[serde(default)]
+    pub hello_name: Option<String>,
+    /// Idle connections kept open to the relay.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_pool_size() -> usize {
+    4
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    #[default]
+    None,
+    Starttls,
+    Implicit,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_channel_and_rejects_unknown_keys() {
+        let full = r#"
+            plugin = "target/plugins/email.wasm"
+            settings = { from_address = "news@shop.example" }
+            secrets = { api_key = "k" }
+            [grants]
+            http = ["https://api.example.com"]
+            files = "out"
+            [limits]
+            memory_mib = 16
+            [smtp]
+            host = "localhost"
+            port = 2525
+            tls = "starttls"
+            username = "shop"
+            password = "s3cret"
+        "#;
+        let config: ChannelConfig = toml::from_str(full).expect("valid channel config");
+        assert_eq!(config.limits.memory_mib, 16);
+        assert_eq!(config.limits.cpu_ms, Limits::default().cpu_ms);
+        assert_eq!(config.smtp.as_ref().map(|s| s.tls), Some(SmtpTls::Starttls));
+        assert_eq!(config.smtp.as_ref().map(|s| s.pool_size), Some(4));
+
+        let typo = "plugin = \"x.wasm\"\n[limits]\nmemory_mb = 16\n";
+        let err = toml::from_str::<ChannelConfig>(typo).expect_err("unknown key");
+        assert!(err.to_string().contains("memory_mb"), "{err}");
+    }
+}

@@ -1,0 +1,250 @@
+//! Channel plugins: outreach leaves rekindle only through these sandboxed WebAssembly components.
+//!
+//! *Architecture invariant*: this is the only module that names wasmtime. A
+//! plugin holds one provider's logic and nothing else; the host does all its
+//! I/O (HTTP, SMTP, one granted folder) under the operator's grants and limits,
+//! and the import list of a plugin is exactly what it may do.
+//!
+//! *API boundary*: [`ChannelHost`] — load every `[channels.NAME]`
+//! ([`ChannelConfig`]) once, then [`ChannelHost::send`] and
+//! [`ChannelHost::parse_callback`] from the dispatcher and the callback
+//! endpoint; [`cli`] holds `rekindle plugin new|check|send`. The contract with
+//! plugin authors is the WIT in `plugins/sdk/wit` (see PLUGINS.md).
+
+mod cache;
+pub mod cli;
+pub mod config;
+mod host;
+mod http;
+pub mod manifest;
+mod smtp;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use config::ChannelConfig;
+
+/// Who a message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// Email address, E.164 number or platform customer id, as the channel expects.
+    pub address: String,
+    pub name: Option<String>,
+    pub member_id: String,
+}
+
+/// A rendered message for one recipient, as the dispatcher hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    pub recipient: Recipient,
+    pub subject: Option<String>,
+    pub text: String,
+    pub html: Option<String>,
+    /// Same key on every retry of the same (member, campaign, step).
+    pub idempotency_key: String,
+    pub channel_data: Vec<(String, String)>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// A message the provider accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub provider_id: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendErrorKind {
+    /// Try again later.
+    Retryable,
+    /// Give up: a bad address, a refused message, a plugin fault.
+    Permanent,
+}
+
+/// A failed send and whether a retry may help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} send error: {reason}", match .kind { SendErrorKind::Retryable => "retryable", SendErrorKind::Permanent => "permanent" })]
+pub struct SendError {
+    pub kind: SendErrorKind,
+    pub reason: String,
+}
+
+impl SendError {
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        SendError { kind: SendErrorKind::Retryable, reason: reason.into() }
+    }
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        SendError { kind: SendErrorKind::Permanent, reason: reason.into() }
+    }
+    pub fn is_retryable(&self) -> bool {
+        self.kind == SendErrorKind::Retryable
+    }
+}
+
+/// A provider's webhook request, as received by rekindle's callback endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackRequest {
+    pub method: String,
+    /// Path below the channel's callback root, with the query string.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Accepted,
+    Delivered,
+    Failed,
+    Complained,
+    OptedOut,
+}
+
+/// One status change a provider reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    pub provider_id: Option<String>,
+    pub recipient: Option<String>,
+    pub state: DeliveryState,
+    pub reason: Option<String>,
+}
+
+/// Errors loading plugins or reaching them; every message names the channel or file.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot read plugin {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("plugin {} is rejected: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: String },
+    #[error("channel `{channel}`: {}", problems.join("; "))]
+    Config { channel: String, problems: Vec<String> },
+    #[error("channel `{channel}`: {source}")]
+    InChannel { channel: String, source: Box<PluginError> },
+    #[error("no channel named `{0}` is configured")]
+    UnknownChannel(String),
+    #[error("plugin engine: {0}")]
+    Engine(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl PluginError {
+    fn in_channel(self, channel: &str) -> Self {
+        PluginError::InChannel { channel: channel.to_string(), source: Box::new(self) }
+    }
+}
+
+/// Where the host finds relative plugin paths and keeps compiled code.
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// Folder relative `plugin` and `grants.files` paths are taken from (config.toml's folder).
+    pub base_dir: PathBuf,
+    /// Compiled-code cache; `None` compiles on every start.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Every configured channel, loaded and checked, ready to send.
+pub struct ChannelHost {
+    engine: host::SandboxEngine,
+    channels: BTreeMap<String, Arc<host::LoadedChannel>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl ChannelHost {
+    /// Load and check every channel. Fails on the first channel with a
+    /// problem, listing all of that channel's problems. Compiling takes a
+    /// while on a cold cache: call it off the async runtime's worker threads
+    /// (or before starting it).
+    pub fn load(channels: &BTreeMap<String, ChannelConfig>, options: &HostOptions) -> Result<Self, PluginError> {
+        let engine = host::SandboxEngine::new()?;
+        let mut loaded = BTreeMap::new();
+        for (name, config) in channels {
+            let channel = host::LoadedChannel::load(&engine, name, config, &options.base_dir, options.cache_dir.as_deref())?;
+            loaded.insert(name.clone(), Arc::new(channel));
+        }
+        Ok(ChannelHost {
+            engine,
+            channels: loaded,
+            permits: Arc::new(tokio::sync::Semaphore::new(host::MAX_CONCURRENT_CALLS as usize)),
+        })
+    }
+
+    /// Names of the loaded channels.
+    pub fn channel_names(&self) -> impl Iterator<Item = &str> {
+        self.channels.keys().map(String::as_str)
+    }
+
+    /// The manifest of a loaded channel's plugin.
+    pub fn manifest(&self, channel: &str) -> Option<&manifest::PluginManifest> {
+        self.channels.get(channel).and_then(|loaded| loaded.plugin.manifest())
+    }
+
+    /// Send one message through `channel`. A plugin that loops, eats memory,
+    /// traps or panics fails this one send (permanent, with the reason); the
+    /// host and the other channels go on.
+    pub async fn send(&self, channel: &str, message: OutboundMessage) -> Result<Delivery, SendError> {
+        let loaded = self
+            .channels
+            .get(channel)
+            .cloned()
+            .ok_or_else(|| SendError::permanent(format!("no channel named `{channel}` is configured")))?;
+        let _permit = self.permits.acquire().await.map_err(|_| SendError::retryable("plugin host is shutting down"))?;
+        let engine = self.engine.engine().clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || loaded.send_blocking(&engine, runtime, message))
+            .await
+            .map_err(|err| SendError::retryable(format!("plugin call did not finish: {err}")))?
+    }
+
+    /// Turn a provider's webhook into status updates. An error means the
+    /// request was not one of this provider's (or the plugin failed).
+    pub async fn parse_callback(&self, channel: &str, request: CallbackRequest) -> Result<Vec<StatusUpdate>, PluginError> {
+        let loaded = self.channels.get(channel).cloned().ok_or_else(|| PluginError::UnknownChannel(channel.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PluginError::Engine("plugin host is shutting down".to_string()))?;
+        let engine = self.engine.engine().clone();
+        let runtime = tokio::runtime::Handle::current();
+        let outcome = tokio::task::spawn_blocking(move || loaded.parse_callback_blocking(&engine, runtime, request))
+            .await
+            .map_err(|err| PluginError::Engine(format!("plugin call did not finish: {err}")))?;
+        outcome.map_err(|reason| PluginError::Config { channel: channel.to_string(), problems: vec![format!("callback rejected: {reason}")] })
+    }
+
+    /// Send on the calling thread, which must not be an async worker (for
+    /// benchmarks and the CLI; the dispatcher uses [`ChannelHost::send`]).
+    pub fn send_blocking(&self, channel: &str, runtime: tokio::runtime::Handle, message: OutboundMessage) -> Result<Delivery, SendError> {
+        let loaded = self
+            .channels
+            .get(channel)
+            .ok_or_else(|| SendError::permanent(format!("no channel named `{channel}` is configured")))?;
+        loaded.send_blocking(self.engine.engine(), runtime, message)
+    }
+}
+
+/// What `rekindle plugin check` reports about a plugin file.
+#[derive(Debug, Clone)]
+pub struct PluginReport {
+    pub manifest: manifest::PluginManifest,
+    pub imports: manifest::Capabilities,
+    pub exports: Vec<String>,
+    /// Problems found (undeclared imports); empty when the plugin is sound.
+    pub problems: Vec<String>,
+}
+
+/// Load one plugin file outside any channel and report what it is.
+pub fn inspect(path: &Path) -> Result<PluginReport, PluginError> {
+    let engine = host::SandboxEngine::new()?;
+    let plugin = engine.load_file(path, None)?;
+    let manifest = plugin
+        .manifest()
+        .cloned()
+        .ok_or_else(|| PluginError::Malformed { path: path.to_path_buf(), reason: "no manifest".to_string() })?;
+    let problems = manifest.undeclared(plugin.imports);
+    Ok(PluginReport { manifest, imports: plugin.imports, exports: plugin.exports.clone(), problems })
+}

@@ -1,0 +1,98 @@
+//! `rekindle plugin new|check|send`, driven through `plugin::cli::run` as main.rs does:
+//! a scaffolded plugin passes its own test, builds for wasm and passes `check`;
+//! `check` reports imports and grant problems; `send` delivers for real.
+
+mod plugin_support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use plugin_support::*;
+use rekindle::plugin::cli::{run, PluginCommand};
+use rekindle::plugin::{HostOptions, PluginError};
+
+fn run_to_string(command: PluginCommand, channels: &BTreeMap<String, rekindle::plugin::ChannelConfig>) -> (Result<(), PluginError>, String) {
+    let mut out = Vec::new();
+    let result = run(command, channels, &HostOptions::default(), &mut out);
+    (result, String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn a_scaffolded_plugin_tests_builds_and_checks_out_of_the_box() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (result, output) = run_to_string(
+        PluginCommand::New { name: "hello".into(), dir: dir.path().to_path_buf(), sdk: repo().join("plugins/sdk"), standalone: true },
+        &BTreeMap::new(),
+    );
+    result.expect("new");
+    assert!(output.contains("created"), "{output}");
+    let manifest = dir.path().join("hello/Cargo.toml");
+    // Share the repository's target folder so the SDK is not compiled again.
+    let target = repo().join("target/scaffold");
+    let cargo = |args: &[&str]| {
+        let status = Command::new(env!("CARGO"))
+            .args(args)
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "cargo {args:?} failed for the scaffold");
+    };
+    cargo(&["test", "-q"]);
+    cargo(&["build", "-q", "--release", "--target", "wasm32-unknown-unknown"]);
+    let wasm = target.join("wasm32-unknown-unknown/release/rekindle_plugin_hello.wasm");
+
+    let (result, output) = run_to_string(PluginCommand::Check { file: wasm.clone(), channel: None }, &BTreeMap::new());
+    result.expect("check");
+    for expected in ["plugin   hello 0.1.0 (kind webhook)", "exports  rekindle:channel/channel@0.1.0", "imports  log, clock, http", "ok"] {
+        assert!(output.contains(expected), "{expected:?} in\n{output}");
+    }
+
+    // Against a channel that grants no http, check names the missing grant.
+    let stingy = channels(vec![("hook", channel("file", "settings = { endpoint = \"http://127.0.0.1:9/\" }\n"))]);
+    let (result, output) = run_to_string(PluginCommand::Check { file: wasm, channel: Some("hook".into()) }, &stingy);
+    assert!(result.is_err());
+    assert!(output.contains("asks for http, which [channels.hook] does not grant"), "{output}");
+}
+
+#[test]
+fn check_reports_each_shipped_plugin_and_send_delivers() {
+    let cases = [
+        ("email", "imports  log, clock, smtp"),
+        ("sms", "imports  log, clock, http"),
+        ("shop", "imports  log, clock, http"),
+        ("file", "imports  log, clock, files"),
+    ];
+    for (name, imports) in cases {
+        let (result, output) = run_to_string(PluginCommand::Check { file: plugin(name), channel: None }, &BTreeMap::new());
+        result.unwrap_or_else(|err| panic!("check {name}: {err}\n{output}"));
+        assert!(output.contains(&format!("plugin   {name} 0.1.0")), "{output}");
+        assert!(output.contains(imports), "{name}: {output}");
+    }
+
+    let out = tempfile::tempdir().expect("out");
+    let configured = channels(vec![("demo", channel("file", &format!("[grants]\nfiles = {:?}\n", out.path().display().to_string())))]);
+    let (result, output) = run_to_string(
+        PluginCommand::Send {
+            channel: "demo".into(),
+            to: "+8613800000000".into(),
+            text: "测试".into(),
+            subject: None,
+            html: None,
+            name: None,
+            key: Some("cli-1".into()),
+        },
+        &configured,
+    );
+    result.expect("send");
+    assert!(output.contains("sent     provider id cli-1.json"), "{output}");
+    let written = std::fs::read_to_string(out.path().join("cli-1.json")).expect("written");
+    assert!(written.contains("测试"));
+
+    let (result, _) = run_to_string(
+        PluginCommand::Send { channel: "nope".into(), to: "x".into(), text: "x".into(), subject: None, html: None, name: None, key: None },
+        &configured,
+    );
+    assert!(matches!(result, Err(PluginError::UnknownChannel(_))));
+}

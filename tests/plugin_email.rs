@@ -1,0 +1,210 @@
+//! The email plugin against a real SMTP server (aiosmtpd, STARTTLS + AUTH, on
+//! 127.0.0.1): messages arrive, and an independent parser (Python's email
+//! package) finds the headers, encodings and both parts as sent.
+
+mod plugin_support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use plugin_support::*;
+use rekindle::plugin::{CallbackRequest, ChannelHost, DeliveryState, HostOptions, OutboundMessage, SendErrorKind};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+fn email_channel(port: u16, state: &std::path::Path, password: &str) -> rekindle::plugin::ChannelConfig {
+    channel(
+        "email",
+        &format!(
+            r#"settings = {{ from_address = "news@tea.example", from_name = "茶馆 Tea House", unsubscribe_mailto = "unsub@tea.example" }}
+[smtp]
+host = "localhost"
+port = {port}
+tls = "starttls"
+username = "shop"
+password = "{password}"
+ca_file = {:?}
+"#,
+            state.join("tls/ca.pem").display().to_string()
+        ),
+    )
+}
+
+fn read_mail(path: &std::path::Path) -> serde_json::Value {
+    let output = Command::new(python())
+        .arg(repo().join("scripts/read_mail.py"))
+        .arg(path)
+        .output()
+        .expect("run read_mail.py");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("read_mail json")
+}
+
+fn stored(state: &std::path::Path, count: usize) -> Vec<std::path::PathBuf> {
+    wait_for(Duration::from_secs(10), || {
+        let mut files: Vec<_> = std::fs::read_dir(state.join("maildir/new")).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        (files.len() >= count).then_some(files)
+    })
+}
+
+#[test]
+fn messages_arrive_with_encoded_headers_and_both_parts() {
+    let port = free_port();
+    let sink = ScriptServer::start("smtp-sink.sh", &[&port.to_string(), "--tls", "starttls", "--auth", "shop:s3cret", "--require-auth"]);
+    let host = ChannelHost::load(&channels(vec![("mail", email_channel(port, sink.path(), "s3cret"))]), &HostOptions::default())
+        .expect("load");
+    let rt = runtime();
+
+    let subject = "好久不见，李雷！您的专属九折优惠券已到账，欢迎回来选购今年的新茶 🍵";
+    let text = "您好 李雷，\n\n上次的龙井喝完了吗？这周回购享九折。\n\nReply STOP to opt out.";
+    let html = "<html><body><p>您好 <b>李雷</b>，上次的龙井喝完了吗？</p></body></html>";
+    let cases: Vec<(OutboundMessage, Option<&str>)> = vec![
+        (
+            OutboundMessage {
+                recipient: rekindle::plugin::Recipient {
+                    address: "li.lei@example.com".into(),
+                    name: Some("李雷".into()),
+                    member_id: "m-1".into(),
+                },
+                subject: Some(subject.into()),
+                text: text.into(),
+                html: Some(html.into()),
+                idempotency_key: "m-1/winback/1".into(),
+                channel_data: vec![("unsubscribe_url".into(), "https://tea.example/u/m-1?c=winback".into())],
+                metadata: vec![("campaign".into(), "winback".into())],
+            },
+            Some(html),
+        ),
+        (
+            OutboundMessage {
+                recipient: rekindle::plugin::Recipient { address: "amy@example.org".into(), name: Some("Amy O'Brien".into()), member_id: "m-2".into() },
+                subject: Some("Your tea is waiting".into()),
+                text: "Plain text only.".into(),
+                html: None,
+                idempotency_key: "m-2/winback/1".into(),
+                channel_data: vec![],
+                metadata: vec![],
+            },
+            None,
+        ),
+    ];
+
+    let mut deliveries = Vec::new();
+    for (message, _) in &cases {
+        let delivery = rt.block_on(host.send("mail", message.clone())).expect("send");
+        assert!(delivery.metadata.iter().any(|(k, v)| k == "smtp_reply" && v.contains("queued")), "{delivery:?}");
+        deliveries.push(delivery);
+    }
+    let files = stored(sink.path(), cases.len());
+    assert_eq!(files.len(), cases.len());
+    let mails: Vec<serde_json::Value> = files.iter().map(|f| read_mail(f)).collect();
+
+    for ((message, html), delivery) in cases.iter().zip(&deliveries) {
+        let mail = mails
+            .iter()
+            .find(|m| m["headers"]["x-sink-rcpt-to"][0] == format!("<{}>", message.recipient.address))
+            .unwrap_or_else(|| panic!("no stored mail for {}", message.recipient.address));
+        let header = |name: &str| mail["headers"][name][0].as_str().unwrap_or_default().to_string();
+        assert_eq!(header("x-sink-auth"), "shop");
+        assert_eq!(header("x-sink-tls"), "yes");
+        assert_eq!(header("x-sink-mail-from"), "<news@tea.example>");
+        assert_eq!(mail["subject"], message.subject.clone().unwrap_or_default());
+        assert_eq!(mail["from"], "茶馆 Tea House <news@tea.example>");
+        let name = message.recipient.name.clone().unwrap_or_default();
+        let to = mail["to"].as_str().unwrap_or_default().replace('"', "");
+        assert_eq!(to, format!("{name} <{}>", message.recipient.address));
+        assert_eq!(header("message-id"), delivery.provider_id);
+        assert!(header("message-id").starts_with("<rk.m-"), "{}", header("message-id"));
+        assert_eq!(header("mime-version"), "1.0");
+        assert!(mail["longest_line"].as_u64().unwrap_or(999) <= 998);
+        assert_eq!(mail["crlf_only"], true);
+        assert_eq!(mail["defects"], serde_json::json!([]));
+        let unsubscribe = header("list-unsubscribe");
+        assert!(unsubscribe.contains("<mailto:unsub@tea.example?subject=unsubscribe>"), "{unsubscribe}");
+        let parts = mail["parts"].as_array().expect("parts");
+        match html {
+            Some(html) => {
+                assert_eq!(mail["content_type"], "multipart/alternative");
+                assert_eq!(parts.len(), 2);
+                assert_eq!(parts[0]["content_type"], "text/plain");
+                assert_eq!(parts[1]["content_type"], "text/html");
+                assert_eq!(parts[1]["text"], *html);
+                assert!(unsubscribe.contains("<https://tea.example/u/m-1?c=winback>"), "{unsubscribe}");
+                assert_eq!(header("list-unsubscribe-post"), "List-Unsubscribe=One-Click");
+                assert_eq!(header("x-rekindle-campaign"), "winback");
+            }
+            None => {
+                assert_eq!(mail["content_type"], "text/plain");
+                assert_eq!(parts.len(), 1);
+                // One-click needs an https target; a mailto alone gets no -Post header.
+                assert!(mail["headers"]["list-unsubscribe-post"].is_null());
+            }
+        }
+        assert_eq!(parts[0]["charset"], "utf-8");
+        assert_eq!(parts[0]["transfer_encoding"], "base64");
+        assert_eq!(parts[0]["text"], message.text);
+    }
+
+    // Same idempotency key on a retry: the same Message-ID.
+    let retry = rt.block_on(host.send("mail", cases[0].0.clone())).expect("retry");
+    assert_eq!(retry.provider_id, deliveries[0].provider_id);
+
+    // A bad address is a permanent error and never reaches the relay.
+    let mut bad = cases[1].0.clone();
+    bad.recipient.address = "amy@example.org\r\nBcc: everyone@example.org".into();
+    let err = rt.block_on(host.send("mail", bad)).expect_err("bad address");
+    assert_eq!(err.kind, SendErrorKind::Permanent, "{err}");
+    assert_eq!(stored(sink.path(), 3).len(), 3);
+}
+
+#[test]
+fn relay_trouble_is_retryable_and_names_the_cause() {
+    let port = free_port();
+    let sink = ScriptServer::start("smtp-sink.sh", &[&port.to_string(), "--tls", "starttls", "--auth", "shop:s3cret", "--require-auth"]);
+    let dead_port = free_port();
+    let host = ChannelHost::load(
+        &channels(vec![
+            ("wrong-password", email_channel(port, sink.path(), "nope")),
+            ("dead-relay", email_channel(dead_port, sink.path(), "s3cret")),
+        ]),
+        &HostOptions::default(),
+    )
+    .expect("load");
+    let rt = runtime();
+    let message = message("amy@example.org", "k-1");
+    let cases = [("wrong-password", "relay refused the login"), ("dead-relay", "cannot reach relay")];
+    for (channel, reason) in cases {
+        let err = rt.block_on(host.send(channel, message.clone())).expect_err(channel);
+        assert_eq!(err.kind, SendErrorKind::Retryable, "{channel}: {err}");
+        assert!(err.reason.contains(reason), "{channel}: {err}");
+    }
+    assert!(!sink.path().join("maildir/new").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false));
+}
+
+#[test]
+fn bounce_and_complaint_callbacks_become_status_updates() {
+    let port = free_port();
+    let sink = ScriptServer::start("smtp-sink.sh", &[&port.to_string(), "--tls", "starttls", "--auth", "shop:s3cret"]);
+    let host = ChannelHost::load(&channels(vec![("mail", email_channel(port, sink.path(), "s3cret"))]), &HostOptions::default())
+        .expect("load");
+    let rt = runtime();
+    let inner = serde_json::json!({
+        "notificationType": "Bounce",
+        "mail": {"messageId": "ses-1", "commonHeaders": {"messageId": "<rk.m-1=2Fwinback=2F1@tea.example>"}},
+        "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": "gone@example.com", "diagnosticCode": "smtp; 550 5.1.1 unknown"}]}
+    });
+    let body = serde_json::json!({"Type": "Notification", "Message": inner.to_string()}).to_string();
+    let request = CallbackRequest { method: "POST".into(), path: "/".into(), headers: vec![], body: body.into_bytes() };
+    let updates = rt.block_on(host.parse_callback("mail", request)).expect("callback");
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].state, DeliveryState::Failed);
+    assert_eq!(updates[0].recipient.as_deref(), Some("gone@example.com"));
+    assert_eq!(updates[0].provider_id.as_deref(), Some("<rk.m-1=2Fwinback=2F1@tea.example>"));
+
+    let junk = CallbackRequest { method: "POST".into(), path: "/".into(), headers: vec![], body: b"<xml/>".to_vec() };
+    let err = rt.block_on(host.parse_callback("mail", junk)).expect_err("junk");
+    assert!(err.to_string().contains("not JSON"), "{err}");
+}

@@ -1,0 +1,111 @@
+//! Shared helpers of the plugin integration tests: building the plugins once,
+//! writing channel configs, starting the project's test servers by PID.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rekindle::plugin::{ChannelConfig, OutboundMessage, Recipient};
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Build every plugin (once per test binary); returns target/plugins.
+pub fn plugins_dir() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(repo().join("scripts/build-plugins.sh"))
+            .current_dir(repo())
+            .status()
+            .expect("run scripts/build-plugins.sh");
+        assert!(status.success(), "scripts/build-plugins.sh failed");
+        repo().join("target/plugins")
+    })
+}
+
+pub fn plugin(name: &str) -> PathBuf {
+    plugins_dir().join(format!("{name}.wasm"))
+}
+
+/// One channel config from TOML text, with `{plugin}` replaced by the path of `name`.wasm.
+pub fn channel(name: &str, toml_text: &str) -> ChannelConfig {
+    let text = format!("plugin = {:?}\n{toml_text}", plugin(name).display().to_string());
+    toml::from_str(&text).unwrap_or_else(|err| panic!("channel config: {err}\n{text}"))
+}
+
+pub fn channels(entries: Vec<(&str, ChannelConfig)>) -> BTreeMap<String, ChannelConfig> {
+    entries.into_iter().map(|(name, config)| (name.to_string(), config)).collect()
+}
+
+pub fn message(address: &str, key: &str) -> OutboundMessage {
+    OutboundMessage {
+        recipient: Recipient { address: address.to_string(), name: None, member_id: "m-1".to_string() },
+        subject: None,
+        text: "hello".to_string(),
+        html: None,
+        idempotency_key: key.to_string(),
+        channel_data: Vec::new(),
+        metadata: Vec::new(),
+    }
+}
+
+pub fn python() -> String {
+    std::env::var("REKINDLE_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A server started by one of the project's scripts/ (start STATE [args]),
+/// stopped by the same script (stop STATE) when dropped.
+pub struct ScriptServer {
+    script: PathBuf,
+    pub state: tempfile::TempDir,
+}
+
+impl ScriptServer {
+    pub fn start(script: &str, args: &[&str]) -> Self {
+        let state = tempfile::tempdir().expect("state dir");
+        let script = repo().join("scripts").join(script);
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(state.path())
+            .args(args)
+            .env("REKINDLE_PYTHON", python())
+            .status()
+            .expect("start script");
+        assert!(status.success(), "{} start failed", script.display());
+        ScriptServer { script, state }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.state.path()
+    }
+}
+
+impl Drop for ScriptServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(&self.script).arg("stop").arg(self.state.path()).status();
+    }
+}
+
+/// Wait until `probe` returns Some, or panic after `limit`.
+pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "gave up waiting after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export REKINDLE_PYTHON="$PWD/.venv/bin/python"
-if [ "${1:-}" = "--long" ]; then export REKINDLE_LONG_TESTS=1; fi
+long=()
+if [ "${1:-}" = "--long" ]; then long=(-- --include-ignored); fi
 if [ -x scripts/build-plugins.sh ]; then scripts/build-plugins.sh; fi
-cargo test --workspace
+cargo test --workspace "${long[@]}"

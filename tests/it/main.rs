@@ -4,6 +4,7 @@
 mod bundles;
 mod cli;
 mod import;
+mod long;
 mod predict;
 mod profiles;
 mod support;

@@ -267,32 +267,37 @@ impl<'s> OrderLoader<'s> {
         }
         let runs = std::mem::replace(&mut self.runs, Runs::new());
         let mut merge = runs.merge(self.store, std::mem::take(&mut last))?;
-        let mut group: Vec<(Text, Vec<OrderLine>)> = Vec::with_capacity(MEMBER_GROUP);
-        while let Some(row) = merge.next()? {
-            if !changed.is_empty() && changed.contains_key(&row.line.order_id) {
-                if let Some(owner) = self.owner(&row.line.order_id) {
-                    if *owner != row.member_id {
-                        // its order now belongs to another member of this import
-                        extra.entry(owner.clone()).or_default().incoming.push(row.line);
-                        continue;
+        let this = &self;
+        stats += self.store.pipelined(2 * MEMBERS_PER_BATCH, |write| {
+            let mut stats = WriteStats::default();
+            let mut group: Vec<(Text, Vec<OrderLine>)> = Vec::with_capacity(MEMBER_GROUP);
+            while let Some(row) = merge.next()? {
+                if !changed.is_empty() && changed.contains_key(&row.line.order_id) {
+                    if let Some(owner) = this.owner(&row.line.order_id) {
+                        if *owner != row.member_id {
+                            // its order now belongs to another member of this import
+                            extra.entry(owner.clone()).or_default().incoming.push(row.line);
+                            continue;
+                        }
+                    }
+                }
+                match group.last_mut() {
+                    Some((m, lines)) if *m == row.member_id => lines.push(row.line),
+                    _ => {
+                        if group.len() == MEMBER_GROUP {
+                            stats += this.prepare_members(std::mem::take(&mut group), &mut extra, write)?;
+                        }
+                        group.push((row.member_id, vec![row.line]));
                     }
                 }
             }
-            match group.last_mut() {
-                Some((m, lines)) if *m == row.member_id => lines.push(row.line),
-                _ => {
-                    if group.len() == MEMBER_GROUP {
-                        stats += self.write_members(std::mem::take(&mut group), &mut extra)?;
-                    }
-                    group.push((row.member_id, vec![row.line]));
-                }
+            stats += this.prepare_members(group, &mut extra, write)?;
+            let rest: Vec<(Text, Vec<OrderLine>)> = extra.keys().map(|m| (m.clone(), Vec::new())).collect();
+            for chunk in rest.chunks(MEMBER_GROUP) {
+                stats += this.prepare_members(chunk.to_vec(), &mut extra, write)?;
             }
-        }
-        stats += self.write_members(group, &mut extra)?;
-        let rest: Vec<(Text, Vec<OrderLine>)> = extra.keys().map(|m| (m.clone(), Vec::new())).collect();
-        for chunk in rest.chunks(MEMBER_GROUP) {
-            stats += self.write_members(chunk.to_vec(), &mut extra)?;
-        }
+            Ok(stats)
+        })?;
         // the owner index last: a crash before this point is repaired by a re-import
         let pairs = self
             .dirty
@@ -306,7 +311,13 @@ impl<'s> OrderLoader<'s> {
         Ok(stats)
     }
 
-    fn write_members(&self, group: Vec<(Text, Vec<OrderLine>)>, extra: &mut FxHashMap<Text, Extra>) -> Result<WriteStats, StoreError> {
+    /// Computes the new history and digest of a group of members and hands the writes over.
+    fn prepare_members(
+        &self,
+        group: Vec<(Text, Vec<OrderLine>)>,
+        extra: &mut FxHashMap<Text, Extra>,
+        write: &mut dyn FnMut(Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError>,
+    ) -> Result<WriteStats, StoreError> {
         let work: Vec<(Text, Vec<OrderLine>, Extra)> =
             group.into_iter().map(|(m, lines)| { let e = extra.remove(&m).unwrap_or_default(); (m, lines, e) }).collect();
         let results = work
@@ -332,7 +343,7 @@ impl<'s> OrderLoader<'s> {
             pairs.push(h);
             pairs.push(m);
         }
-        self.store.apply_pairs(pairs, 2 * MEMBERS_PER_BATCH)?;
+        write(pairs)?;
         Ok(stats)
     }
 }
@@ -354,25 +365,32 @@ impl<'s> EventLoader<'s> {
 
     pub fn finish(self, last: Vec<EventRow>) -> Result<WriteStats, StoreError> {
         let mut merge = self.runs.merge(self.store, last)?;
-        let mut stats = WriteStats::default();
-        let mut group: Vec<(Text, Vec<Event>)> = Vec::with_capacity(MEMBER_GROUP);
-        loop {
-            let row = merge.next()?;
-            let full = group.len() == MEMBER_GROUP && row.as_ref().is_none_or(|r| group.last().is_some_and(|(m, _)| *m != r.member_id));
-            if row.is_none() || full {
-                stats += write_events(self.store, std::mem::take(&mut group))?;
+        let store = self.store;
+        store.pipelined(MEMBERS_PER_BATCH, |write| {
+            let mut stats = WriteStats::default();
+            let mut group: Vec<(Text, Vec<Event>)> = Vec::with_capacity(MEMBER_GROUP);
+            loop {
+                let row = merge.next()?;
+                let full = group.len() >= MEMBER_GROUP && row.as_ref().is_none_or(|r| group.last().is_some_and(|(m, _)| *m != r.member_id));
+                if row.is_none() || full {
+                    stats += prepare_events(store, std::mem::take(&mut group), write)?;
+                }
+                let Some(row) = row else { break };
+                match group.last_mut() {
+                    Some((m, evs)) if *m == row.member_id => evs.push(row.event),
+                    _ => group.push((row.member_id, vec![row.event])),
+                }
             }
-            let Some(row) = row else { break };
-            match group.last_mut() {
-                Some((m, evs)) if *m == row.member_id => evs.push(row.event),
-                _ => group.push((row.member_id, vec![row.event])),
-            }
-        }
-        Ok(stats)
+            Ok(stats)
+        })
     }
 }
 
-fn write_events(store: &Store, group: Vec<(Text, Vec<Event>)>) -> Result<WriteStats, StoreError> {
+fn prepare_events(
+    store: &Store,
+    group: Vec<(Text, Vec<Event>)>,
+    write: &mut dyn FnMut(Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError>,
+) -> Result<WriteStats, StoreError> {
     let results = group
         .into_par_iter()
         .map(|(member_id, events)| {
@@ -398,6 +416,6 @@ fn write_events(store: &Store, group: Vec<(Text, Vec<Event>)>) -> Result<WriteSt
             pairs.push(m);
         }
     }
-    store.apply_pairs(pairs, MEMBERS_PER_BATCH)?;
+    write(pairs)?;
     Ok(stats)
 }

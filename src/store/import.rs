@@ -80,6 +80,33 @@ impl Store {
         Ok(())
     }
 
+    /// Runs `prepare` while a second thread applies the writes it hands over, so sled's
+    /// writing overlaps the decoding and encoding of the next group of members.
+    pub(crate) fn pipelined<R: Send>(
+        &self,
+        per_batch: usize,
+        prepare: impl FnOnce(&mut dyn FnMut(Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Vec<u8>, Vec<u8>)>>(1);
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(move || {
+                for pairs in rx {
+                    self.apply_pairs(pairs, per_batch)?;
+                }
+                Ok::<(), StoreError>(())
+            });
+            let mut send = |pairs| tx.send(pairs).map_err(|_| StoreError::WriterGone);
+            let result = prepare(&mut send);
+            drop(tx);
+            let written = writer.join().unwrap_or(Err(StoreError::WriterGone));
+            // the writer's own error explains a failed hand-over best
+            match (result, written) {
+                (_, Err(e)) => Err(e),
+                (r, Ok(())) => r,
+            }
+        })
+    }
+
     /// Upserts members; columns absent from the file keep their stored values.
     pub fn write_members(&self, rows: &mut Vec<MemberRow>) -> Result<WriteStats, StoreError> {
         let mut latest: FxHashMap<String, Vec<MemberRow>> = FxHashMap::default();

@@ -51,6 +51,8 @@ pub enum StoreError {
     BadMarker { path: PathBuf, marker: String },
     #[error("store i/o failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("the store writer thread stopped")]
+    WriterGone,
     #[error("temporary import files: {0}")]
     Spill(std::io::Error),
     #[error("corrupt value under key {key:?}: {source}")]

@@ -389,10 +389,9 @@ fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, rejects: Option<
                 }
                 let secs = s.elapsed.as_secs_f64();
                 println!(
-                    "{}: {} {}: {} rows, {} imported, {} bad in {:.2}s ({:.0} rows/s){}",
+                    "{}: {} file: {} rows, {} imported, {} bad in {:.2}s ({:.0} rows/s){}",
                     s.file,
                     s.kind.name(),
-                    "file",
                     s.rows,
                     s.imported,
                     s.bad,

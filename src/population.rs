@@ -146,15 +146,15 @@ pub enum Cell<'a> {
     Text(&'a str),
 }
 
-type Column = (&'static str, fn(&str, &Profile) -> Cell<'static>);
+type Column = (&'static str, for<'a> fn(&'a str, &'a Profile) -> Cell<'a>);
 
-fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Cell<'static>) -> Cell<'static> {
+fn opt<'a, T>(v: Option<T>, f: impl FnOnce(T) -> Cell<'a>) -> Cell<'a> {
     v.map_or(Cell::Null, f)
 }
 
 /// The export columns, named as in DATA_FORMAT.md.
 pub const COLUMNS: &[Column] = &[
-    ("member_id", |_, _| Cell::Null), // written from the id itself
+    ("member_id", |id, _| Cell::Text(id)),
     ("orders", |_, p| Cell::Int(i64::from(p.metrics.orders))),
     ("monetary", |_, p| Cell::Money(p.metrics.monetary)),
     ("aov", |_, p| opt(p.metrics.aov(), Cell::Money)),
@@ -171,8 +171,8 @@ pub const COLUMNS: &[Column] = &[
     ("price_sensitivity_tier", |_, p| opt(p.sensitivity_tier, |v| Cell::Text(v.as_str()))),
     ("interval_median_days", |_, p| opt(p.metrics.interval_median_x2, Cell::Half)),
     ("repurchase_due", |_, p| Cell::Bool(p.metrics.repurchase_due)),
-    ("top_category", |_, _| Cell::Null), // strings borrowed from the profile: see write_row
-    ("top_brand", |_, _| Cell::Null),
+    ("top_category", |_, p| opt(p.metrics.top_category.as_deref(), Cell::Text)),
+    ("top_brand", |_, p| opt(p.metrics.top_brand.as_deref(), Cell::Text)),
     ("age", |_, p| opt(p.metrics.age, |a| Cell::Int(i64::from(a)))),
     ("consent_email", |_, p| Cell::Bool(p.metrics.consent_email)),
     ("consent_sms", |_, p| Cell::Bool(p.metrics.consent_sms)),
@@ -182,15 +182,6 @@ pub const COLUMNS: &[Column] = &[
     ("predicted_value", |_, p| opt(p.prediction, |x| Cell::Money(x.predicted_value_cents))),
     ("churn_risk", |_, p| opt(p.prediction, |x| Cell::Text(x.churn_risk.as_str()))),
 ];
-
-fn cell<'a>(i: usize, id: &'a str, p: &'a Profile) -> Cell<'a> {
-    match COLUMNS[i].0 {
-        "member_id" => Cell::Text(id),
-        "top_category" => p.metrics.top_category.as_deref().map_or(Cell::Null, Cell::Text),
-        "top_brand" => p.metrics.top_brand.as_deref().map_or(Cell::Null, Cell::Text),
-        _ => (COLUMNS[i].1)(id, p),
-    }
-}
 
 fn write_row(buf: &mut Vec<u8>, id: &str, p: &Profile, format: ExportFormat) {
     let mut ib = itoa::Buffer::new();
@@ -207,7 +198,7 @@ fn write_row(buf: &mut Vec<u8>, id: &str, p: &Profile, format: ExportFormat) {
             buf.extend_from_slice(b"\":");
         }
         let json = format == ExportFormat::Ndjson;
-        match cell(i, id, p) {
+        match (COLUMNS[i].1)(id, p) {
             Cell::Null if json => buf.extend_from_slice(b"null"),
             Cell::Null => {}
             Cell::Int(v) => buf.extend_from_slice(ib.format(v).as_bytes()),

@@ -21,7 +21,6 @@ pub mod bulk;
 pub mod import;
 pub mod model;
 
-use crate::domain::check_id;
 use model::{EventHistory, Member, OrderHistory, Product};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
@@ -180,10 +179,6 @@ impl Store {
             Ok((String::from_utf8_lossy(&k[1..]).into_owned(), decode(&k, &v)?))
         })
     }
-
-    pub fn member_count(&self) -> usize {
-        self.db.scan_prefix([MEMBER]).keys().count()
-    }
 }
 
 /// Records other stages keep in the store.
@@ -202,11 +197,6 @@ impl RecordKind {
             RecordKind::FittedModel => FITTED_MODEL,
         }
     }
-}
-
-/// Validates an identifier used in a key.
-pub fn valid_id(what: &str, id: &str) -> Result<(), String> {
-    check_id(what, id)
 }
 
 #[cfg(test)]

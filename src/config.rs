@@ -16,6 +16,8 @@ pub struct Config {
     pub profile: ProfileConfig,
     /// Predicted member value (BG/NBD + Gamma-Gamma).
     pub predict: crate::predict::PredictSettings,
+    /// Limits across all rules, where rules live, and the links messages carry.
+    pub campaigns: CampaignsConfig,
     /// Channel plugins by channel name: `[channels.email]`, `[channels.sms]`, ...
     pub channels: std::collections::BTreeMap<String, crate::plugin::ChannelConfig>,
     /// The folder of the config file: relative plugin paths and grants start here.
@@ -30,6 +32,7 @@ impl Default for Config {
             members: MembersConfig::default(),
             profile: ProfileConfig::default(),
             predict: crate::predict::PredictSettings::default(),
+            campaigns: CampaignsConfig::default(),
             channels: Default::default(),
             base_dir: PathBuf::from("."),
         }
@@ -61,6 +64,55 @@ pub struct MembersConfig {
 impl Default for MembersConfig {
     fn default() -> Self {
         MembersConfig { default_timezone: "Asia/Shanghai".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignsConfig {
+    /// The folder of rule files; relative to the config file.
+    pub rules_dir: PathBuf,
+    /// At most `messages` messages per member within any `days` days, across all rules.
+    pub frequency_cap: FrequencyCap,
+    /// Default quiet hours in each member's own time zone ("HH:MM" local; may wrap
+    /// midnight); a rule may override them or turn them off.
+    pub quiet_hours: QuietHoursConfig,
+    /// Base URL of the public endpoints (unsubscribe links).
+    pub public_url: String,
+    /// Key of the unsubscribe-link signatures. Empty: a random key kept in the store
+    /// (the REKINDLE_UNSUBSCRIBE_SECRET environment variable overrides both).
+    pub unsubscribe_secret: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCap {
+    pub messages: u32,
+    pub days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHoursConfig {
+    pub start: String,
+    pub end: String,
+}
+
+impl Default for CampaignsConfig {
+    fn default() -> Self {
+        CampaignsConfig {
+            rules_dir: PathBuf::from("rules"),
+            frequency_cap: FrequencyCap { messages: 2, days: 7 },
+            quiet_hours: QuietHoursConfig { start: "21:00".into(), end: "09:00".into() },
+            public_url: "http://127.0.0.1:8787".into(),
+            unsubscribe_secret: String::new(),
+        }
+    }
+}
+
+impl CampaignsConfig {
+    pub fn quiet_hours(&self) -> crate::rules::QuietHours {
+        crate::rules::QuietHours::parse(&self.quiet_hours.start, &self.quiet_hours.end).unwrap_or(crate::rules::QuietHours { start: 0, end: 0 })
     }
 }
 
@@ -155,6 +207,9 @@ impl Config {
         if config.store.path.is_relative() {
             config.store.path = dir.join(&config.store.path);
         }
+        if config.campaigns.rules_dir.is_relative() {
+            config.campaigns.rules_dir = dir.join(&config.campaigns.rules_dir);
+        }
         Ok(config)
     }
 
@@ -213,6 +268,16 @@ impl Config {
             out.push("store.cache_mb: must be at least 1".into());
         }
         out.extend(self.predict.check());
+        let c = &self.campaigns;
+        if c.frequency_cap.messages == 0 || c.frequency_cap.days == 0 {
+            out.push("campaigns.frequency_cap: `messages` and `days` must be at least 1".into());
+        }
+        if let Err(e) = crate::rules::QuietHours::parse(&c.quiet_hours.start, &c.quiet_hours.end) {
+            out.push(format!("campaigns.quiet_hours: {e}"));
+        }
+        if !(c.public_url.starts_with("http://") || c.public_url.starts_with("https://")) {
+            out.push(format!("campaigns.public_url: {:?} must start with http:// or https://", c.public_url));
+        }
         out
     }
 }
@@ -228,6 +293,7 @@ mod tests {
         assert_eq!(c.profile, ProfileConfig::default());
         assert_eq!(c.store.cache_mb, StoreConfig::default().cache_mb);
         assert_eq!(c.predict, crate::predict::PredictSettings::default());
+        assert_eq!(c.campaigns, CampaignsConfig::default());
     }
 
     #[test]

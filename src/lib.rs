@@ -20,6 +20,10 @@ pub mod bundles;
 pub mod basket;
 /// Predicted member value: BG/NBD and Gamma-Gamma (pure).
 pub mod predict;
+/// Campaign rules: the TOML language, diagnostics, conditions, templates.
+pub mod rules;
+/// Planning a run: audiences, consent, caps, holdout, priority, offers (pure).
+pub mod plan;
 /// The channel plugin host: the only module that names wasmtime; sandbox, grants, HTTP
 /// and SMTP capabilities, compiled-code cache.
 pub mod plugin;

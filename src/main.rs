@@ -8,6 +8,7 @@ use rekindle::domain::{parse_date, CentsFmt, Day, DayFmt, TsFmt};
 use rekindle::ingest::{self, rows::Kind, ImportOptions};
 use rekindle::population::{write_stats, ExportFormat, Population};
 use rekindle::basket::Scope;
+use rekindle::plan::report::PreviewFormat;
 use rekindle::store::Store;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -69,6 +70,21 @@ enum Command {
         #[command(subcommand)]
         command: BundlesCommand,
     },
+    /// Campaign rules: check the files, list them, preview an audience.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Why a member is or is not in a rule's audience: every condition with the member's
+    /// value, then consent, cooldown, frequency cap, holdout and the planner's verdict.
+    Explain {
+        member: String,
+        /// Only this rule (default: every rule).
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<Day>,
+    },
     /// Counts and shares by stage, price tier and value tier, and the spend distribution.
     Stats {
         /// The day the metrics are computed for (UTC, YYYY-MM-DD; default today).
@@ -109,6 +125,33 @@ enum ProfilesCommand {
         /// Write here instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Check rule files: every error at once with file, line, column, snippet and hint.
+    /// Exits non-zero on errors, so it can run in a shop's own CI.
+    Check {
+        /// A rule file or a folder of them (default `campaigns.rules_dir`).
+        path: Option<PathBuf>,
+    },
+    /// The valid rules with their schedule, next run and priority.
+    List {
+        path: Option<PathBuf>,
+    },
+    /// A rule's audience as of a day: the funnel (matched, no consent, capped, held out,
+    /// to send), breakdowns by stage and tier, and sample messages. Nothing is sent or
+    /// recorded. `--format csv|ndjson` prints one row per matched member instead.
+    Preview {
+        rule: String,
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<Day>,
+        #[arg(long, value_enum, default_value_t = PreviewFormat::Table)]
+        format: PreviewFormat,
+        /// Rendered sample messages per channel.
+        #[arg(long, default_value_t = 3)]
+        sample: usize,
     },
 }
 
@@ -259,6 +302,72 @@ fn run(cli: Cli) -> Result<()> {
             let store = open_store(&cli, &config)?;
             bundles(&store, command)?;
         }
+        Command::Rules { command: RulesCommand::Check { path } } => {
+            let set = load_rules(&config, path.as_deref())?;
+            let errors = set.errors();
+            let warnings = set.diagnostics.len() - errors;
+            let channels = rekindle::rules::ChannelNames { configured: config.channels.keys().cloned().collect() };
+            let idle = set.unconfigured_channels(&channels);
+            if !idle.is_empty() {
+                eprintln!("note: no [channels.*] in the config serves {}; their messages wait in the outbox", idle.join(", "));
+            }
+            println!("{} rules valid, {errors} errors, {warnings} warnings", set.rules.len());
+            if errors > 0 {
+                bail!("{errors} errors in {} rule files", set.failed.len());
+            }
+        }
+        Command::Rules { command: RulesCommand::List { path } } => {
+            let set = load_rules(&config, path.as_deref())?;
+            let default_tz: chrono_tz::Tz = config.members.default_timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+            println!("{:<28} {:<8} {:>8}  {:<22} {:<20} next run", "rule", "enabled", "priority", "schedule", "timezone");
+            for r in &set.rules {
+                let tz = r.timezone.unwrap_or(default_tz);
+                let next = r.schedule.as_ref().and_then(|s| s.next_after(chrono::Utc::now(), tz)).map(|t| t.with_timezone(&tz).to_rfc3339()).unwrap_or_else(|| "on demand".into());
+                let cron = r.schedule.as_ref().map(|s| s.cron.as_str()).unwrap_or("-");
+                println!("{:<28} {:<8} {:>8}  {:<22} {:<20} {next}", r.id, r.enabled, r.priority, cron, tz.name());
+            }
+        }
+        Command::Rules { command: RulesCommand::Preview { rule, as_of, format, sample } } => {
+            let set = load_rules(&config, None)?;
+            let Some(r) = set.get(rule) else {
+                bail!("no valid rule {rule:?} in {} (valid: {})", config.campaigns.rules_dir.display(), set.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "));
+            };
+            let store = open_store(&cli, &config)?;
+            let as_of = as_of.unwrap_or_else(today);
+            let (base, profiles, settings, now) = plan_inputs(&store, &config, &[r], as_of)?;
+            let plans = rekindle::plan::plan(&base, &profiles, &[r], now, &settings);
+            let out = &mut std::io::stdout().lock();
+            match format {
+                PreviewFormat::Table => {
+                    let renderer = rekindle::rules::template::Renderer::new(std::slice::from_ref(r))?;
+                    rekindle::plan::report::preview_table(out, &base, &profiles, r, &plans[0], &settings, &renderer, *sample)?;
+                }
+                f => {
+                    for (step, n) in plans[0].funnel() {
+                        eprintln!("{step:<24} {n:>10}");
+                    }
+                    rekindle::plan::report::preview_rows(out, &base, &profiles, &plans[0], *f)?;
+                }
+            }
+        }
+        Command::Explain { member, rule, as_of } => {
+            let set = load_rules(&config, None)?;
+            let rules: Vec<&rekindle::rules::Rule> = match rule {
+                Some(id) => vec![set.get(id).with_context(|| format!("no valid rule {id:?}"))?],
+                None => set.rules.iter().filter(|r| r.enabled).collect(),
+            };
+            let store = open_store(&cli, &config)?;
+            let as_of = as_of.unwrap_or_else(today);
+            let (base, profiles, settings, now) = plan_inputs(&store, &config, &rules, as_of)?;
+            let Some(i) = base.index_of(member) else { bail!("no member {member:?} in the store") };
+            let plans = rekindle::plan::plan(&base, &profiles, &rules, now, &settings);
+            let out = &mut std::io::stdout().lock();
+            writeln!(out, "member {member} as of {} (rules planned together, by priority)\n", DayFmt(as_of))?;
+            for (r, rp) in rules.iter().zip(&plans) {
+                rekindle::plan::report::explain(out, &base, &profiles, i as u32, r, rp, &settings, now)?;
+                writeln!(out)?;
+            }
+        }
         Command::Stats { as_of } => {
             let store = open_store(&cli, &config)?;
             let pop = profiles(&store, &config, as_of.unwrap_or_else(today))?;
@@ -283,6 +392,41 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reads the rules folder (or one file), printing every diagnostic to stderr.
+fn load_rules(config: &Config, path: Option<&Path>) -> Result<rekindle::rules::RuleSet> {
+    let path = path.unwrap_or(&config.campaigns.rules_dir);
+    let channels = rekindle::rules::ChannelNames { configured: config.channels.keys().cloned().collect() };
+    let set = rekindle::rules::load(path, &channels)?;
+    for d in &set.diagnostics {
+        eprintln!("{}", set.sources.render(d));
+    }
+    Ok(set)
+}
+
+/// The member base, profiles and settings a plan needs; the run moment is noon UTC of
+/// the as-of day (or now, for today).
+fn plan_inputs(
+    store: &Store,
+    config: &Config,
+    rules: &[&rekindle::rules::Rule],
+    as_of: Day,
+) -> Result<(rekindle::plan::MemberBase, rekindle::plan::Profiles, rekindle::plan::PlanSettings, i64)> {
+    let with_events = rules.iter().any(|r| r.audience.uses_events());
+    let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
+    bar.set_message("loading members");
+    let base = rekindle::plan::MemberBase::load(store, with_events, &|n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    let key = match std::env::var("REKINDLE_UNSUBSCRIBE_SECRET") {
+        Ok(k) if !k.is_empty() => k.into_bytes(),
+        _ if !config.campaigns.unsubscribe_secret.is_empty() => config.campaigns.unsubscribe_secret.clone().into_bytes(),
+        _ => store.secret("unsubscribe")?,
+    };
+    let settings = rekindle::plan::PlanSettings::from_config(config, key);
+    let profiles = rekindle::plan::Profiles::compute(&base, as_of, &settings);
+    let now = if as_of == today() { chrono::Utc::now().timestamp() } else { i64::from(as_of) * 86_400 + 12 * 3600 };
+    Ok((base, profiles, settings, now))
 }
 
 /// Profiles as of a day, with predictions when a model is stored.

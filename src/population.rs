@@ -110,6 +110,50 @@ impl Population {
     }
 }
 
+/// Profiles of members already in memory (the planner's member base), in input order.
+pub fn profile_all(
+    members: &[Member],
+    as_of: Day,
+    cfg: &ProfileConfig,
+    model: Option<(&FittedModel, &PredictOptions)>,
+) -> (Vec<Profile>, Option<CutPoints>) {
+    let mut profiles: Vec<Profile> = members
+        .par_iter()
+        .with_min_len(1024)
+        .map(|m| {
+            let mut p = Profile::new(metrics(m, as_of, cfg), None, cfg);
+            if let Some((model, opts)) = model {
+                p.prediction = PurchaseHistory::from_order_days(&order_days(m), as_of, model.unit).map(|h| model.predict(&h, opts));
+            }
+            p
+        })
+        .collect();
+    let cuts = CutPoints::compute(profiles.iter().map(|p| &p.metrics), cfg);
+    profiles.par_iter_mut().for_each(|p| p.score(cuts.as_ref(), cfg));
+    (profiles, cuts)
+}
+
+/// One member's profile as a JSON object of the export columns (templates read it).
+pub fn profile_json(id: &str, p: &Profile) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    COLUMNS
+        .iter()
+        .map(|(name, cell)| {
+            let v = match cell(id, p) {
+                Cell::Null => Value::Null,
+                Cell::Int(v) => Value::from(v),
+                Cell::Money(v) => Value::from(CentsFmt(v).to_string()),
+                Cell::Real(v) => Value::from(v),
+                Cell::Half(x2) => Value::from(x2 as f64 / 2.0),
+                Cell::Date(d) => Value::from(DayFmt(d).to_string()),
+                Cell::Bool(b) => Value::from(b),
+                Cell::Text(t) => Value::from(t),
+            };
+            (name.to_string(), v)
+        })
+        .collect()
+}
+
 /// A member's orders as (day, spend), for the predicted-value models.
 pub fn order_days(m: &Member) -> Vec<DaySpend> {
     m.digest.orders.iter().map(|o| DaySpend { day: o.day, cents: o.amount }).collect()
@@ -153,6 +197,11 @@ fn opt<'a, T>(v: Option<T>, f: impl FnOnce(T) -> Cell<'a>) -> Cell<'a> {
 }
 
 /// The export columns, named as in DATA_FORMAT.md.
+/// The names of the export columns, in order.
+pub fn column_names() -> impl Iterator<Item = &'static str> {
+    COLUMNS.iter().map(|(name, _)| *name)
+}
+
 pub const COLUMNS: &[Column] = &[
     ("member_id", |id, _| Cell::Text(id)),
     ("orders", |_, p| Cell::Int(i64::from(p.metrics.orders))),

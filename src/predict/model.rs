@@ -72,6 +72,7 @@ pub enum ChurnRisk {
 }
 
 impl ChurnRisk {
+    pub const ALL: [ChurnRisk; 3] = [ChurnRisk::Low, ChurnRisk::Medium, ChurnRisk::High];
     pub fn as_str(self) -> &'static str {
         match self {
             ChurnRisk::Low => "low",

@@ -13,20 +13,23 @@
 //! | `P` sku                     | [`Product`]              |
 //! | `B` scope                   | the last mined association rules of that scope |
 //! | `F` `value`                 | the last fitted BG/NBD + Gamma-Gamma model |
+//! | `C` member_id               | [`ContactLog`]: messages planned for the member |
+//! | `K` name                    | a random secret the store generated (link signing) |
 //!
 //! A prefix scan of `M` visits every member in id order with its digest, which is all the
 //! profile engine reads; `H` gives one member's lines in time order.
 
 pub mod bulk;
 pub mod import;
+mod migrate;
 pub mod model;
 
-use model::{EventHistory, Member, OrderHistory, Product};
+use model::{Contact, ContactLog, EventHistory, Member, OrderHistory, Product};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped on every incompatible change of keys or values.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_KEY: &[u8] = b"\0format";
 const FORMAT_PREFIX: &str = "rekindle-store ";
 
@@ -37,6 +40,8 @@ pub(crate) const ORDER_OWNER: u8 = b'O';
 pub(crate) const PRODUCT: u8 = b'P';
 pub(crate) const BUNDLE_RULES: u8 = b'B';
 pub(crate) const FITTED_MODEL: u8 = b'F';
+pub(crate) const CONTACTS: u8 = b'C';
+pub(crate) const SECRET: u8 = b'K';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -106,6 +111,11 @@ impl Store {
                 if found > FORMAT_VERSION {
                     return Err(StoreError::TooNew { path: self.path.clone(), found });
                 }
+                if found < FORMAT_VERSION {
+                    migrate::upgrade(self, found)?;
+                    self.db.insert(FORMAT_KEY, format!("{FORMAT_PREFIX}{FORMAT_VERSION}").as_bytes())?;
+                    self.db.flush()?;
+                }
                 Ok(())
             }
             None if self.db.is_empty() && self.db.tree_names().len() <= 1 => {
@@ -170,6 +180,60 @@ impl Store {
     /// Every member in id order, raw: (member_id bytes, encoded Member).
     pub(crate) fn scan_members_raw(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> {
         self.db.scan_prefix([MEMBER]).map(|r| r.map_err(StoreError::from))
+    }
+
+    /// A named random secret (32 bytes), generated and made durable on first use.
+    pub fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let k = key(SECRET, name);
+        if let Some(v) = self.db.get(&k)? {
+            return Ok(v.to_vec());
+        }
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))?;
+        // a concurrent first use keeps whichever secret landed first
+        let _ = self.db.compare_and_swap(&k, None as Option<&[u8]>, Some(&fresh[..]))?;
+        self.db.flush()?;
+        Ok(self.db.get(&k)?.map(|v| v.to_vec()).unwrap_or_else(|| fresh.to_vec()))
+    }
+
+    /// Every catalog product.
+    pub fn scan_products(&self) -> impl Iterator<Item = Result<(String, Product), StoreError>> {
+        self.db.scan_prefix([PRODUCT]).map(|r| {
+            let (k, v) = r?;
+            Ok((String::from_utf8_lossy(&k[1..]).into_owned(), decode(&k, &v)?))
+        })
+    }
+
+    /// Every member's events, raw: (member_id bytes, encoded EventHistory).
+    pub(crate) fn scan_events_raw(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> {
+        self.db.scan_prefix([EVENTS]).map(|r| r.map_err(StoreError::from))
+    }
+
+    /// Every member's contact log, in member id order.
+    pub fn scan_contacts(&self) -> impl Iterator<Item = Result<(String, ContactLog), StoreError>> {
+        self.db.scan_prefix([CONTACTS]).map(|r| {
+            let (k, v) = r?;
+            Ok((String::from_utf8_lossy(&k[1..]).into_owned(), decode(&k, &v)?))
+        })
+    }
+
+    /// Appends contacts to members' logs, atomically for the whole batch; entries older
+    /// than `keep_days` before the newest are dropped.
+    pub fn add_contacts(&self, contacts: &[(String, Contact)], keep_days: u32) -> Result<(), StoreError> {
+        let mut by_member: std::collections::BTreeMap<&str, Vec<&Contact>> = Default::default();
+        for (m, c) in contacts {
+            by_member.entry(m).or_default().push(c);
+        }
+        let mut batch = sled::Batch::default();
+        for (m, new) in by_member {
+            let mut log: ContactLog = self.get(CONTACTS, m)?.unwrap_or_default();
+            log.contacts.extend(new.into_iter().cloned());
+            log.contacts.sort_by_key(|c| c.ts);
+            let newest = log.contacts.last().map_or(0, |c| c.ts);
+            log.contacts.retain(|c| newest - c.ts <= i64::from(keep_days) * 86_400);
+            batch.insert(key(CONTACTS, m), encode(&log));
+        }
+        self.apply(batch)
     }
 
     /// Every order history in member id order.

@@ -76,6 +76,10 @@ pub struct Digest {
     pub brand_spend: Vec<(u32, Cents)>,
     pub category_names: Vec<Text>,
     pub brand_names: Vec<Text>,
+    /// Index into sku_names of every distinct sku of each order in turn;
+    /// `OrderDigest::skus` says how many belong to an order.
+    pub order_skus: Vec<u32>,
+    pub sku_names: Vec<Text>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +92,7 @@ pub struct OrderDigest {
     /// How many entries of `Digest::category_spend` and `brand_spend` are this order's.
     pub categories: u16,
     pub brands: u16,
+    pub skus: u16,
 }
 
 impl OrderHistory {
@@ -124,8 +129,8 @@ impl OrderHistory {
         orders.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut d = Digest::default();
         for (ts, _, run) in orders {
-            let mut od = OrderDigest { day: day_of(ts), amount: 0, discounted: false, categories: 0, brands: 0 };
-            let (c0, b0) = (d.category_spend.len(), d.brand_spend.len());
+            let mut od = OrderDigest { day: day_of(ts), amount: 0, discounted: false, categories: 0, brands: 0, skus: 0 };
+            let (c0, b0, s0) = (d.category_spend.len(), d.brand_spend.len(), d.order_skus.len());
             for &i in run {
                 let l = &self.lines[i];
                 let amount = l.amount();
@@ -133,7 +138,12 @@ impl OrderHistory {
                 od.discounted |= l.discount_ppm > 0;
                 add_spend(&mut d.category_spend, c0, &mut d.category_names, &l.category, amount);
                 add_spend(&mut d.brand_spend, b0, &mut d.brand_names, &l.brand, amount);
+                let sku = intern(&mut d.sku_names, &l.sku);
+                if !d.order_skus[s0..].contains(&sku) {
+                    d.order_skus.push(sku);
+                }
             }
+            od.skus = (d.order_skus.len() - s0) as u16;
             od.categories = (d.category_spend.len() - c0) as u16;
             od.brands = (d.brand_spend.len() - b0) as u16;
             d.orders.push(od);
@@ -142,18 +152,22 @@ impl OrderHistory {
     }
 }
 
-/// Adds spend on `name` to the current order's entries (those from `start` on).
-fn add_spend(spend: &mut Vec<(u32, Cents)>, start: usize, names: &mut Vec<Text>, name: &str, amount: Cents) {
-    if name.is_empty() {
-        return;
-    }
-    let idx = match names.iter().position(|n| n == name) {
+fn intern(names: &mut Vec<Text>, name: &str) -> u32 {
+    (match names.iter().position(|n| n == name) {
         Some(i) => i,
         None => {
             names.push(name.into());
             names.len() - 1
         }
-    } as u32;
+    }) as u32
+}
+
+/// Adds spend on `name` to the current order's entries (those from `start` on).
+fn add_spend(spend: &mut Vec<(u32, Cents)>, start: usize, names: &mut Vec<Text>, name: &str, amount: Cents) {
+    if name.is_empty() {
+        return;
+    }
+    let idx = intern(names, name);
     match spend[start..].iter_mut().find(|(i, _)| *i == idx) {
         Some((_, s)) => *s += amount,
         None => spend.push((idx, amount)),
@@ -216,6 +230,20 @@ impl EventHistory {
     }
 }
 
+/// A message planned for a member: what frequency caps and cooldowns count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub ts: Timestamp,
+    pub rule: Text,
+    pub channel: Text,
+}
+
+/// A member's recent contacts, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ContactLog {
+    pub contacts: Vec<Contact>,
+}
+
 /// A catalog product (products.csv).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Product {
@@ -267,6 +295,9 @@ mod tests {
         let d = h.digest();
         assert_eq!(d.orders.len(), 2);
         assert_eq!(d.orders[1].amount, 500);
+        assert_eq!((d.orders[0].skus, d.orders[1].skus), (1, 2));
+        let names: Vec<&str> = d.order_skus.iter().map(|&i| d.sku_names[i as usize].as_str()).collect();
+        assert_eq!(names, ["z", "a", "b"]);
         let before = h.clone();
         h.merge(before.lines.clone());
         assert_eq!(h, before, "re-importing the same lines changes nothing");

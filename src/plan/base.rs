@@ -1,0 +1,114 @@
+//! The member base the planner evaluates: every member's record and order digest, their
+//! browsing events, the catalog, the mined co-purchase rules, the fitted value model and
+//! the contact log, read from the store once and held in memory. The daemon keeps one
+//! and evaluates every run against it; `rules preview` and `explain` load one per call.
+
+use crate::bundles::OfferIndex;
+use crate::domain::{day_of, Text};
+use crate::predict::FittedModel;
+use crate::rules::condition::{Bundles, EventFact};
+use crate::store::model::{ContactLog, EventHistory, Member, Product};
+use crate::store::{decode, RecordKind, Store, StoreError};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+pub struct MemberBase {
+    /// Member ids, sorted.
+    pub ids: Vec<Text>,
+    pub members: Vec<Member>,
+    /// Events per member (same index as `members`), in time order; empty when not loaded.
+    pub events: Vec<Vec<EventFact>>,
+    pub catalog: FxHashMap<Text, Product>,
+    pub bundles: Bundles,
+    pub model: Option<FittedModel>,
+    /// Contact logs by member index.
+    pub contacts: FxHashMap<u32, ContactLog>,
+}
+
+const CHUNK: usize = 16_384;
+
+impl MemberBase {
+    /// Reads everything from the store; events only when `with_events` (the rules in
+    /// use need them). Reports progress through `progress(done)`.
+    pub fn load(store: &Store, with_events: bool, progress: &dyn Fn(u64)) -> Result<MemberBase, StoreError> {
+        let mut ids = Vec::new();
+        let mut members = Vec::new();
+        for_chunks(store.scan_members_raw(), |chunk| {
+            let decoded: Vec<Member> = chunk.par_iter().map(|(k, v)| decode(k, v)).collect::<Result<_, _>>()?;
+            ids.extend(chunk.iter().map(|(k, _)| Text::from_utf8_lossy(&k[1..])));
+            members.extend(decoded);
+            progress(members.len() as u64);
+            Ok(())
+        })?;
+        let mut events = vec![Vec::new(); members.len()];
+        if with_events {
+            for_chunks(store.scan_events_raw(), |chunk| {
+                let decoded: Vec<(usize, Vec<EventFact>)> = chunk
+                    .par_iter()
+                    .filter_map(|(k, v)| {
+                        let id = std::str::from_utf8(&k[1..]).ok()?;
+                        let at = ids.binary_search_by(|x: &Text| x.as_str().cmp(id)).ok()?;
+                        Some(decode::<EventHistory>(k, v).map(|h| {
+                            (at, h.events.into_iter().map(|e| EventFact { day: day_of(e.ts), kind: e.kind, sku: e.sku }).collect())
+                        }))
+                    })
+                    .collect::<Result<_, _>>()?;
+                for (at, evs) in decoded {
+                    events[at] = evs;
+                }
+                Ok(())
+            })?;
+        }
+        let catalog = store.scan_products().map(|r| r.map(|(sku, p)| (Text::from(sku), p))).collect::<Result<_, _>>()?;
+        let index = |scope: crate::basket::Scope| -> Result<Option<OfferIndex>, StoreError> {
+            let mined: Option<crate::basket::MinedRules> = store.get_record(RecordKind::BundleRules, scope.name())?;
+            Ok(mined.map(|m| OfferIndex::new(m.rules)))
+        };
+        let bundles = Bundles { basket: index(crate::basket::Scope::Basket)?, member: index(crate::basket::Scope::Member)? };
+        let model = store.get_record(RecordKind::FittedModel, "value")?;
+        let mut contacts = FxHashMap::default();
+        for item in store.scan_contacts() {
+            let (id, log) = item?;
+            if let Ok(at) = ids.binary_search_by(|x: &Text| x.as_str().cmp(&id)) {
+                contacts.insert(at as u32, log);
+            }
+        }
+        Ok(MemberBase { ids, members, events, catalog, bundles, model, contacts })
+    }
+
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.ids.binary_search_by(|x| x.as_str().cmp(id)).ok()
+    }
+}
+
+type RawPair = (sled::IVec, sled::IVec);
+
+/// Feeds a raw scan to `f` in chunks, reading the next chunk on another thread meanwhile.
+fn for_chunks(
+    scan: impl Iterator<Item = Result<RawPair, StoreError>> + Send,
+    mut f: impl FnMut(&[RawPair]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<RawPair>, StoreError>>(4);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for item in scan {
+                match item {
+                    Ok(kv) => chunk.push(kv),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+                if chunk.len() == CHUNK && tx.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(chunk));
+        });
+        for chunk in rx {
+            f(&chunk?)?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,297 @@
+//! Planning: which members each rule reaches on a run, on which channel, with which
+//! offer, and why every other matched member is left out.
+//!
+//! For the rules firing together, in priority order (higher first, then id), each
+//! matched member passes, in this order: consent for one of the rule's channels, not
+//! claimed by a higher-priority rule of the same run, the rule's cooldown, an available
+//! offer, the global frequency cap, the holdout group, the rule's audience limit, and
+//! quiet hours. The first step a member fails is its [`Fate`]; members who pass get a
+//! [`PlannedMessage`]. The planner is pure: it reads a [`MemberBase`] and writes nothing.
+
+pub mod base;
+pub mod offer;
+pub mod report;
+
+use crate::config::Config;
+use crate::domain::{Day, Text, Timestamp};
+use crate::predict::PredictOptions;
+use crate::profile::{CutPoints, Profile};
+use crate::rules::condition::Facts;
+use crate::rules::{Rule, WhenBlocked};
+pub use base::MemberBase;
+use chrono::{TimeZone, Timelike};
+use rayon::prelude::*;
+
+/// What happened to a matched member in one rule.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "fate")]
+pub enum Fate {
+    /// Gets a message: index into the rule's `messages`.
+    Send { message: usize },
+    NoConsent,
+    /// A higher-priority rule of the same run took the member.
+    Claimed { by: String },
+    Cooldown { last: Timestamp },
+    NoOffer { why: String },
+    /// The frequency cap was reached (`skip`); `defer` plans a later send instead.
+    Capped { recent: u32 },
+    HeldOut,
+    OverLimit,
+    QuietHours,
+}
+
+impl Fate {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Fate::Send { .. } => "to send",
+            Fate::NoConsent => "no consent",
+            Fate::Claimed { .. } => "claimed by another rule",
+            Fate::Cooldown { .. } => "cooldown",
+            Fate::NoOffer { .. } => "no offer",
+            Fate::Capped { .. } => "frequency cap",
+            Fate::HeldOut => "held out",
+            Fate::OverLimit => "over max_audience",
+            Fate::QuietHours => "quiet hours",
+        }
+    }
+}
+
+/// A message the dispatcher will send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedMessage {
+    pub member: u32,
+    /// The first channel the member consents to, then the rest in the rule's order.
+    pub channels: Vec<String>,
+    /// Not before this moment (quiet hours or a deferred cap).
+    pub send_after: Timestamp,
+    pub offer: offer::OfferValue,
+}
+
+/// One rule's outcome.
+pub struct RulePlan {
+    pub rule: usize,
+    pub matched: usize,
+    /// Every matched member with its fate, in the order the planner took them.
+    pub fates: Vec<(u32, Fate)>,
+    pub messages: Vec<PlannedMessage>,
+}
+
+impl RulePlan {
+    /// Counts per reason, in funnel order.
+    pub fn funnel(&self) -> Vec<(&'static str, usize)> {
+        let order = ["no consent", "claimed by another rule", "cooldown", "no offer", "frequency cap", "held out", "over max_audience", "quiet hours", "to send"];
+        let mut counts = vec![0usize; order.len()];
+        for (_, f) in &self.fates {
+            if let Some(i) = order.iter().position(|r| *r == f.reason()) {
+                counts[i] += 1;
+            }
+        }
+        std::iter::once(("matched", self.matched)).chain(order.into_iter().zip(counts)).collect()
+    }
+
+    pub fn fate_of(&self, member: u32) -> Option<&Fate> {
+        self.fates.iter().find(|(m, _)| *m == member).map(|(_, f)| f)
+    }
+}
+
+/// Settings of a run that come from config.toml.
+pub struct PlanSettings {
+    pub profile: crate::config::ProfileConfig,
+    pub predict: PredictOptions,
+    pub cap_messages: u32,
+    pub cap_days: u32,
+    pub quiet_hours: crate::rules::QuietHours,
+    pub default_tz: chrono_tz::Tz,
+    pub links: offer::Links,
+}
+
+impl PlanSettings {
+    pub fn from_config(config: &Config, unsubscribe_key: Vec<u8>) -> PlanSettings {
+        PlanSettings {
+            profile: config.profile.clone(),
+            predict: config.predict.predict_options(),
+            cap_messages: config.campaigns.frequency_cap.messages,
+            cap_days: config.campaigns.frequency_cap.days,
+            quiet_hours: config.campaigns.quiet_hours(),
+            default_tz: config.members.default_timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
+            links: offer::Links { public_url: config.campaigns.public_url.trim_end_matches('/').to_string(), key: unsubscribe_key },
+        }
+    }
+}
+
+/// Profiles of the whole base as of a day.
+pub struct Profiles {
+    pub as_of: Day,
+    pub profiles: Vec<Profile>,
+    pub cuts: Option<CutPoints>,
+}
+
+impl Profiles {
+    pub fn compute(base: &MemberBase, as_of: Day, settings: &PlanSettings) -> Profiles {
+        let model = base.model.as_ref().map(|m| (m, &settings.predict));
+        let (profiles, cuts) = crate::population::profile_all(&base.members, as_of, &settings.profile, model);
+        Profiles { as_of, profiles, cuts }
+    }
+}
+
+impl MemberBase {
+    pub fn facts<'a>(&'a self, i: usize, profiles: &'a Profiles) -> Facts<'a> {
+        Facts {
+            id: &self.ids[i],
+            member: &self.members[i],
+            profile: &profiles.profiles[i],
+            events: &self.events[i],
+            as_of: profiles.as_of,
+            catalog: &self.catalog,
+            bundles: &self.bundles,
+        }
+    }
+
+    /// The members a rule's audience condition selects, in id order.
+    pub fn audience(&self, rule: &Rule, profiles: &Profiles) -> Vec<u32> {
+        (0..self.members.len() as u32)
+            .into_par_iter()
+            .with_min_len(4096)
+            .filter(|&i| rule.audience.eval(&self.facts(i as usize, profiles)))
+            .collect()
+    }
+}
+
+/// Plans the rules firing together at `now` (their audiences as of `profiles.as_of`).
+pub fn plan(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], now: Timestamp, settings: &PlanSettings) -> Vec<RulePlan> {
+    let mut order: Vec<usize> = (0..rules.len()).collect();
+    order.sort_by(|&a, &b| rules[b].priority.cmp(&rules[a].priority).then_with(|| rules[a].id.cmp(&rules[b].id)));
+    let mut claimed: rustc_hash::FxHashMap<u32, usize> = Default::default();
+    // messages planned in this run per member, at their send time, for the cap
+    let mut planned: rustc_hash::FxHashMap<u32, Vec<Timestamp>> = Default::default();
+    let mut out: Vec<RulePlan> = Vec::new();
+    for &ri in &order {
+        let rule = rules[ri];
+        let mut matched = base.audience(rule, profiles);
+        let metric = rule.limits.order_by.metric;
+        let key = |i: u32| metric.value(&profiles.profiles[i as usize]);
+        // members without a value go last either way; ties by id (the input order)
+        matched.sort_by(|&a, &b| match (key(a), key(b)) {
+            (Some(x), Some(y)) if rule.limits.order_by.descending => y.total_cmp(&x),
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+        let offers = offer::OfferMaker::new(rule, base);
+        let mut rp = RulePlan { rule: ri, matched: matched.len(), fates: Vec::with_capacity(matched.len()), messages: Vec::new() };
+        let mut treated = 0usize;
+        for &m in &matched {
+            let facts = base.facts(m as usize, profiles);
+            let fate = 'fate: {
+                let Some(first) = rule.message.channels.iter().position(|c| facts.consents(c)) else { break 'fate Fate::NoConsent };
+                if let Some(&by) = claimed.get(&m) {
+                    break 'fate Fate::Claimed { by: rules[by].id.clone() };
+                }
+                let log = base.contacts.get(&m).map(|l| l.contacts.as_slice()).unwrap_or(&[]);
+                if let Some(days) = rule.limits.cooldown_days {
+                    if let Some(last) = log.iter().rev().find(|c| c.rule == rule.id.as_str()).map(|c| c.ts) {
+                        if now - last < i64::from(days) * 86_400 {
+                            break 'fate Fate::Cooldown { last };
+                        }
+                    }
+                }
+                if rule.limits.max_audience.is_some_and(|max| treated >= max) {
+                    break 'fate Fate::OverLimit;
+                }
+                let offer = match offers.offer_for(&facts, treated) {
+                    Ok(o) => o,
+                    Err(why) => break 'fate Fate::NoOffer { why },
+                };
+                let mut send_after = now;
+                let window = i64::from(settings.cap_days) * 86_400;
+                let mut times: Vec<Timestamp> = log.iter().map(|c| c.ts).chain(planned.get(&m).into_iter().flatten().copied()).collect();
+                times.sort_unstable();
+                let recent: Vec<Timestamp> = times.iter().copied().filter(|&t| t > now - window).collect();
+                if recent.len() >= settings.cap_messages as usize {
+                    match rule.limits.on_frequency_cap {
+                        WhenBlocked::Skip => break 'fate Fate::Capped { recent: recent.len() as u32 },
+                        // the first moment fewer than cap_messages fall in the window
+                        WhenBlocked::Defer => send_after = recent[recent.len() - settings.cap_messages as usize] + window,
+                    }
+                }
+                if holdout(&rule.id, &base.ids[m as usize], rule.limits.holdout_ppm) {
+                    claimed.insert(m, ri);
+                    break 'fate Fate::HeldOut;
+                }
+                let quiet = rule.limits.quiet_hours.unwrap_or(Some(settings.quiet_hours));
+                if let Some(q) = quiet.filter(|q| q.start != q.end) {
+                    let tz = member_tz(&facts.member.tz, settings.default_tz);
+                    if let Some(end) = quiet_end(send_after, tz, q) {
+                        match rule.limits.on_quiet_hours {
+                            WhenBlocked::Skip => break 'fate Fate::QuietHours,
+                            WhenBlocked::Defer => send_after = end,
+                        }
+                    }
+                }
+                claimed.insert(m, ri);
+                planned.entry(m).or_default().push(send_after);
+                treated += 1;
+                let mut channels = rule.message.channels[first..].to_vec();
+                channels.retain(|c| facts.consents(c));
+                rp.messages.push(PlannedMessage { member: m, channels, send_after, offer });
+                Fate::Send { message: rp.messages.len() - 1 }
+            };
+            rp.fates.push((m, fate));
+        }
+        out.push(rp);
+    }
+    out.sort_by_key(|rp| rp.rule);
+    out
+}
+
+/// Whether a member is in a rule's holdout group: a hash of (rule, member) below the
+/// share, so the split is stable across runs and independent between rules.
+pub fn holdout(rule: &str, member: &str, ppm: u32) -> bool {
+    ppm > 0 && stable_hash(&[rule.as_bytes(), member.as_bytes()]) % 1_000_000 < u64::from(ppm)
+}
+
+/// FNV-1a over the parts (each followed by a 0xff separator), finished with the
+/// SplitMix64 mixer: stable across platforms and releases.
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.iter().chain(&[0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+pub fn member_tz(tz: &str, default: chrono_tz::Tz) -> chrono_tz::Tz {
+    if tz.is_empty() {
+        default
+    } else {
+        tz.parse().unwrap_or(default)
+    }
+}
+
+/// When `at` falls in the quiet window of time zone `tz`, the window's end (UTC).
+pub fn quiet_end(at: Timestamp, tz: chrono_tz::Tz, q: crate::rules::QuietHours) -> Option<Timestamp> {
+    let local = chrono::Utc.timestamp_opt(at, 0).single()?.with_timezone(&tz);
+    let minute = local.hour() * 60 + local.minute();
+    if !q.contains(minute) {
+        return None;
+    }
+    // minutes until the end, walking forward through the (possibly wrapping) window
+    let until = (q.end + 24 * 60 - minute) % (24 * 60);
+    let end = at - i64::from(local.second()) + i64::from(until) * 60;
+    // a DST change inside the window shifts the wall clock; re-check once
+    match quiet_end(end, tz, q) {
+        Some(later) if later > end => Some(later),
+        _ => Some(end),
+    }
+}
+
+/// A stable id for a rule's audience member in reports.
+pub fn member_id(base: &MemberBase, i: u32) -> &Text {
+    &base.ids[i as usize]
+}

@@ -1,0 +1,217 @@
+//! Filling a rule's offer for one member (coupon code and value, the product for the
+//! member's price tier, the best co-purchase bundle) and the signed unsubscribe link.
+
+use super::base::MemberBase;
+use super::stable_hash;
+use crate::bundles::OfferIndex;
+use crate::domain::{CentsFmt, DayFmt};
+use crate::profile::Tier;
+use crate::rules::condition::Facts;
+use crate::rules::{CouponCodes, CouponValue, Offer, Rule};
+use serde_json::{Map, Value};
+
+/// An offer's template variables (`offer.*`).
+pub type OfferValue = Map<String, Value>;
+
+pub struct OfferMaker<'a> {
+    rule: &'a Rule,
+    base: &'a MemberBase,
+    /// The bundle offer's rules, filtered by its thresholds.
+    bundle_index: Option<OfferIndex>,
+}
+
+impl<'a> OfferMaker<'a> {
+    pub fn new(rule: &'a Rule, base: &'a MemberBase) -> OfferMaker<'a> {
+        let bundle_index = match &rule.offer {
+            Offer::Bundle(b) => base.bundles.index(b.scope).map(|idx| {
+                OfferIndex::new(idx.rules().iter().filter(|r| r.confidence >= b.min_confidence && r.lift >= b.min_lift).cloned().collect())
+            }),
+            _ => None,
+        };
+        OfferMaker { rule, base, bundle_index }
+    }
+
+    /// The offer for a member; `nth` counts the members given an offer before (code
+    /// lists hand out codes in that order). Err says why there is none.
+    pub fn offer_for(&self, f: &Facts, nth: usize) -> Result<OfferValue, String> {
+        let mut o = Map::new();
+        o.insert("kind".into(), self.rule.offer.kind().into());
+        let tier = f.profile.price_tier.unwrap_or(Tier::Mid);
+        match &self.rule.offer {
+            Offer::None => {}
+            Offer::Coupon(c) => {
+                let code = match &c.codes {
+                    CouponCodes::Pattern(p) => fill_pattern(p, &self.rule.id, f.id),
+                    CouponCodes::List { codes, path } => {
+                        codes.get(nth).cloned().ok_or_else(|| format!("the {} codes of {} are used up", codes.len(), path.display()))?
+                    }
+                };
+                o.insert("code".into(), code.into());
+                let (amount, percent) = match &c.value {
+                    CouponValue::Amount(a) => (Some(*a), None),
+                    CouponValue::Percent(p) => (None, Some(*p)),
+                    CouponValue::AmountByTier(t) => (t.get(&tier).copied(), None),
+                    CouponValue::PercentByTier(t) => (None, t.get(&tier).copied()),
+                };
+                if let Some(a) = amount {
+                    o.insert("amount".into(), CentsFmt(a).to_string().into());
+                    o.insert("value".into(), CentsFmt(a).to_string().into());
+                }
+                if let Some(p) = percent {
+                    o.insert("percent".into(), p.into());
+                    o.insert("value".into(), format!("{p}%").into());
+                }
+                o.insert("min_spend".into(), c.min_spend.map(|m| Value::from(CentsFmt(m).to_string())).unwrap_or(Value::Null));
+                o.insert("valid_until".into(), c.valid_days.map(|d| Value::from(DayFmt(f.as_of + d as i32).to_string())).unwrap_or(Value::Null));
+            }
+            Offer::Product(by_tier) => {
+                let bought = f.skus_bought();
+                let sku = by_tier
+                    .get(&tier)
+                    .into_iter()
+                    .flatten()
+                    .find(|s| bought.binary_search(&s.as_str()).is_err() && self.base.catalog.get(s.as_str()).is_none_or(|p| p.in_stock))
+                    .ok_or_else(|| format!("every {} product is bought or out of stock", tier.as_str()))?;
+                self.product_vars(&mut o, "", sku);
+            }
+            Offer::Bundle(b) => {
+                let index = self.bundle_index.as_ref().ok_or_else(|| format!("no {} co-purchase rules mined yet", b.scope.name()))?;
+                let bought: Vec<&str> = match b.lookback_days {
+                    None => f.skus_bought(),
+                    Some(days) => f.skus_bought_within(days),
+                };
+                let best = index
+                    .best_offer(bought.iter().copied(), |sku| self.base.catalog.get(sku).is_some_and(|p| !p.in_stock))
+                    .ok_or("no co-purchase rule applies")?;
+                self.product_vars(&mut o, "", &best.consequent);
+                let ante = best.antecedent.join(", ");
+                o.insert("antecedent".into(), ante.into());
+                let names: Vec<String> = best.antecedent.iter().map(|s| self.base.catalog.get(s.as_str()).map_or(s.clone(), |p| p.name.clone())).collect();
+                o.insert("antecedent_name".into(), names.join(", ").into());
+                let url = best.antecedent.first().and_then(|s| self.base.catalog.get(s.as_str())).map(|p| p.url.clone()).unwrap_or_default();
+                o.insert("antecedent_url".into(), url.into());
+                o.insert("support".into(), best.support.into());
+                o.insert("confidence".into(), best.confidence.into());
+                o.insert("lift".into(), best.lift.into());
+            }
+        }
+        Ok(o)
+    }
+
+    fn product_vars(&self, o: &mut OfferValue, prefix: &str, sku: &str) {
+        let p = self.base.catalog.get(sku);
+        o.insert(format!("{prefix}sku"), sku.into());
+        o.insert(format!("{prefix}name"), p.map_or(sku.to_string(), |p| p.name.clone()).into());
+        o.insert(format!("{prefix}url"), p.map(|p| p.url.clone()).unwrap_or_default().into());
+        o.insert(format!("{prefix}price"), p.and_then(|p| p.price).map(|c| Value::from(CentsFmt(c).to_string())).unwrap_or(Value::Null));
+    }
+}
+
+/// Fills `{code:N}` with N characters of Crockford base32 from a hash of rule and member.
+pub fn fill_pattern(pattern: &str, rule: &str, member: &str) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let Some(start) = pattern.find("{code:") else { return pattern.to_string() };
+    let Some(len) = pattern[start..].find('}') else { return pattern.to_string() };
+    let n: usize = pattern[start + 6..start + len].parse().unwrap_or(8);
+    let mut code = String::with_capacity(n);
+    let mut round = 0u8;
+    while code.len() < n {
+        let mut h = stable_hash(&[b"coupon", rule.as_bytes(), member.as_bytes(), &[round]]);
+        for _ in 0..12 {
+            if code.len() == n {
+                break;
+            }
+            code.push(ALPHABET[(h & 31) as usize] as char);
+            h >>= 5;
+        }
+        round += 1;
+    }
+    format!("{}{code}{}", &pattern[..start], &pattern[start + len + 1..])
+}
+
+/// Signed unsubscribe links: `<public_url>/u/<member hex>.<channel>.<signature>`, the
+/// signature an HMAC-SHA256 (truncated to 128 bits) of member and channel.
+pub struct Links {
+    pub public_url: String,
+    pub key: Vec<u8>,
+}
+
+impl Links {
+    pub fn unsubscribe_url(&self, member: &str, channel: &str) -> String {
+        format!("{}/u/{}", self.public_url, self.token(member, channel))
+    }
+
+    pub fn token(&self, member: &str, channel: &str) -> String {
+        format!("{}.{channel}.{}", hex(member.as_bytes()), hex(&self.signature(member, channel)))
+    }
+
+    fn signature(&self, member: &str, channel: &str) -> [u8; 16] {
+        use hmac::{Mac, SimpleHmac};
+        let mut mac = <SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(b"unsubscribe\0");
+        mac.update(member.as_bytes());
+        mac.update(b"\0");
+        mac.update(channel.as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
+    /// The member and channel of a token, if its signature is right (constant-time).
+    pub fn verify(&self, token: &str) -> Option<(String, String)> {
+        use hmac::{Mac, SimpleHmac};
+        let mut parts = token.split('.');
+        let (m, c, s) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let member = String::from_utf8(unhex(m)?).ok()?;
+        let mut mac = <SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).ok()?;
+        mac.update(b"unsubscribe\0");
+        mac.update(member.as_bytes());
+        mac.update(b"\0");
+        mac.update(c.as_bytes());
+        mac.verify_truncated_left(&unhex(s)?).ok()?;
+        Some((member, c.to_string()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coupon_codes_are_stable_and_differ_by_member() {
+        let a = fill_pattern("WB-{code:8}", "winback", "m1");
+        assert_eq!(a, fill_pattern("WB-{code:8}", "winback", "m1"));
+        assert_ne!(a, fill_pattern("WB-{code:8}", "winback", "m2"));
+        assert!(a.starts_with("WB-") && a.len() == 11, "{a}");
+        assert_eq!(fill_pattern("{code:20}", "r", "m").len(), 20);
+        assert_eq!(fill_pattern("SPRING", "r", "m"), "SPRING");
+    }
+
+    #[test]
+    fn unsubscribe_tokens_verify_and_cannot_be_moved_to_another_member() {
+        let links = Links { public_url: "http://127.0.0.1:8787".into(), key: b"secret".to_vec() };
+        let t = links.token("m-42", "email");
+        assert_eq!(links.verify(&t), Some(("m-42".into(), "email".into())));
+        let other = t.replacen(&hex(b"m-42"), &hex(b"m-43"), 1);
+        assert_eq!(links.verify(&other), None, "a signature for m-42 does not unsubscribe m-43");
+        assert_eq!(links.verify(&t.replace(".email.", ".sms.")), None);
+        let forged = Links { public_url: String::new(), key: b"guess".to_vec() }.token("m-42", "email");
+        assert_eq!(links.verify(&forged), None);
+        assert!(links.unsubscribe_url("m-42", "email").starts_with("http://127.0.0.1:8787/u/"));
+    }
+}

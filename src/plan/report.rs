@@ -1,0 +1,190 @@
+//! What `rules preview` and `explain` print: the funnel, breakdowns by stage and tier,
+//! rendered sample messages, per-member rows, and a member's walk through a rule.
+
+use super::{Fate, MemberBase, PlanSettings, PlannedMessage, Profiles, RulePlan};
+use crate::domain::TsFmt;
+use crate::rules::condition::{gender_name, ExplainLine};
+use crate::rules::template::{Rendered, Renderer};
+use crate::rules::Rule;
+use std::collections::BTreeMap;
+use std::io::Write;
+
+/// The template context of one planned message on one channel.
+pub fn context(base: &MemberBase, profiles: &Profiles, rule: &Rule, msg: &PlannedMessage, channel: &str, settings: &PlanSettings) -> minijinja::Value {
+    let i = msg.member as usize;
+    let m = &base.members[i];
+    let id = base.ids[i].as_str();
+    let p = &profiles.profiles[i];
+    let member = serde_json::json!({
+        "id": id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(),
+        "gender": gender_name(m.gender), "age": p.metrics.age, "tz": m.tz.as_str(),
+    });
+    minijinja::Value::from(minijinja::value::Serde(serde_json::json!({
+        "member": member,
+        "profile": crate::population::profile_json(id, p),
+        "offer": msg.offer,
+        "rule": { "id": rule.id, "name": rule.name },
+        "unsubscribe_url": settings.links.unsubscribe_url(id, channel),
+    })))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PreviewFormat {
+    Table,
+    Csv,
+    Ndjson,
+}
+
+/// The funnel and breakdowns as a table, then `sample` rendered messages per channel.
+pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, rule: &Rule, rp: &RulePlan, settings: &PlanSettings, renderer: &Renderer, sample: usize) -> std::io::Result<()> {
+    writeln!(out, "rule {} — {}", rule.id, rule.name)?;
+    writeln!(out, "as of {}; nothing is sent or recorded", crate::domain::DayFmt(profiles.as_of))?;
+    writeln!(out, "\nfunnel")?;
+    for (step, n) in rp.funnel() {
+        if n > 0 || step == "matched" || step == "to send" {
+            writeln!(out, "  {step:<24} {n:>10}")?;
+        }
+    }
+    let held_out = |f: &Fate| matches!(f, Fate::HeldOut);
+    let send = |f: &Fate| matches!(f, Fate::Send { .. });
+    type Key = fn(&super::Profile) -> &'static str;
+    let breakdowns: [(&str, Key); 3] = [
+        ("stage", |p| p.metrics.stage.as_str()),
+        ("price tier", |p| p.price_tier.map_or("none", |t| t.as_str())),
+        ("value tier", |p| p.value_tier.map_or("none", |t| t.as_str())),
+    ];
+    for (name, key) in breakdowns {
+        let mut counts: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for (m, f) in &rp.fates {
+            let e = counts.entry(key(&profiles.profiles[*m as usize])).or_default();
+            e.0 += usize::from(send(f));
+            e.1 += usize::from(held_out(f));
+        }
+        writeln!(out, "\nby {name:<20} {:>10} {:>10}", "to send", "held out")?;
+        for (k, (s, h)) in counts {
+            writeln!(out, "  {k:<22} {s:>10} {h:>10}")?;
+        }
+    }
+    let mut channels: BTreeMap<&str, usize> = BTreeMap::new();
+    for msg in &rp.messages {
+        *channels.entry(msg.channels[0].as_str()).or_default() += 1;
+    }
+    writeln!(out, "\nby channel")?;
+    for (c, n) in &channels {
+        writeln!(out, "  {c:<22} {n:>10}")?;
+    }
+    for channel in &rule.message.channels {
+        let picked: Vec<&PlannedMessage> = rp.messages.iter().filter(|m| &m.channels[0] == channel).take(sample).collect();
+        for msg in picked {
+            writeln!(out, "\n--- sample: {} to member {} (send after {}) ---", channel, base.ids[msg.member as usize], TsFmt(msg.send_after))?;
+            match renderer.render(&rule.id, channel, &context(base, profiles, rule, msg, channel, settings)) {
+                Ok(r) => write_rendered(out, &r)?,
+                Err(e) => writeln!(out, "template error: {e:#}")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_rendered(out: &mut dyn Write, r: &Rendered) -> std::io::Result<()> {
+    if let Some(s) = &r.subject {
+        writeln!(out, "Subject: {s}")?;
+    }
+    writeln!(out, "{}", r.text.trim_end())?;
+    if let Some(h) = &r.html {
+        writeln!(out, "[html part: {} bytes]", h.len())?;
+    }
+    Ok(())
+}
+
+/// One row per matched member: id, fate, reason detail, channel, send time, key metrics.
+pub fn preview_rows(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, rp: &RulePlan, format: PreviewFormat) -> std::io::Result<()> {
+    if format == PreviewFormat::Csv {
+        writeln!(out, "member_id,fate,channel,send_after,offer_code,stage,recency_days,orders,monetary,price_tier,value_tier")?;
+    }
+    for (m, fate) in &rp.fates {
+        let p = &profiles.profiles[*m as usize];
+        let msg = match fate {
+            Fate::Send { message } => Some(&rp.messages[*message]),
+            _ => None,
+        };
+        let row = serde_json::json!({
+            "member_id": base.ids[*m as usize].as_str(),
+            "fate": fate.reason(),
+            "channel": msg.map(|m| m.channels[0].as_str()),
+            "send_after": msg.map(|m| TsFmt(m.send_after).to_string()),
+            "offer_code": msg.and_then(|m| m.offer.get("code")).and_then(|c| c.as_str()),
+            "stage": p.metrics.stage.as_str(),
+            "recency_days": p.metrics.recency_days,
+            "orders": p.metrics.orders,
+            "monetary": crate::domain::CentsFmt(p.metrics.monetary).to_string(),
+            "price_tier": p.price_tier.map(|t| t.as_str()),
+            "value_tier": p.value_tier.map(|t| t.as_str()),
+        });
+        match format {
+            PreviewFormat::Ndjson => writeln!(out, "{row}")?,
+            _ => {
+                let cells: Vec<String> = ["member_id", "fate", "channel", "send_after", "offer_code", "stage", "recency_days", "orders", "monetary", "price_tier", "value_tier"]
+                    .iter()
+                    .map(|k| match &row[*k] {
+                        serde_json::Value::Null => String::new(),
+                        serde_json::Value::String(s) => csv_cell(s),
+                        v => v.to_string(),
+                    })
+                    .collect();
+                writeln!(out, "{}", cells.join(","))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// A member's walk through one rule: every condition with the member's value, then
+/// consent, cooldown, cap and holdout, and the planner's verdict.
+pub fn explain(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, member: u32, rule: &Rule, rp: &RulePlan, settings: &PlanSettings, now: i64) -> std::io::Result<()> {
+    let facts = base.facts(member as usize, profiles);
+    let mut lines: Vec<ExplainLine> = Vec::new();
+    let in_audience = rule.audience.explain(&facts, 1, &mut lines);
+    writeln!(out, "rule {} — {}: {}", rule.id, rule.name, if in_audience { "in the audience" } else { "not in the audience" })?;
+    for l in &lines {
+        let mark = if l.pass { "pass" } else { "FAIL" };
+        let indent = "  ".repeat(l.depth);
+        if l.value.is_empty() {
+            writeln!(out, "{indent}[{mark}] {}", l.what)?;
+        } else {
+            writeln!(out, "{indent}[{mark}] {:<width$} member: {}", l.what, l.value, width = 56usize.saturating_sub(indent.len()))?;
+        }
+    }
+    let consents: Vec<String> = rule.message.channels.iter().map(|c| format!("{c}: {}", if facts.consents(c) { "yes" } else { "no" })).collect();
+    writeln!(out, "  consent         {}", consents.join(", "))?;
+    let log = base.contacts.get(&member).map(|l| l.contacts.as_slice()).unwrap_or(&[]);
+    match log.iter().rev().find(|c| c.rule == rule.id.as_str()) {
+        Some(c) => writeln!(out, "  last message    of this rule at {} ({})", TsFmt(c.ts), c.channel)?,
+        None => writeln!(out, "  last message    none from this rule")?,
+    }
+    let recent = log.iter().filter(|c| c.ts > now - i64::from(settings.cap_days) * 86_400).count();
+    writeln!(out, "  frequency cap   {recent} of {} messages in the last {} days (before this run)", settings.cap_messages, settings.cap_days)?;
+    let held = super::holdout(&rule.id, &base.ids[member as usize], rule.limits.holdout_ppm);
+    writeln!(out, "  holdout         {} ({}% of the audience)", if held { "in the holdout group" } else { "not held out" }, f64::from(rule.limits.holdout_ppm) / 10_000.0)?;
+    let verdict = match rp.fate_of(member) {
+        None => "not in the audience".to_string(),
+        Some(Fate::Send { message }) => {
+            let m = &rp.messages[*message];
+            format!("gets a message on {} (fallback: {}) after {}", m.channels[0], m.channels[1..].join(", "), TsFmt(m.send_after))
+        }
+        Some(Fate::Claimed { by }) => format!("left out: rule {by} has a higher priority in the same run"),
+        Some(Fate::Cooldown { last }) => format!("left out: this rule messaged the member at {}, within its cooldown", TsFmt(*last)),
+        Some(Fate::NoOffer { why }) => format!("left out: no offer ({why})"),
+        Some(Fate::Capped { recent }) => format!("left out: frequency cap ({recent} recent messages)"),
+        Some(f) => format!("left out: {}", f.reason()),
+    };
+    writeln!(out, "  verdict         {verdict}")
+}

@@ -224,6 +224,9 @@ impl<'a> Reader<'a> {
         };
         let mut message = None;
         let mut saw_audience = false;
+        // the declared offer type, even when the offer has errors, so templates are
+        // checked against it instead of cascading "unknown offer.*" errors
+        let mut offer_kind: Option<&str> = Some("none");
         for e in entries {
             let v = &e.value;
             match e.key {
@@ -269,6 +272,7 @@ impl<'a> Reader<'a> {
                     }
                 }
                 "offer" => {
+                    offer_kind = declared_offer_type(v);
                     if let Some(o) = self.offer(v) {
                         rule.offer = o;
                     }
@@ -287,7 +291,7 @@ impl<'a> Reader<'a> {
         }
         match message {
             Some(v) => {
-                if let Some(m) = self.message(v, rule.offer.kind()) {
+                if let Some(m) = self.message(v, offer_kind) {
                     rule.message = m;
                 }
             }
@@ -544,6 +548,8 @@ impl<'a> Reader<'a> {
         }
         let mut known: Vec<&str> = self.channels.configured.iter().map(|s| s.as_str()).collect();
         known.extend(WELL_KNOWN_CHANNELS);
+        known.sort_unstable();
+        known.dedup();
         let d = self.err(span, format!("unknown channel {name:?}"));
         d.label = "not a configured channel".into();
         d.help = Some(match did_you_mean(name, known.iter().copied()) {
@@ -580,10 +586,10 @@ impl<'a> Reader<'a> {
             "coupon" => {
                 let codes = match (get("code"), get("codes_file")) {
                     (Some(e), None) => {
-                        let p = self.string(&e.value)?;
+                        let p = self.string(&e.value).unwrap_or("");
                         if let Err(msg) = coupon_pattern_check(p) {
                             self.err(&e.value.span, msg).help = Some("e.g. code = \"WB-{code:8}\" (8 characters derived from rule and member)".into());
-                            return None;
+                            ok = false;
                         }
                         CouponCodes::Pattern(p.to_string())
                     }
@@ -699,7 +705,7 @@ impl<'a> Reader<'a> {
         ok.then_some(out)
     }
 
-    fn message(&mut self, v: &Spanned<'a>, offer_kind: &str) -> Option<Message> {
+    fn message(&mut self, v: &Spanned<'a>, offer_kind: Option<&str>) -> Option<Message> {
         let entries = self.table(v)?;
         let mut channels: Vec<(String, Span)> = Vec::new();
         let mut templates = BTreeMap::new();
@@ -756,7 +762,7 @@ impl<'a> Reader<'a> {
         ok.then(|| Message { channels: channels.into_iter().map(|(c, _)| c).collect(), templates })
     }
 
-    fn channel_template(&mut self, e: &Entry<'a>, offer_kind: &str) -> Option<ChannelTemplate> {
+    fn channel_template(&mut self, e: &Entry<'a>, offer_kind: Option<&str>) -> Option<ChannelTemplate> {
         let entries = self.table(&e.value)?;
         let allowed = ["subject", "text", "html", "text_file", "html_file"];
         let mut parts: BTreeMap<&str, String> = BTreeMap::new();
@@ -822,7 +828,7 @@ impl<'a> Reader<'a> {
 
     /// Template files are checked in their own file; problems are reported against the
     /// rule's key that names the file, with the template file's line.
-    fn check_template_file(&mut self, path: &Path, text: &str, offer_kind: &str, key_span: &Span) {
+    fn check_template_file(&mut self, path: &Path, text: &str, offer_kind: Option<&str>, key_span: &Span) {
         let located = Located { source: text, file: self.file, origin: None, value_span: key_span.clone() };
         for problem in template::check(&located, offer_kind) {
             let d = self.err(key_span, format!("{}: {}", path.display(), problem.message));
@@ -900,6 +906,15 @@ impl<'a> Reader<'a> {
                 _ => self.unknown_key(e, &allowed, "[limits]"),
             }
         }
+    }
+}
+
+/// The `type` of an `[offer]` table when it names a known offer type.
+fn declared_offer_type(v: &Spanned) -> Option<&'static str> {
+    let Node::Table(entries) = &v.node else { return None };
+    match entries.iter().find(|e| e.key == "type").map(|e| &e.value.node) {
+        Some(Node::Str(t)) => ["none", "coupon", "product", "bundle"].into_iter().find(|k| k == t),
+        _ => None,
     }
 }
 

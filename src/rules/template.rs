@@ -73,7 +73,8 @@ pub struct TemplateProblem {
 }
 
 /// Checks syntax and every variable the template reads.
-pub fn check(t: &Located, offer_kind: &str) -> Vec<TemplateProblem> {
+/// `offer_kind` None: the offer is broken (already reported); its fields are not checked.
+pub fn check(t: &Located, offer_kind: Option<&str>) -> Vec<TemplateProblem> {
     let env = environment();
     let tpl = match env.template_from_str(t.source) {
         Ok(tpl) => tpl,
@@ -97,7 +98,7 @@ pub fn check(t: &Located, offer_kind: &str) -> Vec<TemplateProblem> {
         let fields: Option<&[&str]> = match root {
             "member" => Some(&MEMBER_FIELDS),
             "rule" => Some(&RULE_FIELDS),
-            "offer" => Some(offer_fields(offer_kind)),
+            "offer" => offer_kind.map(offer_fields),
             "profile" => Some(&profile),
             "unsubscribe_url" => None,
             _ => {
@@ -115,7 +116,10 @@ pub fn check(t: &Located, offer_kind: &str) -> Vec<TemplateProblem> {
         };
         if let (Some(fields), Some(field)) = (fields, field) {
             if !fields.contains(&field) {
-                let what = if root == "offer" { format!(" of a `{offer_kind}` offer") } else { String::new() };
+                let what = match offer_kind {
+                    Some(kind) if root == "offer" => format!(" of a `{kind}` offer"),
+                    _ => String::new(),
+                };
                 out.push(TemplateProblem {
                     message: format!("unknown template variable `{var}`"),
                     span: t.span(find_var(t.source, &var)),

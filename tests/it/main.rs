@@ -7,4 +7,5 @@ mod import;
 mod long;
 mod predict;
 mod profiles;
+mod rules;
 mod support;

@@ -1,0 +1,312 @@
+//! Rules: diagnostics for a corpus of broken files (snapshots), isolation of broken
+//! files, the shipped example rules previewed on generated data, and the planner's
+//! limits: holdout, frequency cap, cooldown, priority, quiet hours, audience size.
+
+use crate::support::{repo_path, sample_store};
+use rekindle::config::Config;
+use rekindle::domain::{parse_date, Day};
+use rekindle::plan::{plan, Fate, MemberBase, PlanSettings, Profiles};
+use rekindle::profile::{Stage, Tier};
+use rekindle::rules::{self, ChannelNames, Rule, RuleSet};
+use rekindle::store::model::Contact;
+use std::path::Path;
+
+fn channels() -> ChannelNames {
+    ChannelNames { configured: vec!["email".into(), "sms".into(), "shop".into()] }
+}
+
+fn load(path: &Path) -> RuleSet {
+    rules::load(path, &channels()).expect("read rules")
+}
+
+/// Rule text from a string, as if read from `rules/<id>.toml`.
+fn rule(id: &str, text: &str) -> Rule {
+    let mut set = RuleSet { rules: vec![], diagnostics: vec![], sources: Default::default(), failed: vec![] };
+    rules::add_file(&mut set, &Path::new("rules").join(format!("{id}.toml")), text.to_string(), &channels());
+    let rendered: Vec<String> = set.diagnostics.iter().map(|d| set.sources.render(d)).collect();
+    assert!(set.errors() == 0, "{}", rendered.join("\n"));
+    set.rules.pop().expect("one rule")
+}
+
+#[test]
+fn broken_rule_files_get_precise_diagnostics() {
+    let dir = repo_path("tests/it/fixtures/broken-rules");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 10);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut set = RuleSet { rules: vec![], diagnostics: vec![], sources: Default::default(), failed: vec![] };
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        rules::add_file(&mut set, Path::new(&name), text, &channels());
+        assert!(set.errors() > 0, "{name} should not pass");
+        assert!(set.rules.is_empty(), "{name}: a file with errors yields no rule");
+        let report: String = set.diagnostics.iter().map(|d| format!("{}\n{}\n", set.sources.one_line(d), set.sources.render(d))).collect();
+        insta::assert_snapshot!(name.trim_end_matches(".toml").to_string(), report);
+    }
+}
+
+#[test]
+fn a_broken_file_never_takes_down_the_valid_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(repo_path("rules")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let good = load(dir.path()).rules.len();
+    std::fs::copy(repo_path("tests/it/fixtures/broken-rules/invalid-toml.toml"), dir.path().join("zz-broken.toml")).unwrap();
+    std::fs::copy(repo_path("tests/it/fixtures/broken-rules/template-syntax.toml"), dir.path().join("aa-broken.toml")).unwrap();
+    let set = load(dir.path());
+    assert_eq!(set.rules.len(), good, "every valid rule is still loaded");
+    assert_eq!(set.failed.len(), 2);
+    // a second file claiming an existing id is refused, the first keeps working
+    std::fs::write(dir.path().join("zzz-dup.toml"), "id = \"silent-reminder\"\n[audience]\n[message]\nchannels = [\"sms\"]\n[message.sms]\ntext = \"x\"\n").unwrap();
+    let set = load(dir.path());
+    assert_eq!(set.rules.len(), good);
+    assert!(set.diagnostics.iter().any(|d| d.message.contains("already used")));
+}
+
+#[test]
+fn schedules_take_five_or_six_fields_and_follow_the_time_zone_across_dst() {
+    let five = rules::Schedule::parse("30 9 * * MON").unwrap();
+    assert_eq!(five.cron, "0 30 9 * * MON");
+    let six = rules::Schedule::parse("15 30 9 * * *").unwrap();
+    assert_eq!(six.cron, "15 30 9 * * *");
+    assert!(rules::Schedule::parse("* * *").is_err());
+    assert!(rules::Schedule::parse("0 61 * * *").is_err());
+    // Europe/Berlin leaves summer time on 2026-10-25: 09:00 local is 07:00 UTC before, 08:00 UTC after
+    let daily = rules::Schedule::parse("0 9 * * *").unwrap();
+    let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+    assert_eq!(daily.next_after(at("2026-10-24T06:00:00Z"), tz), Some(at("2026-10-24T07:00:00Z")));
+    assert_eq!(daily.next_after(at("2026-10-24T08:00:00Z"), tz), Some(at("2026-10-25T08:00:00Z")));
+    // spring forward: 02:30 does not exist on 2026-03-29 in Berlin; the run is not lost
+    let night = rules::Schedule::parse("30 2 * * *").unwrap();
+    let next = night.next_after(at("2026-03-28T02:00:00Z"), tz).unwrap();
+    assert!(next >= at("2026-03-29T00:00:00Z") && next <= at("2026-03-30T01:30:00Z"), "{next}");
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: rekindle::store::Store,
+    config: Config,
+}
+
+fn world(members: usize) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = sample_store(dir.path(), members);
+    World { _dir: dir, store, config: Config::default() }
+}
+
+const AS_OF: &str = "2026-11-01";
+
+fn as_of() -> Day {
+    parse_date(AS_OF).unwrap()
+}
+
+/// Noon UTC of the as-of day (20:00 in Asia/Shanghai, outside the default quiet hours).
+fn noon() -> i64 {
+    i64::from(as_of()) * 86_400 + 12 * 3600
+}
+
+fn settings(config: &Config) -> PlanSettings {
+    PlanSettings::from_config(config, b"test-key".to_vec())
+}
+
+fn inputs(w: &World) -> (MemberBase, Profiles, PlanSettings) {
+    let base = MemberBase::load(&w.store, true, &|_| {}).unwrap();
+    let settings = settings(&w.config);
+    let profiles = Profiles::compute(&base, as_of(), &settings);
+    (base, profiles, settings)
+}
+
+#[test]
+fn every_shipped_rule_previews_on_generated_data() {
+    let w = world(10_000);
+    // the cross-sell and chosen-product rules need mined rules, the savable one a model
+    let tx = rekindle::basket::transactions(&w.store, rekindle::basket::Scope::Basket, as_of(), Some(365)).unwrap();
+    let params = rekindle::bundles::MineParams { min_support: 0.0002, min_confidence: 0.1, ..Default::default() };
+    let mined = rekindle::bundles::mine(&tx, &params).unwrap();
+    assert!(!mined.is_empty());
+    let record = rekindle::basket::MinedRules { scope: rekindle::basket::Scope::Basket, as_of: as_of(), lookback_days: Some(365), params, transactions: tx.len(), rules: mined };
+    w.store.put_record(rekindle::store::RecordKind::BundleRules, "basket", &record).unwrap();
+    let unit = rekindle::predict::TimeUnit::Day;
+    let histories: Vec<_> = rekindle::population::all_order_days(&w.store)
+        .unwrap()
+        .iter()
+        .filter_map(|o| rekindle::predict::PurchaseHistory::from_order_days(o, as_of(), unit))
+        .collect();
+    let model = rekindle::predict::fit(&histories, as_of(), unit, &w.config.predict.fit_options()).unwrap();
+    w.store.put_record(rekindle::store::RecordKind::FittedModel, "value", &model).unwrap();
+
+    let set = load(&repo_path("rules"));
+    assert_eq!(set.errors(), 0);
+    assert!(set.rules.len() >= 10, "the playbook ships at least ten rules");
+    let (base, profiles, settings) = inputs(&w);
+    let renderer = rekindle::rules::template::Renderer::new(&set.rules).unwrap();
+    for r in &set.rules {
+        let plans = plan(&base, &profiles, &[r], noon(), &settings);
+        let rp = &plans[0];
+        let to_send = rp.messages.len();
+        println!("{:<26} matched {:>5}  to send {:>5}", r.id, rp.matched, to_send);
+        assert!(to_send > 0, "{}: nobody to send to ({:?})", r.id, rp.funnel());
+        for msg in rp.messages.iter().take(20) {
+            let channel = &msg.channels[0];
+            let ctx = rekindle::plan::report::context(&base, &profiles, r, msg, channel, &settings);
+            let out = renderer.render(&r.id, channel, &ctx).unwrap_or_else(|e| panic!("{}: {e:#}", r.id));
+            assert!(!out.text.trim().is_empty());
+            if channel == "email" {
+                assert!(out.text.contains("/u/"), "{}: emails carry the unsubscribe link", r.id);
+            }
+            let f = base.facts(msg.member as usize, &profiles);
+            assert!(r.audience.eval(&f));
+            assert!(f.consents(channel), "{}: a message goes only where the member consented", r.id);
+        }
+        // rule-specific promises
+        for msg in &rp.messages {
+            let p = &profiles.profiles[msg.member as usize];
+            match r.id.as_str() {
+                "sleeping-winback" => {
+                    assert_eq!(p.metrics.stage, Stage::Sleeping);
+                    let want = match p.price_tier.unwrap_or(Tier::Mid) {
+                        Tier::High => "50.00",
+                        Tier::Mid => "30.00",
+                        Tier::Low => "15.00",
+                    };
+                    assert_eq!(msg.offer["value"], want, "the coupon follows the price tier");
+                }
+                "deep-discount-sensitive" => assert_eq!(p.sensitivity_tier, Some(Tier::High)),
+                "silent-reminder" => assert_eq!(p.metrics.stage, Stage::Silent),
+                "dormant-last-chance" => assert_eq!(p.metrics.stage, Stage::Dormant),
+                "repurchase-due" => assert!(p.metrics.repurchase_due),
+                "savable-high-value" => {
+                    let x = p.prediction.unwrap();
+                    assert!((0.3..=0.7).contains(&x.p_alive) && x.predicted_value_cents >= 20_000);
+                }
+                "cross-sell-bundle" => {
+                    let f = base.facts(msg.member as usize, &profiles);
+                    let sku = msg.offer["sku"].as_str().unwrap();
+                    assert!(!f.skus_bought_within(365).contains(&sku), "the bundle offers something not bought within its lookback");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn holdout_is_stable_about_its_share_and_independent_between_rules() {
+    let w = world(10_000);
+    let (base, profiles, settings) = inputs(&w);
+    let text = |id: &str| format!("[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\nholdout_percent = 20\nquiet_hours = false\n# {id}\n");
+    let a = rule("a", &text("a"));
+    let b = rule("b", &text("b"));
+    let held = |r: &Rule| -> Vec<u32> {
+        let p = plan(&base, &profiles, &[r], noon(), &settings);
+        let mut v: Vec<u32> = p[0].fates.iter().filter(|(_, f)| *f == Fate::HeldOut).map(|(m, _)| *m).collect();
+        v.sort_unstable();
+        v
+    };
+    let ha = held(&a);
+    assert_eq!(ha, held(&a), "the same members are held out on every run");
+    let share = ha.len() as f64 / base.members.len() as f64;
+    assert!((0.18..0.22).contains(&share), "about 20% held out, got {share}");
+    let hb = held(&b);
+    let overlap = ha.iter().filter(|m| hb.binary_search(m).is_ok()).count() as f64 / ha.len() as f64;
+    assert!((0.15..0.25).contains(&overlap), "rules hold out independent groups, overlap {overlap}");
+}
+
+#[test]
+fn frequency_cap_counts_messages_across_rules_and_defers_when_asked() {
+    let w = world(2_000);
+    let first = rule("first", "priority = 2\n[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\nquiet_hours = false\n");
+    let second = rule("second", "priority = 1\n[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\nquiet_hours = false\n");
+    // a member contacted twice this week has reached the default cap (2 per 7 days)
+    let (base, _, _) = inputs(&w);
+    let capped_id = base.ids[7].to_string();
+    let recent = |h: i64, rule: &str| Contact { ts: noon() - h * 3600, rule: rule.into(), channel: "shop".into() };
+    w.store.add_contacts(&[(capped_id.clone(), recent(30, "old")), (capped_id.clone(), recent(50, "older"))], 30).unwrap();
+    let (base, profiles, settings) = inputs(&w);
+    let i = base.index_of(&capped_id).unwrap() as u32;
+    let plans = plan(&base, &profiles, &[&first, &second], noon(), &settings);
+    assert!(matches!(plans[0].fate_of(i), Some(Fate::Capped { recent: 2 })), "{:?}", plans[0].fate_of(i));
+    // everyone else gets the higher-priority rule; the second rule finds them claimed
+    let other = (i + 1) % base.members.len() as u32;
+    assert!(matches!(plans[0].fate_of(other), Some(Fate::Send { .. })));
+    assert!(matches!(plans[1].fate_of(other), Some(Fate::Claimed { by }) if by == "first"));
+    // deferred: the message waits until the older contact leaves the 7-day window
+    let deferring = rule("deferring", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\nquiet_hours = false\non_frequency_cap = \"defer\"\n");
+    let plans = plan(&base, &profiles, &[&deferring], noon(), &settings);
+    let Some(Fate::Send { message }) = plans[0].fate_of(i) else { panic!("{:?}", plans[0].fate_of(i)) };
+    assert_eq!(plans[0].messages[*message].send_after, noon() - 50 * 3600 + 7 * 86_400);
+}
+
+#[test]
+fn cooldown_keeps_a_rule_from_repeating_itself() {
+    let w = world(1_000);
+    let r = rule("nudge", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\ncooldown_days = 10\nquiet_hours = false\n");
+    let (base, _, _) = inputs(&w);
+    let (a, b) = (base.ids[1].to_string(), base.ids[2].to_string());
+    let ago = |days: i64| Contact { ts: noon() - days * 86_400, rule: "nudge".into(), channel: "shop".into() };
+    w.store.add_contacts(&[(a.clone(), ago(9)), (b.clone(), ago(11))], 30).unwrap();
+    let (base, profiles, settings) = inputs(&w);
+    let p = plan(&base, &profiles, &[&r], noon(), &settings);
+    assert!(matches!(p[0].fate_of(base.index_of(&a).unwrap() as u32), Some(Fate::Cooldown { .. })));
+    assert!(matches!(p[0].fate_of(base.index_of(&b).unwrap() as u32), Some(Fate::Send { .. })));
+}
+
+#[test]
+fn quiet_hours_follow_the_members_own_time_zone() {
+    let w = world(1_000);
+    let (base, profiles, settings) = inputs(&w);
+    // 13:30 UTC is 21:30 in Shanghai (quiet) but 14:30 in Berlin
+    let at = i64::from(as_of()) * 86_400 + 13 * 3600 + 1800;
+    let skip = rule("skip", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\non_quiet_hours = \"skip\"\n");
+    let defer = rule("defer", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n");
+    let p = plan(&base, &profiles, &[&skip], at, &settings);
+    let berlin: Vec<usize> = (0..base.members.len()).filter(|&i| base.members[i].tz == "Europe/Berlin").collect();
+    let shanghai: Vec<usize> = (0..base.members.len()).filter(|&i| base.members[i].tz.is_empty() || base.members[i].tz == "Asia/Shanghai").collect();
+    assert!(!shanghai.is_empty());
+    for &i in &shanghai {
+        assert_eq!(p[0].fate_of(i as u32), Some(&Fate::QuietHours));
+    }
+    for &i in &berlin {
+        assert!(matches!(p[0].fate_of(i as u32), Some(Fate::Send { .. })));
+    }
+    let p = plan(&base, &profiles, &[&defer], at, &settings);
+    let Some(Fate::Send { message }) = p[0].fate_of(shanghai[0] as u32) else { panic!() };
+    // deferred to 09:00 Shanghai the next morning = 01:00 UTC
+    assert_eq!(p[0].messages[*message].send_after, i64::from(as_of() + 1) * 86_400 + 3600);
+}
+
+#[test]
+fn max_audience_keeps_the_top_of_the_chosen_order() {
+    let w = world(2_000);
+    let (base, profiles, settings) = inputs(&w);
+    let r = rule("top", "[audience]\norders = { min = 1 }\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\nmax_audience = 100\norder_by = \"monetary desc\"\nquiet_hours = false\n");
+    let p = plan(&base, &profiles, &[&r], noon(), &settings);
+    assert_eq!(p[0].messages.len(), 100);
+    let sent_min = p[0].messages.iter().map(|m| profiles.profiles[m.member as usize].metrics.monetary).min().unwrap();
+    let over: Vec<i64> = p[0].fates.iter().filter(|(_, f)| *f == Fate::OverLimit).map(|(m, _)| profiles.profiles[*m as usize].metrics.monetary).collect();
+    assert!(!over.is_empty());
+    assert!(over.iter().all(|&m| m <= sent_min), "nobody left out spent more than someone kept");
+}
+
+#[test]
+fn explain_walks_a_member_through_a_rule() {
+    let w = world(2_000);
+    let (base, profiles, settings) = inputs(&w);
+    let r = rule("why", "[audience]\nstage = [\"silent\", \"sleeping\"]\norders = { min = 2 }\n[message]\nchannels = [\"email\"]\n[message.email]\ntext = \"x\"\n[limits]\nquiet_hours = false\n");
+    let p = plan(&base, &profiles, &[&r], noon(), &settings);
+    let inside = p[0].messages[0].member;
+    let outside = (0..base.members.len() as u32).find(|&i| profiles.profiles[i as usize].metrics.stage == Stage::Active).unwrap();
+    let text = |m: u32| {
+        let mut out = Vec::new();
+        rekindle::plan::report::explain(&mut out, &base, &profiles, m, &r, &p[0], &settings, noon()).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let yes = text(inside);
+    assert!(yes.contains("in the audience") && yes.contains("gets a message on email"), "{yes}");
+    let no = text(outside);
+    assert!(no.contains("[FAIL] stage in [silent, sleeping]") && no.contains("member: active"), "{no}");
+}

@@ -14,10 +14,7 @@ data, as_of = sys.argv[1], sys.argv[2]
 con = duckdb.connect()
 t = time.perf_counter()
 con.execute(f"CREATE TABLE orders AS SELECT * FROM read_csv('{data}/orders.csv', header=true, auto_detect=true)")
-con.execute(f"""CREATE TABLE members AS SELECT * FROM read_csv('{data}/members.csv', header=true,
-                columns={{'member_id':'VARCHAR','name':'VARCHAR','email':'VARCHAR','phone':'VARCHAR',
-                'gender':'VARCHAR','birth_year':'INTEGER','city':'VARCHAR','signup_ts':'VARCHAR',
-                'opted_in_email':'VARCHAR','opted_in_sms':'VARCHAR','tz':'VARCHAR'}})""")
+con.execute(f"CREATE TABLE members AS SELECT * FROM read_csv('{data}/members.csv', header=true, all_varchar=true)")
 load = time.perf_counter() - t
 
 QUERY = f"""

@@ -424,7 +424,8 @@ fn plan_inputs(
         _ => store.secret("unsubscribe")?,
     };
     let settings = rekindle::plan::PlanSettings::from_config(config, key);
-    let profiles = rekindle::plan::Profiles::compute(&base, as_of, &settings);
+    let favourites = rules.iter().any(|r| r.audience.uses_favourites());
+    let profiles = rekindle::plan::Profiles::compute(&base, as_of, &settings, favourites);
     let now = if as_of == today() { chrono::Utc::now().timestamp() } else { i64::from(as_of) * 86_400 + 12 * 3600 };
     Ok((base, profiles, settings, now))
 }

@@ -117,20 +117,36 @@ pub fn profile_all(
     cfg: &ProfileConfig,
     model: Option<(&FittedModel, &PredictOptions)>,
 ) -> (Vec<Profile>, Option<CutPoints>) {
-    let mut profiles: Vec<Profile> = members
-        .par_iter()
-        .with_min_len(1024)
-        .map(|m| {
-            let mut p = Profile::new(metrics(m, as_of, cfg), None, cfg);
-            if let Some((model, opts)) = model {
-                p.prediction = PurchaseHistory::from_order_days(&order_days(m), as_of, model.unit).map(|h| model.predict(&h, opts));
-            }
-            p
-        })
-        .collect();
-    let cuts = CutPoints::compute(profiles.iter().map(|p| &p.metrics), cfg);
-    profiles.par_iter_mut().for_each(|p| p.score(cuts.as_ref(), cfg));
+    let mut profiles = Vec::new();
+    let cuts = profile_all_into(&mut profiles, members, as_of, cfg, model, true);
     (profiles, cuts)
+}
+
+/// [`profile_all`] into a buffer kept between runs (no reallocation once sized);
+/// `favourites`: see [`crate::profile::metrics_with`].
+pub fn profile_all_into(
+    profiles: &mut Vec<Profile>,
+    members: &[Member],
+    as_of: Day,
+    cfg: &ProfileConfig,
+    model: Option<(&FittedModel, &PredictOptions)>,
+    favourites: bool,
+) -> Option<CutPoints> {
+    let one = |m: &Member| {
+        let mut p = Profile::new(crate::profile::metrics_with(m, as_of, cfg, favourites), None, cfg);
+        if let Some((model, opts)) = model {
+            p.prediction = PurchaseHistory::from_order_days(&order_days(m), as_of, model.unit).map(|h| model.predict(&h, opts));
+        }
+        p
+    };
+    if profiles.len() == members.len() {
+        profiles.par_iter_mut().zip(members.par_iter()).with_min_len(1024).for_each(|(p, m)| *p = one(m));
+    } else {
+        *profiles = members.par_iter().with_min_len(1024).map(one).collect();
+    }
+    let cuts = CutPoints::compute(profiles.iter().map(|p| &p.metrics), cfg);
+    profiles.par_iter_mut().with_min_len(1024).for_each(|p| p.score(cuts.as_ref(), cfg));
+    cuts
 }
 
 /// One member's profile as a JSON object of the export columns (templates read it).

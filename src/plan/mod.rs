@@ -124,13 +124,36 @@ pub struct Profiles {
     pub as_of: Day,
     pub profiles: Vec<Profile>,
     pub cuts: Option<CutPoints>,
+    /// Whether top_category / top_brand were computed (only when a condition reads them;
+    /// templates get them per message from [`Profiles::complete`]).
+    pub favourites: bool,
 }
 
 impl Profiles {
-    pub fn compute(base: &MemberBase, as_of: Day, settings: &PlanSettings) -> Profiles {
+    /// Profiles of every member; `favourites` when a rule's condition reads
+    /// top_category or top_brand.
+    pub fn compute(base: &MemberBase, as_of: Day, settings: &PlanSettings, favourites: bool) -> Profiles {
+        let mut p = Profiles { as_of, profiles: Vec::new(), cuts: None, favourites };
+        p.recompute(base, as_of, settings);
+        p
+    }
+
+    /// Recomputes in place (the daemon's buffer is reused from run to run).
+    pub fn recompute(&mut self, base: &MemberBase, as_of: Day, settings: &PlanSettings) {
         let model = base.model.as_ref().map(|m| (m, &settings.predict));
-        let (profiles, cuts) = crate::population::profile_all(&base.members, as_of, &settings.profile, model);
-        Profiles { as_of, profiles, cuts }
+        self.cuts = crate::population::profile_all_into(&mut self.profiles, &base.members, as_of, &settings.profile, model, self.favourites);
+        self.as_of = as_of;
+    }
+
+    /// One member's profile with everything filled in (for templates).
+    pub fn complete(&self, base: &MemberBase, i: usize, settings: &PlanSettings) -> Profile {
+        let mut p = self.profiles[i].clone();
+        if !self.favourites {
+            let full = crate::profile::metrics(&base.members[i], self.as_of, &settings.profile);
+            p.metrics.top_category = full.top_category;
+            p.metrics.top_brand = full.top_brand;
+        }
+        p
     }
 }
 
@@ -149,11 +172,30 @@ impl MemberBase {
 
     /// The members a rule's audience condition selects, in id order.
     pub fn audience(&self, rule: &Rule, profiles: &Profiles) -> Vec<u32> {
-        (0..self.members.len() as u32)
-            .into_par_iter()
-            .with_min_len(4096)
-            .filter(|&i| rule.audience.eval(&self.facts(i as usize, profiles)))
-            .collect()
+        self.audiences(&[rule], profiles).pop().unwrap_or_default()
+    }
+
+    /// Every rule's audience, in one pass over the members (each member's data is read
+    /// once for all rules), in id order.
+    pub fn audiences(&self, rules: &[&Rule], profiles: &Profiles) -> Vec<Vec<u32>> {
+        const BLOCK: usize = 8192;
+        let starts: Vec<usize> = (0..self.members.len()).step_by(BLOCK).collect();
+        let blocks: Vec<Vec<Vec<u32>>> = starts
+            .par_iter()
+            .map(|&start| {
+                let mut out = vec![Vec::new(); rules.len()];
+                for i in start..(start + BLOCK).min(self.members.len()) {
+                    let facts = self.facts(i, profiles);
+                    for (r, rule) in rules.iter().enumerate() {
+                        if rule.audience.eval(&facts) {
+                            out[r].push(i as u32);
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        (0..rules.len()).map(|r| blocks.iter().flat_map(|b| b[r].iter().copied()).collect()).collect()
     }
 }
 
@@ -165,9 +207,10 @@ pub fn plan(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], now: Timest
     // messages planned in this run per member, at their send time, for the cap
     let mut planned: rustc_hash::FxHashMap<u32, Vec<Timestamp>> = Default::default();
     let mut out: Vec<RulePlan> = Vec::new();
+    let mut audiences = base.audiences(rules, profiles);
     for &ri in &order {
         let rule = rules[ri];
-        let mut matched = base.audience(rule, profiles);
+        let mut matched = std::mem::take(&mut audiences[ri]);
         let metric = rule.limits.order_by.metric;
         let key = |i: u32| metric.value(&profiles.profiles[i as usize]);
         // members without a value go last either way; ties by id (the input order)

@@ -14,7 +14,7 @@ pub fn context(base: &MemberBase, profiles: &Profiles, rule: &Rule, msg: &Planne
     let i = msg.member as usize;
     let m = &base.members[i];
     let id = base.ids[i].as_str();
-    let p = &profiles.profiles[i];
+    let p = &profiles.complete(base, i, settings);
     let member = serde_json::json!({
         "id": id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(),
         "gender": gender_name(m.gender), "age": p.metrics.age, "tz": m.tz.as_str(),

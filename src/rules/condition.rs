@@ -341,6 +341,16 @@ impl Condition {
         }
     }
 
+    /// Whether evaluating this condition reads top_category or top_brand.
+    pub fn uses_favourites(&self) -> bool {
+        match self {
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().any(Condition::uses_favourites),
+            Condition::Not(c) => c.uses_favourites(),
+            Condition::TopCategory(_) | Condition::TopBrand(_) => true,
+            _ => false,
+        }
+    }
+
     /// The co-purchase scopes this condition needs mined rules for.
     pub fn bundle_scopes(&self, out: &mut Vec<Scope>) {
         match self {

@@ -116,7 +116,7 @@ fn settings(config: &Config) -> PlanSettings {
 fn inputs(w: &World) -> (MemberBase, Profiles, PlanSettings) {
     let base = MemberBase::load(&w.store, true, &|_| {}).unwrap();
     let settings = settings(&w.config);
-    let profiles = Profiles::compute(&base, as_of(), &settings);
+    let profiles = Profiles::compute(&base, as_of(), &settings, false);
     (base, profiles, settings)
 }
 

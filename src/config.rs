@@ -18,6 +18,8 @@ pub struct Config {
     pub predict: crate::predict::PredictSettings,
     /// Limits across all rules, where rules live, and the links messages carry.
     pub campaigns: CampaignsConfig,
+    /// Rate limits, concurrency, retries and shutdown grace of the dispatcher.
+    pub dispatch: crate::dispatch::DispatchConfig,
     /// Channel plugins by channel name: `[channels.email]`, `[channels.sms]`, ...
     pub channels: std::collections::BTreeMap<String, crate::plugin::ChannelConfig>,
     /// The folder of the config file: relative plugin paths and grants start here.
@@ -33,6 +35,7 @@ impl Default for Config {
             profile: ProfileConfig::default(),
             predict: crate::predict::PredictSettings::default(),
             campaigns: CampaignsConfig::default(),
+            dispatch: crate::dispatch::DispatchConfig::default(),
             channels: Default::default(),
             base_dir: PathBuf::from("."),
         }
@@ -79,6 +82,8 @@ pub struct CampaignsConfig {
     pub quiet_hours: QuietHoursConfig,
     /// Base URL of the public endpoints (unsubscribe links).
     pub public_url: String,
+    /// When the daemon starts, run once each rule that missed a firing while it was down.
+    pub catch_up: bool,
     /// Key of the unsubscribe-link signatures. Empty: a random key kept in the store
     /// (the REKINDLE_UNSUBSCRIBE_SECRET environment variable overrides both).
     pub unsubscribe_secret: String,
@@ -105,6 +110,7 @@ impl Default for CampaignsConfig {
             frequency_cap: FrequencyCap { messages: 2, days: 7 },
             quiet_hours: QuietHoursConfig { start: "21:00".into(), end: "09:00".into() },
             public_url: "http://127.0.0.1:8787".into(),
+            catch_up: true,
             unsubscribe_secret: String::new(),
         }
     }
@@ -268,6 +274,7 @@ impl Config {
             out.push("store.cache_mb: must be at least 1".into());
         }
         out.extend(self.predict.check());
+        out.extend(self.dispatch.check());
         let c = &self.campaigns;
         if c.frequency_cap.messages == 0 || c.frequency_cap.days == 0 {
             out.push("campaigns.frequency_cap: `messages` and `days` must be at least 1".into());
@@ -294,6 +301,7 @@ mod tests {
         assert_eq!(c.store.cache_mb, StoreConfig::default().cache_mb);
         assert_eq!(c.predict, crate::predict::PredictSettings::default());
         assert_eq!(c.campaigns, CampaignsConfig::default());
+        assert_eq!(c.dispatch, crate::dispatch::DispatchConfig::default());
     }
 
     #[test]

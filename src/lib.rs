@@ -24,6 +24,11 @@ pub mod predict;
 pub mod rules;
 /// Planning a run: audiences, consent, caps, holdout, priority, offers (pure).
 pub mod plan;
+/// Dispatch: the outbox through the channel plugins, with rate limits, retries and
+/// dead letters.
+pub mod dispatch;
+/// The daemon: schedules, runs, hot reload, signals.
+pub mod daemon;
 /// The channel plugin host: the only module that names wasmtime; sandbox, grants, HTTP
 /// and SMTP capabilities, compiled-code cache.
 pub mod plugin;

@@ -70,6 +70,25 @@ enum Command {
         #[command(subcommand)]
         command: BundlesCommand,
     },
+    /// The daemon: runs every enabled rule on its schedule and dispatches the messages
+    /// through the channel plugins until SIGTERM. `--once` runs the rules now, sends
+    /// what is due and exits.
+    Run {
+        #[arg(long)]
+        once: bool,
+        /// With --once: only these rules (default: every enabled rule).
+        #[arg(long)]
+        rule: Vec<String>,
+        /// With --once: plan as if at this moment (UTC, like 2026-11-24T12:00:00Z), for
+        /// demos and backfills; quiet hours and caps are judged at that moment.
+        #[arg(long, value_parser = rekindle::domain::parse_timestamp)]
+        at: Option<i64>,
+    },
+    /// The outbox: counts, dead letters, retrying them.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// Campaign rules: check the files, list them, preview an audience.
     Rules {
         #[command(subcommand)]
@@ -125,6 +144,20 @@ enum ProfilesCommand {
         /// Write here instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Queued, due and dead messages, and the last runs.
+    Status,
+    /// Messages whose retries ran out, with their errors.
+    DeadLetters,
+    /// Put dead letters back in the queue (one by id like 12-345, or --all).
+    Retry {
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -301,6 +334,72 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bundles { command } => {
             let store = open_store(&cli, &config)?;
             bundles(&store, command)?;
+        }
+        Command::Run { once, rule, at } => {
+            let store = open_store(&cli, &config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            if at.is_some() && !once {
+                bail!("--at only goes with --once");
+            }
+            let options = rekindle::daemon::RunOptions { once: *once, only: rule.clone(), at: *at };
+            let results = runtime.block_on(rekindle::daemon::run(config.clone(), store.clone(), options))?;
+            for (summary, stats) in results {
+                println!("run {}: {} messages planned", summary.run, summary.messages);
+                for (rule, funnel) in &summary.rules {
+                    let steps: Vec<String> = funnel.iter().filter(|(k, n)| *n > 0 || *k == "matched").map(|(k, n)| format!("{k} {n}")).collect();
+                    println!("  {rule:<26} {}", steps.join(", "));
+                }
+                let by_channel: Vec<String> = stats.sent_by_channel.iter().map(|(c, n)| format!("{c} {n}")).collect();
+                println!("sent {} ({}), retrying {}, fell back {}, failed {}, dead letters {}", stats.sent, by_channel.join(", "), stats.retried, stats.fell_back, stats.failed, stats.dead);
+                let (queued, due, dead) = store.outbox_counts(chrono::Utc::now().timestamp())?;
+                println!("outbox: {queued} queued ({due} due now, the rest deferred by quiet hours, caps or retries), {dead} dead letters");
+            }
+        }
+        Command::Outbox { command } => {
+            let store = open_store(&cli, &config)?;
+            let now = chrono::Utc::now().timestamp();
+            match command {
+                OutboxCommand::Status => {
+                    let (queued, due, dead) = store.outbox_counts(now)?;
+                    println!("queued {queued}, due now {due}, dead letters {dead}");
+                    if let Some(t) = store.next_due()? {
+                        println!("next due {}", TsFmt(t));
+                    }
+                    let runs: Vec<_> = store.runs().collect::<Result<_, _>>()?;
+                    for r in runs.iter().rev().take(10) {
+                        let rules: Vec<String> = r.rules.iter().map(|x| format!("{} ({} messages, {} held out)", x.rule, x.messages, x.held_out.len())).collect();
+                        println!("run {} at {}{}: {}", r.id, TsFmt(r.at), if r.catch_up { " (catch-up)" } else { "" }, rules.join(", "));
+                    }
+                }
+                OutboxCommand::DeadLetters => {
+                    for item in store.dead_letters() {
+                        let (id, m) = item?;
+                        println!("{id}\t{}\t{}\t{}\t{}", m.rule, m.member, m.channels[m.current as usize].channel, m.errors.last().map(String::as_str).unwrap_or(""));
+                    }
+                }
+                OutboxCommand::Retry { id, all } => {
+                    let ids: Vec<rekindle::store::outbox::MessageId> = match (id, all) {
+                        (Some(id), false) => vec![id.parse().map_err(|e: String| anyhow::anyhow!(e))?],
+                        (None, true) => store.dead_letters().map(|r| r.map(|(id, _)| id)).collect::<Result<_, _>>()?,
+                        _ => bail!("give a message id or --all"),
+                    };
+                    let mut updates = Vec::new();
+                    for id in ids {
+                        let Some(mut m) = store.message(id)? else { bail!("no message {id}") };
+                        if m.state != rekindle::store::outbox::MessageState::Dead {
+                            bail!("message {id} is not a dead letter");
+                        }
+                        let old = m.send_after;
+                        m.state = rekindle::store::outbox::MessageState::Pending;
+                        m.attempts = 0;
+                        m.send_after = now;
+                        updates.push((id, old, m));
+                    }
+                    store.update_messages(&updates)?;
+                    store.flush()?;
+                    println!("{} messages queued again", updates.len());
+                }
+            }
         }
         Command::Rules { command: RulesCommand::Check { path } } => {
             let set = load_rules(&config, path.as_deref())?;

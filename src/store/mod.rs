@@ -23,6 +23,7 @@ pub mod bulk;
 pub mod import;
 mod migrate;
 pub mod model;
+pub mod outbox;
 
 use model::{Contact, ContactLog, EventHistory, Member, OrderHistory, Product};
 use serde::{de::DeserializeOwned, Serialize};

@@ -236,6 +236,8 @@ pub struct Contact {
     pub ts: Timestamp,
     pub rule: Text,
     pub channel: Text,
+    /// The run that planned it (0: recorded outside a run).
+    pub run: u64,
 }
 
 /// A member's recent contacts, oldest first.

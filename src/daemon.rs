@@ -1,0 +1,346 @@
+//! `rekindle run`: the daemon. Fires every enabled rule on its cron schedule in its time
+//! zone (tokio-cron-scheduler), plans the rules firing together, writes the run to the
+//! outbox (messages, contacts, the run record with every skip and the held-out members)
+//! and dispatches through the channel plugins. Catches up missed runs once at start,
+//! reloads rule files when they change (a broken edit keeps the last valid version of
+//! that rule), reloads on SIGHUP, and stops on SIGTERM/SIGINT after a grace period.
+
+use crate::config::Config;
+use crate::dispatch::{dispatch, DispatchStats};
+use crate::domain::{day_of, Text, Timestamp};
+use crate::plan::report::context;
+use crate::plan::{plan, Fate, MemberBase, PlanSettings, Profiles};
+use crate::plugin::{ChannelHost, HostOptions};
+use crate::rules::template::Renderer;
+use crate::rules::{ChannelNames, Rule};
+use crate::store::model::Contact;
+use crate::store::outbox::{ChannelMessage, MessageState, OutboxMessage, RuleRun, RunRecord};
+use crate::store::{Store, StoreError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RulesError),
+    #[error("templates: {0}")]
+    Template(#[from] minijinja::Error),
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct RunOptions {
+    /// Run these rules now (all enabled ones when empty), dispatch until nothing is due,
+    /// and exit.
+    pub once: bool,
+    pub only: Vec<String>,
+    /// With `once`: plan as if at this moment (demos, backfills); default now.
+    pub at: Option<Timestamp>,
+}
+
+/// The rules in force: the last valid version of each file.
+struct LiveRules {
+    by_path: BTreeMap<PathBuf, Rule>,
+    signature: Vec<(PathBuf, u64, std::time::SystemTime)>,
+}
+
+impl LiveRules {
+    /// Re-reads the folder; a file that fails keeps its last valid rule. Returns whether
+    /// anything changed.
+    fn reload(&mut self, dir: &Path, channels: &ChannelNames) -> Result<bool, DaemonError> {
+        let sig = signature(dir);
+        if sig == self.signature {
+            return Ok(false);
+        }
+        self.signature = sig;
+        let set = crate::rules::load(dir, channels)?;
+        for d in &set.diagnostics {
+            tracing::warn!("{}", set.sources.one_line(d));
+        }
+        let present: Vec<PathBuf> = self.signature.iter().map(|(p, _, _)| p.clone()).collect();
+        self.by_path.retain(|p, _| present.contains(p));
+        for r in set.rules {
+            self.by_path.insert(r.path.clone(), r);
+        }
+        for p in &set.failed {
+            if self.by_path.contains_key(p) {
+                tracing::warn!(file = %p.display(), "the edit is invalid; the last valid version of the rule stays active");
+            }
+        }
+        Ok(true)
+    }
+
+    fn rules(&self) -> Vec<Rule> {
+        self.by_path.values().cloned().collect()
+    }
+}
+
+fn signature(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .filter_map(|e| {
+            let md = e.metadata().ok()?;
+            Some((e.path(), md.len(), md.modified().ok()?))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The result of one run, for the operator.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run: u64,
+    pub catch_up: bool,
+    pub rules: Vec<(String, Vec<(&'static str, usize)>)>,
+    pub messages: usize,
+}
+
+/// Plans `rules` at `now` and writes the run to the outbox.
+pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles, rules: &[&Rule], now: Timestamp, catch_up: bool, settings: &PlanSettings, keep_contact_days: u32) -> Result<RunSummary, DaemonError> {
+    let started = std::time::Instant::now();
+    let as_of = day_of(now);
+    profiles.favourites = rules.iter().any(|r| r.audience.uses_favourites());
+    profiles.recompute(base, as_of, settings);
+    let plans = plan(base, profiles, rules, now, settings);
+    let owned: Vec<Rule> = rules.iter().map(|r| (*r).clone()).collect();
+    let renderer = Renderer::new(&owned)?;
+    let run_id = store.next_run_id()?;
+    let mut messages = Vec::new();
+    let mut contacts = Vec::new();
+    let mut record = RunRecord { id: run_id, at: now, as_of, catch_up, committed: true, rules: Vec::new() };
+    let mut summary = RunSummary { run: run_id, catch_up, rules: Vec::new(), messages: 0 };
+    for rp in &plans {
+        let rule = rules[rp.rule];
+        let mut rr = RuleRun { rule: Text::from(rule.id.as_str()), funnel: Vec::new(), held_out: Vec::new(), skipped: Vec::new(), messages: 0 };
+        for (m, fate) in &rp.fates {
+            let id = base.ids[*m as usize].clone();
+            match fate {
+                Fate::Send { .. } => {}
+                Fate::HeldOut => rr.held_out.push(id),
+                f => rr.skipped.push((id, f.reason().to_string())),
+            }
+        }
+        for msg in &rp.messages {
+            let i = msg.member as usize;
+            let member = &base.members[i];
+            let mut channels = Vec::new();
+            for ch in &msg.channels {
+                let rendered = renderer.render(&rule.id, ch, &context(base, profiles, rule, msg, ch, settings))?;
+                let address = match ch.as_str() {
+                    "email" => member.email.clone(),
+                    "sms" => member.phone.clone(),
+                    _ => base.ids[i].to_string(),
+                };
+                channels.push(ChannelMessage { channel: Text::from(ch.as_str()), address, subject: rendered.subject, text: rendered.text, html: rendered.html });
+            }
+            contacts.push((base.ids[i].to_string(), Contact { ts: msg.send_after, rule: Text::from(rule.id.as_str()), channel: Text::from(msg.channels[0].as_str()), run: run_id }));
+            messages.push(OutboxMessage {
+                rule: Text::from(rule.id.as_str()),
+                member: base.ids[i].clone(),
+                member_name: member.name.to_string(),
+                channels,
+                current: 0,
+                attempts: 0,
+                send_after: msg.send_after,
+                state: MessageState::Pending,
+                provider_id: String::new(),
+                sent_at: None,
+                errors: Vec::new(),
+                offer: serde_json::Value::Object(msg.offer.clone()).to_string(),
+            });
+        }
+        rr.messages = rp.messages.len() as u32;
+        rr.funnel = rp.funnel().into_iter().map(|(k, v)| (k.to_string(), v as u64)).collect();
+        summary.rules.push((rule.id.clone(), rp.funnel()));
+        record.rules.push(rr);
+    }
+    summary.messages = messages.len();
+    store.write_run(&record, &messages, &contacts, keep_contact_days)?;
+    // the base's contact logs follow, so the next run counts these messages
+    for (member, c) in contacts {
+        if let Some(i) = base.index_of(&member) {
+            base.contacts.entry(i as u32).or_default().contacts.push(c);
+        }
+    }
+    tracing::info!(run = run_id, catch_up, rules = rules.len(), messages = summary.messages, seconds = started.elapsed().as_secs_f64(), "run written to the outbox");
+    Ok(summary)
+}
+
+/// Whether a scheduled rule missed a firing between its last run and `now`.
+pub fn missed(rule: &Rule, last: Option<Timestamp>, now: Timestamp, default_tz: chrono_tz::Tz) -> bool {
+    let (Some(s), Some(last)) = (&rule.schedule, last) else { return false };
+    let tz = rule.timezone.unwrap_or(default_tz);
+    let Some(last) = chrono::DateTime::from_timestamp(last, 0) else { return false };
+    s.next_after(last, tz).is_some_and(|next| next.timestamp() <= now)
+}
+
+fn unsubscribe_key(store: &Store, config: &Config) -> Result<Vec<u8>, StoreError> {
+    match std::env::var("REKINDLE_UNSUBSCRIBE_SECRET") {
+        Ok(k) if !k.is_empty() => Ok(k.into_bytes()),
+        _ if !config.campaigns.unsubscribe_secret.is_empty() => Ok(config.campaigns.unsubscribe_secret.clone().into_bytes()),
+        _ => store.secret("unsubscribe"),
+    }
+}
+
+/// Runs the daemon (or, with `once`, one run and its dispatch) until stopped.
+pub async fn run(config: Config, store: Store, options: RunOptions) -> Result<Vec<(RunSummary, DispatchStats)>, DaemonError> {
+    let rolled = store.roll_back_unfinished_runs()?;
+    if !rolled.is_empty() {
+        tracing::warn!(runs = ?rolled, "rolled back runs a crash left unfinished; they will run again when due");
+    }
+    let host_options = HostOptions { base_dir: config.base_dir.clone(), cache_dir: Some(config.store.path.with_extension("plugin-cache")) };
+    let channels_cfg = config.channels.clone();
+    let host = Arc::new(tokio::task::spawn_blocking(move || ChannelHost::load(&channels_cfg, &host_options)).await.map_err(|e| DaemonError::Other(e.to_string()))??);
+    let channel_names = ChannelNames { configured: config.channels.keys().cloned().collect() };
+    let mut live = LiveRules { by_path: BTreeMap::new(), signature: Vec::new() };
+    live.reload(&config.campaigns.rules_dir, &channel_names)?;
+    let settings = PlanSettings::from_config(&config, unsubscribe_key(&store, &config)?);
+    let default_tz = settings.default_tz;
+    let keep_days = config.campaigns.frequency_cap.days.max(400);
+
+    let t = std::time::Instant::now();
+    let with_events = live.by_path.values().any(|r| r.audience.uses_events());
+    let store2 = store.clone();
+    let mut base = tokio::task::spawn_blocking(move || MemberBase::load(&store2, with_events, &|_| {})).await.map_err(|e| DaemonError::Other(e.to_string()))??;
+    tracing::info!(members = base.members.len(), seconds = t.elapsed().as_secs_f64(), "member base loaded");
+    let mut profiles = Profiles { as_of: 0, profiles: Vec::new(), cuts: None, favourites: false };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut results = Vec::new();
+    if options.once {
+        let rules = live.rules();
+        let chosen: Vec<&Rule> = rules.iter().filter(|r| if options.only.is_empty() { r.enabled } else { options.only.contains(&r.id) }).collect();
+        if chosen.is_empty() {
+            return Err(DaemonError::Other("no rule to run (none enabled, or --rule names no valid rule)".into()));
+        }
+        let now = options.at.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let summary = execute_run(&store, &mut base, &mut profiles, &chosen, now, false, &settings, keep_days)?;
+        let stats = dispatch(store.clone(), host.clone(), config.dispatch.clone(), stop_rx, true).await?;
+        results.push((summary, stats));
+        return Ok(results);
+    }
+
+    // dispatch runs beside the scheduler for the daemon's whole life
+    let dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), config.dispatch.clone(), stop_rx.clone(), false));
+
+    // catch-up: a firing missed while the daemon was down runs once now
+    let now = chrono::Utc::now().timestamp();
+    if config.campaigns.catch_up {
+        let rules = live.rules();
+        let mut due = Vec::new();
+        for r in rules.iter().filter(|r| r.enabled) {
+            if missed(r, store.last_run(&r.id)?, now, default_tz) {
+                due.push(r);
+            }
+        }
+        if !due.is_empty() {
+            let s = execute_run(&store, &mut base, &mut profiles, &due, now, true, &settings, keep_days)?;
+            tracing::info!(run = s.run, rules = ?due.iter().map(|r| &r.id).collect::<Vec<_>>(), "catch-up run");
+        }
+    }
+
+    let (fire_tx, mut fire_rx) = mpsc::unbounded_channel::<String>();
+    let mut scheduler = Scheduler::start(&live.rules(), default_tz, fire_tx.clone()).await?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| DaemonError::Other(e.to_string()))?;
+    let mut poll = tokio::time::interval(Duration::from_secs(2));
+    tracing::info!(rules = live.by_path.len(), "daemon running");
+    loop {
+        tokio::select! {
+            Some(first) = fire_rx.recv() => {
+                // rules firing together are planned together
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let mut ids = vec![first];
+                while let Ok(id) = fire_rx.try_recv() { ids.push(id); }
+                let rules = live.rules();
+                let due: Vec<&Rule> = rules.iter().filter(|r| r.enabled && ids.contains(&r.id)).collect();
+                if !due.is_empty() {
+                    let now = chrono::Utc::now().timestamp();
+                    match execute_run(&store, &mut base, &mut profiles, &due, now, false, &settings, keep_days) {
+                        Ok(s) => tracing::info!(run = s.run, messages = s.messages, "scheduled run"),
+                        Err(e) => tracing::error!("run failed: {e}"),
+                    }
+                }
+            }
+            _ = poll.tick() => {
+                if live.reload(&config.campaigns.rules_dir, &channel_names)? {
+                    tracing::info!(rules = live.by_path.len(), "rules reloaded");
+                    scheduler.shutdown().await;
+                    scheduler = Scheduler::start(&live.rules(), default_tz, fire_tx.clone()).await?;
+                }
+            }
+            _ = hup_signal(&mut hup) => {
+                tracing::info!("SIGHUP: reloading rules");
+                live.signature.clear();
+            }
+            _ = term_signal(&mut term) => {
+                tracing::info!("stopping: no new runs; sends in flight get the grace period");
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted: stopping");
+                break;
+            }
+        }
+    }
+    scheduler.shutdown().await;
+    let _ = stop_tx.send(true);
+    let stats = dispatcher.await.map_err(|e| DaemonError::Other(e.to_string()))??;
+    tracing::info!(sent = stats.sent, "daemon stopped");
+    Ok(results)
+}
+
+async fn hup_signal(s: &mut tokio::signal::unix::Signal) {
+    s.recv().await;
+}
+
+async fn term_signal(s: &mut tokio::signal::unix::Signal) {
+    s.recv().await;
+}
+
+/// The cron jobs of the enabled rules; each firing sends the rule id.
+struct Scheduler {
+    inner: tokio_cron_scheduler::JobScheduler,
+}
+
+impl Scheduler {
+    async fn start(rules: &[Rule], default_tz: chrono_tz::Tz, fire: mpsc::UnboundedSender<String>) -> Result<Scheduler, DaemonError> {
+        use tokio_cron_scheduler::{Job, JobScheduler};
+        let err = |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Scheduler(e.to_string());
+        let inner = JobScheduler::new().await.map_err(err)?;
+        for r in rules.iter().filter(|r| r.enabled) {
+            let Some(s) = &r.schedule else { continue };
+            let tz = r.timezone.unwrap_or(default_tz);
+            let (id, fire) = (r.id.clone(), fire.clone());
+            let job = Job::new_async_tz(s.cron.as_str(), tz, move |_, _| {
+                let (id, fire) = (id.clone(), fire.clone());
+                Box::pin(async move {
+                    let _ = fire.send(id);
+                })
+            })
+            .map_err(err)?;
+            inner.add(job).await.map_err(err)?;
+        }
+        inner.start().await.map_err(err)?;
+        Ok(Scheduler { inner })
+    }
+
+    async fn shutdown(&mut self) {
+        if let Err(e) = self.inner.shutdown().await {
+            tracing::warn!("scheduler shutdown: {e}");
+        }
+    }
+}

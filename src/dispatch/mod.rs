@@ -1,0 +1,303 @@
+//! Dispatch: takes due messages from the outbox, sends them through the channel plugins
+//! under a rate limit and a concurrency limit per channel, and records each outcome.
+//!
+//! A retryable error backs off exponentially (with jitter) up to a maximum; after
+//! `max_attempts` the message becomes a dead letter. A permanent error moves on to the
+//! rule's next channel for the member; with none left the message has failed. Outcomes
+//! are written and flushed in groups before new messages are taken, so a crash repeats
+//! at most the sends that were in flight.
+
+use crate::plan::stable_hash;
+use crate::plugin::{ChannelHost, OutboundMessage, Recipient};
+use crate::store::outbox::{MessageId, MessageState, OutboxMessage};
+use crate::store::{Store, StoreError};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// `[dispatch]` in config.toml.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Messages per second per channel (0: no limit).
+    pub rate_per_second: f64,
+    /// Sends in flight per channel.
+    pub concurrency: u32,
+    /// Attempts on one channel before a retryable failure becomes a dead letter.
+    pub max_attempts: u32,
+    /// First retry after this long; doubling each time, up to `backoff_max_seconds`.
+    pub backoff_base_seconds: f64,
+    pub backoff_max_seconds: f64,
+    /// How long SIGTERM waits for sends in flight.
+    pub shutdown_grace_seconds: f64,
+    /// Per-channel overrides of `rate_per_second` and `concurrency`.
+    pub channels: BTreeMap<String, ChannelLimits>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelLimits {
+    pub rate_per_second: Option<f64>,
+    pub concurrency: Option<u32>,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            rate_per_second: 0.0,
+            concurrency: 16,
+            max_attempts: 5,
+            backoff_base_seconds: 30.0,
+            backoff_max_seconds: 3600.0,
+            shutdown_grace_seconds: 10.0,
+            channels: BTreeMap::new(),
+        }
+    }
+}
+
+impl DispatchConfig {
+    pub fn check(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.concurrency == 0 || self.channels.values().any(|c| c.concurrency == Some(0)) {
+            out.push("dispatch: concurrency must be at least 1".into());
+        }
+        if self.rate_per_second < 0.0 || self.channels.values().any(|c| c.rate_per_second.is_some_and(|r| r < 0.0)) {
+            out.push("dispatch: rate_per_second must be 0 (no limit) or positive".into());
+        }
+        if self.max_attempts == 0 {
+            out.push("dispatch.max_attempts: must be at least 1".into());
+        }
+        if !(self.backoff_base_seconds > 0.0 && self.backoff_base_seconds <= self.backoff_max_seconds) {
+            out.push("dispatch: need 0 < backoff_base_seconds <= backoff_max_seconds".into());
+        }
+        out
+    }
+
+    fn limits(&self, channel: &str) -> (f64, u32) {
+        let c = self.channels.get(channel);
+        (c.and_then(|c| c.rate_per_second).unwrap_or(self.rate_per_second), c.and_then(|c| c.concurrency).unwrap_or(self.concurrency))
+    }
+
+    /// Delay before retry number `attempt` (1-based) of message `id`: exponential,
+    /// capped, with a deterministic jitter of up to +-20%.
+    pub fn backoff(&self, id: MessageId, attempt: u32) -> Duration {
+        let base = (self.backoff_base_seconds * 2f64.powi(attempt.saturating_sub(1).min(30) as i32)).min(self.backoff_max_seconds);
+        let h = stable_hash(&[&id.run.to_be_bytes(), &id.seq.to_be_bytes(), &attempt.to_be_bytes()]);
+        let jitter = 0.8 + 0.4 * (h % 10_000) as f64 / 10_000.0;
+        Duration::from_secs_f64(base * jitter)
+    }
+}
+
+/// What a dispatch pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DispatchStats {
+    pub sent: u64,
+    pub retried: u64,
+    pub fell_back: u64,
+    pub failed: u64,
+    pub dead: u64,
+    pub sent_by_channel: BTreeMap<String, u64>,
+}
+
+/// Per-channel pacing: a token bucket of one token per 1/rate seconds.
+struct Pace {
+    permits: Arc<Semaphore>,
+    interval: Option<Duration>,
+    next: Instant,
+}
+
+/// The idempotency key of a message on a channel: stable across retries and restarts.
+pub fn idempotency_key(m: &OutboxMessage, id: MessageId, channel: &str) -> String {
+    format!("{}:{}:{}:{channel}", m.rule, id.run, m.member)
+}
+
+/// Sends due messages until `stop` turns true, or (with `until_idle`) until nothing is
+/// due and nothing is in flight.
+pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConfig, mut stop: watch::Receiver<bool>, until_idle: bool) -> Result<DispatchStats, StoreError> {
+    let mut stats = DispatchStats::default();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(MessageId, i64, OutboxMessage, Outcome)>();
+    let mut in_flight: HashSet<MessageId> = HashSet::new();
+    let mut paces: HashMap<String, Pace> = HashMap::new();
+    let capacity: usize = host.channel_names().map(|c| config.limits(c).1 as usize).sum::<usize>().max(1);
+    let mut stopping = false;
+    let mut grace_end: Option<Instant> = None;
+    loop {
+        // 1. record finished sends, durably, before taking more
+        let mut updates = Vec::new();
+        while let Ok((id, old, m, outcome)) = done_rx.try_recv() {
+            in_flight.remove(&id);
+            match outcome {
+                Outcome::Sent(channel) => {
+                    stats.sent += 1;
+                    *stats.sent_by_channel.entry(channel).or_default() += 1;
+                }
+                Outcome::Retry => stats.retried += 1,
+                Outcome::Fallback => stats.fell_back += 1,
+                Outcome::Failed => stats.failed += 1,
+                Outcome::Dead => stats.dead += 1,
+            }
+            updates.push((id, old, m));
+        }
+        if !updates.is_empty() {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.update_messages(&updates).and_then(|_| store.flush()))
+                .await
+                .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))??;
+        }
+        if *stop.borrow() && !stopping {
+            stopping = true;
+            grace_end = Some(Instant::now() + Duration::from_secs_f64(config.shutdown_grace_seconds));
+            tracing::info!(in_flight = in_flight.len(), "dispatch stopping: no new sends");
+        }
+        if stopping {
+            if in_flight.is_empty() || grace_end.is_some_and(|g| Instant::now() >= g) {
+                if !in_flight.is_empty() {
+                    tracing::warn!(in_flight = in_flight.len(), "grace period over; unfinished sends stay in the outbox");
+                }
+                return Ok(stats);
+            }
+            tokio::select! {
+                Some(x) = done_rx.recv() => { let _ = done_tx.send(x); }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            continue;
+        }
+        // 2. take due messages up to the free capacity
+        let now = chrono::Utc::now().timestamp();
+        let free = capacity.saturating_sub(in_flight.len());
+        let due = if free > 0 {
+            let store = store.clone();
+            let exclude = in_flight.clone();
+            tokio::task::spawn_blocking(move || store.due(now, free, &|id| exclude.contains(&id)))
+                .await
+                .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))??
+        } else {
+            Vec::new()
+        };
+        for (id, m) in due {
+            let Some(cm) = m.channels.get(m.current as usize) else { continue };
+            let channel = cm.channel.to_string();
+            if !host.channel_names().any(|c| c == channel) {
+                // no plugin serves it: wait, as a retryable failure that never burns attempts
+                let mut waiting = m.clone();
+                let old = waiting.send_after;
+                waiting.send_after = now + 60;
+                note_error(&mut waiting, format!("no plugin serves channel {channel}; configure [channels.{channel}]"));
+                in_flight.insert(id);
+                let _ = done_tx.send((id, old, waiting, Outcome::Retry));
+                continue;
+            }
+            let (rate, conc) = config.limits(&channel);
+            let pace = paces.entry(channel.clone()).or_insert_with(|| Pace {
+                permits: Arc::new(Semaphore::new(conc as usize)),
+                interval: (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate)),
+                next: Instant::now(),
+            });
+            let start_at = match pace.interval {
+                Some(iv) => {
+                    let at = pace.next.max(Instant::now());
+                    pace.next = at + iv;
+                    Some(at)
+                }
+                None => None,
+            };
+            let permits = pace.permits.clone();
+            in_flight.insert(id);
+            let (host, done_tx, config) = (host.clone(), done_tx.clone(), config.clone());
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                if let Some(at) = start_at {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let old = m.send_after;
+                let (m, outcome) = send_one(&host, &config, id, m).await;
+                let _ = done_tx.send((id, old, m, outcome));
+            });
+        }
+        // 3. idle: wait for a completion, the next due time or a stop
+        if in_flight.is_empty() {
+            let next = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.next_due()).await.map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))??
+            };
+            let now = chrono::Utc::now().timestamp();
+            if until_idle && next.is_none_or(|t| t > now) {
+                return Ok(stats);
+            }
+            let wait = next.map(|t| (t - now).clamp(0, 1)).unwrap_or(1);
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(if wait == 0 { 5 } else { 1000 })) => {}
+            }
+        } else {
+            tokio::select! {
+                Some(x) = done_rx.recv() => { let _ = done_tx.send(x); }
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Sent(String),
+    Retry,
+    Fallback,
+    Failed,
+    Dead,
+}
+
+fn note_error(m: &mut OutboxMessage, e: String) {
+    m.errors.push(e);
+    if m.errors.len() > 5 {
+        m.errors.remove(0);
+    }
+}
+
+async fn send_one(host: &ChannelHost, config: &DispatchConfig, id: MessageId, mut m: OutboxMessage) -> (OutboxMessage, Outcome) {
+    let cm = m.channels[m.current as usize].clone();
+    let message = OutboundMessage {
+        recipient: Recipient { address: cm.address.clone(), name: (!m.member_name.is_empty()).then(|| m.member_name.clone()), member_id: m.member.to_string() },
+        subject: cm.subject.clone(),
+        text: cm.text.clone(),
+        html: cm.html.clone(),
+        idempotency_key: idempotency_key(&m, id, &cm.channel),
+        channel_data: Vec::new(),
+        metadata: vec![("rule".into(), m.rule.to_string()), ("message".into(), id.to_string())],
+    };
+    let now = chrono::Utc::now().timestamp();
+    match host.send(&cm.channel, message).await {
+        Ok(d) => {
+            m.state = MessageState::Sent;
+            m.provider_id = d.provider_id;
+            m.sent_at = Some(now);
+            (m, Outcome::Sent(cm.channel.to_string()))
+        }
+        Err(e) if e.is_retryable() => {
+            m.attempts += 1;
+            note_error(&mut m, format!("{}: {}", cm.channel, e.reason));
+            if m.attempts >= config.max_attempts {
+                m.state = MessageState::Dead;
+                tracing::warn!(message = %id, channel = %cm.channel, attempts = m.attempts, "dead letter: {}", e.reason);
+                (m, Outcome::Dead)
+            } else {
+                m.send_after = now + config.backoff(id, m.attempts).as_secs().max(1) as i64;
+                (m, Outcome::Retry)
+            }
+        }
+        Err(e) => {
+            note_error(&mut m, format!("{}: {}", cm.channel, e.reason));
+            if (m.current as usize) + 1 < m.channels.len() {
+                m.current += 1;
+                m.attempts = 0;
+                m.send_after = now;
+                (m, Outcome::Fallback)
+            } else {
+                m.state = MessageState::Failed;
+                (m, Outcome::Failed)
+            }
+        }
+    }
+}

@@ -224,7 +224,7 @@ fn frequency_cap_counts_messages_across_rules_and_defers_when_asked() {
     // a member contacted twice this week has reached the default cap (2 per 7 days)
     let (base, _, _) = inputs(&w);
     let capped_id = base.ids[7].to_string();
-    let recent = |h: i64, rule: &str| Contact { ts: noon() - h * 3600, rule: rule.into(), channel: "shop".into() };
+    let recent = |h: i64, rule: &str| Contact { ts: noon() - h * 3600, rule: rule.into(), channel: "shop".into(), run: 0 };
     w.store.add_contacts(&[(capped_id.clone(), recent(30, "old")), (capped_id.clone(), recent(50, "older"))], 30).unwrap();
     let (base, profiles, settings) = inputs(&w);
     let i = base.index_of(&capped_id).unwrap() as u32;
@@ -247,7 +247,7 @@ fn cooldown_keeps_a_rule_from_repeating_itself() {
     let r = rule("nudge", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\ncooldown_days = 10\nquiet_hours = false\n");
     let (base, _, _) = inputs(&w);
     let (a, b) = (base.ids[1].to_string(), base.ids[2].to_string());
-    let ago = |days: i64| Contact { ts: noon() - days * 86_400, rule: "nudge".into(), channel: "shop".into() };
+    let ago = |days: i64| Contact { ts: noon() - days * 86_400, rule: "nudge".into(), channel: "shop".into(), run: 0 };
     w.store.add_contacts(&[(a.clone(), ago(9)), (b.clone(), ago(11))], 30).unwrap();
     let (base, profiles, settings) = inputs(&w);
     let p = plan(&base, &profiles, &[&r], noon(), &settings);

@@ -217,6 +217,13 @@ impl Store {
         Ok(rolled)
     }
 
+    /// Overwrites a run record (tests simulate a crash mid-run with it).
+    #[doc(hidden)]
+    pub fn put_run_record_for_tests(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.db.insert(key(RUN, &run.id.to_be_bytes()), encode(run))?;
+        Ok(())
+    }
+
     pub fn run(&self, id: u64) -> Result<Option<RunRecord>, StoreError> {
         let k = key(RUN, &id.to_be_bytes());
         self.db.get(&k)?.map(|v| decode(&k, &v)).transpose()

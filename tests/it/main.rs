@@ -4,6 +4,7 @@
 mod audience;
 mod bundles;
 mod cli;
+mod daemon;
 mod import;
 mod long;
 mod predict;

@@ -201,6 +201,12 @@ pub async fn run(config: Config, store: Store, options: RunOptions) -> Result<Ve
     if !rolled.is_empty() {
         tracing::warn!(runs = ?rolled, "rolled back runs a crash left unfinished; they will run again when due");
     }
+    // the folders granted to file-writing plugins exist before the first send
+    for c in config.channels.values() {
+        if let Some(dir) = &c.grants.files {
+            std::fs::create_dir_all(config.base_dir.join(dir)).map_err(|e| DaemonError::Other(format!("creating {}: {e}", dir.display())))?;
+        }
+    }
     let host_options = HostOptions { base_dir: config.base_dir.clone(), cache_dir: Some(config.store.path.with_extension("plugin-cache")) };
     let channels_cfg = config.channels.clone();
     let host = Arc::new(tokio::task::spawn_blocking(move || ChannelHost::load(&channels_cfg, &host_options)).await.map_err(|e| DaemonError::Other(e.to_string()))??);

@@ -343,17 +343,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let options = rekindle::daemon::RunOptions { once: *once, only: rule.clone(), at: *at };
             let results = runtime.block_on(rekindle::daemon::run(config.clone(), store.clone(), options))?;
-            for (summary, stats) in results {
-                println!("run {}: {} messages planned", summary.run, summary.messages);
-                for (rule, funnel) in &summary.rules {
-                    let steps: Vec<String> = funnel.iter().filter(|(k, n)| *n > 0 || *k == "matched").map(|(k, n)| format!("{k} {n}")).collect();
-                    println!("  {rule:<26} {}", steps.join(", "));
-                }
-                let by_channel: Vec<String> = stats.sent_by_channel.iter().map(|(c, n)| format!("{c} {n}")).collect();
-                println!("sent {} ({}), retrying {}, fell back {}, failed {}, dead letters {}", stats.sent, by_channel.join(", "), stats.retried, stats.fell_back, stats.failed, stats.dead);
-                let (queued, due, dead) = store.outbox_counts(chrono::Utc::now().timestamp())?;
-                println!("outbox: {queued} queued ({due} due now, the rest deferred by quiet hours, caps or retries), {dead} dead letters");
-            }
+            print_runs(&store, &results)?;
         }
         Command::Outbox { command } => {
             let store = open_store(&cli, &config)?;
@@ -488,7 +478,50 @@ fn run(cli: Cli) -> Result<()> {
             println!();
             let pop = Population::compute(&store, as_of, &config.profile)?;
             write_stats(&pop, &mut std::io::stdout().lock())?;
+            let missing: Vec<String> =
+                config.channels.values().map(|c| config.base_dir.join(&c.plugin)).filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+            if !missing.is_empty() {
+                println!("\nnot running the rules: {} not built (scripts/build-plugins.sh, or scripts/demo.sh)", missing.join(", "));
+                return Ok(());
+            }
+            // co-purchase rules and the value model, which the cross-sell, chosen-product and
+            // savable rules need
+            let tx = rekindle::basket::transactions(&store, Scope::Basket, as_of, Some(365))?;
+            let params = rekindle::bundles::MineParams { min_support: 0.0002, min_confidence: 0.1, ..Default::default() };
+            let mined = rekindle::bundles::mine(&tx, &params)?;
+            println!("\nmined {} co-purchase rules from {} baskets of the last 365 days", mined.len(), tx.len());
+            let record = rekindle::basket::MinedRules { scope: Scope::Basket, as_of, lookback_days: Some(365), params, transactions: tx.len(), rules: mined };
+            store.put_record(rekindle::store::RecordKind::BundleRules, Scope::Basket.name(), &record)?;
+            println!();
+            predict_fit(&store, &config, as_of, None)?;
+            // the sample rules once, at noon UTC of the data's last day, through the channels of config.toml
+            println!("\nrunning the rules in {} once, as of {} 12:00 UTC", config.campaigns.rules_dir.display(), DayFmt(as_of));
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let options = rekindle::daemon::RunOptions { once: true, only: Vec::new(), at: Some(i64::from(as_of) * 86_400 + 12 * 3600) };
+            let results = runtime.block_on(rekindle::daemon::run(config.clone(), store.clone(), options))?;
+            print_runs(&store, &results)?;
+            for (name, c) in &config.channels {
+                if let Some(dir) = &c.grants.files {
+                    println!("{name}: messages written to {}", config.base_dir.join(dir).display());
+                }
+            }
         }
+    }
+    Ok(())
+}
+
+/// What `run --once` (and the demo) did: each rule's funnel, the sends, the outbox.
+fn print_runs(store: &Store, results: &[(rekindle::daemon::RunSummary, rekindle::dispatch::DispatchStats)]) -> Result<()> {
+    for (summary, stats) in results {
+        println!("run {}: {} messages planned", summary.run, summary.messages);
+        for (rule, funnel) in &summary.rules {
+            let steps: Vec<String> = funnel.iter().filter(|(k, n)| *n > 0 || *k == "matched").map(|(k, n)| format!("{k} {n}")).collect();
+            println!("  {rule:<26} {}", steps.join(", "));
+        }
+        let by_channel: Vec<String> = stats.sent_by_channel.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        println!("sent {} ({}), retrying {}, fell back {}, failed {}, dead letters {}", stats.sent, by_channel.join(", "), stats.retried, stats.fell_back, stats.failed, stats.dead);
+        let (queued, due, dead) = store.outbox_counts(chrono::Utc::now().timestamp())?;
+        println!("outbox: {queued} queued ({due} due now, the rest deferred by quiet hours, caps or retries), {dead} dead letters");
     }
     Ok(())
 }

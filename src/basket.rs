@@ -9,6 +9,7 @@ use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// One transaction per order.
     Basket,

@@ -18,6 +18,8 @@ pub struct Config {
     pub predict: crate::predict::PredictSettings,
     /// Limits across all rules, where rules live, and the links messages carry.
     pub campaigns: CampaignsConfig,
+    /// Co-purchase rules the daemon keeps fresh for bundle offers and likely_to_buy.
+    pub bundles: BundlesConfig,
     /// Rate limits, concurrency, retries and shutdown grace of the dispatcher.
     pub dispatch: crate::dispatch::DispatchConfig,
     /// Channel plugins by channel name: `[channels.email]`, `[channels.sms]`, ...
@@ -36,6 +38,7 @@ impl Default for Config {
             predict: crate::predict::PredictSettings::default(),
             campaigns: CampaignsConfig::default(),
             dispatch: crate::dispatch::DispatchConfig::default(),
+            bundles: BundlesConfig::default(),
             channels: Default::default(),
             base_dir: PathBuf::from("."),
         }
@@ -87,6 +90,27 @@ pub struct CampaignsConfig {
     /// Key of the unsubscribe-link signatures. Empty: a random key kept in the store
     /// (the REKINDLE_UNSUBSCRIBE_SECRET environment variable overrides both).
     pub unsubscribe_secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundlesConfig {
+    /// The daemon re-mines a scope's rules when the stored ones are this many days old
+    /// (0: never; `rekindle bundles mine` still works on demand).
+    pub refresh_every_days: u32,
+    /// The scopes the daemon mines.
+    pub scopes: Vec<crate::basket::Scope>,
+    pub min_support: f64,
+    pub min_confidence: f64,
+    pub min_lift: Option<f64>,
+    /// Only orders within this many days before the mining day.
+    pub lookback_days: Option<u32>,
+}
+
+impl Default for BundlesConfig {
+    fn default() -> Self {
+        BundlesConfig { refresh_every_days: 7, scopes: vec![crate::basket::Scope::Basket], min_support: 0.001, min_confidence: 0.1, min_lift: None, lookback_days: Some(365) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -275,6 +299,10 @@ impl Config {
         }
         out.extend(self.predict.check());
         out.extend(self.dispatch.check());
+        let b = &self.bundles;
+        if !((0.0..=1.0).contains(&b.min_support) && (0.0..=1.0).contains(&b.min_confidence)) {
+            out.push("bundles: min_support and min_confidence must be between 0 and 1".into());
+        }
         let c = &self.campaigns;
         if c.frequency_cap.messages == 0 || c.frequency_cap.days == 0 {
             out.push("campaigns.frequency_cap: `messages` and `days` must be at least 1".into());
@@ -302,6 +330,7 @@ mod tests {
         assert_eq!(c.predict, crate::predict::PredictSettings::default());
         assert_eq!(c.campaigns, CampaignsConfig::default());
         assert_eq!(c.dispatch, crate::dispatch::DispatchConfig::default());
+        assert_eq!(c.bundles, BundlesConfig::default());
     }
 
     #[test]

@@ -179,6 +179,56 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
     Ok(summary)
 }
 
+/// Re-mines co-purchase rules and refits the value model when the stored ones are due
+/// (`[bundles] refresh_every_days`, `[predict] refit_every_days`), and hands the fresh
+/// ones to the member base. A fit the data cannot support is logged, not fatal.
+pub fn refresh_models(store: &Store, config: &Config, base: &mut MemberBase, today: i32) -> Result<(), DaemonError> {
+    use crate::basket::{transactions, MinedRules};
+    use crate::store::RecordKind;
+    let b = &config.bundles;
+    for &scope in &b.scopes {
+        let stored: Option<MinedRules> = store.get_record(RecordKind::BundleRules, scope.name())?;
+        let due = b.refresh_every_days > 0 && stored.as_ref().is_none_or(|m| today - m.as_of >= b.refresh_every_days as i32);
+        if !due {
+            continue;
+        }
+        let t = std::time::Instant::now();
+        let tx = transactions(store, scope, today, b.lookback_days).map_err(|e| DaemonError::Other(e.to_string()))?;
+        let params = crate::bundles::MineParams { min_support: b.min_support, min_confidence: b.min_confidence, min_lift: b.min_lift, two_item_antecedents: false };
+        match crate::bundles::mine(&tx, &params) {
+            Ok(rules) => {
+                tracing::info!(scope = scope.name(), rules = rules.len(), transactions = tx.len(), seconds = t.elapsed().as_secs_f64(), "co-purchase rules mined");
+                let index = crate::bundles::OfferIndex::new(rules.clone());
+                store.put_record(RecordKind::BundleRules, scope.name(), &MinedRules { scope, as_of: today, lookback_days: b.lookback_days, params, transactions: tx.len(), rules })?;
+                match scope {
+                    crate::basket::Scope::Basket => base.bundles.basket = Some(index),
+                    crate::basket::Scope::Member => base.bundles.member = Some(index),
+                }
+            }
+            Err(e) => tracing::warn!(scope = scope.name(), "mining failed: {e}"),
+        }
+    }
+    let p = &config.predict;
+    if p.refit_due(base.model.as_ref(), today) {
+        let histories: Vec<crate::predict::PurchaseHistory> = base
+            .members
+            .iter()
+            .filter(|m| !m.digest.orders.is_empty())
+            .filter_map(|m| crate::predict::PurchaseHistory::from_order_days(&crate::population::order_days(m), today, p.unit))
+            .collect();
+        match crate::predict::fit(&histories, today, p.unit, &p.fit_options()) {
+            Ok(model) => {
+                tracing::info!(members = histories.len(), "value model refitted");
+                store.put_record(RecordKind::FittedModel, "value", &model)?;
+                base.model = Some(model);
+            }
+            Err(e) => tracing::warn!("the value model was not refitted: {e}"),
+        }
+    }
+    store.flush()?;
+    Ok(())
+}
+
 /// Whether a scheduled rule missed a firing between its last run and `now`.
 pub fn missed(rule: &Rule, last: Option<Timestamp>, now: Timestamp, default_tz: chrono_tz::Tz) -> bool {
     let (Some(s), Some(last)) = (&rule.schedule, last) else { return false };
@@ -239,6 +289,7 @@ pub async fn run(config: Config, store: Store, options: RunOptions) -> Result<Ve
         return Ok(results);
     }
 
+    refresh_models(&store, &config, &mut base, day_of(chrono::Utc::now().timestamp()))?;
     // dispatch runs beside the scheduler for the daemon's whole life
     let dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), config.dispatch.clone(), stop_rx.clone(), false));
 
@@ -263,6 +314,8 @@ pub async fn run(config: Config, store: Store, options: RunOptions) -> Result<Ve
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| DaemonError::Other(e.to_string()))?;
     let mut poll = tokio::time::interval(Duration::from_secs(2));
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    hourly.tick().await;
     tracing::info!(rules = live.by_path.len(), "daemon running");
     loop {
         tokio::select! {
@@ -286,6 +339,11 @@ pub async fn run(config: Config, store: Store, options: RunOptions) -> Result<Ve
                     tracing::info!(rules = live.by_path.len(), "rules reloaded");
                     scheduler.shutdown().await;
                     scheduler = Scheduler::start(&live.rules(), default_tz, fire_tx.clone()).await?;
+                }
+            }
+            _ = hourly.tick() => {
+                if let Err(e) = refresh_models(&store, &config, &mut base, day_of(chrono::Utc::now().timestamp())) {
+                    tracing::error!("refreshing co-purchase rules and the value model: {e}");
                 }
             }
             _ = hup_signal(&mut hup) => {

@@ -286,3 +286,32 @@ fn hot_reload_keeps_the_last_valid_rule_when_an_edit_breaks_it() {
     let status = runs_of(d);
     assert!(status.contains("pulse ("), "{status}");
 }
+
+#[test]
+fn the_daemon_keeps_co_purchase_rules_and_the_value_model_fresh() {
+    use rekindle::basket::MinedRules;
+    use rekindle::store::RecordKind;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = sample_store(dir.path(), 2_000);
+    let mut cfg = Config::default();
+    cfg.bundles.min_support = 0.0005;
+    let today = rekindle::domain::parse_date("2026-11-01").unwrap();
+    let mut base = MemberBase::load(&store, false, &|_| {}).unwrap();
+    assert!(base.bundles.basket.is_none() && base.model.is_none());
+    rekindle::daemon::refresh_models(&store, &cfg, &mut base, today).unwrap();
+    let mined: MinedRules = store.get_record(RecordKind::BundleRules, "basket").unwrap().expect("mined and stored");
+    assert_eq!(mined.as_of, today);
+    assert!(!mined.rules.is_empty());
+    assert!(base.bundles.basket.is_some(), "the base offers from the fresh rules");
+    let model: rekindle::predict::FittedModel = store.get_record(RecordKind::FittedModel, "value").unwrap().expect("fitted and stored");
+    assert_eq!(model.as_of_day, today);
+    // the same day again: nothing is due
+    rekindle::daemon::refresh_models(&store, &cfg, &mut base, today + 3).unwrap();
+    let again: MinedRules = store.get_record(RecordKind::BundleRules, "basket").unwrap().unwrap();
+    assert_eq!(again.as_of, today, "not re-mined before refresh_every_days");
+    // a week on, both are refreshed
+    rekindle::daemon::refresh_models(&store, &cfg, &mut base, today + 7).unwrap();
+    let later: MinedRules = store.get_record(RecordKind::BundleRules, "basket").unwrap().unwrap();
+    assert_eq!(later.as_of, today + 7);
+    assert_eq!(base.model.as_ref().unwrap().as_of_day, today + 7);
+}

@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub only: Vec<String>,
     /// With `once`: plan as if at this moment (demos, backfills); default now.
     pub at: Option<Timestamp>,
+    /// The config file SIGHUP re-reads (None: SIGHUP reloads the rules only).
+    pub config_path: Option<PathBuf>,
 }
 
 /// The rules in force: the last valid version of each file.
@@ -246,7 +248,7 @@ fn unsubscribe_key(store: &Store, config: &Config) -> Result<Vec<u8>, StoreError
 }
 
 /// Runs the daemon (or, with `once`, one run and its dispatch) until stopped.
-pub async fn run(config: Config, store: Store, options: RunOptions) -> Result<Vec<(RunSummary, DispatchStats)>, DaemonError> {
+pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Result<Vec<(RunSummary, DispatchStats)>, DaemonError> {
     let rolled = store.roll_back_unfinished_runs()?;
     if !rolled.is_empty() {
         tracing::warn!(runs = ?rolled, "rolled back runs a crash left unfinished; they will run again when due");
@@ -263,9 +265,9 @@ pub async fn run(config: Config, store: Store, options: RunOptions) -> Result<Ve
     let channel_names = ChannelNames { configured: config.channels.keys().cloned().collect() };
     let mut live = LiveRules { by_path: BTreeMap::new(), signature: Vec::new() };
     live.reload(&config.campaigns.rules_dir, &channel_names)?;
-    let settings = PlanSettings::from_config(&config, unsubscribe_key(&store, &config)?);
-    let default_tz = settings.default_tz;
-    let keep_days = config.campaigns.frequency_cap.days.max(400);
+    let mut settings = PlanSettings::from_config(&config, unsubscribe_key(&store, &config)?);
+    let mut default_tz = settings.default_tz;
+    let mut keep_days = config.campaigns.frequency_cap.days.max(400);
 
     let t = std::time::Instant::now();
     let with_events = live.by_path.values().any(|r| r.audience.uses_events());
@@ -291,7 +293,8 @@ pub async fn run(config: Config, store: Store, options: RunOptions) -> Result<Ve
 
     refresh_models(&store, &config, &mut base, day_of(chrono::Utc::now().timestamp()))?;
     // dispatch runs beside the scheduler for the daemon's whole life
-    let dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), config.dispatch.clone(), stop_rx.clone(), false));
+    let mut dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), config.dispatch.clone(), stop_rx.clone(), false));
+    let mut stop_tx = stop_tx;
 
     // catch-up: a firing missed while the daemon was down runs once now
     let now = chrono::Utc::now().timestamp();
@@ -347,8 +350,34 @@ pub async fn run(config: Config, store: Store, options: RunOptions) -> Result<Ve
                 }
             }
             _ = hup_signal(&mut hup) => {
-                tracing::info!("SIGHUP: reloading rules");
                 live.signature.clear();
+                let Some(path) = &options.config_path else {
+                    tracing::info!("SIGHUP: reloading rules");
+                    continue;
+                };
+                match Config::load(path, true) {
+                    Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+                    Ok(new) => {
+                        if new.channels.keys().ne(config.channels.keys()) || new.store.path != config.store.path {
+                            tracing::warn!("SIGHUP: channel plugins and the store path change only with a restart");
+                        }
+                        // safe to change while running: limits, quiet hours, rules folder, dispatch
+                        settings = PlanSettings::from_config(&new, unsubscribe_key(&store, &new)?);
+                        default_tz = settings.default_tz;
+                        keep_days = new.campaigns.frequency_cap.days.max(400);
+                        if new.dispatch != config.dispatch {
+                            let _ = stop_tx.send(true);
+                            dispatcher.await.map_err(|e| DaemonError::Other(e.to_string()))??;
+                            let (tx, rx) = watch::channel(false);
+                            stop_tx = tx;
+                            dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), new.dispatch.clone(), rx, false));
+                        }
+                        let channels = config.channels.clone();
+                        config = new;
+                        config.channels = channels;
+                        tracing::info!("SIGHUP: configuration reloaded");
+                    }
+                }
             }
             _ = term_signal(&mut term) => {
                 tracing::info!("stopping: no new runs; sends in flight get the grace period");

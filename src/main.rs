@@ -341,7 +341,7 @@ fn run(cli: Cli) -> Result<()> {
             if at.is_some() && !once {
                 bail!("--at only goes with --once");
             }
-            let options = rekindle::daemon::RunOptions { once: *once, only: rule.clone(), at: *at };
+            let options = rekindle::daemon::RunOptions { once: *once, only: rule.clone(), at: *at, config_path: Some(cli.config.clone()) };
             let results = runtime.block_on(rekindle::daemon::run(config.clone(), store.clone(), options))?;
             print_runs(&store, &results)?;
         }
@@ -497,7 +497,7 @@ fn run(cli: Cli) -> Result<()> {
             // the sample rules once, at noon UTC of the data's last day, through the channels of config.toml
             println!("\nrunning the rules in {} once, as of {} 12:00 UTC", config.campaigns.rules_dir.display(), DayFmt(as_of));
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let options = rekindle::daemon::RunOptions { once: true, only: Vec::new(), at: Some(i64::from(as_of) * 86_400 + 12 * 3600) };
+            let options = rekindle::daemon::RunOptions { once: true, only: Vec::new(), at: Some(i64::from(as_of) * 86_400 + 12 * 3600), config_path: None };
             let results = runtime.block_on(rekindle::daemon::run(config.clone(), store.clone(), options))?;
             print_runs(&store, &results)?;
             for (name, c) in &config.channels {

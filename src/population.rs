@@ -22,7 +22,6 @@ pub struct Population {
     pub cuts: Option<CutPoints>,
 }
 
-const SCAN_CHUNK: usize = 16_384;
 
 impl Population {
     /// Reads every member's record and digest (never the order lines) and profiles them.
@@ -39,44 +38,23 @@ impl Population {
     ) -> Result<Population, StoreError> {
         let mut ids = Vec::new();
         let mut profiles: Vec<Profile> = Vec::new();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(sled::IVec, sled::IVec)>, StoreError>>(4);
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
-                let mut chunk = Vec::with_capacity(SCAN_CHUNK);
-                for item in store.scan_members_raw() {
-                    match item {
-                        Ok(kv) => chunk.push(kv),
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
+        crate::store::in_chunks(store.scan_members_raw(), |chunk| {
+            let computed: Vec<(Text, Profile)> = chunk
+                .par_iter()
+                .map(|(k, v)| {
+                    let m: Member = decode(k, v)?;
+                    let mut p = Profile::new(metrics(&m, as_of, cfg), None, cfg);
+                    if let Some((model, opts)) = model {
+                        p.prediction = PurchaseHistory::from_order_days(&order_days(&m), as_of, model.unit).map(|h| model.predict(&h, opts));
                     }
-                    if chunk.len() == SCAN_CHUNK && tx.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK)))).is_err() {
-                        return;
-                    }
-                }
-                let _ = tx.send(Ok(chunk));
-            });
-            for chunk in rx {
-                let chunk = chunk?;
-                let computed: Vec<(Text, Profile)> = chunk
-                    .par_iter()
-                    .map(|(k, v)| {
-                        let m: Member = decode(k, v)?;
-                        let mut p = Profile::new(metrics(&m, as_of, cfg), None, cfg);
-                        if let Some((model, opts)) = model {
-                            p.prediction = PurchaseHistory::from_order_days(&order_days(&m), as_of, model.unit)
-                                .map(|h| model.predict(&h, opts));
-                        }
-                        Ok((Text::from_utf8_lossy(&k[1..]), p))
-                    })
-                    .collect::<Result<_, StoreError>>()?;
-                for (id, p) in computed {
-                    ids.push(id);
-                    profiles.push(p);
-                }
+                    Ok((Text::from_utf8_lossy(&k[1..]), p))
+                })
+                .collect::<Result<_, StoreError>>()?;
+            for (id, p) in computed {
+                ids.push(id);
+                profiles.push(p);
             }
-            Ok::<(), StoreError>(())
+            Ok(())
         })?;
         let cuts = CutPoints::compute(profiles.iter().map(|p| &p.metrics), cfg);
         profiles.par_iter_mut().for_each(|p| p.score(cuts.as_ref(), cfg));

@@ -25,15 +25,13 @@ pub struct MemberBase {
     pub contacts: FxHashMap<u32, ContactLog>,
 }
 
-const CHUNK: usize = 16_384;
-
 impl MemberBase {
     /// Reads everything from the store; events only when `with_events` (the rules in
     /// use need them). Reports progress through `progress(done)`.
     pub fn load(store: &Store, with_events: bool, progress: &dyn Fn(u64)) -> Result<MemberBase, StoreError> {
         let mut ids = Vec::new();
         let mut members = Vec::new();
-        for_chunks(store.scan_members_raw(), |chunk| {
+        crate::store::in_chunks(store.scan_members_raw(), |chunk| {
             let decoded: Vec<Member> = chunk.par_iter().map(|(k, v)| decode(k, v)).collect::<Result<_, _>>()?;
             ids.extend(chunk.iter().map(|(k, _)| Text::from_utf8_lossy(&k[1..])));
             members.extend(decoded);
@@ -42,7 +40,7 @@ impl MemberBase {
         })?;
         let mut events = vec![Vec::new(); members.len()];
         if with_events {
-            for_chunks(store.scan_events_raw(), |chunk| {
+            crate::store::in_chunks(store.scan_events_raw(), |chunk| {
                 let decoded: Vec<(usize, Vec<EventFact>)> = chunk
                     .par_iter()
                     .filter_map(|(k, v)| {
@@ -79,36 +77,4 @@ impl MemberBase {
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.ids.binary_search_by(|x| x.as_str().cmp(id)).ok()
     }
-}
-
-type RawPair = (sled::IVec, sled::IVec);
-
-/// Feeds a raw scan to `f` in chunks, reading the next chunk on another thread meanwhile.
-fn for_chunks(
-    scan: impl Iterator<Item = Result<RawPair, StoreError>> + Send,
-    mut f: impl FnMut(&[RawPair]) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<RawPair>, StoreError>>(4);
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut chunk = Vec::with_capacity(CHUNK);
-            for item in scan {
-                match item {
-                    Ok(kv) => chunk.push(kv),
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-                if chunk.len() == CHUNK && tx.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Ok(chunk));
-        });
-        for chunk in rx {
-            f(&chunk?)?;
-        }
-        Ok(())
-    })
 }

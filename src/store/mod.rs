@@ -246,6 +246,40 @@ impl Store {
     }
 }
 
+type RawPair = (sled::IVec, sled::IVec);
+
+/// Feeds a raw prefix scan to `f` in chunks of 16,384 pairs, reading the next chunk on
+/// another thread meanwhile (sled's scan and the caller's decoding overlap).
+pub(crate) fn in_chunks(
+    scan: impl Iterator<Item = Result<RawPair, StoreError>> + Send,
+    mut f: impl FnMut(&[RawPair]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    const CHUNK: usize = 16_384;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<RawPair>, StoreError>>(4);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for item in scan {
+                match item {
+                    Ok(kv) => chunk.push(kv),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+                if chunk.len() == CHUNK && tx.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(chunk));
+        });
+        for chunk in rx {
+            f(&chunk?)?;
+        }
+        Ok(())
+    })
+}
+
 /// Records other stages keep in the store.
 #[derive(Debug, Clone, Copy)]
 pub enum RecordKind {

@@ -83,3 +83,28 @@ fn demo_member_card_export_and_exit_codes() {
     assert!(!bad_config.status.success());
     assert!(text(&bad_config).contains("repurchase_factr"), "{}", text(&bad_config));
 }
+
+#[test]
+fn rules_check_fails_with_located_errors_and_explain_answers_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rules = d.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::copy(crate::support::repo_path("rules/sleeping-winback.toml"), rules.join("sleeping-winback.toml")).unwrap();
+    std::fs::copy(crate::support::repo_path("tests/it/fixtures/broken-rules/unknown-keys.toml"), rules.join("typo.toml")).unwrap();
+    std::fs::write(d.join("config.toml"), "[campaigns]\nrules_dir = \"rules\"\n").unwrap();
+    let check = rekindle(d, &["rules", "check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    let out = text(&check);
+    assert!(out.contains("typo.toml:2:1") && out.contains("did you mean `schedule`?"), "{out}");
+    assert!(out.contains("1 rules valid, 4 errors"), "{out}");
+    // the valid rule still previews and explains while its neighbour is broken
+    crate::support::sample_store(d, 1_000);
+    let preview = rekindle(d, &["rules", "preview", "sleeping-winback", "--as-of", "2026-11-01", "--format", "csv"]);
+    assert!(preview.status.success(), "{}", text(&preview));
+    let rows = String::from_utf8_lossy(&preview.stdout).to_string();
+    let member = rows.lines().nth(1).and_then(|l| l.split(',').next()).expect("a matched member").to_string();
+    let explain = rekindle(d, &["explain", &member, "--rule", "sleeping-winback", "--as-of", "2026-11-01"]);
+    let why = text(&explain);
+    assert!(explain.status.success() && why.contains("[pass] stage in [sleeping]") && why.contains("verdict"), "{why}");
+}

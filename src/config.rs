@@ -87,6 +87,8 @@ pub struct CampaignsConfig {
     pub public_url: String,
     /// When the daemon starts, run once each rule that missed a firing while it was down.
     pub catch_up: bool,
+    /// An order within this many days after a message counts as its conversion.
+    pub attribution_days: u32,
     /// Key of the unsubscribe-link signatures. Empty: a random key kept in the store
     /// (the REKINDLE_UNSUBSCRIBE_SECRET environment variable overrides both).
     pub unsubscribe_secret: String,
@@ -135,6 +137,7 @@ impl Default for CampaignsConfig {
             quiet_hours: QuietHoursConfig { start: "21:00".into(), end: "09:00".into() },
             public_url: "http://127.0.0.1:8787".into(),
             catch_up: true,
+            attribution_days: 7,
             unsubscribe_secret: String::new(),
         }
     }

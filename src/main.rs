@@ -84,6 +84,13 @@ enum Command {
         #[arg(long, value_parser = rekindle::domain::parse_timestamp)]
         at: Option<i64>,
     },
+    /// Sends, conversions, revenue and lift over the holdout group, per rule, for one run
+    /// (a number) or every run of a rule (its id).
+    Report {
+        run_or_rule: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
     /// The outbox: counts, dead letters, retrying them.
     Outbox {
         #[command(subcommand)]
@@ -145,6 +152,12 @@ enum ProfilesCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -344,6 +357,25 @@ fn run(cli: Cli) -> Result<()> {
             let options = rekindle::daemon::RunOptions { once: *once, only: rule.clone(), at: *at, config_path: Some(cli.config.clone()) };
             let results = runtime.block_on(rekindle::daemon::run(config.clone(), store.clone(), options))?;
             print_runs(&store, &results)?;
+        }
+        Command::Report { run_or_rule, format } => {
+            let store = open_store(&cli, &config)?;
+            let runs: Vec<rekindle::store::outbox::RunRecord> = match run_or_rule.parse::<u64>() {
+                Ok(id) => vec![store.run(id)?.with_context(|| format!("no run {id}"))?],
+                Err(_) => store.runs().filter(|r| r.as_ref().map_or(true, |r| r.rules.iter().any(|x| x.rule == run_or_rule.as_str()))).collect::<Result<_, _>>()?,
+            };
+            if runs.is_empty() {
+                bail!("no run of rule {run_or_rule:?}");
+            }
+            let window = config.campaigns.attribution_days;
+            let mut reports = rekindle::report::report(&store, &runs, window)?;
+            if run_or_rule.parse::<u64>().is_err() {
+                reports.retain(|r| r.rule == *run_or_rule);
+            }
+            match format {
+                ReportFormat::Table => rekindle::report::write_table(&mut std::io::stdout().lock(), &reports, window)?,
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+            }
         }
         Command::Outbox { command } => {
             let store = open_store(&cli, &config)?;

@@ -210,6 +210,11 @@ impl Store {
         self.db.scan_prefix([EVENTS]).map(|r| r.map_err(StoreError::from))
     }
 
+    /// A member's contact log, oldest first.
+    pub fn contacts(&self, id: &str) -> Result<Vec<Contact>, StoreError> {
+        Ok(self.get::<ContactLog>(CONTACTS, id)?.map(|l| l.contacts).unwrap_or_default())
+    }
+
     /// Every member's contact log, in member id order.
     pub fn scan_contacts(&self) -> impl Iterator<Item = Result<(String, ContactLog), StoreError>> {
         self.db.scan_prefix([CONTACTS]).map(|r| {

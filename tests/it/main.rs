@@ -9,5 +9,6 @@ mod import;
 mod long;
 mod predict;
 mod profiles;
+mod report;
 mod rules;
 mod support;

@@ -18,6 +18,8 @@ pub struct Config {
     pub predict: crate::predict::PredictSettings,
     /// Limits across all rules, where rules live, and the links messages carry.
     pub campaigns: CampaignsConfig,
+    /// The daemon's HTTP API (unsubscribe links, admin endpoints).
+    pub api: crate::api::ApiConfig,
     /// Co-purchase rules the daemon keeps fresh for bundle offers and likely_to_buy.
     pub bundles: BundlesConfig,
     /// Rate limits, concurrency, retries and shutdown grace of the dispatcher.
@@ -39,6 +41,7 @@ impl Default for Config {
             campaigns: CampaignsConfig::default(),
             dispatch: crate::dispatch::DispatchConfig::default(),
             bundles: BundlesConfig::default(),
+            api: crate::api::ApiConfig::default(),
             channels: Default::default(),
             base_dir: PathBuf::from("."),
         }

@@ -292,6 +292,14 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     }
 
     refresh_models(&store, &config, &mut base, day_of(chrono::Utc::now().timestamp()))?;
+    // the HTTP API: unsubscribe links and the admin endpoints
+    let listener = tokio::net::TcpListener::bind(&config.api.listen).await.map_err(|e| DaemonError::Other(format!("cannot listen on {}: {e}", config.api.listen)))?;
+    let app = crate::api::router(store.clone(), settings.links.clone(), &config);
+    let mut api_stop = stop_rx.clone();
+    let api_server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { let _ = api_stop.wait_for(|s| *s).await; }).await;
+    });
+    tracing::info!(listen = %config.api.listen, admin = config.api.token().is_some(), "API listening");
     // dispatch runs beside the scheduler for the daemon's whole life
     let mut dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), config.dispatch.clone(), stop_rx.clone(), false));
     let mut stop_tx = stop_tx;
@@ -391,6 +399,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     }
     scheduler.shutdown().await;
     let _ = stop_tx.send(true);
+    let _ = api_server.await;
     let stats = dispatcher.await.map_err(|e| DaemonError::Other(e.to_string()))??;
     tracing::info!(sent = stats.sent, "daemon stopped");
     Ok(results)

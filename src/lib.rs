@@ -29,6 +29,8 @@ pub mod plan;
 pub mod dispatch;
 /// The daemon: schedules, runs, hot reload, signals.
 pub mod daemon;
+/// The daemon's HTTP API: unsubscribe links, admin endpoints, metrics.
+pub mod api;
 /// Reports: sends, conversions and revenue against the holdout group.
 pub mod report;
 /// The channel plugin host: the only module that names wasmtime; sandbox, grants, HTTP

@@ -176,9 +176,19 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
         } else {
             Vec::new()
         };
-        for (id, m) in due {
+        for (id, mut m) in due {
             let Some(cm) = m.channels.get(m.current as usize) else { continue };
             let channel = cm.channel.to_string();
+            // an unsubscribe takes effect before the next send, even of a queued message
+            let suppressed = store.suppressed(&m.member)?;
+            if suppressed.iter().any(|c| c == channel.as_str() || c == "*") {
+                let old = m.send_after;
+                m.state = MessageState::Failed;
+                note_error(&mut m, format!("{channel}: the member unsubscribed"));
+                in_flight.insert(id);
+                let _ = done_tx.send((id, old, m, Outcome::Failed));
+                continue;
+            }
             if !host.channel_names().any(|c| c == channel) {
                 // no plugin serves it: wait, as a retryable failure that never burns attempts
                 let mut waiting = m.clone();

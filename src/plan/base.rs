@@ -23,6 +23,8 @@ pub struct MemberBase {
     pub model: Option<FittedModel>,
     /// Contact logs by member index.
     pub contacts: FxHashMap<u32, ContactLog>,
+    /// Channels each member unsubscribed from ("*": all), by member index.
+    pub suppressed: FxHashMap<u32, Vec<Text>>,
 }
 
 impl MemberBase {
@@ -71,7 +73,14 @@ impl MemberBase {
                 contacts.insert(at as u32, log);
             }
         }
-        Ok(MemberBase { ids, members, events, catalog, bundles, model, contacts })
+        let mut suppressed = FxHashMap::default();
+        for item in store.scan_suppressed() {
+            let (id, channels) = item?;
+            if let Ok(at) = ids.binary_search_by(|x: &Text| x.as_str().cmp(&id)) {
+                suppressed.insert(at as u32, channels);
+            }
+        }
+        Ok(MemberBase { ids, members, events, catalog, bundles, model, contacts, suppressed })
     }
 
     pub fn index_of(&self, id: &str) -> Option<usize> {

@@ -167,6 +167,7 @@ impl MemberBase {
             as_of: profiles.as_of,
             catalog: &self.catalog,
             bundles: &self.bundles,
+            suppressed: self.suppressed.get(&(i as u32)).map(Vec::as_slice).unwrap_or(&[]),
         }
     }
 

@@ -131,6 +131,7 @@ pub fn fill_pattern(pattern: &str, rule: &str, member: &str) -> String {
 
 /// Signed unsubscribe links: `<public_url>/u/<member hex>.<channel>.<signature>`, the
 /// signature an HMAC-SHA256 (truncated to 128 bits) of member and channel.
+#[derive(Clone)]
 pub struct Links {
     pub public_url: String,
     pub key: Vec<u8>,

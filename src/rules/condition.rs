@@ -194,11 +194,16 @@ pub struct Facts<'a> {
     pub as_of: Day,
     pub catalog: &'a FxHashMap<Text, Product>,
     pub bundles: &'a Bundles,
+    /// Channels the member unsubscribed from ("*": all).
+    pub suppressed: &'a [Text],
 }
 
 impl<'a> Facts<'a> {
     /// Whether the member may be messaged on `channel`.
     pub fn consents(&self, channel: &str) -> bool {
+        if self.suppressed.iter().any(|c| c == channel || c == "*") {
+            return false;
+        }
         match channel {
             "email" => self.member.opted_in_email && !self.member.email.is_empty(),
             "sms" => self.member.opted_in_sms && !self.member.phone.is_empty(),

@@ -15,6 +15,7 @@
 //! | `F` `value`                 | the last fitted BG/NBD + Gamma-Gamma model |
 //! | `C` member_id               | [`ContactLog`]: messages planned for the member |
 //! | `K` name                    | a random secret the store generated (link signing) |
+//! | `U` member_id               | channels the member unsubscribed from (with when) |
 //!
 //! A prefix scan of `M` visits every member in id order with its digest, which is all the
 //! profile engine reads; `H` gives one member's lines in time order.
@@ -43,6 +44,7 @@ pub(crate) const BUNDLE_RULES: u8 = b'B';
 pub(crate) const FITTED_MODEL: u8 = b'F';
 pub(crate) const CONTACTS: u8 = b'C';
 pub(crate) const SECRET: u8 = b'K';
+pub(crate) const SUPPRESSED: u8 = b'U';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -208,6 +210,34 @@ impl Store {
     /// Every member's events, raw: (member_id bytes, encoded EventHistory).
     pub(crate) fn scan_events_raw(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> {
         self.db.scan_prefix([EVENTS]).map(|r| r.map_err(StoreError::from))
+    }
+
+    /// Records that a member asked for no more messages on `channel` ("*": any). Durable
+    /// when this returns; imports never touch it, so a later members.csv that still
+    /// says opted_in=true does not undo it.
+    pub fn suppress(&self, member: &str, channel: &str, at: crate::domain::Timestamp) -> Result<(), StoreError> {
+        let k = key(SUPPRESSED, member);
+        let mut list: Vec<(crate::domain::Text, crate::domain::Timestamp)> = self.get(SUPPRESSED, member)?.unwrap_or_default();
+        if !list.iter().any(|(c, _)| c == channel) {
+            list.push((channel.into(), at));
+            self.db.insert(k, encode(&list))?;
+        }
+        self.flush()
+    }
+
+    /// The channels a member unsubscribed from.
+    pub fn suppressed(&self, member: &str) -> Result<Vec<crate::domain::Text>, StoreError> {
+        let list: Vec<(crate::domain::Text, crate::domain::Timestamp)> = self.get(SUPPRESSED, member)?.unwrap_or_default();
+        Ok(list.into_iter().map(|(c, _)| c).collect())
+    }
+
+    /// Every suppression: (member, channels).
+    pub fn scan_suppressed(&self) -> impl Iterator<Item = Result<(String, Vec<crate::domain::Text>), StoreError>> {
+        self.db.scan_prefix([SUPPRESSED]).map(|r| {
+            let (k, v) = r?;
+            let list: Vec<(crate::domain::Text, crate::domain::Timestamp)> = decode(&k, &v)?;
+            Ok((String::from_utf8_lossy(&k[1..]).into_owned(), list.into_iter().map(|(c, _)| c).collect()))
+        })
     }
 
     /// A member's contact log, oldest first.

@@ -1,0 +1,130 @@
+//! The daemon's HTTP API through real HTTP on 127.0.0.1: health, bearer-token auth
+//! refused without and with a wrong token, runs and /metrics (read by the Prometheus
+//! client's text-format parser), and an unsubscribe by signed link after which the member
+//! gets no further message while a forged link is refused.
+
+use crate::support::{python, sample_store};
+use rekindle::plan::offer::Links;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+}
+
+/// One HTTP/1.1 request; (status, body).
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn rekindle(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rekindle"));
+    c.current_dir(dir).arg("--config").arg(dir.join("config.toml"));
+    c
+}
+
+fn sent_to(out: &Path, member: &str, run: u64) -> bool {
+    std::fs::read_dir(out).unwrap().any(|e| {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        name.contains(&format!("3A{run}+3A{member}+3A"))
+    })
+}
+
+#[test]
+fn unsubscribe_links_auth_runs_and_metrics_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    drop(sample_store(d, 500));
+    let out = d.join("out");
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/all.toml"), "[audience]\norders = { min = 1 }\n[message]\nchannels = [\"files\"]\n[message.files]\ntext = \"{{ unsubscribe_url }}\"\n[limits]\nquiet_hours = false\n").unwrap();
+    let port = free_port();
+    std::fs::write(
+        d.join("config.toml"),
+        format!(
+            "[store]\npath = \"store\"\n[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 100, days = 1 }}\npublic_url = \"http://127.0.0.1:{port}\"\nunsubscribe_secret = \"link-key\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"t0ken-42\"\n[channels.files]\nplugin = \"{}\"\ngrants = {{ files = \"{}\" }}\n",
+            crate::support::repo_path("target/plugins/file.wasm").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let first = rekindle(d).args(["run", "--once", "--at", "2026-11-01T12:00:00Z"]).output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let member = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().file_name().to_string_lossy().split("+3A").nth(2).unwrap().to_string();
+    assert!(sent_to(&out, &member, 1));
+    let links = Links { public_url: format!("http://127.0.0.1:{port}"), key: b"link-key".to_vec() };
+    let token = links.token(&member, "files");
+    let body = std::fs::read_dir(&out).unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).find(|b| b.contains(&token));
+    assert!(body.is_some(), "the message carries the member's signed link");
+
+    let mut daemon = rekindle(d).arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http(port, "GET", "/healthz", &[], ""), (200, "ok\n".into()));
+    assert_eq!(http(port, "GET", "/api/runs", &[], "").0, 401, "no token");
+    assert_eq!(http(port, "GET", "/api/runs", &[("Authorization", "Bearer t0ken-41")], "").0, 401, "wrong token");
+    assert_eq!(http(port, "GET", "/metrics", &[("Authorization", "Bearer nope")], "").0, 401);
+    let (status, runs) = http(port, "GET", "/api/runs", &[("Authorization", "Bearer t0ken-42")], "");
+    assert_eq!(status, 200);
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    assert_eq!(runs[0]["id"], 1);
+    let (status, metrics) = http(port, "GET", "/metrics", &[("Authorization", "Bearer t0ken-42")], "");
+    assert_eq!(status, 200);
+    let parsed = python()
+        .arg("-c")
+        .arg("import sys\nfrom prometheus_client.parser import text_string_to_metric_families as p\nfor f in p(sys.stdin.read()):\n  for s in f.samples: print(s.name, s.value)")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(metrics.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let samples = String::from_utf8_lossy(&parsed.stdout);
+    assert!(parsed.status.success() && samples.contains("rekindle_runs_total 1.0") && samples.contains("rekindle_outbox_queued 0.0"), "{samples}{}", String::from_utf8_lossy(&parsed.stderr));
+
+    // the link: a page first, then one click
+    let (status, page) = http(port, "GET", &format!("/u/{token}"), &[], "");
+    assert!(status == 200 && page.contains("method=post"), "{page}");
+    let forged = links.token("someone-else", "files").replacen(&hex(b"someone-else"), &hex(member.as_bytes()), 1);
+    let other = format!("{}.files.{}", hex(b"m0000001"), token.rsplit('.').next().unwrap());
+    assert_eq!(http(port, "POST", &format!("/u/{forged}"), &[], "List-Unsubscribe=One-Click").0, 403, "a signature for someone else");
+    assert_eq!(http(port, "POST", &format!("/u/{other}"), &[], "List-Unsubscribe=One-Click").0, 403, "this signature on another member");
+    let (status, done) = http(port, "POST", &format!("/u/{token}"), &[("Content-Type", "application/x-www-form-urlencoded")], "List-Unsubscribe=One-Click");
+    assert!(status == 200 && done.contains("unsubscribed"), "{done}");
+    let _ = Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // the next run leaves the member out; everyone else still gets the message
+    let second = rekindle(d).args(["run", "--once", "--at", "2026-11-02T12:00:00Z"]).output().unwrap();
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(!sent_to(&out, &member, 2), "no message after the unsubscribe");
+    let others = std::fs::read_dir(&out).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("3A2+3A")).count();
+    assert!(others > 10, "the run went on for the others ({others})");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -42,6 +42,10 @@ struct Args {
     python: String,
     #[arg(long)]
     no_mlxtend: bool,
+    /// Read the baskets from this rekindle store (every order line up to today) instead of
+    /// the CSV; the CSV path is still where the reference engines' input goes.
+    #[arg(long)]
+    db: Option<PathBuf>,
     #[arg(long)]
     no_pyfim: bool,
 }
@@ -209,12 +213,20 @@ fn main() -> Result<()> {
     println!("threads: {}", rayon::current_num_threads());
 
     let t0 = Instant::now();
-    let tx = read_transactions(&args.orders, member_scope)?;
+    let tx = match &args.db {
+        Some(db) => {
+            let store = rekindle::store::Store::open(db, 256)?;
+            let scope = if member_scope { rekindle::basket::Scope::Member } else { rekindle::basket::Scope::Basket };
+            let today = rekindle::domain::day_of(chrono::Utc::now().timestamp());
+            rekindle::basket::transactions(&store, scope, today, None)?
+        }
+        None => read_transactions(&args.orders, member_scope)?,
+    };
     let load_s = t0.elapsed().as_secs_f64();
     let load_peak = peak_rss_mib();
     println!(
         "{}: {} transactions ({} scope), {} distinct (transaction, sku) entries, {} skus; read + build {load_s:.2} s, peak RSS {load_peak:.0} MiB",
-        args.orders.display(),
+        args.db.as_ref().map_or(args.orders.display().to_string(), |d| format!("store {}", d.display())),
         tx.len(),
         args.scope,
         tx.entry_count(),

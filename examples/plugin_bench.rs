@@ -22,11 +22,21 @@ const SECRET: &str = "bench-secret";
 
 fn main() {
     let messages: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(20_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let only: Vec<String> = std::env::args().skip(2).collect();
+    let runs = |phase: &str| only.is_empty() || only.iter().any(|p| p == phase);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let port = runtime.block_on(start_sink());
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugins");
     let channel = |name: &str, rest: String| -> ChannelConfig {
-        toml::from_str(&format!("plugin = {:?}\n{rest}", plugins.join(format!("{name}.wasm")).display().to_string())).expect("config")
+        toml::from_str(&format!(
+            "plugin = {:?}\n{rest}",
+            plugins.join(format!("{name}.wasm")).display().to_string()
+        ))
+        .expect("config")
     };
     let channels: BTreeMap<String, ChannelConfig> = [
         ("noop".to_string(), channel("faulty", "settings = { mode = \"ok\" }\n[grants]\nhttp = [\"127.0.0.1:9\"]\nfiles = \"target/bench-files\"\n".into())),
@@ -53,55 +63,69 @@ fn main() {
     let handle = runtime.handle().clone();
 
     // (1) call overhead, no I/O
-    let mut samples = Vec::with_capacity(messages);
-    for n in 0..messages.min(20_000) {
-        let message = message(n);
-        let t = Instant::now();
-        host.send_blocking("noop", handle.clone(), message).expect("noop send");
-        samples.push(t.elapsed());
+    if runs("call") {
+        let mut samples = Vec::with_capacity(messages);
+        for n in 0..messages.min(20_000) {
+            let message = message(n);
+            let t = Instant::now();
+            host.send_blocking("noop", handle.clone(), message).expect("noop send");
+            samples.push(t.elapsed());
+        }
+        report("plugin call, no I/O (fresh instance per message)", &mut samples);
     }
-    report("plugin call, no I/O (fresh instance per message)", &mut samples);
 
     // (1b) one host capability call: a GET through the plugin vs the same GET natively
     let client = reqwest::Client::builder().tcp_nodelay(true).build().expect("client");
-    let ping = format!("http://127.0.0.1:{port}/ping");
-    let mut plugin_get = Vec::new();
-    let mut native_get = Vec::new();
-    for n in 0..messages.min(10_000) {
-        let t = Instant::now();
-        host.send_blocking("get", handle.clone(), message(n)).expect("get send");
-        plugin_get.push(t.elapsed());
-        let t = Instant::now();
-        runtime.block_on(async { client.get(&ping).send().await?.bytes().await }).expect("native get");
-        native_get.push(t.elapsed());
+    if runs("get") {
+        let ping = format!("http://127.0.0.1:{port}/ping");
+        let mut plugin_get = Vec::new();
+        let mut native_get = Vec::new();
+        for n in 0..messages.min(10_000) {
+            let t = Instant::now();
+            host.send_blocking("get", handle.clone(), message(n)).expect("get send");
+            plugin_get.push(t.elapsed());
+            let t = Instant::now();
+            runtime
+                .block_on(async { client.get(&ping).send().await?.bytes().await })
+                .expect("native get");
+            native_get.push(t.elapsed());
+        }
+        let plugin_get = report(
+            "GET via plugin (host -> plugin -> http capability -> plugin -> host)",
+            &mut plugin_get,
+        );
+        let native_get = report("GET native", &mut native_get);
+        println!(
+            "boundary overhead with one capability call (median): {:.1} us",
+            (plugin_get.as_secs_f64() - native_get.as_secs_f64()) * 1e6
+        );
     }
-    let plugin_get = report("GET via plugin (host -> plugin -> http capability -> plugin -> host)", &mut plugin_get);
-    let native_get = report("GET native", &mut native_get);
-    println!("boundary overhead with one capability call (median): {:.1} us", (plugin_get.as_secs_f64() - native_get.as_secs_f64()) * 1e6);
 
     // (2) shop latency: plugin vs native, one sender
     let url = format!("http://127.0.0.1:{port}/v1/messages");
-    let latency_runs = messages.min(10_000);
-    let mut plugin_samples = Vec::with_capacity(latency_runs);
-    let mut native_samples = Vec::with_capacity(latency_runs);
-    for n in 0..latency_runs {
-        let t = Instant::now();
-        host.send_blocking("shop", handle.clone(), message(n)).expect("shop send");
-        plugin_samples.push(t.elapsed());
-        let t = Instant::now();
-        runtime.block_on(native_send(&client, &url, message(n))).expect("native send");
-        native_samples.push(t.elapsed());
+    if runs("shop") {
+        let latency_runs = messages.min(10_000);
+        let mut plugin_samples = Vec::with_capacity(latency_runs);
+        let mut native_samples = Vec::with_capacity(latency_runs);
+        for n in 0..latency_runs {
+            let t = Instant::now();
+            host.send_blocking("shop", handle.clone(), message(n)).expect("shop send");
+            plugin_samples.push(t.elapsed());
+            let t = Instant::now();
+            runtime.block_on(native_send(&client, &url, message(n))).expect("native send");
+            native_samples.push(t.elapsed());
+        }
+        let plugin_median = report("shop via plugin, 1 sender", &mut plugin_samples);
+        let native_median = report("shop native adapter, 1 sender", &mut native_samples);
+        println!(
+            "boundary overhead (median plugin - native): {:.1} us; ratio {:.2}x",
+            (plugin_median.as_secs_f64() - native_median.as_secs_f64()) * 1e6,
+            plugin_median.as_secs_f64() / native_median.as_secs_f64()
+        );
     }
-    let plugin_median = report("shop via plugin, 1 sender", &mut plugin_samples);
-    let native_median = report("shop native adapter, 1 sender", &mut native_samples);
-    println!(
-        "boundary overhead (median plugin - native): {:.1} us; ratio {:.2}x",
-        (plugin_median.as_secs_f64() - native_median.as_secs_f64()) * 1e6,
-        plugin_median.as_secs_f64() / native_median.as_secs_f64()
-    );
 
     // (3) throughput with concurrent senders
-    for senders in [8usize, 32] {
+    for senders in [8usize, 32].into_iter().filter(|_| runs("throughput")) {
         let plugin_rate = runtime.block_on(throughput(senders, messages, {
             let host = Arc::clone(&host);
             move |n| {
@@ -127,7 +151,11 @@ fn main() {
 
 fn message(n: usize) -> OutboundMessage {
     OutboundMessage {
-        recipient: Recipient { address: format!("cust-{n}"), name: None, member_id: format!("m-{n}") },
+        recipient: Recipient {
+            address: format!("cust-{n}"),
+            name: None,
+            member_id: format!("m-{n}"),
+        },
         subject: None,
         text: "好久不见！您常买的龙井新茶到了，本周回购九折。".to_string(),
         html: None,
@@ -153,7 +181,11 @@ async fn native_send(client: &reqwest::Client, url: &str, message: OutboundMessa
         metadata: message.metadata,
     };
     let body = rekindle_plugin_shop::request_body(&to_sdk);
-    let timestamp = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs()).to_string();
+    let timestamp = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs())
+    .to_string();
     let signature = rekindle_plugin_shop::signature(SECRET.as_bytes(), &timestamp, &body);
     let response = client
         .post(url)
@@ -167,7 +199,9 @@ async fn native_send(client: &reqwest::Client, url: &str, message: OutboundMessa
         .map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-    rekindle_plugin_shop::interpret(status, &bytes).map(|_| ()).map_err(|e| format!("{e:?}"))
+    rekindle_plugin_shop::interpret(status, &bytes)
+        .map(|_| ())
+        .map_err(|e| format!("{e:?}"))
 }
 
 async fn throughput<F, Fut>(senders: usize, messages: usize, send: F) -> f64
@@ -240,7 +274,10 @@ async fn start_sink() -> u16 {
                     }
                     buffer.drain(..header_end + length);
                     let body = b"{\"id\":\"msg-1\"}";
-                    let response = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
                     let mut out = response.into_bytes();
                     out.extend_from_slice(body);
                     if stream.write_all(&out).await.is_err() {

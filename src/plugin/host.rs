@@ -61,13 +61,25 @@ impl SandboxEngine {
             .total_memories(MAX_CONCURRENT_CALLS * 2)
             .total_tables(MAX_CONCURRENT_CALLS * 4)
             .max_memory_size(MAX_MEMORY_MIB as usize * 1024 * 1024)
-            // Reset the first pages of a reused slot with memset instead of
-            // returning them to the kernel: a fresh instance per message then
-            // does not page-fault its heap back in every time.
+            // Reset a reused slot with memset instead of returning its pages
+            // to the kernel: a fresh instance per message then does not
+            // page-fault its heap back in every time. With PAGEMAP_SCAN
+            // (Linux 6.7+) only the pages the last instance dirtied are reset,
+            // not the whole 2 MiB (bare call 33 -> 17 µs when measured).
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(64 * 1024);
+            .table_keep_resident(64 * 1024)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        // Explicit bounds checks instead of guard pages. With guard pages, every
+        // instance shrinks its slot back with mprotect and every memory.grow
+        // (Rust's allocator grows on its first allocation) opens it again:
+        // two mprotect calls per message, each a TLB shootdown across the
+        // runtime's threads. Without them a slot stays read/write up to its
+        // high-water mark (still reset to zero between instances) and the
+        // bare call went from 17 to 12 µs.
+        config.signals_based_traps(false);
+        config.memory_guard_size(0);
         config.wasm_component_model(true);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|err| PluginError::Engine(format!("{err:#}")))?;

@@ -1,10 +1,17 @@
 //! The integration tests: one binary, a module per area. Each test works in its own
-//! temporary folder with its own store.
+//! temporary folder with its own store; the plugin_* modules start the real servers
+//! they talk to (scripts/*.sh) on 127.0.0.1 and stop them by PID.
 
 mod bundles;
 mod cli;
 mod import;
 mod long;
+mod plugin_cli;
+mod plugin_email;
+mod plugin_sandbox;
+mod plugin_shop;
+mod plugin_sms;
+mod plugin_support;
 mod predict;
 mod profiles;
 mod support;

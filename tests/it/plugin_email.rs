@@ -3,17 +3,11 @@
 //! parser (Python's email package) finds the headers, encodings and both parts
 //! as sent; a relay whose certificate does not chain to the trusted CA gets nothing.
 
-mod plugin_support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use plugin_support::*;
+use crate::plugin_support::*;
 use rekindle::plugin::{CallbackRequest, ChannelHost, DeliveryState, HostOptions, OutboundMessage, SendErrorKind};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
-}
 
 fn email_channel(port: u16, state: &std::path::Path, password: &str) -> rekindle::plugin::ChannelConfig {
     relay_channel(port, "starttls", Some(&state.join("tls/ca.pem")), password)

@@ -198,6 +198,7 @@ impl Sink {
             .arg(state.path())
             .arg(port.to_string())
             .args(["--engine", "postfix"])
+            .stdout(std::process::Stdio::null())
             .status()
             .expect("run scripts/smtp-sink.sh");
         assert!(status.success(), "smtp-sink did not start (is Debian's postfix installed? scripts/setup.sh)");

@@ -1,11 +1,14 @@
-//! Benchmark of the plugin boundary: `cargo run --example plugin_bench [-- MESSAGES]`.
+//! Benchmark of the plugin boundary: `cargo run --example plugin_bench [-- MESSAGES [PHASE...]]`.
 //!
-//! Measures, in one run on this machine: (1) the per-message cost of a plugin
-//! call with no I/O (fresh Store, instantiate, call, return), (2) the shop
-//! plugin's per-message latency to a local HTTP sink against the same adapter
-//! compiled natively (the difference is the boundary overhead: host -> plugin
-//! -> host capability -> plugin -> host), and (3) messages/s through the shop
-//! plugin with concurrent senders, against the native adapter. The sink is a
+//! Measures, in one run on this machine, each phase naming itself (`call`,
+//! `get`, `shop`, `throughput`; all by default): the per-message cost of a
+//! plugin call with no I/O (fresh Store, instantiate, call, return); one GET
+//! through a plugin's HTTP capability against the same GET natively (the
+//! difference is the boundary overhead: host -> plugin -> host capability ->
+//! plugin -> host); the shop plugin's per-message latency against the same
+//! adapter compiled natively; and messages/s through the shop plugin with
+//! concurrent senders, against the native adapter. Latencies are timed inside
+//! a task on the runtime, where the daemon's dispatcher sends. The sink is a
 //! minimal keep-alive HTTP responder in this process on 127.0.0.1, so the
 //! figure is not capped by a Python server. Build plugins first:
 //! scripts/build-plugins.sh.
@@ -60,16 +63,13 @@ fn main() {
     let started = Instant::now();
     let host = Arc::new(ChannelHost::load(&channels, &HostOptions::default()).expect("load plugins"));
     println!("load (compile) of 2 plugins: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
-    let handle = runtime.handle().clone();
 
     // (1) call overhead, no I/O
     if runs("call") {
         let mut samples = Vec::with_capacity(messages);
         for n in 0..messages.min(20_000) {
-            let message = message(n);
-            let t = Instant::now();
-            host.send_blocking("noop", handle.clone(), message).expect("noop send");
-            samples.push(t.elapsed());
+            let host = Arc::clone(&host);
+            samples.push(timed(&runtime, async move { host.send("noop", message(n)).await.map(|_| ()).map_err(|e| e.to_string()) }));
         }
         report("plugin call, no I/O (fresh instance per message)", &mut samples);
     }
@@ -81,19 +81,15 @@ fn main() {
         let mut plugin_get = Vec::new();
         let mut native_get = Vec::new();
         for n in 0..messages.min(10_000) {
-            let t = Instant::now();
-            host.send_blocking("get", handle.clone(), message(n)).expect("get send");
-            plugin_get.push(t.elapsed());
-            let t = Instant::now();
-            runtime
-                .block_on(async { client.get(&ping).send().await?.bytes().await })
-                .expect("native get");
-            native_get.push(t.elapsed());
+            let host = Arc::clone(&host);
+            plugin_get.push(timed(&runtime, async move { host.send("get", message(n)).await.map(|_| ()).map_err(|e| e.to_string()) }));
+            let (client, ping) = (client.clone(), ping.clone());
+            native_get.push(timed(&runtime, async move {
+                let response = client.get(&ping).send().await.map_err(|e| e.to_string())?;
+                response.bytes().await.map(|_| ()).map_err(|e| e.to_string())
+            }));
         }
-        let plugin_get = report(
-            "GET via plugin (host -> plugin -> http capability -> plugin -> host)",
-            &mut plugin_get,
-        );
+        let plugin_get = report("GET via plugin (host -> plugin -> http capability -> plugin -> host)", &mut plugin_get);
         let native_get = report("GET native", &mut native_get);
         println!(
             "boundary overhead with one capability call (median): {:.1} us",
@@ -108,12 +104,10 @@ fn main() {
         let mut plugin_samples = Vec::with_capacity(latency_runs);
         let mut native_samples = Vec::with_capacity(latency_runs);
         for n in 0..latency_runs {
-            let t = Instant::now();
-            host.send_blocking("shop", handle.clone(), message(n)).expect("shop send");
-            plugin_samples.push(t.elapsed());
-            let t = Instant::now();
-            runtime.block_on(native_send(&client, &url, message(n))).expect("native send");
-            native_samples.push(t.elapsed());
+            let host = Arc::clone(&host);
+            plugin_samples.push(timed(&runtime, async move { host.send("shop", message(n)).await.map(|_| ()).map_err(|e| e.to_string()) }));
+            let (client, url) = (client.clone(), url.clone());
+            native_samples.push(timed(&runtime, async move { native_send(&client, &url, message(n)).await }));
         }
         let plugin_median = report("shop via plugin, 1 sender", &mut plugin_samples);
         let native_median = report("shop native adapter, 1 sender", &mut native_samples);
@@ -225,6 +219,20 @@ where
         done.expect("sender task");
     }
     messages as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Time one send inside a task on the runtime's workers, where the daemon's
+/// dispatcher runs its sends (the hop from main into the runtime is not counted).
+fn timed<F>(runtime: &tokio::runtime::Runtime, send: F) -> Duration
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let task = runtime.spawn(async move {
+        let started = Instant::now();
+        send.await.expect("send");
+        started.elapsed()
+    });
+    runtime.block_on(task).expect("timed task")
 }
 
 fn report(label: &str, samples: &mut [Duration]) -> Duration {

@@ -1,11 +1,14 @@
-//! Benchmark of the plugin boundary: `cargo run --example plugin_bench [-- MESSAGES]`.
+//! Benchmark of the plugin boundary: `cargo run --example plugin_bench [-- MESSAGES [PHASE...]]`.
 //!
-//! Measures, in one run on this machine: (1) the per-message cost of a plugin
-//! call with no I/O (fresh Store, instantiate, call, return), (2) the shop
-//! plugin's per-message latency to a local HTTP sink against the same adapter
-//! compiled natively (the difference is the boundary overhead: host -> plugin
-//! -> host capability -> plugin -> host), and (3) messages/s through the shop
-//! plugin with concurrent senders, against the native adapter. The sink is a
+//! Measures, in one run on this machine, each phase naming itself (`call`,
+//! `get`, `shop`, `throughput`; all by default): the per-message cost of a
+//! plugin call with no I/O (fresh Store, instantiate, call, return); one GET
+//! through a plugin's HTTP capability against the same GET natively (the
+//! difference is the boundary overhead: host -> plugin -> host capability ->
+//! plugin -> host); the shop plugin's per-message latency against the same
+//! adapter compiled natively; and messages/s through the shop plugin with
+//! concurrent senders, against the native adapter. Latencies are timed inside
+//! a task on the runtime, where the daemon's dispatcher sends. The sink is a
 //! minimal keep-alive HTTP responder in this process on 127.0.0.1, so the
 //! figure is not capped by a Python server. Build plugins first:
 //! scripts/build-plugins.sh.
@@ -22,11 +25,21 @@ const SECRET: &str = "bench-secret";
 
 fn main() {
     let messages: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(20_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let only: Vec<String> = std::env::args().skip(2).collect();
+    let runs = |phase: &str| only.is_empty() || only.iter().any(|p| p == phase);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let port = runtime.block_on(start_sink());
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugins");
     let channel = |name: &str, rest: String| -> ChannelConfig {
-        toml::from_str(&format!("plugin = {:?}\n{rest}", plugins.join(format!("{name}.wasm")).display().to_string())).expect("config")
+        toml::from_str(&format!(
+            "plugin = {:?}\n{rest}",
+            plugins.join(format!("{name}.wasm")).display().to_string()
+        ))
+        .expect("config")
     };
     let channels: BTreeMap<String, ChannelConfig> = [
         ("noop".to_string(), channel("faulty", "settings = { mode = \"ok\" }\n[grants]\nhttp = [\"127.0.0.1:9\"]\nfiles = \"target/bench-files\"\n".into())),
@@ -50,58 +63,63 @@ fn main() {
     let started = Instant::now();
     let host = Arc::new(ChannelHost::load(&channels, &HostOptions::default()).expect("load plugins"));
     println!("load (compile) of 2 plugins: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
-    let handle = runtime.handle().clone();
 
     // (1) call overhead, no I/O
-    let mut samples = Vec::with_capacity(messages);
-    for n in 0..messages.min(20_000) {
-        let message = message(n);
-        let t = Instant::now();
-        host.send_blocking("noop", handle.clone(), message).expect("noop send");
-        samples.push(t.elapsed());
+    if runs("call") {
+        let mut samples = Vec::with_capacity(messages);
+        for n in 0..messages.min(20_000) {
+            let host = Arc::clone(&host);
+            samples.push(timed(&runtime, async move { host.send("noop", message(n)).await.map(|_| ()).map_err(|e| e.to_string()) }));
+        }
+        report("plugin call, no I/O (fresh instance per message)", &mut samples);
     }
-    report("plugin call, no I/O (fresh instance per message)", &mut samples);
 
     // (1b) one host capability call: a GET through the plugin vs the same GET natively
     let client = reqwest::Client::builder().tcp_nodelay(true).build().expect("client");
-    let ping = format!("http://127.0.0.1:{port}/ping");
-    let mut plugin_get = Vec::new();
-    let mut native_get = Vec::new();
-    for n in 0..messages.min(10_000) {
-        let t = Instant::now();
-        host.send_blocking("get", handle.clone(), message(n)).expect("get send");
-        plugin_get.push(t.elapsed());
-        let t = Instant::now();
-        runtime.block_on(async { client.get(&ping).send().await?.bytes().await }).expect("native get");
-        native_get.push(t.elapsed());
+    if runs("get") {
+        let ping = format!("http://127.0.0.1:{port}/ping");
+        let mut plugin_get = Vec::new();
+        let mut native_get = Vec::new();
+        for n in 0..messages.min(10_000) {
+            let host = Arc::clone(&host);
+            plugin_get.push(timed(&runtime, async move { host.send("get", message(n)).await.map(|_| ()).map_err(|e| e.to_string()) }));
+            let (client, ping) = (client.clone(), ping.clone());
+            native_get.push(timed(&runtime, async move {
+                let response = client.get(&ping).send().await.map_err(|e| e.to_string())?;
+                response.bytes().await.map(|_| ()).map_err(|e| e.to_string())
+            }));
+        }
+        let plugin_get = report("GET via plugin (host -> plugin -> http capability -> plugin -> host)", &mut plugin_get);
+        let native_get = report("GET native", &mut native_get);
+        println!(
+            "boundary overhead with one capability call (median): {:.1} us",
+            (plugin_get.as_secs_f64() - native_get.as_secs_f64()) * 1e6
+        );
     }
-    let plugin_get = report("GET via plugin (host -> plugin -> http capability -> plugin -> host)", &mut plugin_get);
-    let native_get = report("GET native", &mut native_get);
-    println!("boundary overhead with one capability call (median): {:.1} us", (plugin_get.as_secs_f64() - native_get.as_secs_f64()) * 1e6);
 
     // (2) shop latency: plugin vs native, one sender
     let url = format!("http://127.0.0.1:{port}/v1/messages");
-    let latency_runs = messages.min(10_000);
-    let mut plugin_samples = Vec::with_capacity(latency_runs);
-    let mut native_samples = Vec::with_capacity(latency_runs);
-    for n in 0..latency_runs {
-        let t = Instant::now();
-        host.send_blocking("shop", handle.clone(), message(n)).expect("shop send");
-        plugin_samples.push(t.elapsed());
-        let t = Instant::now();
-        runtime.block_on(native_send(&client, &url, message(n))).expect("native send");
-        native_samples.push(t.elapsed());
+    if runs("shop") {
+        let latency_runs = messages.min(10_000);
+        let mut plugin_samples = Vec::with_capacity(latency_runs);
+        let mut native_samples = Vec::with_capacity(latency_runs);
+        for n in 0..latency_runs {
+            let host = Arc::clone(&host);
+            plugin_samples.push(timed(&runtime, async move { host.send("shop", message(n)).await.map(|_| ()).map_err(|e| e.to_string()) }));
+            let (client, url) = (client.clone(), url.clone());
+            native_samples.push(timed(&runtime, async move { native_send(&client, &url, message(n)).await }));
+        }
+        let plugin_median = report("shop via plugin, 1 sender", &mut plugin_samples);
+        let native_median = report("shop native adapter, 1 sender", &mut native_samples);
+        println!(
+            "boundary overhead (median plugin - native): {:.1} us; ratio {:.2}x",
+            (plugin_median.as_secs_f64() - native_median.as_secs_f64()) * 1e6,
+            plugin_median.as_secs_f64() / native_median.as_secs_f64()
+        );
     }
-    let plugin_median = report("shop via plugin, 1 sender", &mut plugin_samples);
-    let native_median = report("shop native adapter, 1 sender", &mut native_samples);
-    println!(
-        "boundary overhead (median plugin - native): {:.1} us; ratio {:.2}x",
-        (plugin_median.as_secs_f64() - native_median.as_secs_f64()) * 1e6,
-        plugin_median.as_secs_f64() / native_median.as_secs_f64()
-    );
 
     // (3) throughput with concurrent senders
-    for senders in [8usize, 32] {
+    for senders in [8usize, 32].into_iter().filter(|_| runs("throughput")) {
         let plugin_rate = runtime.block_on(throughput(senders, messages, {
             let host = Arc::clone(&host);
             move |n| {
@@ -127,7 +145,11 @@ fn main() {
 
 fn message(n: usize) -> OutboundMessage {
     OutboundMessage {
-        recipient: Recipient { address: format!("cust-{n}"), name: None, member_id: format!("m-{n}") },
+        recipient: Recipient {
+            address: format!("cust-{n}"),
+            name: None,
+            member_id: format!("m-{n}"),
+        },
         subject: None,
         text: "好久不见！您常买的龙井新茶到了，本周回购九折。".to_string(),
         html: None,
@@ -153,7 +175,11 @@ async fn native_send(client: &reqwest::Client, url: &str, message: OutboundMessa
         metadata: message.metadata,
     };
     let body = rekindle_plugin_shop::request_body(&to_sdk);
-    let timestamp = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs()).to_string();
+    let timestamp = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs())
+    .to_string();
     let signature = rekindle_plugin_shop::signature(SECRET.as_bytes(), &timestamp, &body);
     let response = client
         .post(url)
@@ -167,7 +193,9 @@ async fn native_send(client: &reqwest::Client, url: &str, message: OutboundMessa
         .map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-    rekindle_plugin_shop::interpret(status, &bytes).map(|_| ()).map_err(|e| format!("{e:?}"))
+    rekindle_plugin_shop::interpret(status, &bytes)
+        .map(|_| ())
+        .map_err(|e| format!("{e:?}"))
 }
 
 async fn throughput<F, Fut>(senders: usize, messages: usize, send: F) -> f64
@@ -191,6 +219,20 @@ where
         done.expect("sender task");
     }
     messages as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Time one send inside a task on the runtime's workers, where the daemon's
+/// dispatcher runs its sends (the hop from main into the runtime is not counted).
+fn timed<F>(runtime: &tokio::runtime::Runtime, send: F) -> Duration
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let task = runtime.spawn(async move {
+        let started = Instant::now();
+        send.await.expect("send");
+        started.elapsed()
+    });
+    runtime.block_on(task).expect("timed task")
 }
 
 fn report(label: &str, samples: &mut [Duration]) -> Duration {
@@ -240,7 +282,10 @@ async fn start_sink() -> u16 {
                     }
                     buffer.drain(..header_end + length);
                     let body = b"{\"id\":\"msg-1\"}";
-                    let response = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
                     let mut out = response.into_bytes();
                     out.extend_from_slice(body);
                     if stream.write_all(&out).await.is_err() {

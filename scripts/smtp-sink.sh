@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # SMTP sink on 127.0.0.1 (smtp_sink.py, aiosmtpd) for the email plugin tests.
 #
-#   smtp-sink.sh start STATE_DIR PORT [--tls starttls] [--auth USER:PASS] [--require-auth]
+#   smtp-sink.sh start STATE_DIR PORT [--tls starttls|implicit] [--auth USER:PASS] [--require-auth]
+#   smtp-sink.sh start STATE_DIR PORT --engine postfix
 #   smtp-sink.sh stop  STATE_DIR
-#   smtp-sink.sh count STATE_DIR       # messages in STATE_DIR/maildir/new
-# With --tls, a throwaway CA and a leaf for localhost/127.0.0.1 are made under
-# STATE_DIR/tls; clients trust STATE_DIR/tls/ca.pem (rustls refuses a lone
-# self-signed certificate that is its own CA) and connect to `localhost`.
+#   smtp-sink.sh count STATE_DIR       # messages stored so far
+# The default engine is aiosmtpd: each message a file in STATE_DIR/maildir/new
+# with X-Sink-* envelope headers. With --tls, a throwaway CA and a leaf for
+# localhost/127.0.0.1 are made under STATE_DIR/tls; clients trust
+# STATE_DIR/tls/ca.pem (rustls refuses a lone self-signed certificate that is
+# its own CA) and connect to `localhost`. `implicit` wraps the listener in TLS
+# (SMTPS, port 465 style); `starttls` requires STARTTLS.
 # The interpreter is $REKINDLE_PYTHON (default python3), with aiosmtpd installed
 # (scripts/requirements-plugins.txt).
+# --engine postfix runs Postfix's smtp-sink(1) (Debian `postfix`, used only as a
+# binary; no Postfix daemon), a C sink fast enough for throughput benchmarks:
+# each transaction a file in STATE_DIR/dump. It takes no TLS and no AUTH. Run as
+# root it drops to `nobody`, so STATE_DIR is made traversable (mode 711).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${REKINDLE_PYTHON:-python3}"
@@ -18,6 +26,21 @@ start)
   state="${1:?state dir}"; port="${2:?port}"; shift 2
   mkdir -p "$state"; state="$(cd "$state" && pwd)"
   args=(--port "$port" --dir "$state/maildir")
+  if [ "${1:-}" = --engine ] && [ "${2:-}" = postfix ]; then
+    mkdir -p "$state/dump"
+    runas=()
+    if [ "$(id -u)" = 0 ]; then runas=(-u nobody); chmod 711 "$state"; chown nobody "$state/dump"; fi
+    # -4: IPv4 only; -m 512: concurrent sessions; -d: one file per transaction
+    smtp-sink -4 "${runas[@]}" -h sink.localhost -m 512 -d "$state/dump/%Y%m%d%H%M%S." \
+      "127.0.0.1:$port" 512 >"$state/smtp.log" 2>&1 &
+    echo $! >"$state/smtp.pid"
+    for _ in $(seq 200); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$(cat "$state/smtp.pid") $port"; exit 0; fi
+      kill -0 "$(cat "$state/smtp.pid")" 2>/dev/null || break
+      sleep 0.05
+    done
+    echo "smtp-sink did not start" >&2; cat "$state/smtp.log" >&2; exit 1
+  fi
   while [ $# -gt 0 ]; do
     case "$1" in
       --tls)
@@ -55,6 +78,8 @@ stop)
   rm -f "$state/smtp.pid"
   ;;
 count)
-  state="${1:?state dir}"; find "$state/maildir/new" -type f 2>/dev/null | wc -l ;;
+  state="${1:?state dir}"
+  if [ -d "$state/dump" ]; then find "$state/dump" -type f | wc -l
+  else find "$state/maildir/new" -type f 2>/dev/null | wc -l; fi ;;
 *) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 2 ;;
 esac

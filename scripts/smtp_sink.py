@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """SMTP sink for the plugin tests: aiosmtpd on 127.0.0.1, every accepted message a Maildir file.
 
-  smtp_sink.py --dir STATE/maildir --port P [--tls none|starttls] [--cert C --key K]
+  smtp_sink.py --dir STATE/maildir --port P [--tls none|starttls|implicit] [--cert C --key K]
                [--auth USER:PASS] [--require-auth]
 
 Each stored message starts with trace headers so tests can check the envelope and session:
 X-Sink-Mail-From, X-Sink-Rcpt-To (one per recipient), X-Sink-Auth (login or '-'),
-X-Sink-TLS (yes/no). Files go to maildir/tmp, then are renamed into maildir/new, so a
+X-Sink-TLS (yes/no; `implicit` wraps the listener itself in TLS, SMTPS on
+a 465-style port). Files go to maildir/tmp, then are renamed into maildir/new, so a
 reader never sees half a message. Prints 'READY <port>' once listening.
 """
 import argparse
@@ -24,8 +25,9 @@ counter = itertools.count()
 
 
 class MaildirHandler:
-    def __init__(self, root):
+    def __init__(self, root, implicit_tls):
         self.root = root
+        self.implicit_tls = implicit_tls
         for sub in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(root, sub), exist_ok=True)
 
@@ -34,7 +36,8 @@ class MaildirHandler:
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else "-"
         trace = ["X-Sink-Mail-From: <%s>" % envelope.mail_from]
         trace += ["X-Sink-Rcpt-To: <%s>" % rcpt for rcpt in envelope.rcpt_tos]
-        trace += ["X-Sink-Auth: %s" % login, "X-Sink-TLS: %s" % ("yes" if session.ssl else "no")]
+        tls = "yes" if session.ssl or self.implicit_tls else "no"
+        trace += ["X-Sink-Auth: %s" % login, "X-Sink-TLS: %s" % tls]
         body = envelope.original_content or envelope.content
         if isinstance(body, str):
             body = body.encode("utf-8", "surrogateescape")
@@ -50,7 +53,7 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--dir", required=True)
-    ap.add_argument("--tls", choices=["none", "starttls"], default="none")
+    ap.add_argument("--tls", choices=["none", "starttls", "implicit"], default="none")
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--auth", help="USER:PASS accepted by AUTH PLAIN/LOGIN")
@@ -59,7 +62,7 @@ def main():
     if a.host not in ("127.0.0.1", "::1", "localhost"):
         sys.exit("refusing to bind to a non-loopback address")
     context = None
-    if a.tls == "starttls":
+    if a.tls != "none":
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(a.cert, a.key)
     credentials = None
@@ -72,13 +75,17 @@ def main():
               and (auth_data.login, auth_data.password) == credentials)
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
-    handler = MaildirHandler(a.dir)
+    handler = MaildirHandler(a.dir, implicit_tls=a.tls == "implicit")
+    starttls = a.tls == "starttls"
 
     def factory():
-        return SMTP(handler, hostname="sink.localhost", tls_context=context,
-                    require_starttls=context is not None,
+        # With implicit TLS aiosmtpd cannot tell that the socket is already
+        # encrypted (it tracks only its own STARTTLS) and would hide AUTH, so
+        # its TLS-before-AUTH check is off there; every byte is encrypted anyway.
+        return SMTP(handler, hostname="sink.localhost", tls_context=context if starttls else None,
+                    require_starttls=starttls,
                     authenticator=authenticator if credentials else None,
-                    auth_required=a.require_auth, auth_require_tls=context is not None, timeout=60)
+                    auth_required=a.require_auth, auth_require_tls=starttls, timeout=60)
 
     try:
         import uvloop
@@ -86,7 +93,8 @@ def main():
     except ImportError:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    server = loop.run_until_complete(loop.create_server(factory, host=a.host, port=a.port, reuse_address=True, backlog=512))
+    server = loop.run_until_complete(loop.create_server(factory, host=a.host, port=a.port, reuse_address=True, backlog=512,
+                                                     ssl=context if a.tls == "implicit" else None))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, loop.stop)
     print("READY %d" % a.port, flush=True)

@@ -85,7 +85,8 @@ impl Default for Limits {
 pub struct SmtpRelayConfig {
     pub host: String,
     pub port: u16,
-    /// `none`, `starttls` (required when set) or `implicit` (SMTPS).
+    /// `none`, `starttls` (required when set) or `implicit` (SMTPS: TLS
+    /// from the first byte, port 465 style).
     #[serde(default)]
     pub tls: SmtpTls,
     /// AUTH credentials (PLAIN or LOGIN); only sent over TLS.
@@ -93,7 +94,8 @@ pub struct SmtpRelayConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
-    /// Extra trusted root certificate (PEM), for a private relay.
+    /// Root certificates (PEM) trusted besides the public web roots, for a
+    /// relay with its own CA (starttls and implicit alike).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Name checked against the relay's certificate; default `host`.

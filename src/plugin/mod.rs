@@ -184,7 +184,9 @@ impl ChannelHost {
 
     /// Send one message through `channel`. A plugin that loops, eats memory,
     /// traps or panics fails this one send (permanent, with the reason); the
-    /// host and the other channels go on.
+    /// host and the other channels go on. The plugin runs on the calling task
+    /// (its CPU time, at most the channel's `cpu_ms`, on this worker) and its
+    /// HTTP and SMTP calls are awaited there.
     pub async fn send(&self, channel: &str, message: OutboundMessage) -> Result<Delivery, SendError> {
         let loaded = self
             .channels
@@ -192,11 +194,7 @@ impl ChannelHost {
             .cloned()
             .ok_or_else(|| SendError::permanent(format!("no channel named `{channel}` is configured")))?;
         let _permit = self.permits.acquire().await.map_err(|_| SendError::retryable("plugin host is shutting down"))?;
-        let engine = self.engine.engine().clone();
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || loaded.send_blocking(&engine, runtime, message))
-            .await
-            .map_err(|err| SendError::retryable(format!("plugin call did not finish: {err}")))?
+        loaded.send(self.engine.engine(), message).await
     }
 
     /// Turn a provider's webhook into status updates. An error means the
@@ -208,22 +206,14 @@ impl ChannelHost {
             .acquire()
             .await
             .map_err(|_| PluginError::Engine("plugin host is shutting down".to_string()))?;
-        let engine = self.engine.engine().clone();
-        let runtime = tokio::runtime::Handle::current();
-        let outcome = tokio::task::spawn_blocking(move || loaded.parse_callback_blocking(&engine, runtime, request))
-            .await
-            .map_err(|err| PluginError::Engine(format!("plugin call did not finish: {err}")))?;
+        let outcome = loaded.parse_callback(self.engine.engine(), request).await;
         outcome.map_err(|reason| PluginError::Config { channel: channel.to_string(), problems: vec![format!("callback rejected: {reason}")] })
     }
 
-    /// Send on the calling thread, which must not be an async worker (for
-    /// benchmarks and the CLI; the dispatcher uses [`ChannelHost::send`]).
+    /// [`ChannelHost::send`] on the calling thread, which must not be an
+    /// async worker (for benchmarks and tools).
     pub fn send_blocking(&self, channel: &str, runtime: tokio::runtime::Handle, message: OutboundMessage) -> Result<Delivery, SendError> {
-        let loaded = self
-            .channels
-            .get(channel)
-            .ok_or_else(|| SendError::permanent(format!("no channel named `{channel}` is configured")))?;
-        loaded.send_blocking(self.engine.engine(), runtime, message)
+        runtime.block_on(self.send(channel, message))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, a module per area. Each test works in its own
-//! temporary folder with its own store.
+//! temporary folder with its own store; the plugin_* modules start the real servers
+//! they talk to (scripts/*.sh) on 127.0.0.1 and stop them by PID.
 
 mod api;
 mod audience;
@@ -8,6 +9,12 @@ mod cli;
 mod daemon;
 mod import;
 mod long;
+mod plugin_cli;
+mod plugin_email;
+mod plugin_sandbox;
+mod plugin_shop;
+mod plugin_sms;
+mod plugin_support;
 mod predict;
 mod profiles;
 mod report;

@@ -2,16 +2,10 @@
 //! loops, eats memory, panics, calls a host outside its grant, or is not a
 //! plugin at all fails alone, with a clear error, while the host goes on.
 
-mod plugin_support;
-
 use std::time::Duration;
 
-use plugin_support::*;
+use crate::plugin_support::*;
 use rekindle::plugin::{ChannelHost, HostOptions, PluginError, SendErrorKind};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
-}
 
 #[test]
 fn file_channel_writes_eml_and_json_into_the_granted_folder() {

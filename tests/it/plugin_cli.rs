@@ -2,12 +2,10 @@
 //! a scaffolded plugin passes its own test, builds for wasm and passes `check`;
 //! `check` reports imports and grant problems; `send` delivers for real.
 
-mod plugin_support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use plugin_support::*;
+use crate::plugin_support::*;
 use rekindle::plugin::cli::{run, PluginCommand};
 use rekindle::plugin::{HostOptions, PluginError};
 

@@ -1,20 +1,22 @@
-//! The email plugin against a real SMTP server (aiosmtpd, STARTTLS + AUTH, on
-//! 127.0.0.1): messages arrive, and an independent parser (Python's email
-//! package) finds the headers, encodings and both parts as sent.
-
-mod plugin_support;
+//! The email plugin against a real SMTP server (aiosmtpd, STARTTLS + AUTH or
+//! implicit TLS + AUTH, on 127.0.0.1): messages arrive, and an independent
+//! parser (Python's email package) finds the headers, encodings and both parts
+//! as sent; a relay whose certificate does not chain to the trusted CA gets nothing.
 
 use std::process::Command;
 use std::time::Duration;
 
-use plugin_support::*;
+use crate::plugin_support::*;
 use rekindle::plugin::{CallbackRequest, ChannelHost, DeliveryState, HostOptions, OutboundMessage, SendErrorKind};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+fn email_channel(port: u16, state: &std::path::Path, password: &str) -> rekindle::plugin::ChannelConfig {
+    relay_channel(port, "starttls", Some(&state.join("tls/ca.pem")), password)
 }
 
-fn email_channel(port: u16, state: &std::path::Path, password: &str) -> rekindle::plugin::ChannelConfig {
+/// The email plugin with a relay on 127.0.0.1 (by the name `localhost`, which the
+/// sink's certificate carries), trusting `ca_file` when given.
+fn relay_channel(port: u16, tls: &str, ca_file: Option<&std::path::Path>, password: &str) -> rekindle::plugin::ChannelConfig {
+    let ca_line = ca_file.map(|ca| format!("ca_file = {:?}\n", ca.display().to_string())).unwrap_or_default();
     channel(
         "email",
         &format!(
@@ -22,12 +24,10 @@ fn email_channel(port: u16, state: &std::path::Path, password: &str) -> rekindle
 [smtp]
 host = "localhost"
 port = {port}
-tls = "starttls"
+tls = "{tls}"
 username = "shop"
 password = "{password}"
-ca_file = {:?}
-"#,
-            state.join("tls/ca.pem").display().to_string()
+{ca_line}"#
         ),
     )
 }
@@ -207,4 +207,42 @@ fn bounce_and_complaint_callbacks_become_status_updates() {
     let junk = CallbackRequest { method: "POST".into(), path: "/".into(), headers: vec![], body: b"<xml/>".to_vec() };
     let err = rt.block_on(host.parse_callback("mail", junk)).expect_err("junk");
     assert!(err.to_string().contains("not JSON"), "{err}");
+}
+
+#[test]
+fn implicit_tls_relay_is_reached_only_through_the_trusted_ca() {
+    let port = free_port();
+    let sink = ScriptServer::start("smtp-sink.sh", &[&port.to_string(), "--tls", "implicit", "--auth", "shop:s3cret", "--require-auth"]);
+    let ca = sink.path().join("tls/ca.pem");
+    let host = ChannelHost::load(
+        &channels(vec![
+            ("smtps", relay_channel(port, "implicit", Some(&ca), "s3cret")),
+            ("smtps-untrusted", relay_channel(port, "implicit", None, "s3cret")),
+        ]),
+        &HostOptions::default(),
+    )
+    .expect("load");
+    let rt = runtime();
+
+    // Without the relay's CA the handshake fails, so nothing is sent in clear.
+    let err = rt.block_on(host.send("smtps-untrusted", message("amy@example.org", "k-untrusted"))).expect_err("untrusted relay");
+    assert_eq!(err.kind, SendErrorKind::Retryable, "{err}");
+    assert!(err.reason.contains("cannot reach relay") && err.reason.to_lowercase().contains("certificate"), "{err}");
+
+    let keys = ["m-1/smtps/1", "m-2/smtps/1", "m-3/smtps/1"];
+    for key in keys {
+        let delivery = rt.block_on(host.send("smtps", message("amy@example.org", key))).expect("send over implicit tls");
+        assert!(delivery.metadata.iter().any(|(k, v)| k == "smtp_reply" && v.contains("queued")), "{delivery:?}");
+    }
+    let files = stored(sink.path(), keys.len());
+    assert_eq!(files.len(), keys.len(), "only the trusted channel's messages arrive");
+    for file in &files {
+        let mail = read_mail(file);
+        let header = |name: &str| mail["headers"][name][0].as_str().unwrap_or_default().to_string();
+        assert_eq!(header("x-sink-tls"), "yes");
+        assert_eq!(header("x-sink-auth"), "shop");
+        assert_eq!(header("x-sink-rcpt-to"), "<amy@example.org>");
+        assert_eq!(mail["defects"], serde_json::json!([]));
+        assert_eq!(mail["parts"][0]["text"], "hello");
+    }
 }

@@ -1,11 +1,10 @@
-//! Shared helpers of the plugin integration tests: building the plugins once,
-//! writing channel configs, starting the project's test servers by PID.
-
-#![allow(dead_code)]
+//! Shared helpers of the plugin modules: building the plugins once, writing
+//! channel configs, starting the project's test servers (scripts/) by PID and
+//! reading back what they recorded.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -55,6 +54,20 @@ pub fn message(address: &str, key: &str) -> OutboundMessage {
     }
 }
 
+/// The async runtime the host's `send` runs on, as in the daemon.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+/// The requests a recording HTTP server (scripts/http_sink.py) stored, one JSON value each.
+pub fn requests(state: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(state.join("requests.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("request line"))
+        .collect()
+}
+
 pub fn python() -> String {
     std::env::var("REKINDLE_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
@@ -81,6 +94,7 @@ impl ScriptServer {
             .arg(state.path())
             .args(args)
             .env("REKINDLE_PYTHON", python())
+            .stdout(Stdio::null())
             .status()
             .expect("start script");
         assert!(status.success(), "{} start failed", script.display());

@@ -3,24 +3,10 @@
 //! Twilio-style REST protocol, a real local HTTP server. Delivery reports that
 //! Kannel posts back are fed to parse-callback.
 
-mod plugin_support;
-
 use std::time::Duration;
 
-use plugin_support::*;
+use crate::plugin_support::*;
 use rekindle::plugin::{CallbackRequest, ChannelHost, DeliveryState, HostOptions, SendErrorKind};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
-}
-
-fn requests(state: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(state.join("requests.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("request line"))
-        .collect()
-}
 
 /// What fakesmsc printed, reassembled: `<from to ucs-2 %XX..>` (UTF-16BE,
 /// percent-escaped), `<from to text ..>`, or for concatenated messages one

@@ -3,17 +3,11 @@
 //! a wrong secret is refused by the server, the platform's error codes map
 //! to retryable or permanent, and signed webhooks parse into status updates.
 
-mod plugin_support;
-
 use hmac::{Hmac, Mac};
-use plugin_support::*;
+use crate::plugin_support::*;
 use rekindle::plugin::{CallbackRequest, ChannelHost, DeliveryState, HostOptions, SendErrorKind};
 
 const SECRET: &str = "whsec-test-0123456789";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
-}
 
 fn shop_channel(port: u16, path: &str, secret: &str) -> rekindle::plugin::ChannelConfig {
     channel(
@@ -22,14 +16,6 @@ fn shop_channel(port: u16, path: &str, secret: &str) -> rekindle::plugin::Channe
             "settings = {{ endpoint = \"http://127.0.0.1:{port}{path}\" }}\nsecrets = {{ signing_secret = \"{secret}\" }}\n[grants]\nhttp = [\"127.0.0.1:{port}\"]\n"
         ),
     )
-}
-
-fn requests(state: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(state.join("requests.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("request line"))
-        .collect()
 }
 
 #[test]

@@ -516,6 +516,11 @@ fn run(cli: Cli) -> Result<()> {
                 println!("\nnot running the rules: {} not built (scripts/build-plugins.sh, or scripts/demo.sh)", missing.join(", "));
                 return Ok(());
             }
+            let rule_files = std::fs::read_dir(&config.campaigns.rules_dir).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "toml")).count()).unwrap_or(0);
+            if config.channels.is_empty() || rule_files == 0 {
+                println!("\nnot running the rules: the config has no [channels.*] or {} holds no rule files", config.campaigns.rules_dir.display());
+                return Ok(());
+            }
             // co-purchase rules and the value model, which the cross-sell, chosen-product and
             // savable rules need
             let tx = rekindle::basket::transactions(&store, Scope::Basket, as_of, Some(365))?;

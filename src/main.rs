@@ -359,7 +359,14 @@ fn run(cli: Cli) -> Result<()> {
             print_runs(&store, &results)?;
         }
         Command::Report { run_or_rule, format } => {
-            let store = open_store(&cli, &config)?;
+            let store = match open_store(&cli, &config) {
+                Ok(s) => s,
+                Err(e) if daemon_running(&e) => {
+                    println!("{}", daemon_get(&config, &format!("/api/report/{run_or_rule}"))?);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             let runs: Vec<rekindle::store::outbox::RunRecord> = match run_or_rule.parse::<u64>() {
                 Ok(id) => vec![store.run(id)?.with_context(|| format!("no run {id}"))?],
                 Err(_) => store.runs().filter(|r| r.as_ref().map_or(true, |r| r.rules.iter().any(|x| x.rule == run_or_rule.as_str()))).collect::<Result<_, _>>()?,
@@ -378,7 +385,15 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Outbox { command } => {
-            let store = open_store(&cli, &config)?;
+            let store = match open_store(&cli, &config) {
+                Ok(s) => s,
+                Err(e) if daemon_running(&e) && matches!(command, OutboxCommand::Status) => {
+                    println!("{}", daemon_get(&config, "/api/outbox")?);
+                    println!("{}", daemon_get(&config, "/api/runs")?);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             let now = chrono::Utc::now().timestamp();
             match command {
                 OutboxCommand::Status => {
@@ -545,6 +560,28 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether opening the store failed because another process (the daemon) holds it.
+fn daemon_running(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<rekindle::store::StoreError>(), Some(rekindle::store::StoreError::Open { .. }))
+}
+
+/// GET from the running daemon's API with the configured token (the store is the
+/// daemon's while it runs).
+fn daemon_get(config: &Config, path: &str) -> Result<String> {
+    let token = config.api.token().context("the store is in use (the daemon?) and [api] token is not set, so the API cannot be asked either")?;
+    let url = format!("http://{}{path}", config.api.listen);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let response = reqwest::Client::new().get(&url).bearer_auth(token).send().await.with_context(|| format!("the store is in use and the daemon's API at {url} does not answer"))?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() {
+            bail!("{url}: {status}: {}", body.trim());
+        }
+        Ok(body)
+    })
 }
 
 /// What `run --once` (and the demo) did: each rule's funnel, the sends, the outbox.

@@ -101,6 +101,13 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
     let samples = String::from_utf8_lossy(&parsed.stdout);
     assert!(parsed.status.success() && samples.contains("rekindle_runs_total 1.0") && samples.contains("rekindle_outbox_queued 0.0"), "{samples}{}", String::from_utf8_lossy(&parsed.stderr));
 
+    // while the daemon holds the store, the CLI asks its API
+    let status = rekindle(d).args(["outbox", "status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success() && text.contains("\"queued\"") && text.contains("\"id\":1"), "{text}{}", String::from_utf8_lossy(&status.stderr));
+    let report = rekindle(d).args(["report", "all"]).output().unwrap();
+    assert!(report.status.success() && String::from_utf8_lossy(&report.stdout).contains("\"rule\":\"all\""), "{}", String::from_utf8_lossy(&report.stderr));
+
     // the link: a page first, then one click
     let (status, page) = http(port, "GET", &format!("/u/{token}"), &[], "");
     assert!(status == 200 && page.contains("method=post"), "{page}");

@@ -123,6 +123,7 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
     let capacity: usize = host.channel_names().map(|c| config.limits(c).1 as usize).sum::<usize>().max(1);
     let mut stopping = false;
     let mut grace_end: Option<Instant> = None;
+    let committed: Arc<std::sync::Mutex<HashSet<u64>>> = Default::default();
     loop {
         // 1. record finished sends, durably, before taking more
         let mut updates = Vec::new();
@@ -170,9 +171,31 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
         let due = if free > 0 {
             let store = store.clone();
             let exclude = in_flight.clone();
-            tokio::task::spawn_blocking(move || store.due(now, free, &|id| exclude.contains(&id)))
-                .await
-                .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))??
+            let committed = committed.clone();
+            tokio::task::spawn_blocking(move || {
+                // a run being written (or left unfinished by a crash) is not sent from:
+                // its record is written, committed, last
+                let not_yet = std::cell::RefCell::new(HashSet::new());
+                let is_committed = |run: u64| -> bool {
+                    let mut known = committed.lock().unwrap_or_else(|p| p.into_inner());
+                    if known.contains(&run) {
+                        return true;
+                    }
+                    if not_yet.borrow().contains(&run) {
+                        return false;
+                    }
+                    let yes = store.run(run).ok().flatten().is_some_and(|r| r.committed);
+                    if yes {
+                        known.insert(run);
+                    } else {
+                        not_yet.borrow_mut().insert(run);
+                    }
+                    yes
+                };
+                store.due(now, free, &|id| exclude.contains(&id) || !is_committed(id.run))
+            })
+            .await
+            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))??
         } else {
             Vec::new()
         };

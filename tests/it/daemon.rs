@@ -224,7 +224,7 @@ fn daemon_dir(members: usize) -> (tempfile::TempDir, PathBuf) {
     std::fs::create_dir_all(&rules).unwrap();
     std::fs::create_dir_all(dir.path().join("out")).unwrap();
     let cfg = format!(
-        "[store]\npath = \"store\"\n[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 1000, days = 1 }}\n{}",
+        "[store]\npath = \"store\"\n[api]\nlisten = \"127.0.0.1:0\"\n[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 1000, days = 1 }}\n{}",
         file_channel("files", &dir.path().join("out"))
     );
     std::fs::write(dir.path().join("config.toml"), cfg).unwrap();

@@ -7,6 +7,7 @@ mod audience;
 mod bundles;
 mod cli;
 mod daemon;
+mod daemon_crash;
 mod import;
 mod long;
 mod plugin_cli;

@@ -154,18 +154,7 @@ async fn report(State(api): State<Arc<Api>>, headers: HeaderMap, Path(which): Pa
     }
     let store = api.store.clone();
     let window = api.attribution_days;
-    let result = tokio::task::spawn_blocking(move || -> Result<Vec<crate::report::RuleReport>, crate::store::StoreError> {
-        let runs: Vec<_> = match which.parse::<u64>() {
-            Ok(id) => store.run(id)?.into_iter().collect(),
-            Err(_) => store.runs().filter(|r| r.as_ref().map_or(true, |r| r.rules.iter().any(|x| x.rule == which.as_str()))).collect::<Result<_, _>>()?,
-        };
-        let mut reports = crate::report::report(&store, &runs, window)?;
-        if which.parse::<u64>().is_err() {
-            reports.retain(|r| r.rule == which);
-        }
-        Ok(reports)
-    })
-    .await;
+    let result = tokio::task::spawn_blocking(move || crate::report::report_for(&store, &which, window)).await;
     match result {
         Ok(Ok(r)) if r.is_empty() => (StatusCode::NOT_FOUND, "no such run or rule\n").into_response(),
         Ok(Ok(r)) => axum::Json(r).into_response(),

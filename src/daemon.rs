@@ -239,7 +239,8 @@ pub fn missed(rule: &Rule, last: Option<Timestamp>, now: Timestamp, default_tz: 
     s.next_after(last, tz).is_some_and(|next| next.timestamp() <= now)
 }
 
-fn unsubscribe_key(store: &Store, config: &Config) -> Result<Vec<u8>, StoreError> {
+/// The key of unsubscribe-link signatures: environment, then config, then the store's own.
+pub fn unsubscribe_key(store: &Store, config: &Config) -> Result<Vec<u8>, StoreError> {
     match std::env::var("REKINDLE_UNSUBSCRIBE_SECRET") {
         Ok(k) if !k.is_empty() => Ok(k.into_bytes()),
         _ if !config.campaigns.unsubscribe_secret.is_empty() => Ok(config.campaigns.unsubscribe_secret.clone().into_bytes()),

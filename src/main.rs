@@ -367,17 +367,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Err(e) => return Err(e),
             };
-            let runs: Vec<rekindle::store::outbox::RunRecord> = match run_or_rule.parse::<u64>() {
-                Ok(id) => vec![store.run(id)?.with_context(|| format!("no run {id}"))?],
-                Err(_) => store.runs().filter(|r| r.as_ref().map_or(true, |r| r.rules.iter().any(|x| x.rule == run_or_rule.as_str()))).collect::<Result<_, _>>()?,
-            };
-            if runs.is_empty() {
-                bail!("no run of rule {run_or_rule:?}");
-            }
             let window = config.campaigns.attribution_days;
-            let mut reports = rekindle::report::report(&store, &runs, window)?;
-            if run_or_rule.parse::<u64>().is_err() {
-                reports.retain(|r| r.rule == *run_or_rule);
+            let reports = rekindle::report::report_for(&store, run_or_rule, window)?;
+            if reports.is_empty() {
+                bail!("no run or rule {run_or_rule:?}");
             }
             match format {
                 ReportFormat::Table => rekindle::report::write_table(&mut std::io::stdout().lock(), &reports, window)?,
@@ -624,11 +617,7 @@ fn plan_inputs(
     bar.set_message("loading members");
     let base = rekindle::plan::MemberBase::load(store, with_events, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
-    let key = match std::env::var("REKINDLE_UNSUBSCRIBE_SECRET") {
-        Ok(k) if !k.is_empty() => k.into_bytes(),
-        _ if !config.campaigns.unsubscribe_secret.is_empty() => config.campaigns.unsubscribe_secret.clone().into_bytes(),
-        _ => store.secret("unsubscribe")?,
-    };
+    let key = rekindle::daemon::unsubscribe_key(store, config)?;
     let settings = rekindle::plan::PlanSettings::from_config(config, key);
     let favourites = rules.iter().any(|r| r.audience.uses_favourites());
     let profiles = rekindle::plan::Profiles::compute(&base, as_of, &settings, favourites);

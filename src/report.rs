@@ -131,6 +131,19 @@ pub fn report(store: &Store, runs: &[RunRecord], window_days: u32) -> Result<Vec
     Ok(reports)
 }
 
+/// The reports of one run (`which` is a number) or of every run of one rule (an id).
+pub fn report_for(store: &Store, which: &str, window_days: u32) -> Result<Vec<RuleReport>, StoreError> {
+    let runs: Vec<RunRecord> = match which.parse::<u64>() {
+        Ok(id) => store.run(id)?.into_iter().collect(),
+        Err(_) => store.runs().filter(|r| r.as_ref().map_or(true, |r| r.rules.iter().any(|x| x.rule == which))).collect::<Result<_, _>>()?,
+    };
+    let mut reports = report(store, &runs, window_days)?;
+    if which.parse::<u64>().is_err() {
+        reports.retain(|r| r.rule == which);
+    }
+    Ok(reports)
+}
+
 fn lift(r: &mut RuleReport) {
     let (n1, n0) = (r.sent as f64, r.held_out as f64);
     r.treated_rate = if n1 > 0.0 { r.converted as f64 / n1 } else { 0.0 };

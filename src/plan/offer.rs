@@ -72,7 +72,7 @@ impl<'a> OfferMaker<'a> {
                     .flatten()
                     .find(|s| bought.binary_search(&s.as_str()).is_err() && self.base.catalog.get(s.as_str()).is_none_or(|p| p.in_stock))
                     .ok_or_else(|| format!("every {} product is bought or out of stock", tier.as_str()))?;
-                self.product_vars(&mut o, "", sku);
+                self.product_vars(&mut o, sku);
             }
             Offer::Bundle(b) => {
                 let index = self.bundle_index.as_ref().ok_or_else(|| format!("no {} co-purchase rules mined yet", b.scope.name()))?;
@@ -83,7 +83,7 @@ impl<'a> OfferMaker<'a> {
                 let best = index
                     .best_offer(bought.iter().copied(), |sku| self.base.catalog.get(sku).is_some_and(|p| !p.in_stock))
                     .ok_or("no co-purchase rule applies")?;
-                self.product_vars(&mut o, "", &best.consequent);
+                self.product_vars(&mut o, &best.consequent);
                 let ante = best.antecedent.join(", ");
                 o.insert("antecedent".into(), ante.into());
                 let names: Vec<String> = best.antecedent.iter().map(|s| self.base.catalog.get(s.as_str()).map_or(s.clone(), |p| p.name.clone())).collect();
@@ -98,12 +98,12 @@ impl<'a> OfferMaker<'a> {
         Ok(o)
     }
 
-    fn product_vars(&self, o: &mut OfferValue, prefix: &str, sku: &str) {
+    fn product_vars(&self, o: &mut OfferValue, sku: &str) {
         let p = self.base.catalog.get(sku);
-        o.insert(format!("{prefix}sku"), sku.into());
-        o.insert(format!("{prefix}name"), p.map_or(sku.to_string(), |p| p.name.clone()).into());
-        o.insert(format!("{prefix}url"), p.map(|p| p.url.clone()).unwrap_or_default().into());
-        o.insert(format!("{prefix}price"), p.and_then(|p| p.price).map(|c| Value::from(CentsFmt(c).to_string())).unwrap_or(Value::Null));
+        o.insert("sku".to_string(), sku.into());
+        o.insert("name".to_string(), p.map_or(sku.to_string(), |p| p.name.clone()).into());
+        o.insert("url".to_string(), p.map(|p| p.url.clone()).unwrap_or_default().into());
+        o.insert("price".to_string(), p.and_then(|p| p.price).map(|c| Value::from(CentsFmt(c).to_string())).unwrap_or(Value::Null));
     }
 }
 

@@ -1,18 +1,29 @@
-//! The daemon's HTTP API on 127.0.0.1 (axum): public one-click unsubscribe links (RFC
-//! 8058: GET shows a confirmation page, POST unsubscribes) and `/healthz`; behind the
-//! bearer token of `[api] token`: runs, reports, the outbox and `/metrics` (Prometheus).
-//! Token checks are constant-time; request bodies are capped; member ids never reach
-//! logs above debug level.
+//! The daemon's HTTP API on 127.0.0.1 (axum).
+//!
+//! Public: `/healthz`; one-click unsubscribe links (RFC 8058: GET shows a confirmation
+//! page, POST unsubscribes); provider callbacks at `/callbacks/{channel}[/...]`, handed to
+//! the channel plugin's parse-callback and applied as delivery feedback.
+//!
+//! Behind the bearer token of `[api] token`: NDJSON ingest, rules (list, check, preview,
+//! run now), runs and reports, the outbox and its dead letters (list, retry), members
+//! (profile, explain) and `/metrics` (Prometheus text format). Token checks are
+//! constant-time; request bodies are capped; member ids never reach logs above debug.
 
+use crate::daemon::DaemonRequest;
+use crate::dispatch::Observers;
 use crate::plan::offer::Links;
+use crate::plugin::{CallbackRequest, ChannelHost};
+use crate::store::outbox::MessageId;
 use crate::store::Store;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 
 /// `[api]` in config.toml.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -42,48 +53,111 @@ impl ApiConfig {
     }
 }
 
-struct Api {
+/// What the handlers share.
+pub struct Api {
     store: Store,
     links: Links,
     token: Option<String>,
     attribution_days: u32,
+    max_body_bytes: usize,
+    rules_dir: std::path::PathBuf,
+    channel_names: Vec<String>,
+    host: Arc<ChannelHost>,
+    observers: Observers,
+    /// The daemon loop (None: a stand-alone API without scheduling, for tests).
+    daemon: Option<mpsc::Sender<DaemonRequest>>,
+    /// One ingest at a time: two requests touching one member must not interleave.
+    ingest: tokio::sync::Mutex<()>,
 }
 
-/// The router; `serve` binds it.
-pub fn router(store: Store, links: Links, config: &crate::config::Config) -> Router {
-    let api = Arc::new(Api { store, links, token: config.api.token(), attribution_days: config.campaigns.attribution_days });
+impl Api {
+    pub fn new(store: Store, links: Links, config: &crate::config::Config, host: Arc<ChannelHost>, observers: Observers, daemon: Option<mpsc::Sender<DaemonRequest>>) -> Api {
+        Api {
+            store,
+            links,
+            token: config.api.token(),
+            attribution_days: config.campaigns.attribution_days,
+            max_body_bytes: config.api.max_body_bytes,
+            rules_dir: config.campaigns.rules_dir.clone(),
+            channel_names: config.channels.keys().cloned().collect(),
+            host,
+            observers,
+            daemon,
+            ingest: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// The router; `axum::serve` runs it.
+pub fn router(api: Api) -> Router {
+    let max_body = api.max_body_bytes;
+    let admin = Router::new()
+        .route("/api/ingest", post(ingest))
+        .route("/api/rules", get(rules))
+        .route("/api/rules/check", post(rules_check))
+        .route("/api/rules/{id}/preview", get(rules_preview))
+        .route("/api/rules/{id}/run", post(rules_run))
+        .route("/api/runs", get(runs))
+        .route("/api/report/{run_or_rule}", get(report))
+        .route("/api/outbox", get(outbox))
+        .route("/api/outbox/dead-letters", get(dead_letters))
+        .route("/api/outbox/retry", post(retry))
+        .route("/api/members/{id}", get(member))
+        .route("/api/members/{id}/explain", get(explain))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(api.token.clone()), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
-        .route("/api/runs", get(runs))
-        .route("/api/outbox", get(outbox))
-        .route("/api/report/{run_or_rule}", get(report))
-        .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(config.api.max_body_bytes))
-        .with_state(api)
+        .route("/callbacks/{channel}", any(callback))
+        .route("/callbacks/{channel}/{*rest}", any(callback))
+        .merge(admin)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(Arc::new(api))
 }
 
-fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+async fn require_token(State(token): State<Arc<Option<String>>>, request: Request, next: axum::middleware::Next) -> Response {
     use subtle::ConstantTimeEq;
-    let Some(token) = &api.token else {
-        return Err((StatusCode::NOT_FOUND, "the admin API is off: set [api] token\n").into_response());
+    let Some(token) = token.as_ref() else {
+        return (StatusCode::NOT_FOUND, "the admin API is off: set [api] token\n").into_response();
     };
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     // compare digests so the time does not depend on where the strings differ, nor on length
     let digest = |s: &str| -> [u8; 32] {
         use sha2::Digest;
         sha2::Sha256::digest(s.as_bytes()).into()
     };
     if bool::from(digest(given).ct_eq(&digest(token))) {
-        Ok(())
+        next.run(request).await
     } else {
-        Err((StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a valid bearer token is required\n").into_response())
+        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a valid bearer token is required\n").into_response()
     }
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!("api: {e}");
     (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+}
+
+fn problem(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
+}
+
+/// Runs store work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(internal(e)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// Asks the daemon loop; 503 when the API runs without one.
+async fn ask<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> DaemonRequest) -> Result<T, Response> {
+    let Some(daemon) = &api.daemon else { return Err(problem(StatusCode::SERVICE_UNAVAILABLE, "no daemon behind this API")) };
+    let (tx, rx) = oneshot::channel();
+    daemon.send(make(tx)).await.map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"))?;
+    rx.await.map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"))
 }
 
 async fn unsubscribe_page(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
@@ -105,23 +179,174 @@ async fn unsubscribe(State(api): State<Arc<Api>>, Path(token): Path<String>) -> 
     let store = api.store.clone();
     let now = chrono::Utc::now().timestamp();
     let ch = channel.clone();
-    match tokio::task::spawn_blocking(move || store.suppress(&member, &ch, now)).await {
-        Ok(Ok(())) => {
+    match blocking(move || store.suppress(&member, &ch, now)).await {
+        Ok(()) => {
             tracing::info!(channel = %channel, "unsubscribed");
             tracing::debug!(token = %token, "unsubscribe token");
             Html("<p>You are unsubscribed. You will not get these messages any more.</p>").into_response()
         }
-        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
+/// A provider's webhook: the channel's plugin reads it, rekindle applies what it says.
+async fn callback(State(api): State<Arc<Api>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let rest = parts.uri.path().strip_prefix("/callbacks/").unwrap_or("");
+    let (channel, below) = rest.split_once('/').map(|(c, r)| (c, format!("/{r}"))).unwrap_or((rest, "/".to_string()));
+    let channel = channel.to_string();
+    let Some(kind) = api.host.manifest(&channel).map(|m| m.kind.clone()) else {
+        return problem(StatusCode::NOT_FOUND, format_args!("no channel {channel:?}"));
+    };
+    let body = match axum::body::to_bytes(body, api.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return problem(StatusCode::PAYLOAD_TOO_LARGE, e),
+    };
+    let path = match parts.uri.query() {
+        Some(q) => format!("{below}?{q}"),
+        None => below,
+    };
+    let headers = parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    let request = CallbackRequest { method: parts.method.as_str().to_string(), path, headers, body: body.to_vec() };
+    let updates = match api.host.parse_callback(&channel, request).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(channel = %channel, "callback refused: {e}");
+            return problem(StatusCode::BAD_REQUEST, e);
+        }
+    };
+    for u in &updates {
+        api.observers.metrics.observe_feedback(&channel, crate::store::feedback::DeliveryState::from(u.state).name());
+    }
+    let (store, settings) = (api.store.clone(), api.observers.feedback.clone());
+    let now = chrono::Utc::now().timestamp();
+    match blocking(move || crate::feedback::apply(&store, &channel, &kind, &updates, &settings, now)).await {
+        Ok(applied) => Json(applied).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct IngestQuery {
+    kind: Option<String>,
+}
+
+/// NDJSON members, orders, events or products (kind from `?kind=` or the first line's
+/// keys), with the import command's validation: bad lines are reported by line and
+/// reason and skipped, every good line is stored (atomically per batch) and durable when
+/// the answer comes.
+async fn ingest(State(api): State<Arc<Api>>, Query(q): Query<IngestQuery>, body: Bytes) -> Response {
+    use crate::ingest::rows::Kind;
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(k) => match [Kind::Members, Kind::Orders, Kind::Events, Kind::Products].into_iter().find(|x| x.name() == k) {
+            Some(kind) => Some(kind),
+            None => return problem(StatusCode::BAD_REQUEST, format_args!("kind {k:?} is not members, orders, events or products")),
+        },
+    };
+    let _one_at_a_time = api.ingest.lock().await;
+    let store = api.store.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut bad = Vec::new();
+        let summary = crate::ingest::import_ndjson(&store, std::io::Cursor::new(body), "request", kind, &mut |b| {
+            if bad.len() < 1000 {
+                bad.push(serde_json::json!({ "line": b.line, "reason": b.reason }));
+            }
+        })?;
+        store.flush()?;
+        Ok::<_, crate::ingest::IngestError>((summary, bad))
+    })
+    .await;
+    match result {
+        Ok(Ok((s, bad))) => {
+            api.observers.metrics.observe_ingest(s.kind.name(), s.imported, s.bad);
+            if s.imported > 0 {
+                if let Some(d) = &api.daemon {
+                    let _ = d.send(DaemonRequest::StoreChanged).await;
+                }
+            }
+            Json(serde_json::json!({
+                "kind": s.kind.name(), "lines": s.rows, "imported": s.imported, "bad": s.bad, "bad_lines": bad,
+                "unknown_fields": s.unknown_columns, "seconds": s.elapsed.as_secs_f64(),
+            }))
+            .into_response()
+        }
+        Ok(Err(crate::ingest::IngestError::Store(e))) => internal(e),
+        Ok(Err(e)) => problem(StatusCode::BAD_REQUEST, e),
         Err(e) => internal(e),
     }
 }
 
-async fn runs(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&api, &headers) {
-        return r;
+async fn rules(State(api): State<Arc<Api>>) -> Response {
+    match ask(&api, |reply| DaemonRequest::Rules { reply }).await {
+        Ok(list) => Json(list).into_response(),
+        Err(r) => r,
     }
-    let runs: Result<Vec<_>, _> = api.store.runs().collect();
-    match runs {
+}
+
+#[derive(Deserialize)]
+struct CheckQuery {
+    /// The file name the diagnostics show (with an uploaded body).
+    file: Option<String>,
+}
+
+/// Checks an uploaded rule file (the body), or with an empty body the rules folder:
+/// every diagnostic with file, line and column, and the rendered snippet.
+async fn rules_check(State(api): State<Arc<Api>>, Query(q): Query<CheckQuery>, body: Bytes) -> Response {
+    let channels = crate::rules::ChannelNames { configured: api.channel_names.clone() };
+    let set = if body.is_empty() {
+        match crate::rules::load(&api.rules_dir, &channels) {
+            Ok(set) => set,
+            Err(e) => return internal(e),
+        }
+    } else {
+        let Ok(text) = String::from_utf8(body.to_vec()) else { return problem(StatusCode::BAD_REQUEST, "the rule file is not UTF-8") };
+        let name = q.file.unwrap_or_else(|| "uploaded.toml".into());
+        let mut set = crate::rules::RuleSet { rules: Vec::new(), diagnostics: Vec::new(), sources: Default::default(), failed: Vec::new() };
+        crate::rules::add_file(&mut set, std::path::Path::new(&name), text, &channels);
+        set
+    };
+    let diagnostics: Vec<serde_json::Value> = set
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let (line, column) = set.sources.line_col(d.file, d.span.start);
+            serde_json::json!({
+                "severity": d.severity, "file": set.sources.name(d.file), "line": line, "column": column,
+                "message": d.message, "help": d.help, "rendered": set.sources.render(d),
+            })
+        })
+        .collect();
+    let errors = set.errors();
+    Json(serde_json::json!({ "valid": set.rules.iter().map(|r| &r.id).collect::<Vec<_>>(), "errors": errors, "diagnostics": diagnostics }))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    sample: Option<usize>,
+}
+
+async fn rules_preview(State(api): State<Arc<Api>>, Path(rule): Path<String>, Query(q): Query<PreviewQuery>) -> Response {
+    match ask(&api, |reply| DaemonRequest::Preview { rule, sample: q.sample.unwrap_or(3), reply }).await {
+        Ok(Ok(text)) => text.into_response(),
+        Ok(Err(e)) => problem(StatusCode::NOT_FOUND, e),
+        Err(r) => r,
+    }
+}
+
+async fn rules_run(State(api): State<Arc<Api>>, Path(rule): Path<String>) -> Response {
+    let rules = if rule == "enabled" { Vec::new() } else { vec![rule] };
+    match ask(&api, |reply| DaemonRequest::RunNow { rules, reply }).await {
+        Ok(Ok(summary)) => Json(summary).into_response(),
+        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(r) => r,
+    }
+}
+
+async fn runs(State(api): State<Arc<Api>>) -> Response {
+    let store = api.store.clone();
+    match blocking(move || store.runs().collect::<Result<Vec<_>, _>>()).await {
         Ok(runs) => {
             let out: Vec<serde_json::Value> = runs
                 .iter()
@@ -132,57 +357,123 @@ async fn runs(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
                     })
                 })
                 .collect();
-            axum::Json(out).into_response()
+            Json(out).into_response()
         }
+        Err(r) => r,
+    }
+}
+
+async fn outbox(State(api): State<Arc<Api>>) -> Response {
+    let store = api.store.clone();
+    match blocking(move || store.outbox_counts(chrono::Utc::now().timestamp())).await {
+        Ok((queued, due, dead)) => Json(serde_json::json!({"queued": queued, "due": due, "dead_letters": dead})).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn dead_letters(State(api): State<Arc<Api>>) -> Response {
+    let store = api.store.clone();
+    let list = blocking(move || {
+        store
+            .dead_letters()
+            .map(|r| {
+                r.map(|(id, m)| {
+                    let channel = m.channels.get(m.current as usize).map(|c| c.channel.to_string()).unwrap_or_default();
+                    serde_json::json!({"id": id.to_string(), "rule": m.rule.as_str(), "member": m.member.as_str(), "channel": channel, "attempts": m.attempts, "errors": m.errors})
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    match list {
+        Ok(list) => Json(list).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Queues dead letters again: `{"ids": ["12-345"]}` or `{"all": true}`.
+async fn retry(State(api): State<Arc<Api>>, Json(body): Json<RetryBody>) -> Response {
+    let ids: Result<Vec<MessageId>, String> = body.ids.iter().map(|s| s.parse()).collect();
+    let ids = match (ids, body.all) {
+        (Ok(ids), false) if !ids.is_empty() => Some(ids),
+        (Ok(ids), true) if ids.is_empty() => None,
+        (Err(e), _) => return problem(StatusCode::BAD_REQUEST, e),
+        _ => return problem(StatusCode::BAD_REQUEST, "give either ids or all: true"),
+    };
+    let store = api.store.clone();
+    match tokio::task::spawn_blocking(move || store.retry_dead_letters(ids.as_deref(), chrono::Utc::now().timestamp())).await {
+        Ok(Ok(n)) => Json(serde_json::json!({"queued": n})).into_response(),
+        Ok(Err(crate::store::outbox::RetryError::Store(e))) => internal(e),
+        Ok(Err(e)) => problem(StatusCode::BAD_REQUEST, e),
         Err(e) => internal(e),
     }
 }
 
-async fn outbox(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&api, &headers) {
-        return r;
-    }
-    match api.store.outbox_counts(chrono::Utc::now().timestamp()) {
-        Ok((queued, due, dead)) => axum::Json(serde_json::json!({"queued": queued, "due": due, "dead_letters": dead})).into_response(),
-        Err(e) => internal(e),
+async fn member(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    match ask(&api, |reply| DaemonRequest::Member { id, reply }).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => problem(StatusCode::NOT_FOUND, e),
+        Err(r) => r,
     }
 }
 
-async fn report(State(api): State<Arc<Api>>, headers: HeaderMap, Path(which): Path<String>) -> Response {
-    if let Err(r) = authorized(&api, &headers) {
-        return r;
+#[derive(Deserialize)]
+struct ExplainQuery {
+    rule: Option<String>,
+}
+
+async fn explain(State(api): State<Arc<Api>>, Path(member): Path<String>, Query(q): Query<ExplainQuery>) -> Response {
+    match ask(&api, |reply| DaemonRequest::Explain { member, rule: q.rule, reply }).await {
+        Ok(Ok(text)) => text.into_response(),
+        Ok(Err(e)) => problem(StatusCode::NOT_FOUND, e),
+        Err(r) => r,
     }
+}
+
+async fn report(State(api): State<Arc<Api>>, Path(which): Path<String>) -> Response {
     let store = api.store.clone();
     let window = api.attribution_days;
-    let result = tokio::task::spawn_blocking(move || crate::report::report_for(&store, &which, window)).await;
-    match result {
-        Ok(Ok(r)) if r.is_empty() => (StatusCode::NOT_FOUND, "no such run or rule\n").into_response(),
-        Ok(Ok(r)) => axum::Json(r).into_response(),
-        Ok(Err(e)) => internal(e),
-        Err(e) => internal(e),
+    match blocking(move || crate::report::report_for(&store, &which, window)).await {
+        Ok(r) if r.is_empty() => problem(StatusCode::NOT_FOUND, "no such run or rule"),
+        Ok(r) => Json(r).into_response(),
+        Err(r) => r,
     }
 }
 
-async fn metrics(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&api, &headers) {
-        return r;
-    }
-    let (queued, due, dead) = match api.store.outbox_counts(chrono::Utc::now().timestamp()) {
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    let store = api.store.clone();
+    let counts = blocking(move || {
+        let (queued, due, dead) = store.outbox_counts(chrono::Utc::now().timestamp())?;
+        let mut runs = 0u64;
+        let mut planned = 0u64;
+        for r in store.runs() {
+            let r = r?;
+            runs += 1;
+            planned += r.rules.iter().map(|x| u64::from(x.messages)).sum::<u64>();
+        }
+        Ok((queued, due, dead, runs, planned))
+    })
+    .await;
+    let (queued, due, dead, runs, planned) = match counts {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(r) => return r,
     };
-    let mut runs = 0u64;
-    let mut planned = 0u64;
-    for r in api.store.runs().flatten() {
-        runs += 1;
-        planned += r.rules.iter().map(|x| u64::from(x.messages)).sum::<u64>();
-    }
-    let body = format!(
+    let mut body = format!(
         "# HELP rekindle_outbox_queued Messages waiting in the outbox.\n# TYPE rekindle_outbox_queued gauge\nrekindle_outbox_queued {queued}\n\
          # HELP rekindle_outbox_due Messages due now.\n# TYPE rekindle_outbox_due gauge\nrekindle_outbox_due {due}\n\
          # HELP rekindle_dead_letters Messages whose retries ran out.\n# TYPE rekindle_dead_letters gauge\nrekindle_dead_letters {dead}\n\
          # HELP rekindle_runs_total Runs written to the outbox.\n# TYPE rekindle_runs_total counter\nrekindle_runs_total {runs}\n\
          # HELP rekindle_messages_planned_total Messages planned by all runs.\n# TYPE rekindle_messages_planned_total counter\nrekindle_messages_planned_total {planned}\n"
     );
+    api.observers.metrics.render(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

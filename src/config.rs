@@ -24,6 +24,8 @@ pub struct Config {
     pub bundles: BundlesConfig,
     /// Rate limits, concurrency, retries and shutdown grace of the dispatcher.
     pub dispatch: crate::dispatch::DispatchConfig,
+    /// What delivery reports, bounces and complaints do to an address.
+    pub feedback: crate::feedback::FeedbackConfig,
     /// Channel plugins by channel name: `[channels.email]`, `[channels.sms]`, ...
     pub channels: std::collections::BTreeMap<String, crate::plugin::ChannelConfig>,
     /// The folder of the config file: relative plugin paths and grants start here.
@@ -40,6 +42,7 @@ impl Default for Config {
             predict: crate::predict::PredictSettings::default(),
             campaigns: CampaignsConfig::default(),
             dispatch: crate::dispatch::DispatchConfig::default(),
+            feedback: crate::feedback::FeedbackConfig::default(),
             bundles: BundlesConfig::default(),
             api: crate::api::ApiConfig::default(),
             channels: Default::default(),
@@ -305,6 +308,9 @@ impl Config {
         }
         out.extend(self.predict.check());
         out.extend(self.dispatch.check());
+        if self.feedback.sms_failure_limit == 0 {
+            out.push("feedback.sms_failure_limit: must be at least 1".into());
+        }
         let b = &self.bundles;
         if !((0.0..=1.0).contains(&b.min_support) && (0.0..=1.0).contains(&b.min_confidence)) {
             out.push("bundles: min_support and min_confidence must be between 0 and 1".into());

@@ -6,7 +6,8 @@
 //! that rule), reloads on SIGHUP, and stops on SIGTERM/SIGINT after a grace period.
 
 use crate::config::Config;
-use crate::dispatch::{dispatch, DispatchStats};
+use crate::dispatch::{dispatch, DispatchStats, Observers};
+use crate::metrics::Metrics;
 use crate::domain::{day_of, Text, Timestamp};
 use crate::plan::report::context;
 use crate::plan::{plan, Fate, MemberBase, PlanSettings, Profiles};
@@ -20,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -102,18 +103,39 @@ fn signature(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
 }
 
 /// The result of one run, for the operator.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RunSummary {
     pub run: u64,
     pub catch_up: bool,
     pub rules: Vec<(String, Vec<(&'static str, usize)>)>,
     pub messages: usize,
+    /// Planning and writing the run, seconds.
+    pub seconds: f64,
+}
+
+/// What the API asks of the daemon loop, which owns the member base and the rules in
+/// force. Each carries the channel its answer goes back on.
+pub enum DaemonRequest {
+    /// Run these rules now (enabled or not: the operator asked), like a scheduled firing.
+    RunNow { rules: Vec<String>, reply: oneshot::Sender<Result<RunSummary, String>> },
+    /// The rules in force, with schedule, next and last run.
+    Rules { reply: oneshot::Sender<serde_json::Value> },
+    /// `rules preview` as text, as of today.
+    Preview { rule: String, sample: usize, reply: oneshot::Sender<Result<String, String>> },
+    /// `explain` as text: why the member is or is not in each rule (or one rule).
+    Explain { member: String, rule: Option<String>, reply: oneshot::Sender<Result<String, String>> },
+    /// A member's profile as of today, unsubscribes, stopped addresses and contacts.
+    Member { id: String, reply: oneshot::Sender<Result<serde_json::Value, String>> },
+    /// The ingest API changed members, orders or events: reload the base before the
+    /// next run.
+    StoreChanged,
 }
 
 /// Plans `rules` at `now` and writes the run to the outbox.
 pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles, rules: &[&Rule], now: Timestamp, catch_up: bool, settings: &PlanSettings, keep_contact_days: u32) -> Result<RunSummary, DaemonError> {
     let started = std::time::Instant::now();
     let as_of = day_of(now);
+    base.refresh_suppressions(store)?;
     profiles.favourites = rules.iter().any(|r| r.audience.uses_favourites());
     profiles.recompute(base, as_of, settings);
     let plans = plan(base, profiles, rules, now, settings);
@@ -123,7 +145,7 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
     let mut messages = Vec::new();
     let mut contacts = Vec::new();
     let mut record = RunRecord { id: run_id, at: now, as_of, catch_up, committed: true, rules: Vec::new() };
-    let mut summary = RunSummary { run: run_id, catch_up, rules: Vec::new(), messages: 0 };
+    let mut summary = RunSummary { run: run_id, catch_up, rules: Vec::new(), messages: 0, seconds: 0.0 };
     for rp in &plans {
         let rule = rules[rp.rule];
         let mut rr = RuleRun { rule: Text::from(rule.id.as_str()), funnel: Vec::new(), held_out: Vec::new(), skipped: Vec::new(), messages: 0 };
@@ -141,11 +163,7 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
             let mut channels = Vec::new();
             for ch in &msg.channels {
                 let rendered = renderer.render(&rule.id, ch, &context(base, profiles, rule, msg, ch, settings))?;
-                let address = match ch.as_str() {
-                    "email" => member.email.clone(),
-                    "sms" => member.phone.clone(),
-                    _ => base.ids[i].to_string(),
-                };
+                let address = base.address(i, ch).into_owned();
                 channels.push(ChannelMessage { channel: Text::from(ch.as_str()), address, subject: rendered.subject, text: rendered.text, html: rendered.html });
             }
             contacts.push((base.ids[i].to_string(), Contact { ts: msg.send_after, rule: Text::from(rule.id.as_str()), channel: Text::from(msg.channels[0].as_str()), run: run_id }));
@@ -177,7 +195,8 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
             base.contacts.entry(i as u32).or_default().contacts.push(c);
         }
     }
-    tracing::info!(run = run_id, catch_up, rules = rules.len(), messages = summary.messages, seconds = started.elapsed().as_secs_f64(), "run written to the outbox");
+    summary.seconds = started.elapsed().as_secs_f64();
+    tracing::info!(run = run_id, catch_up, rules = rules.len(), messages = summary.messages, seconds = summary.seconds, "run written to the outbox");
     Ok(summary)
 }
 
@@ -267,13 +286,12 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     let mut live = LiveRules { by_path: BTreeMap::new(), signature: Vec::new() };
     live.reload(&config.campaigns.rules_dir, &channel_names)?;
     let mut settings = PlanSettings::from_config(&config, unsubscribe_key(&store, &config)?);
-    let mut default_tz = settings.default_tz;
     let mut keep_days = config.campaigns.frequency_cap.days.max(400);
+    let observers = Observers { metrics: Arc::new(Metrics::default()), feedback: config.feedback.clone() };
 
     let t = std::time::Instant::now();
     let with_events = live.by_path.values().any(|r| r.audience.uses_events());
-    let store2 = store.clone();
-    let mut base = tokio::task::spawn_blocking(move || MemberBase::load(&store2, with_events, &|_| {})).await.map_err(|e| DaemonError::Other(e.to_string()))??;
+    let mut base = load_base(&store, with_events).await?;
     tracing::info!(members = base.members.len(), seconds = t.elapsed().as_secs_f64(), "member base loaded");
     let mut profiles = Profiles { as_of: 0, profiles: Vec::new(), cuts: None, favourites: false };
 
@@ -287,23 +305,25 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
         }
         let now = options.at.unwrap_or_else(|| chrono::Utc::now().timestamp());
         let summary = execute_run(&store, &mut base, &mut profiles, &chosen, now, false, &settings, keep_days)?;
-        let stats = dispatch(store.clone(), host.clone(), config.dispatch.clone(), stop_rx, true).await?;
+        let stats = dispatch(store.clone(), host.clone(), config.dispatch.clone(), observers, stop_rx, true).await?;
         results.push((summary, stats));
         return Ok(results);
     }
 
     refresh_models(&store, &config, &mut base, day_of(chrono::Utc::now().timestamp()))?;
-    // the HTTP API: unsubscribe links and the admin endpoints
+    // the HTTP API: public unsubscribe links and provider callbacks, the admin endpoints
+    let (request_tx, mut request_rx) = mpsc::channel::<DaemonRequest>(64);
     let listener = tokio::net::TcpListener::bind(&config.api.listen).await.map_err(|e| DaemonError::Other(format!("cannot listen on {}: {e}", config.api.listen)))?;
-    let app = crate::api::router(store.clone(), settings.links.clone(), &config);
+    let app = crate::api::router(crate::api::Api::new(store.clone(), settings.links.clone(), &config, host.clone(), observers.clone(), Some(request_tx)));
     let mut api_stop = stop_rx.clone();
     let api_server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { let _ = api_stop.wait_for(|s| *s).await; }).await;
     });
     tracing::info!(listen = %config.api.listen, admin = config.api.token().is_some(), "API listening");
     // dispatch runs beside the scheduler for the daemon's whole life
-    let mut dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), config.dispatch.clone(), stop_rx.clone(), false));
+    let mut dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), config.dispatch.clone(), observers.clone(), stop_rx.clone(), false));
     let mut stop_tx = stop_tx;
+    let mut base_stale = false;
 
     // catch-up: a firing missed while the daemon was down runs once now
     let now = chrono::Utc::now().timestamp();
@@ -311,18 +331,19 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
         let rules = live.rules();
         let mut due = Vec::new();
         for r in rules.iter().filter(|r| r.enabled) {
-            if missed(r, store.last_run(&r.id)?, now, default_tz) {
+            if missed(r, store.last_run(&r.id)?, now, settings.default_tz) {
                 due.push(r);
             }
         }
         if !due.is_empty() {
             let s = execute_run(&store, &mut base, &mut profiles, &due, now, true, &settings, keep_days)?;
+            observers.metrics.observe_run(s.seconds);
             tracing::info!(run = s.run, rules = ?due.iter().map(|r| &r.id).collect::<Vec<_>>(), "catch-up run");
         }
     }
 
     let (fire_tx, mut fire_rx) = mpsc::unbounded_channel::<String>();
-    let mut scheduler = Scheduler::start(&live.rules(), default_tz, fire_tx.clone()).await?;
+    let mut scheduler = Scheduler::start(&live.rules(), settings.default_tz, fire_tx.clone()).await?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| DaemonError::Other(e.to_string()))?;
     let mut poll = tokio::time::interval(Duration::from_secs(2));
@@ -339,18 +360,36 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
                 let rules = live.rules();
                 let due: Vec<&Rule> = rules.iter().filter(|r| r.enabled && ids.contains(&r.id)).collect();
                 if !due.is_empty() {
+                    if std::mem::take(&mut base_stale) {
+                        base = reload_base(&store, &live, base).await?;
+                        profiles.as_of = 0;
+                    }
                     let now = chrono::Utc::now().timestamp();
                     match execute_run(&store, &mut base, &mut profiles, &due, now, false, &settings, keep_days) {
-                        Ok(s) => tracing::info!(run = s.run, messages = s.messages, "scheduled run"),
+                        Ok(s) => {
+                            observers.metrics.observe_run(s.seconds);
+                            tracing::info!(run = s.run, messages = s.messages, "scheduled run");
+                        }
                         Err(e) => tracing::error!("run failed: {e}"),
                     }
                 }
+            }
+            Some(request) = request_rx.recv() => {
+                if matches!(request, DaemonRequest::StoreChanged) {
+                    base_stale = true;
+                    continue;
+                }
+                if std::mem::take(&mut base_stale) {
+                    base = reload_base(&store, &live, base).await?;
+                        profiles.as_of = 0;
+                }
+                answer(request, &store, &mut base, &mut profiles, &live, &settings, keep_days, &observers);
             }
             _ = poll.tick() => {
                 if live.reload(&config.campaigns.rules_dir, &channel_names)? {
                     tracing::info!(rules = live.by_path.len(), "rules reloaded");
                     scheduler.shutdown().await;
-                    scheduler = Scheduler::start(&live.rules(), default_tz, fire_tx.clone()).await?;
+                    scheduler = Scheduler::start(&live.rules(), settings.default_tz, fire_tx.clone()).await?;
                 }
             }
             _ = hourly.tick() => {
@@ -367,23 +406,23 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
                 match Config::load(path, true) {
                     Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
                     Ok(new) => {
-                        if new.channels.keys().ne(config.channels.keys()) || new.store.path != config.store.path {
-                            tracing::warn!("SIGHUP: channel plugins and the store path change only with a restart");
+                        if new.channels.keys().ne(config.channels.keys()) || new.store.path != config.store.path || new.api != config.api {
+                            tracing::warn!("SIGHUP: channel plugins, the store path and [api] change only with a restart");
                         }
                         // safe to change while running: limits, quiet hours, rules folder, dispatch
                         settings = PlanSettings::from_config(&new, unsubscribe_key(&store, &new)?);
-                        default_tz = settings.default_tz;
                         keep_days = new.campaigns.frequency_cap.days.max(400);
                         if new.dispatch != config.dispatch {
                             let _ = stop_tx.send(true);
                             dispatcher.await.map_err(|e| DaemonError::Other(e.to_string()))??;
                             let (tx, rx) = watch::channel(false);
                             stop_tx = tx;
-                            dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), new.dispatch.clone(), rx, false));
+                            dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), new.dispatch.clone(), observers.clone(), rx, false));
                         }
-                        let channels = config.channels.clone();
+                        let (channels, api) = (config.channels.clone(), config.api.clone());
                         config = new;
                         config.channels = channels;
+                        config.api = api;
                         tracing::info!("SIGHUP: configuration reloaded");
                     }
                 }
@@ -404,6 +443,125 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     let stats = dispatcher.await.map_err(|e| DaemonError::Other(e.to_string()))??;
     tracing::info!(sent = stats.sent, "daemon stopped");
     Ok(results)
+}
+
+async fn load_base(store: &Store, with_events: bool) -> Result<MemberBase, DaemonError> {
+    let store = store.clone();
+    Ok(tokio::task::spawn_blocking(move || MemberBase::load(&store, with_events, &|_| {})).await.map_err(|e| DaemonError::Other(e.to_string()))??)
+}
+
+/// A fresh base after ingests (the models and bundles stay those of the old one).
+async fn reload_base(store: &Store, live: &LiveRules, old: MemberBase) -> Result<MemberBase, DaemonError> {
+    let t = std::time::Instant::now();
+    let mut base = load_base(store, live.by_path.values().any(|r| r.audience.uses_events())).await?;
+    base.bundles = old.bundles;
+    base.model = old.model.or(base.model);
+    tracing::info!(members = base.members.len(), seconds = t.elapsed().as_secs_f64(), "member base reloaded after ingest");
+    Ok(base)
+}
+
+/// Answers one API request from the daemon's state (on the loop: a request waits for a
+/// run in progress, and a run for a request).
+#[allow(clippy::too_many_arguments)]
+fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles: &mut Profiles, live: &LiveRules, settings: &PlanSettings, keep_days: u32, observers: &Observers) {
+    let rules = live.rules();
+    let find = |id: &str| rules.iter().find(|r| r.id == id).ok_or_else(|| format!("no valid rule {id:?} (valid: {})", rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")));
+    let today = day_of(chrono::Utc::now().timestamp());
+    match request {
+        DaemonRequest::StoreChanged => {}
+        DaemonRequest::RunNow { rules: ids, reply } => {
+            let chosen: Result<Vec<&Rule>, String> = if ids.is_empty() { Ok(rules.iter().filter(|r| r.enabled).collect()) } else { ids.iter().map(|id| find(id)).collect() };
+            let result = chosen.and_then(|chosen| {
+                if chosen.is_empty() {
+                    return Err("no rule is enabled".to_string());
+                }
+                let now = chrono::Utc::now().timestamp();
+                execute_run(store, base, profiles, &chosen, now, false, settings, keep_days).map_err(|e| e.to_string())
+            });
+            if let Ok(s) = &result {
+                observers.metrics.observe_run(s.seconds);
+                tracing::info!(run = s.run, messages = s.messages, "run requested through the API");
+            }
+            let _ = reply.send(result);
+        }
+        DaemonRequest::Rules { reply } => {
+            let now = chrono::Utc::now();
+            let list: Vec<serde_json::Value> = rules
+                .iter()
+                .map(|r| {
+                    let tz = r.timezone.unwrap_or(settings.default_tz);
+                    serde_json::json!({
+                        "id": r.id, "file": r.path.display().to_string(), "enabled": r.enabled, "priority": r.priority,
+                        "schedule": r.schedule.as_ref().map(|s| s.cron.clone()), "timezone": tz.name(),
+                        "next_run": r.schedule.as_ref().and_then(|s| s.next_after(now, tz)).map(|t| t.to_rfc3339()),
+                        "last_run": store.last_run(&r.id).ok().flatten().and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339()),
+                        "channels": r.message.channels,
+                    })
+                })
+                .collect();
+            let _ = reply.send(serde_json::Value::Array(list));
+        }
+        DaemonRequest::Preview { rule, sample, reply } => {
+            let result = find(&rule).and_then(|r| {
+                ready_profiles(base, profiles, &[r], today, settings);
+                let plans = plan(base, profiles, &[r], chrono::Utc::now().timestamp(), settings);
+                let renderer = Renderer::new(std::slice::from_ref(r)).map_err(|e| e.to_string())?;
+                let mut out = Vec::new();
+                crate::plan::report::preview_table(&mut out, base, profiles, r, &plans[0], settings, &renderer, sample).map_err(|e| e.to_string())?;
+                Ok(String::from_utf8_lossy(&out).into_owned())
+            });
+            let _ = reply.send(result);
+        }
+        DaemonRequest::Explain { member, rule, reply } => {
+            let result = (|| {
+                let chosen: Vec<&Rule> = match &rule {
+                    Some(id) => vec![find(id)?],
+                    None => rules.iter().filter(|r| r.enabled).collect(),
+                };
+                let i = base.index_of(&member).ok_or_else(|| format!("no member {member:?}"))?;
+                ready_profiles(base, profiles, &chosen, today, settings);
+                let now = chrono::Utc::now().timestamp();
+                let plans = plan(base, profiles, &chosen, now, settings);
+                let mut out = Vec::new();
+                for (r, rp) in chosen.iter().zip(&plans) {
+                    crate::plan::report::explain(&mut out, base, profiles, i as u32, r, rp, settings, now).map_err(|e| e.to_string())?;
+                    out.push(b'\n');
+                }
+                Ok(String::from_utf8_lossy(&out).into_owned())
+            })();
+            let _ = reply.send(result);
+        }
+        DaemonRequest::Member { id, reply } => {
+            let result = (|| {
+                let i = base.index_of(&id).ok_or_else(|| format!("no member {id:?}"))?;
+                ready_profiles(base, profiles, &[], today, settings);
+                let m = &base.members[i];
+                let profile = crate::population::profile_json(&id, &profiles.complete(base, i, settings));
+                let stopped: Vec<&str> = ["email", "sms"]
+                    .into_iter()
+                    .filter(|ch| store.address_stopped(ch, &base.address(i, ch)).unwrap_or(false))
+                    .collect();
+                let contacts: Vec<serde_json::Value> = base.contacts.get(&(i as u32)).map(|l| l.contacts.iter().map(|c| serde_json::json!({"at": c.ts, "rule": c.rule.as_str(), "channel": c.channel.as_str(), "run": c.run})).collect()).unwrap_or_default();
+                Ok(serde_json::json!({
+                    "id": id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(), "timezone": m.tz.as_str(),
+                    "profile": profile,
+                    "unsubscribed": store.suppressed(&id).map_err(|e| e.to_string())?,
+                    "stopped_addresses": stopped,
+                    "contacts": contacts,
+                }))
+            })();
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Profiles as of `today` with what `rules` read, computed only when stale.
+fn ready_profiles(base: &MemberBase, profiles: &mut Profiles, rules: &[&Rule], today: i32, settings: &PlanSettings) {
+    let favourites = rules.iter().any(|r| r.audience.uses_favourites());
+    if profiles.as_of != today || profiles.profiles.len() != base.members.len() || (favourites && !profiles.favourites) {
+        profiles.favourites = favourites;
+        profiles.recompute(base, today, settings);
+    }
 }
 
 async fn hup_signal(s: &mut tokio::signal::unix::Signal) {

@@ -27,6 +27,10 @@ pub mod plan;
 /// Dispatch: the outbox through the channel plugins, with rate limits, retries and
 /// dead letters.
 pub mod dispatch;
+/// Learning from providers: delivery reports, bounces, complaints and opt-outs.
+pub mod feedback;
+/// Counters and histograms for `/metrics`.
+pub mod metrics;
 /// The daemon: schedules, runs, hot reload, signals.
 pub mod daemon;
 /// The daemon's HTTP API: unsubscribe links, admin endpoints, metrics.

@@ -408,26 +408,13 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 OutboxCommand::Retry { id, all } => {
-                    let ids: Vec<rekindle::store::outbox::MessageId> = match (id, all) {
-                        (Some(id), false) => vec![id.parse().map_err(|e: String| anyhow::anyhow!(e))?],
-                        (None, true) => store.dead_letters().map(|r| r.map(|(id, _)| id)).collect::<Result<_, _>>()?,
+                    let ids: Option<Vec<rekindle::store::outbox::MessageId>> = match (id, all) {
+                        (Some(id), false) => Some(vec![id.parse().map_err(|e: String| anyhow::anyhow!(e))?]),
+                        (None, true) => None,
                         _ => bail!("give a message id or --all"),
                     };
-                    let mut updates = Vec::new();
-                    for id in ids {
-                        let Some(mut m) = store.message(id)? else { bail!("no message {id}") };
-                        if m.state != rekindle::store::outbox::MessageState::Dead {
-                            bail!("message {id} is not a dead letter");
-                        }
-                        let old = m.send_after;
-                        m.state = rekindle::store::outbox::MessageState::Pending;
-                        m.attempts = 0;
-                        m.send_after = now;
-                        updates.push((id, old, m));
-                    }
-                    store.update_messages(&updates)?;
-                    store.flush()?;
-                    println!("{} messages queued again", updates.len());
+                    let n = store.retry_dead_letters(ids.as_deref(), now)?;
+                    println!("{n} messages queued again");
                 }
             }
         }

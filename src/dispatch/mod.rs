@@ -7,6 +7,8 @@
 //! are written and flushed in groups before new messages are taken, so a crash repeats
 //! at most the sends that were in flight.
 
+use crate::feedback::FeedbackConfig;
+use crate::metrics::Metrics;
 use crate::plan::stable_hash;
 use crate::plugin::{ChannelHost, OutboundMessage, Recipient};
 use crate::store::outbox::{MessageId, MessageState, OutboxMessage};
@@ -113,9 +115,17 @@ pub fn idempotency_key(m: &OutboxMessage, id: MessageId, channel: &str) -> Strin
     format!("{}:{}:{}:{channel}", m.rule, id.run, m.member)
 }
 
+/// What the dispatcher reports to besides the store: the daemon's metrics, and the
+/// feedback settings a synchronous hard bounce is judged by.
+#[derive(Clone, Default)]
+pub struct Observers {
+    pub metrics: Arc<Metrics>,
+    pub feedback: FeedbackConfig,
+}
+
 /// Sends due messages until `stop` turns true, or (with `until_idle`) until nothing is
 /// due and nothing is in flight.
-pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConfig, mut stop: watch::Receiver<bool>, until_idle: bool) -> Result<DispatchStats, StoreError> {
+pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConfig, observers: Observers, mut stop: watch::Receiver<bool>, until_idle: bool) -> Result<DispatchStats, StoreError> {
     let mut stats = DispatchStats::default();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(MessageId, i64, OutboxMessage, Outcome)>();
     let mut in_flight: HashSet<MessageId> = HashSet::new();
@@ -202,14 +212,25 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
         for (id, mut m) in due {
             let Some(cm) = m.channels.get(m.current as usize) else { continue };
             let channel = cm.channel.to_string();
-            // an unsubscribe takes effect before the next send, even of a queued message
-            let suppressed = store.suppressed(&m.member)?;
-            if suppressed.iter().any(|c| c == channel.as_str() || c == "*") {
+            // an unsubscribe, a bounce or a complaint takes effect before the next send,
+            // even of a queued message; the next channel of the rule may still serve
+            let unsubscribed = store.suppressed(&m.member)?.iter().any(|c| c == channel.as_str() || c == "*");
+            if unsubscribed || store.address_stopped(&channel, &cm.address)? {
                 let old = m.send_after;
-                m.state = MessageState::Failed;
-                note_error(&mut m, format!("{channel}: the member unsubscribed"));
+                let why = if unsubscribed { "the member unsubscribed" } else { "the address is stopped (bounce, complaint or opt-out)" };
+                note_error(&mut m, format!("{channel}: {why}"));
+                observers.metrics.observe_skip(&channel, if unsubscribed { "unsubscribed" } else { "stopped" });
+                let outcome = if (m.current as usize) + 1 < m.channels.len() {
+                    m.current += 1;
+                    m.attempts = 0;
+                    m.send_after = now;
+                    Outcome::Fallback
+                } else {
+                    m.state = MessageState::Failed;
+                    Outcome::Failed
+                };
                 in_flight.insert(id);
-                let _ = done_tx.send((id, old, m, Outcome::Failed));
+                let _ = done_tx.send((id, old, m, outcome));
                 continue;
             }
             if !host.channel_names().any(|c| c == channel) {
@@ -238,14 +259,19 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
             };
             let permits = pace.permits.clone();
             in_flight.insert(id);
-            let (host, done_tx, config) = (host.clone(), done_tx.clone(), config.clone());
+            let (host, done_tx, config, observers, store) = (host.clone(), done_tx.clone(), config.clone(), observers.clone(), store.clone());
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 if let Some(at) = start_at {
                     tokio::time::sleep_until(at.into()).await;
                 }
                 let old = m.send_after;
+                let started = Instant::now();
                 let (m, outcome) = send_one(&host, &config, id, m).await;
+                observers.metrics.observe_send(&channel, outcome.name(), started.elapsed().as_secs_f64());
+                if let Outcome::Fallback | Outcome::Failed = outcome {
+                    hard_bounce(&store, &host, &observers, id, &m, &channel).await;
+                }
                 let _ = done_tx.send((id, old, m, outcome));
             });
         }
@@ -280,6 +306,39 @@ enum Outcome {
     Fallback,
     Failed,
     Dead,
+}
+
+impl Outcome {
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Sent(_) => "sent",
+            Outcome::Retry => "retry",
+            Outcome::Fallback => "fallback",
+            Outcome::Failed => "failed",
+            Outcome::Dead => "dead",
+        }
+    }
+}
+
+/// A relay that refuses an email address permanently (5.1.x) is a hard bounce: the
+/// address is stopped like a bounce report would stop it.
+async fn hard_bounce(store: &Store, host: &ChannelHost, observers: &Observers, id: MessageId, m: &OutboxMessage, channel: &str) {
+    let kind = host.manifest(channel).map(|mf| mf.kind.clone()).unwrap_or_default();
+    let Some(reason) = m.errors.last().filter(|e| kind == "email" && crate::feedback::is_hard_bounce(e)).cloned() else { return };
+    let Some(address) = m.channels.iter().find(|c| c.channel == channel).map(|c| c.address.clone()) else { return };
+    let (store, settings, member) = (store.clone(), observers.feedback.clone(), m.member.to_string());
+    let channel_name = channel.to_string();
+    let noted = tokio::task::spawn_blocking(move || {
+        let mut applied = crate::feedback::Applied::default();
+        let now = chrono::Utc::now().timestamp();
+        crate::feedback::note(&store, Some(id), Some(&member), &channel_name, &kind, Some(&address), crate::store::feedback::DeliveryState::Failed, &reason, &settings, now, &mut applied)
+    })
+    .await;
+    match noted {
+        Ok(Ok(())) => observers.metrics.observe_feedback(channel, "failed"),
+        Ok(Err(e)) => tracing::error!(message = %id, "recording a hard bounce: {e}"),
+        Err(e) => tracing::error!(message = %id, "recording a hard bounce: {e}"),
+    }
 }
 
 fn note_error(m: &mut OutboxMessage, e: String) {

@@ -23,7 +23,8 @@ pub struct MemberBase {
     pub model: Option<FittedModel>,
     /// Contact logs by member index.
     pub contacts: FxHashMap<u32, ContactLog>,
-    /// Channels each member unsubscribed from ("*": all), by member index.
+    /// Channels each member unsubscribed from ("*": all) or whose address there is
+    /// stopped, by member index.
     pub suppressed: FxHashMap<u32, Vec<Text>>,
 }
 
@@ -73,14 +74,50 @@ impl MemberBase {
                 contacts.insert(at as u32, log);
             }
         }
-        let mut suppressed = FxHashMap::default();
+        let mut base = MemberBase { ids, members, events, catalog, bundles, model, contacts, suppressed: FxHashMap::default() };
+        base.refresh_suppressions(store)?;
+        Ok(base)
+    }
+
+    /// Re-reads who must not be messaged on which channel: the members' unsubscribes,
+    /// and the addresses stopped by bounces, complaints and opt-outs. Cheap (both lists
+    /// are short); the daemon calls it before every run.
+    pub fn refresh_suppressions(&mut self, store: &Store) -> Result<(), StoreError> {
+        let mut suppressed: FxHashMap<u32, Vec<Text>> = FxHashMap::default();
         for item in store.scan_suppressed() {
             let (id, channels) = item?;
-            if let Ok(at) = ids.binary_search_by(|x: &Text| x.as_str().cmp(&id)) {
+            if let Some(at) = self.index_of(&id) {
                 suppressed.insert(at as u32, channels);
             }
         }
-        Ok(MemberBase { ids, members, events, catalog, bundles, model, contacts, suppressed })
+        let mut stopped: FxHashMap<String, Vec<String>> = FxHashMap::default();
+        for item in store.stopped_addresses() {
+            let (channel, address) = item?;
+            stopped.entry(channel).or_default().push(address);
+        }
+        for (channel, addresses) in stopped {
+            let addresses: rustc_hash::FxHashSet<&str> = addresses.iter().map(String::as_str).collect();
+            for i in 0..self.members.len() {
+                if addresses.contains(self.address(i, &channel).as_ref()) {
+                    let list = suppressed.entry(i as u32).or_default();
+                    if !list.iter().any(|c| c == channel.as_str()) {
+                        list.push(Text::from(channel.as_str()));
+                    }
+                }
+            }
+        }
+        self.suppressed = suppressed;
+        Ok(())
+    }
+
+    /// A member's address on a channel: the email address for `email`, the phone number
+    /// for `sms`, the member id (the shop's customer id) for any other channel.
+    pub fn address(&self, i: usize, channel: &str) -> std::borrow::Cow<'_, str> {
+        match channel {
+            "email" => self.members[i].email.as_str().into(),
+            "sms" => self.members[i].phone.as_str().into(),
+            _ => self.ids[i].as_str().into(),
+        }
     }
 
     pub fn index_of(&self, id: &str) -> Option<usize> {

@@ -17,10 +17,14 @@
 //! | `K` name                    | a random secret the store generated (link signing) |
 //! | `U` member_id               | channels the member unsubscribed from (with when) |
 //!
+//! The outbox (`R X Q D L`) is described in [`outbox`], delivery feedback (`S I W`) in
+//! [`feedback`].
+//!
 //! A prefix scan of `M` visits every member in id order with its digest, which is all the
 //! profile engine reads; `H` gives one member's lines in time order.
 
 pub mod bulk;
+pub mod feedback;
 pub mod import;
 mod migrate;
 pub mod model;

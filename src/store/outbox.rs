@@ -26,6 +26,16 @@ pub(crate) const QUEUE: u8 = b'Q';
 pub(crate) const DEAD: u8 = b'D';
 pub(crate) const LAST_RUN: u8 = b'L';
 
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("no message {0}")]
+    NoMessage(MessageId),
+    #[error("message {0} is not a dead letter")]
+    NotDead(MessageId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// A message's id: the run that planned it and its place in the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MessageId {
@@ -272,7 +282,8 @@ impl Store {
     }
 
     /// Records a message's new state: its queue entry moves (or goes) with it, it
-    /// enters or leaves the dead letters, all in one batch.
+    /// enters or leaves the dead letters, a sent one becomes findable by its provider
+    /// id, all in one batch.
     pub fn update_messages(&self, updates: &[(MessageId, Timestamp, OutboxMessage)]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (id, old_send_after, m) in updates {
@@ -285,9 +296,38 @@ impl Store {
             } else {
                 batch.remove(key(DEAD, &id.bytes()));
             }
+            if m.state == MessageState::Sent {
+                if let Some(cm) = m.channels.get(m.current as usize) {
+                    Store::index_provider_id(&mut batch, &cm.channel, &m.provider_id, *id);
+                }
+            }
             batch.insert(key(MESSAGE, &id.bytes()), encode(m));
         }
         self.apply(batch)
+    }
+
+    /// Queues dead letters again, due at `now` with fresh attempts: the given ones, or all
+    /// (`None`). Returns how many.
+    pub fn retry_dead_letters(&self, ids: Option<&[MessageId]>, now: Timestamp) -> Result<usize, RetryError> {
+        let ids: Vec<MessageId> = match ids {
+            Some(ids) => ids.to_vec(),
+            None => self.dead_letters().map(|r| r.map(|(id, _)| id)).collect::<Result<_, _>>()?,
+        };
+        let mut updates = Vec::new();
+        for id in ids {
+            let Some(mut m) = self.message(id)? else { return Err(RetryError::NoMessage(id)) };
+            if m.state != MessageState::Dead {
+                return Err(RetryError::NotDead(id));
+            }
+            let old = m.send_after;
+            m.state = MessageState::Pending;
+            m.attempts = 0;
+            m.send_after = now;
+            updates.push((id, old, m));
+        }
+        self.update_messages(&updates)?;
+        self.flush()?;
+        Ok(updates.len())
     }
 
     pub fn dead_letters(&self) -> impl Iterator<Item = Result<(MessageId, OutboxMessage), StoreError>> + '_ {

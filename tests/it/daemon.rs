@@ -92,7 +92,7 @@ fn run_and_drain(store: &Store, config: &Config, rule: &rekindle::rules::Rule) -
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        rt.block_on(dispatch(store.clone(), host.clone(), config.dispatch.clone(), rx, true)).unwrap();
+        rt.block_on(dispatch(store.clone(), host.clone(), config.dispatch.clone(), Default::default(), rx, true)).unwrap();
         let (queued, _, _) = store.outbox_counts(chrono::Utc::now().timestamp()).unwrap();
         if queued == 0 || Instant::now() > deadline {
             break;

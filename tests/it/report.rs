@@ -32,7 +32,7 @@ fn the_report_finds_a_planted_lift_within_its_confidence_interval() {
     let host = std::sync::Arc::new(ChannelHost::load(&cfg.channels, &HostOptions::default()).unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    rt.block_on(rekindle::dispatch::dispatch(store.clone(), host, cfg.dispatch.clone(), rx, true)).unwrap();
+    rt.block_on(rekindle::dispatch::dispatch(store.clone(), host, cfg.dispatch.clone(), Default::default(), rx, true)).unwrap();
     // the run happened "at" 2026-11-01 12:00; the dispatcher stamped today's time, so move
     // the send times back to when they would have been
     let moved: Vec<_> = store

@@ -1,0 +1,126 @@
+//! The daemon's counters and histograms, rendered in the Prometheus text format at
+//! `/metrics`: sends by channel and outcome with their latency, delivery feedback, rule
+//! run durations and ingested lines. Gauges read from the store (outbox depth) are added
+//! by the API at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Send latency buckets, seconds (a plugin call including the provider's answer).
+const SEND_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Rule run buckets, seconds (planning and writing a run to the outbox).
+const RUN_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; bounds.len()];
+        }
+        if let Some(i) = bounds.iter().position(|b| v <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, b) in bounds.iter().enumerate() {
+            cumulative += self.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (channel, outcome) -> count
+    sends: BTreeMap<(String, &'static str), u64>,
+    send_seconds: BTreeMap<String, Histogram>,
+    /// (channel, state) -> count
+    feedback: BTreeMap<(String, &'static str), u64>,
+    run_seconds: Histogram,
+    /// (kind, result) -> lines
+    ingested: BTreeMap<(String, &'static str), u64>,
+}
+
+/// Shared by the dispatcher, the scheduler loop and the API.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// One plugin send: its outcome (sent, retry, fallback, failed, dead) and how long it took.
+    pub fn observe_send(&self, channel: &str, outcome: &'static str, seconds: f64) {
+        self.with(|m| {
+            *m.sends.entry((channel.to_string(), outcome)).or_default() += 1;
+            m.send_seconds.entry(channel.to_string()).or_default().observe(SEND_BUCKETS, seconds);
+        })
+    }
+
+    /// A message that never reached a plugin (unsubscribed, stopped address).
+    pub fn observe_skip(&self, channel: &str, outcome: &'static str) {
+        self.with(|m| *m.sends.entry((channel.to_string(), outcome)).or_default() += 1)
+    }
+
+    pub fn observe_feedback(&self, channel: &str, state: &'static str) {
+        self.with(|m| *m.feedback.entry((channel.to_string(), state)).or_default() += 1)
+    }
+
+    pub fn observe_run(&self, seconds: f64) {
+        self.with(|m| m.run_seconds.observe(RUN_BUCKETS, seconds))
+    }
+
+    pub fn observe_ingest(&self, kind: &str, imported: u64, bad: u64) {
+        self.with(|m| {
+            *m.ingested.entry((kind.to_string(), "imported")).or_default() += imported;
+            *m.ingested.entry((kind.to_string(), "bad")).or_default() += bad;
+        })
+    }
+
+    /// Appends every metric in the Prometheus text format (version 0.0.4).
+    pub fn render(&self, out: &mut String) {
+        self.with(|m| {
+            out.push_str("# HELP rekindle_sends_total Messages handed to a channel, by outcome.\n# TYPE rekindle_sends_total counter\n");
+            for ((channel, outcome), n) in &m.sends {
+                let _ = writeln!(out, "rekindle_sends_total{{channel=\"{}\",outcome=\"{outcome}\"}} {n}", escape(channel));
+            }
+            out.push_str("# HELP rekindle_send_seconds Time of one send through the channel's plugin, provider included.\n# TYPE rekindle_send_seconds histogram\n");
+            for (channel, h) in &m.send_seconds {
+                h.render(out, "rekindle_send_seconds", &format!("channel=\"{}\"", escape(channel)), SEND_BUCKETS);
+            }
+            out.push_str("# HELP rekindle_feedback_total Delivery reports, bounces, complaints and opt-outs from providers.\n# TYPE rekindle_feedback_total counter\n");
+            for ((channel, state), n) in &m.feedback {
+                let _ = writeln!(out, "rekindle_feedback_total{{channel=\"{}\",state=\"{state}\"}} {n}", escape(channel));
+            }
+            out.push_str("# HELP rekindle_run_seconds Time to plan a run and write it to the outbox.\n# TYPE rekindle_run_seconds histogram\n");
+            m.run_seconds.render(out, "rekindle_run_seconds", "", RUN_BUCKETS);
+            out.push_str("# HELP rekindle_ingested_lines_total Lines received by the ingest API.\n# TYPE rekindle_ingested_lines_total counter\n");
+            for ((kind, result), n) in &m.ingested {
+                let _ = writeln!(out, "rekindle_ingested_lines_total{{kind=\"{}\",result=\"{result}\"}} {n}", escape(kind));
+            }
+        })
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -4,9 +4,10 @@
 # `kannel-extras`), records every message delivered to it. No systemd; every process
 # is a child started here and stopped by the PID recorded in STATE_DIR.
 #
-#   sms-gateway.sh start STATE_DIR BASE HOOK_PORT
+#   sms-gateway.sh start STATE_DIR BASE HOOK
 #       ports: admin BASE, smsbox BASE+1, fake SMSC BASE+10, MO link BASE+11,
-#       sendsms HTTP BASE+13; inbound SMS are forwarded to 127.0.0.1:HOOK_PORT/sms/mo
+#       sendsms HTTP BASE+13; inbound SMS are forwarded to http://127.0.0.1:HOOK/sms/mo,
+#       or to HOOK itself when it is a URL (rekindle's own .../callbacks/sms)
 #   sms-gateway.sh stop  STATE_DIR
 #   sms-gateway.sh sent  STATE_DIR                  # the messages fakesmsc received
 #   sms-gateway.sh mo    STATE_DIR FROM TO TEXT     # inject one inbound SMS
@@ -39,12 +40,13 @@ stop_pid() { # pidfile
 
 case "$cmd" in
 start)
-  state="${1:?state dir}"; base="${2:?base port}"; hook="${3:?hook port}"
+  state="${1:?state dir}"; base="${2:?base port}"; hook="${3:?hook port or URL}"
+  case "$hook" in *://*) mo_url="$hook" ;; *) mo_url="http://127.0.0.1:$hook/sms/mo" ;; esac
   mkdir -p "$state"; state="$(cd "$state" && pwd)"
   admin=$base smsbox=$((base + 1)) fake=$((base + 10)) fakemo=$((base + 11)) sendsms=$((base + 13))
   sed -e "s|@STATE@|$state|g" -e "s|@ADMIN_PORT@|$admin|g" -e "s|@SMSBOX_PORT@|$smsbox|g" \
       -e "s|@FAKE_PORT@|$fake|g" -e "s|@FAKE_MO_PORT@|$fakemo|g" -e "s|@SENDSMS_PORT@|$sendsms|g" \
-      -e "s|@HOOK_PORT@|$hook|g" "$here/kannel.conf.in" >"$state/kannel.conf"
+      -e "s|@MO_URL@|$mo_url|g" "$here/kannel.conf.in" >"$state/kannel.conf"
   echo "$fakemo" >"$state/fakemo.port"
   /usr/sbin/bearerbox -v 2 "$state/kannel.conf" >"$state/bearerbox.out" 2>&1 &
   echo $! >"$state/bearerbox.pid"

@@ -2,6 +2,7 @@
 # SMTP sink on 127.0.0.1 (smtp_sink.py, aiosmtpd) for the email plugin tests.
 #
 #   smtp-sink.sh start STATE_DIR PORT [--tls starttls|implicit] [--auth USER:PASS] [--require-auth]
+#                [--unknown-users FILE]   # refuse these recipients at RCPT: 550 5.1.1
 #   smtp-sink.sh start STATE_DIR PORT --engine postfix
 #   smtp-sink.sh stop  STATE_DIR
 #   smtp-sink.sh count STATE_DIR       # messages stored so far
@@ -54,6 +55,7 @@ start)
         args+=(--tls "$2" --cert "$t/cert.pem" --key "$t/key.pem"); shift 2 ;;
       --auth) args+=(--auth "$2"); shift 2 ;;
       --require-auth) args+=(--require-auth); shift ;;
+      --unknown-users) args+=(--unknown-users "$2"); shift 2 ;;
       *) echo "unknown option $1" >&2; exit 2 ;;
     esac
   done

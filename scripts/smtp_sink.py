@@ -2,13 +2,15 @@
 """SMTP sink for the plugin tests: aiosmtpd on 127.0.0.1, every accepted message a Maildir file.
 
   smtp_sink.py --dir STATE/maildir --port P [--tls none|starttls|implicit] [--cert C --key K]
-               [--auth USER:PASS] [--require-auth]
+               [--auth USER:PASS] [--require-auth] [--unknown-users FILE]
 
 Each stored message starts with trace headers so tests can check the envelope and session:
 X-Sink-Mail-From, X-Sink-Rcpt-To (one per recipient), X-Sink-Auth (login or '-'),
 X-Sink-TLS (yes/no; `implicit` wraps the listener itself in TLS, SMTPS on
 a 465-style port). Files go to maildir/tmp, then are renamed into maildir/new, so a
-reader never sees half a message. Prints 'READY <port>' once listening.
+reader never sees half a message. With --unknown-users, a recipient listed in FILE (one
+address per line, re-read on every RCPT) is refused at RCPT the way Postfix refuses an
+unknown mailbox: 550 5.1.1. Prints 'READY <port>' once listening.
 """
 import argparse
 import asyncio
@@ -25,11 +27,21 @@ counter = itertools.count()
 
 
 class MaildirHandler:
-    def __init__(self, root, implicit_tls):
+    def __init__(self, root, implicit_tls, unknown_users=None):
         self.root = root
         self.implicit_tls = implicit_tls
+        self.unknown_users = unknown_users
         for sub in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(root, sub), exist_ok=True)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.unknown_users and os.path.exists(self.unknown_users):
+            with open(self.unknown_users) as f:
+                unknown = {line.strip().lower() for line in f if line.strip()}
+            if address.lower() in unknown:
+                return "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual mailbox table" % address
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope):
         name = "%d.%d_%d.sink" % (int(time.time()), os.getpid(), next(counter))
@@ -58,6 +70,7 @@ def main():
     ap.add_argument("--key")
     ap.add_argument("--auth", help="USER:PASS accepted by AUTH PLAIN/LOGIN")
     ap.add_argument("--require-auth", action="store_true")
+    ap.add_argument("--unknown-users", help="file of addresses refused at RCPT with 550 5.1.1")
     a = ap.parse_args()
     if a.host not in ("127.0.0.1", "::1", "localhost"):
         sys.exit("refusing to bind to a non-loopback address")
@@ -75,7 +88,7 @@ def main():
               and (auth_data.login, auth_data.password) == credentials)
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
-    handler = MaildirHandler(a.dir, implicit_tls=a.tls == "implicit")
+    handler = MaildirHandler(a.dir, implicit_tls=a.tls == "implicit", unknown_users=a.unknown_users)
     starttls = a.tls == "starttls"
 
     def factory():

@@ -10,6 +10,7 @@
 
 use crate::domain::{CentsFmt, Timestamp};
 use crate::store::model::{Contact, OrderHistory};
+use crate::store::feedback::DeliveryState;
 use crate::store::outbox::{MessageState, RunRecord};
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
@@ -23,6 +24,16 @@ pub struct RuleReport {
     pub held_out: u64,
     pub planned: u64,
     pub sent: u64,
+    /// Sent messages the provider reported delivered (complaints and opt-outs included:
+    /// they were delivered too).
+    pub delivered: u64,
+    /// Sent messages the provider reported undeliverable (bounces, failed SMS).
+    pub bounced: u64,
+    /// Recipients who marked the message as spam.
+    pub complained: u64,
+    /// Recipients who unsubscribed (link, STOP reply, complaint) within the window after it.
+    pub unsubscribed: u64,
+    /// Planned messages never sent: every channel failed, or retries ran out.
     pub failed: u64,
     pub pending: u64,
     pub converted: u64,
@@ -65,10 +76,11 @@ pub fn report(store: &Store, runs: &[RunRecord], window_days: u32) -> Result<Vec
     };
     for run in runs {
         // messages of the run by rule
-        let mut sent_at: HashMap<(String, String), (MessageState, Timestamp)> = HashMap::new();
+        let mut sent_at: HashMap<(String, String), (MessageState, Timestamp, Option<DeliveryState>)> = HashMap::new();
         for item in store.run_messages(run.id) {
-            let (_, m) = item?;
-            sent_at.insert((m.rule.to_string(), m.member.to_string()), (m.state, m.sent_at.unwrap_or(m.send_after)));
+            let (id, m) = item?;
+            let status = if m.state == MessageState::Sent { store.delivery_status(id)?.map(|s| s.state) } else { None };
+            sent_at.insert((m.rule.to_string(), m.member.to_string()), (m.state, m.sent_at.unwrap_or(m.send_after), status));
         }
         for rr in &run.rules {
             let at = match reports.iter().position(|r| r.rule == rr.rule.as_str()) {
@@ -82,7 +94,7 @@ pub fn report(store: &Store, runs: &[RunRecord], window_days: u32) -> Result<Vec
             r.runs.push(run.id);
             r.audience += rr.funnel.iter().find(|(k, _)| k == "matched").map_or(0, |(_, n)| *n);
             r.held_out += rr.held_out.len() as u64;
-            for ((rule, member), (state, ts)) in sent_at.iter().filter(|((rule, _), _)| rule == rr.rule.as_str()) {
+            for ((rule, member), (state, ts, status)) in sent_at.iter().filter(|((rule, _), _)| rule == rr.rule.as_str()) {
                 r.planned += 1;
                 match state {
                     MessageState::Sent => r.sent += 1,
@@ -91,6 +103,18 @@ pub fn report(store: &Store, runs: &[RunRecord], window_days: u32) -> Result<Vec
                 }
                 if *state != MessageState::Sent {
                     continue;
+                }
+                match status {
+                    Some(DeliveryState::Delivered | DeliveryState::OptedOut) => r.delivered += 1,
+                    Some(DeliveryState::Complained) => {
+                        r.delivered += 1;
+                        r.complained += 1;
+                    }
+                    Some(DeliveryState::Failed) => r.bounced += 1,
+                    Some(DeliveryState::Accepted) | None => {}
+                }
+                if store.suppressions(member)?.iter().any(|(_, at)| *at >= *ts && *at <= ts + window) {
+                    r.unsubscribed += 1;
                 }
                 let log = match contacts_cache.get(member) {
                     Some(l) => l.clone(),
@@ -166,7 +190,7 @@ pub fn write_table(out: &mut dyn std::io::Write, reports: &[RuleReport], window_
     for r in reports {
         writeln!(out, "rule {} (runs {:?}), attribution window {window_days} days", r.rule, r.runs)?;
         writeln!(out, "  audience {}  held out {}  planned {}  sent {}  failed {}  pending {}", r.audience, r.held_out, r.planned, r.sent, r.failed, r.pending)?;
-        writeln!(out, "  delivered / unsubscribed: need delivery reports and the unsubscribe endpoint (issue 7)")?;
+        writeln!(out, "  delivered {}  bounced {}  complained {}  unsubscribed {}", r.delivered, r.bounced, r.complained, r.unsubscribed)?;
         writeln!(out, "  converted {} of {} sent ({:.2}%), revenue {}, per message {}", r.converted, r.sent, 100.0 * r.treated_rate, CentsFmt(r.revenue_cents), CentsFmt(r.revenue_per_message_cents))?;
         writeln!(out, "  holdout converted {} of {} ({:.2}%), revenue {}", r.holdout_converted, r.held_out, 100.0 * r.holdout_rate, CentsFmt(r.holdout_revenue_cents))?;
         let (lo, hi) = r.absolute_lift_ci;

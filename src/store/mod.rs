@@ -229,6 +229,11 @@ impl Store {
         self.flush()
     }
 
+    /// The channels a member unsubscribed from, with when.
+    pub fn suppressions(&self, member: &str) -> Result<Vec<(crate::domain::Text, crate::domain::Timestamp)>, StoreError> {
+        Ok(self.get(SUPPRESSED, member)?.unwrap_or_default())
+    }
+
     /// The channels a member unsubscribed from.
     pub fn suppressed(&self, member: &str) -> Result<Vec<crate::domain::Text>, StoreError> {
         let list: Vec<(crate::domain::Text, crate::domain::Timestamp)> = self.get(SUPPRESSED, member)?.unwrap_or_default();

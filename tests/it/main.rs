@@ -8,6 +8,7 @@ mod bundles;
 mod cli;
 mod daemon;
 mod daemon_crash;
+mod feedback;
 mod import;
 mod long;
 mod plugin_cli;

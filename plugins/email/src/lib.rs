@@ -110,8 +110,70 @@ impl Channel for EmailChannel {
     }
 
     fn parse_callback(_config: &Config, request: CallbackRequest) -> Result<Vec<StatusUpdate>, String> {
-        parse_ses(&request.body)
+        if request.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            parse_ses(&request.body)
+        } else {
+            parse_dsn(&request.body)
+        }
     }
+}
+
+/// A delivery status notification (RFC 3464), the bounce an MTA mails back to the
+/// envelope sender, posted raw to the callback (a bounce mailbox piped to
+/// `curl --data-binary @- .../callbacks/email`). Each recipient group with
+/// `Action: failed` and a 5.x.x status is a permanent failure, `delivered`/`relayed` a
+/// delivery; `delayed` says nothing final. The message is matched by the Message-ID of
+/// the returned original headers.
+pub fn parse_dsn(body: &[u8]) -> Result<Vec<StatusUpdate>, String> {
+    let text = String::from_utf8_lossy(body);
+    let lower = text.to_ascii_lowercase();
+    if !lower.contains("report-type=delivery-status") && !lower.contains("report-type=\"delivery-status\"") {
+        return Err("neither JSON nor a delivery status notification (multipart/report; report-type=delivery-status)".into());
+    }
+    let status_part = lower.find("message/delivery-status").ok_or("the report has no message/delivery-status part")?;
+    // unfold header continuation lines, then read field groups separated by blank lines
+    let mut lines: Vec<String> = Vec::new();
+    for line in text[status_part..].lines() {
+        match (line.starts_with([' ', '\t']), lines.last_mut()) {
+            (true, Some(last)) if !last.is_empty() => {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+            _ => lines.push(line.trim_end().to_string()),
+        }
+    }
+    let provider_id = lines
+        .iter()
+        .skip(1)
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("message-id")).map(|(_, v)| v.trim().to_string()));
+    let mut updates = Vec::new();
+    let mut group: Vec<(String, String)> = Vec::new();
+    for line in lines.iter().chain(std::iter::once(&String::new())) {
+        if let Some((k, v)) = line.split_once(':').filter(|_| !line.is_empty()) {
+            group.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            continue;
+        }
+        let field = |name: &str| group.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        if let (Some(recipient), Some(action)) = (field("final-recipient").or(field("original-recipient")), field("action")) {
+            let address = recipient.split_once(';').map_or(recipient, |(_, a)| a).trim().trim_matches(['<', '>']).to_string();
+            let status = field("status").unwrap_or("");
+            let diagnostic = field("diagnostic-code").map(|d| d.split_once(';').map_or(d, |(_, d)| d).trim()).unwrap_or("");
+            let state = match action.to_ascii_lowercase().as_str() {
+                "failed" if status.starts_with('5') => Some(DeliveryState::Failed),
+                "delivered" | "relayed" | "expanded" => Some(DeliveryState::Delivered),
+                _ => None,
+            };
+            if let Some(state) = state {
+                let reason = format!("{status} {diagnostic}").trim().to_string();
+                updates.push(StatusUpdate { provider_id: provider_id.clone(), recipient: Some(address), state, reason: Some(reason) });
+            }
+        }
+        group.clear();
+    }
+    if updates.is_empty() && !lower.contains("action: delayed") {
+        return Err("the delivery status notification names no recipient with a final action".into());
+    }
+    Ok(updates)
 }
 
 /// Bounce, complaint and delivery notifications in Amazon SES's JSON shape,
@@ -228,5 +290,22 @@ mod tests {
         assert!(parse_ses(transient).expect("transient").is_empty());
         assert!(parse_ses(b"not json").is_err());
         assert!(parse_ses(br#"{"Type":"SubscriptionConfirmation"}"#).is_err());
+    }
+
+    #[test]
+    fn a_postfix_bounce_is_a_permanent_failure_of_the_returned_message() {
+        let dsn = include_str!("../../../tests/it/fixtures/bounce-postfix.eml")
+            .replace("@RECIPIENT@", "gone@example.net")
+            .replace("@MESSAGE_ID@", "<rk.winback=3A7=3Am1=3Aemail@tea.example>");
+        let updates = parse_dsn(dsn.as_bytes()).unwrap();
+        assert_eq!(updates.len(), 1, "{updates:?}");
+        let u = &updates[0];
+        assert_eq!(u.provider_id.as_deref(), Some("<rk.winback=3A7=3Am1=3Aemail@tea.example>"));
+        assert_eq!(u.recipient.as_deref(), Some("gone@example.net"));
+        assert!(matches!(u.state, DeliveryState::Failed));
+        assert!(u.reason.as_deref().unwrap().starts_with("5.1.1 550 5.1.1 <gone@example.net>: Recipient address rejected: User unknown"), "{:?}", u.reason);
+        let delayed = dsn.replace("Action: failed", "Action: delayed").replace("Status: 5.1.1", "Status: 4.4.1");
+        assert!(parse_dsn(delayed.as_bytes()).unwrap().is_empty(), "a delay is not final");
+        assert!(parse_dsn(b"Subject: hello\r\n\r\nnot a report").is_err());
     }
 }

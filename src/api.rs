@@ -414,7 +414,11 @@ struct RetryBody {
 }
 
 /// Queues dead letters again: `{"ids": ["12-345"]}` or `{"all": true}`.
-async fn retry(State(api): State<Arc<Api>>, Json(body): Json<RetryBody>) -> Response {
+async fn retry(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+    let body: RetryBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format_args!("the body is not {{\"ids\": [...]}} or {{\"all\": true}}: {e}")),
+    };
     let ids: Result<Vec<MessageId>, String> = body.ids.iter().map(|s| s.parse()).collect();
     let ids = match (ids, body.all) {
         (Ok(ids), false) if !ids.is_empty() => Some(ids),

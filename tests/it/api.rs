@@ -135,3 +135,99 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// The admin endpoints around the daemon's state: NDJSON ingest with good and bad lines
+/// (the next lookup sees the new order), rules list / check / preview / run now, member
+/// lookup and explain, dead letters and retry; each refused without the token.
+#[test]
+fn ingest_rules_and_members_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    drop(sample_store(d, 300));
+    let out = d.join("out");
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/all.toml"), "[audience]\norders = { min = 1 }\n[message]\nchannels = [\"files\"]\n[message.files]\ntext = \"hello {{ member.name }}\"\n[limits]\nquiet_hours = false\n").unwrap();
+    let port = free_port();
+    std::fs::write(
+        d.join("config.toml"),
+        format!(
+            "[store]\npath = \"store\"\n[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 100, days = 1 }}\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"t0ken-7\"\n[channels.files]\nplugin = \"{}\"\ngrants = {{ files = \"{}\" }}\n",
+            crate::support::repo_path("target/plugins/file.wasm").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = rekindle(d).arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let auth = [("Authorization", "Bearer t0ken-7")];
+    let get = |path: &str| http(port, "GET", path, &auth, "");
+    let post = |path: &str, body: &str| http(port, "POST", path, &auth, body);
+    for (method, path) in [("POST", "/api/ingest"), ("GET", "/api/rules"), ("POST", "/api/rules/all/run"), ("GET", "/api/members/m0000001"), ("POST", "/api/outbox/retry")] {
+        assert_eq!(http(port, method, path, &[], "").0, 401, "{method} {path} without a token");
+    }
+
+    // ingest: three good lines, two bad ones, reported by line
+    let (_, before) = get("/api/members/m0000001");
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    let orders_before = before["profile"]["orders"].as_u64().unwrap();
+    let lines = [
+        r#"{"order_id":"api-1","member_id":"m0000001","ts":"2026-11-20T10:00:00Z","sku":"sku00001","unit_price":"12.50","qty":2}"#,
+        r#"{"order_id":"api-1","member_id":"m0000001","ts":"2026-11-20T10:00:00Z","sku":"sku00002","unit_price":"3.00","qty":1}"#,
+        r#"{"order_id":"api-2","member_id":"m0000001","ts":"2026-13-01T10:00:00Z","sku":"sku00001","unit_price":"1.00","qty":1}"#,
+        r#"{"order_id":"api-3","member_id":"m0000002","ts":"2026-11-21T09:00:00Z","sku":"sku00003","unit_price":"-4.00","qty":1}"#,
+        r#"{"order_id":"api-4","member_id":"m0000002","ts":"2026-11-21T09:00:00Z","sku":"sku00003","unit_price":"4.00","qty":1}"#,
+    ];
+    let (status, body) = post("/api/ingest?kind=orders", &lines.join("\n"));
+    assert_eq!(status, 200, "{body}");
+    let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((summary["lines"].as_u64(), summary["imported"].as_u64(), summary["bad"].as_u64()), (Some(5), Some(3), Some(2)), "{summary}");
+    let bad_lines: Vec<u64> = summary["bad_lines"].as_array().unwrap().iter().map(|b| b["line"].as_u64().unwrap()).collect();
+    assert_eq!(bad_lines, vec![3, 4], "{summary}");
+    assert!(summary["bad_lines"][1]["reason"].as_str().unwrap().contains("unit_price"), "{summary}");
+    assert_eq!(post("/api/ingest?kind=nonsense", "{}").0, 400);
+    let (_, after) = get("/api/members/m0000001");
+    let after: serde_json::Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(after["profile"]["orders"].as_u64().unwrap(), orders_before + 1, "the member lookup sees the ingested order: {after}");
+    assert_eq!(get("/api/members/nobody").0, 404);
+
+    // rules: list, check an uploaded file and the folder, preview, explain, run now
+    let (_, list) = get("/api/rules");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["id"], "all", "{list}");
+    let (status, check) = post("/api/rules/check?file=broken.toml", "[audience]\nstage = \"sleepy\"\n[message]\nchannels = [\"files\"]\n");
+    assert_eq!(status, 200);
+    let check: serde_json::Value = serde_json::from_str(&check).unwrap();
+    assert!(check["errors"].as_u64().unwrap() >= 1, "{check}");
+    assert_eq!((check["diagnostics"][0]["file"].as_str(), check["diagnostics"][0]["line"].as_u64()), (Some("broken.toml"), Some(2)), "{check}");
+    let (_, folder) = post("/api/rules/check", "");
+    assert!(folder.contains("\"valid\":[\"all\"]") && folder.contains("\"errors\":0"), "{folder}");
+    let (status, preview) = get("/api/rules/all/preview?sample=1");
+    assert!(status == 200 && preview.contains("matched") && preview.contains("hello "), "{preview}");
+    let (status, why) = get("/api/members/m0000001/explain?rule=all");
+    assert!(status == 200 && why.starts_with("rule all") && why.contains("[pass] orders") && why.contains("verdict"), "{why}");
+    assert_eq!(get("/api/rules/nope/preview").0, 404);
+    let (status, run) = post("/api/rules/all/run", "");
+    assert_eq!(status, 200, "{run}");
+    let run: serde_json::Value = serde_json::from_str(&run).unwrap();
+    assert!(run["messages"].as_u64().unwrap() > 50, "{run}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0) < run["messages"].as_u64().unwrap() as usize {
+        assert!(Instant::now() < deadline, "the run was not dispatched");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, dead) = get("/api/outbox/dead-letters");
+    assert_eq!(dead, "[]");
+    let (status, retry) = post("/api/outbox/retry", r#"{"ids": ["1-0"]}"#);
+    assert!(status == 400 && retry.contains("not a dead letter"), "{retry}");
+
+    let _ = Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -13,6 +13,8 @@ use rekindle::store::Store;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+mod remote;
+
 #[derive(Parser)]
 #[command(name = "rekindle", version, about = "Win old customers back: member profiles, campaign rules and channel plugins, self-hosted.")]
 struct Cli {
@@ -312,8 +314,15 @@ fn run(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.config, explicit)?;
     match &cli.command {
         Command::Import { files, kind, rejects, show_bad } => {
-            let store = open_store(&cli, &config)?;
-            let bad_total = import(&store, files, *kind, rejects.as_deref(), *show_bad)?;
+            let bad_total = match store_or_daemon(&cli, &config)? {
+                Ok(store) => import(&store, files, *kind, rejects.as_deref(), *show_bad)?,
+                Err(remote) => {
+                    if rejects.is_some() {
+                        bail!("--rejects needs the store; the daemon holds it (its API reports bad rows on the terminal)");
+                    }
+                    remote.import(files, *kind, *show_bad)?
+                }
+            };
             if bad_total > 0 {
                 eprintln!("{bad_total} bad rows skipped; every good row was imported");
             }
@@ -329,10 +338,16 @@ fn run(cli: Cli) -> Result<()> {
                 None => pop.export(&mut std::io::stdout().lock(), *format)?,
             }
         }
-        Command::Member { command: MemberCommand::Show { id, as_of } } => {
-            let store = open_store(&cli, &config)?;
-            show_member(&store, &config, id, as_of.unwrap_or_else(today))?;
-        }
+        Command::Member { command: MemberCommand::Show { id, as_of } } => match store_or_daemon(&cli, &config)? {
+            Ok(store) => show_member(&store, &config, id, as_of.unwrap_or_else(today))?,
+            Err(remote) => {
+                if as_of.is_some_and(|d| d != today()) {
+                    bail!("the daemon holds the store and shows members as of today only");
+                }
+                let card: serde_json::Value = serde_json::from_str(&remote.get(&format!("/api/members/{}", url_segment(id)))?)?;
+                println!("{}", serde_json::to_string_pretty(&card)?);
+            }
+        },
         Command::Plugin(cmd) => {
             let options = rekindle::plugin::HostOptions {
                 base_dir: config.base_dir.clone(),
@@ -349,7 +364,19 @@ fn run(cli: Cli) -> Result<()> {
             bundles(&store, command)?;
         }
         Command::Run { once, rule, at } => {
-            let store = open_store(&cli, &config)?;
+            let store = match store_or_daemon(&cli, &config)? {
+                Ok(store) => store,
+                Err(remote) if *once && at.is_none() => {
+                    // the daemon runs them now and dispatches them itself
+                    let targets = if rule.is_empty() { vec!["enabled".to_string()] } else { rule.clone() };
+                    for r in targets {
+                        let summary: serde_json::Value = serde_json::from_str(&remote.post(&format!("/api/rules/{}/run", url_segment(&r)), Vec::new())?)?;
+                        println!("run {} by the daemon: {} messages planned ({:.2}s)", summary["run"], summary["messages"], summary["seconds"].as_f64().unwrap_or(0.0));
+                    }
+                    return Ok(());
+                }
+                Err(_) => bail!("the daemon holds the store: a second daemon cannot start (run --once without --at asks it to run rules now)"),
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             if at.is_some() && !once {
                 bail!("--at only goes with --once");
@@ -362,7 +389,7 @@ fn run(cli: Cli) -> Result<()> {
             let store = match open_store(&cli, &config) {
                 Ok(s) => s,
                 Err(e) if daemon_running(&e) => {
-                    println!("{}", daemon_get(&config, &format!("/api/report/{run_or_rule}"))?);
+                    println!("{}", remote::Remote::new(&config)?.get(&format!("/api/report/{}", url_segment(run_or_rule)))?);
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -380,9 +407,30 @@ fn run(cli: Cli) -> Result<()> {
         Command::Outbox { command } => {
             let store = match open_store(&cli, &config) {
                 Ok(s) => s,
-                Err(e) if daemon_running(&e) && matches!(command, OutboxCommand::Status) => {
-                    println!("{}", daemon_get(&config, "/api/outbox")?);
-                    println!("{}", daemon_get(&config, "/api/runs")?);
+                Err(e) if daemon_running(&e) => {
+                    let remote = remote::Remote::new(&config)?;
+                    match command {
+                        OutboxCommand::Status => {
+                            println!("{}", remote.get("/api/outbox")?);
+                            println!("{}", remote.get("/api/runs")?);
+                        }
+                        OutboxCommand::DeadLetters => {
+                            let list: serde_json::Value = serde_json::from_str(&remote.get("/api/outbox/dead-letters")?)?;
+                            for m in list.as_array().into_iter().flatten() {
+                                let last = m["errors"].as_array().and_then(|e| e.last()).and_then(|e| e.as_str()).unwrap_or("");
+                                println!("{}\t{}\t{}\t{}\t{last}", m["id"].as_str().unwrap_or(""), m["rule"].as_str().unwrap_or(""), m["member"].as_str().unwrap_or(""), m["channel"].as_str().unwrap_or(""));
+                            }
+                        }
+                        OutboxCommand::Retry { id, all } => {
+                            let body = match (id, all) {
+                                (Some(id), false) => serde_json::json!({ "ids": [id] }),
+                                (None, true) => serde_json::json!({ "all": true }),
+                                _ => bail!("give a message id or --all"),
+                            };
+                            let answer: serde_json::Value = serde_json::from_str(&remote.post("/api/outbox/retry", body.to_string().into_bytes())?)?;
+                            println!("{} messages queued again", answer["queued"]);
+                        }
+                    }
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -448,7 +496,14 @@ fn run(cli: Cli) -> Result<()> {
             let Some(r) = set.get(rule) else {
                 bail!("no valid rule {rule:?} in {} (valid: {})", config.campaigns.rules_dir.display(), set.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "));
             };
-            let store = open_store(&cli, &config)?;
+            let store = match store_or_daemon(&cli, &config)? {
+                Ok(store) => store,
+                Err(remote) if *format == PreviewFormat::Table && as_of.is_none_or(|d| d == today()) => {
+                    print!("{}", remote.get(&format!("/api/rules/{}/preview?sample={sample}", url_segment(rule)))?);
+                    return Ok(());
+                }
+                Err(_) => bail!("the daemon holds the store; over its API, preview shows a table as of today"),
+            };
             let as_of = as_of.unwrap_or_else(today);
             let (base, profiles, settings, now) = plan_inputs(&store, &config, &[r], as_of)?;
             let plans = rekindle::plan::plan(&base, &profiles, &[r], now, &settings);
@@ -472,7 +527,15 @@ fn run(cli: Cli) -> Result<()> {
                 Some(id) => vec![set.get(id).with_context(|| format!("no valid rule {id:?}"))?],
                 None => set.rules.iter().filter(|r| r.enabled).collect(),
             };
-            let store = open_store(&cli, &config)?;
+            let store = match store_or_daemon(&cli, &config)? {
+                Ok(store) => store,
+                Err(remote) if as_of.is_none_or(|d| d == today()) => {
+                    let query = rule.as_ref().map(|r| format!("?rule={}", url_segment(r))).unwrap_or_default();
+                    print!("{}", remote.get(&format!("/api/members/{}/explain{query}", url_segment(member)))?);
+                    return Ok(());
+                }
+                Err(_) => bail!("the daemon holds the store; over its API, explain works as of today"),
+            };
             let as_of = as_of.unwrap_or_else(today);
             let (base, profiles, settings, now) = plan_inputs(&store, &config, &rules, as_of)?;
             let Some(i) = base.index_of(member) else { bail!("no member {member:?} in the store") };
@@ -547,21 +610,18 @@ fn daemon_running(e: &anyhow::Error) -> bool {
     matches!(e.downcast_ref::<rekindle::store::StoreError>(), Some(rekindle::store::StoreError::Open { .. }))
 }
 
-/// GET from the running daemon's API with the configured token (the store is the
-/// daemon's while it runs).
-fn daemon_get(config: &Config, path: &str) -> Result<String> {
-    let token = config.api.token().context("the store is in use (the daemon?) and [api] token is not set, so the API cannot be asked either")?;
-    let url = format!("http://{}{path}", config.api.listen);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let response = reqwest::Client::new().get(&url).bearer_auth(token).send().await.with_context(|| format!("the store is in use and the daemon's API at {url} does not answer"))?;
-        let status = response.status();
-        let body = response.text().await?;
-        if !status.is_success() {
-            bail!("{url}: {status}: {}", body.trim());
-        }
-        Ok(body)
-    })
+/// The store, or (when the daemon holds it) the way to the daemon's API.
+fn store_or_daemon(cli: &Cli, config: &Config) -> Result<Result<Store, remote::Remote>> {
+    match open_store(cli, config) {
+        Ok(store) => Ok(Ok(store)),
+        Err(e) if daemon_running(&e) => Ok(Err(remote::Remote::new(config).with_context(|| e.to_string())?)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A member or rule id as one URL path segment.
+fn url_segment(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// What `run --once` (and the demo) did: each rule's funnel, the sends, the outbox.

@@ -224,6 +224,28 @@ fn ingest_rules_and_members_over_http() {
     let (status, retry) = post("/api/outbox/retry", r#"{"ids": ["1-0"]}"#);
     assert!(status == 400 && retry.contains("not a dead letter"), "{retry}");
 
+    // while the daemon holds the store, the CLI goes through the API
+    std::fs::write(
+        d.join("more.csv"),
+        "member_id,order_id,ts,sku,unit_price,qty\nm0000003,cli-1,2026-11-22T08:00:00Z,sku00004,9.90,1\nm0000003,cli-2,yesterday,sku00004,9.90,1\nm0000003,cli-3,2026-11-22T09:00:00Z\n",
+    )
+    .unwrap();
+    let import = rekindle(d).args(["import", "more.csv"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&import.stdout), String::from_utf8_lossy(&import.stderr));
+    assert!(import.status.success() && stdout.contains("3 rows, 1 imported, 2 bad"), "{stdout}{stderr}");
+    assert!(stderr.contains("more.csv:3: ts") && stderr.contains("more.csv:4: expected 6 fields, found 3"), "{stderr}");
+    for (args, expected) in [
+        (vec!["member", "show", "m0000003"], "\"orders\""),
+        (vec!["explain", "m0000003", "--rule", "all"], "verdict"),
+        (vec!["rules", "preview", "all"], "matched"),
+        (vec!["run", "--once", "--rule", "all"], "by the daemon"),
+        (vec!["outbox", "dead-letters"], ""),
+    ] {
+        let o = rekindle(d).args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && text.contains(expected), "{args:?}: {text}{}", String::from_utf8_lossy(&o.stderr));
+    }
+
     let _ = Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while daemon.try_wait().unwrap().is_none() {

@@ -133,7 +133,7 @@ pub fn import_ndjson(
     on_bad: &mut dyn FnMut(&BadRow),
 ) -> Result<FileSummary, IngestError> {
     let reader = Reader::ndjson(input, Path::new(name), kind)?;
-    run(store, reader, 50_000, name, on_bad, |_| {})
+    run(store, reader, 10_000, name, on_bad, |_| {})
 }
 
 fn progress_bar(enabled: bool, len: u64, name: &str) -> indicatif::ProgressBar {
@@ -199,7 +199,7 @@ fn run(
             }
         });
         let flush_at = flush_rows(kind, chunk_rows);
-        let mut pending = Pending::new(store, kind, flush_at + chunk_rows);
+        let mut pending = Pending::new(store, kind, chunk_rows);
         for chunk in rx {
             let chunk = chunk?;
             let last = chunk.read == 0;

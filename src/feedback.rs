@@ -97,7 +97,10 @@ pub fn note(
     applied: &mut Applied,
 ) -> Result<(), StoreError> {
     if let Some(id) = id {
-        store.record_delivery_status(id, &DeliveryStatus { state, at: now, reason: reason.to_string() })?;
+        // a repeated report (providers retry their callbacks) changes nothing twice
+        if !store.record_delivery_status(id, &DeliveryStatus { state, at: now, reason: reason.to_string() })? {
+            return Ok(());
+        }
     }
     let Some(address) = address.filter(|a| !a.is_empty()) else { return Ok(()) };
     let stop_now = match state {
@@ -150,6 +153,87 @@ pub fn is_hard_bounce(reason: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::{DeliveryState as P, StatusUpdate};
+    use crate::store::outbox::{ChannelMessage, MessageState, OutboxMessage, RunRecord};
+
+    /// A store with one committed run of `n` SMS to one number, sent, provider ids k0..kn.
+    fn store_with_sent_sms(dir: &std::path::Path, n: u32) -> Store {
+        let store = Store::open(&dir.join("s"), 16).unwrap();
+        let message = |i: u32| OutboxMessage {
+            rule: "r".into(),
+            member: format!("m{i}").as_str().into(),
+            member_name: String::new(),
+            channels: vec![ChannelMessage { channel: "sms".into(), address: "+8613800000001".into(), subject: None, text: "hi".into(), html: None }],
+            current: 0,
+            attempts: 0,
+            send_after: 0,
+            state: MessageState::Pending,
+            provider_id: String::new(),
+            sent_at: None,
+            errors: Vec::new(),
+            offer: String::new(),
+        };
+        let messages: Vec<OutboxMessage> = (0..n).map(message).collect();
+        let run = RunRecord { id: 1, at: 0, as_of: 0, catch_up: false, committed: true, rules: Vec::new() };
+        store.write_run(&run, &messages, &[], 30).unwrap();
+        let sent: Vec<_> = (0..n)
+            .map(|i| {
+                let mut m = message(i);
+                m.state = MessageState::Sent;
+                m.provider_id = format!("k{i}");
+                (MessageId { run: 1, seq: i }, 0, m)
+            })
+            .collect();
+        store.update_messages(&sent).unwrap();
+        store
+    }
+
+    fn report(pid: &str, state: P) -> StatusUpdate {
+        StatusUpdate { provider_id: Some(pid.into()), recipient: None, state, reason: Some("SMSC reject".into()) }
+    }
+
+    #[test]
+    fn repeated_sms_failures_stop_the_number_and_a_delivery_resets_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_sent_sms(dir.path(), 6);
+        let settings = FeedbackConfig { sms_failure_limit: 3 };
+        let clock = std::cell::Cell::new(100);
+        let apply = |u: StatusUpdate| {
+            clock.set(clock.get() + 1);
+            apply(&store, "sms", "sms", &[u], &settings, clock.get()).unwrap()
+        };
+        apply(report("k0", P::Failed));
+        apply(report("k0", P::Failed)); // the provider retried its callback: still one failure
+        apply(report("k1", P::Failed));
+        assert_eq!(store.address_health("sms", "+8613800000001").unwrap().unwrap().failures, 2);
+        apply(report("k2", P::Delivered));
+        assert_eq!(store.address_health("sms", "+8613800000001").unwrap().unwrap().failures, 0, "a delivery resets the count");
+        apply(report("k3", P::Failed));
+        apply(report("k4", P::Failed));
+        assert!(!store.address_stopped("sms", "+8613800000001").unwrap());
+        let last = apply(report("k5", P::Failed));
+        assert_eq!((last.matched, last.stopped), (1, 1));
+        assert!(store.address_stopped("sms", "+8613800000001").unwrap(), "three failures in a row stop the number");
+        assert_eq!(store.delivery_status(MessageId { run: 1, seq: 2 }).unwrap().unwrap().state, DeliveryState::Delivered);
+        // an unknown provider id changes nothing
+        let unknown = apply(report("nope", P::Failed));
+        assert_eq!((unknown.matched, unknown.unmatched), (0, 1));
+    }
+
+    #[test]
+    fn an_email_bounce_stops_at_once_and_a_complaint_unsubscribes_the_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_sent_sms(dir.path(), 2);
+        let settings = FeedbackConfig::default();
+        let bounce = StatusUpdate { provider_id: None, recipient: Some("gone@example.net".into()), state: P::Failed, reason: None };
+        let a = apply(&store, "email", "email", &[bounce], &settings, 5).unwrap();
+        assert_eq!(a.stopped, 1);
+        assert!(store.address_stopped("email", "gone@example.net").unwrap());
+        let complaint = report("k1", P::Complained);
+        let a = apply(&store, "sms", "sms", &[complaint], &settings, 7).unwrap();
+        assert_eq!((a.stopped, a.unsubscribed), (1, 1));
+        assert_eq!(store.suppressions("m1").unwrap(), vec![("sms".into(), 7)]);
+    }
 
     #[test]
     fn only_bad_mailbox_codes_are_hard_bounces() {

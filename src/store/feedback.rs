@@ -108,11 +108,11 @@ impl Store {
         self.db.get(&k)?.map(|v| decode(&k, &v)).transpose()
     }
 
-    /// Records a report on a message unless the stored one says more. Returns whether
-    /// it was recorded.
+    /// Records a report on a message unless the stored one says as much or more (a
+    /// provider's retried callback is not news). Returns whether it was recorded.
     pub fn record_delivery_status(&self, id: MessageId, status: &DeliveryStatus) -> Result<bool, StoreError> {
         if let Some(old) = self.delivery_status(id)? {
-            if old.state.rank() > status.state.rank() || old == *status {
+            if old.state.rank() > status.state.rank() || old.state == status.state {
                 return Ok(false);
             }
         }

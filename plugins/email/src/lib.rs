@@ -8,7 +8,7 @@
 //! `unsubscribe_mailto` setting. The relay and its credentials belong to the
 //! host. Bounces, complaints and deliveries come back through
 //! `parse_callback` in the shape Amazon SES posts them (directly or wrapped
-//! in an SNS notification).
+//! in an SNS notification), or as the raw bounce mail an MTA returns (RFC 3464).
 
 use rekindle_plugin_sdk::{
     clock, lookup, mime, smtp, CallbackRequest, Channel, Config, Delivery, DeliveryState, OutboundMessage, SendError,

@@ -12,7 +12,7 @@
 #
 #   scripts/bench_daemon.sh [MESSAGES] [CONCURRENCY]     default 100000 32
 #   BENCH_RSS_MEMBERS=1000000 scripts/bench_daemon.sh    adds the RSS at rest with 1M members
-# Needs Debian postfix (scripts/apt-bench.txt; scripts/setup.sh installs it). Scratch
+# Needs Debian postfix (scripts/apt-plugins.txt; scripts/setup.sh installs it). Scratch
 # files go to a temporary folder under ${TMPDIR:-/tmp}, removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +36,7 @@ sink="$sink_root/sink"
 daemon_pid=""
 cleanup() {
   [ -n "$daemon_pid" ] && kill -TERM "$daemon_pid" 2>/dev/null || true
-  scripts/postfix-sink.sh stop "$sink" || true
+  scripts/smtp-sink.sh stop "$sink" || true
   rm -rf "$work" "$sink_root"
 }
 trap cleanup EXIT
@@ -110,7 +110,7 @@ members_for() { echo $(($1 * 3 / 2)); }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 port="$(free_port)"
-scripts/postfix-sink.sh start "$sink" "$port" >/dev/null
+scripts/smtp-sink.sh start "$sink" "$port" --engine postfix >/dev/null
 echo "== Postfix smtp-sink on 127.0.0.1:$port, dumping to $sink_root"
 
 camp="$work/campaign"; mkdir -p "$camp"
@@ -127,8 +127,8 @@ end="$(now)"
 sed 's/^/   /' "$camp/once.out"
 written="$(log_time "$camp/once.log" 'run written to the outbox')"
 planned="$(grep -o 'run [0-9]*: [0-9]* messages planned' "$camp/once.out" | awk '{print $3}')"
-arrived="$(scripts/postfix-sink.sh count "$sink")"
-distinct="$(scripts/postfix-sink.sh ids "$sink")"
+arrived="$(scripts/smtp-sink.sh count "$sink")"
+distinct="$(scripts/smtp-sink.sh ids "$sink")"
 echo "   start to run written (load the member base, plan, write the outbox): $(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f} s')" "$start" "$written")"
 echo "   dispatch:             $(rate "$planned" "$written" "$end")"
 echo "   arrived: $arrived transactions, $distinct distinct Message-IDs, $planned planned"
@@ -136,7 +136,7 @@ find "$sink/dump" -mindepth 1 -delete
 
 echo "== plain client without rekindle (examples/smtp_blast.rs, lettre + TCP_NODELAY), $concurrency connections"
 "$repo/target/release/examples/smtp_blast" "$port" "$messages" "$concurrency" | sed 's/^/   /'
-echo "   arrived: $(scripts/postfix-sink.sh count "$sink") transactions"
+echo "   arrived: $(scripts/smtp-sink.sh count "$sink") transactions"
 find "$sink/dump" -mindepth 1 -delete
 
 echo "== Postfix smtp-source (C), $concurrency sessions, 600-byte messages"
@@ -144,7 +144,7 @@ start="$(now)"
 smtp-source -s "$concurrency" -m "$messages" -l 600 -f news@shop.example -t member@example.com "127.0.0.1:$port"
 end="$(now)"
 echo "   smtp-source: $(rate "$messages" "$start" "$end")"
-echo "   arrived: $(scripts/postfix-sink.sh count "$sink") transactions"
+echo "   arrived: $(scripts/smtp-sink.sh count "$sink") transactions"
 find "$sink/dump" -mindepth 1 -delete
 
 echo "== daemon at rest, nothing due: RSS $(rss_at_rest "$camp")"

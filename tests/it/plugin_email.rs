@@ -206,7 +206,7 @@ fn bounce_and_complaint_callbacks_become_status_updates() {
 
     let junk = CallbackRequest { method: "POST".into(), path: "/".into(), headers: vec![], body: b"<xml/>".to_vec() };
     let err = rt.block_on(host.parse_callback("mail", junk)).expect_err("junk");
-    assert!(err.to_string().contains("not JSON"), "{err}");
+    assert!(err.to_string().contains("neither JSON nor a delivery status notification"), "{err}");
 }
 
 #[test]

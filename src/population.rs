@@ -9,7 +9,7 @@ use crate::config::ProfileConfig;
 use crate::domain::{CentsFmt, Day, DayFmt, Text};
 use crate::predict::{DaySpend, FittedModel, PredictOptions, PurchaseHistory};
 use crate::profile::{metrics, CutPoints, Profile, Stage, Tier, ValueTier};
-use crate::store::model::Member;
+use crate::store::model::{decode_for_profile, Member};
 use crate::store::{decode, Store, StoreError};
 use rayon::prelude::*;
 use std::io::Write;
@@ -36,13 +36,14 @@ impl Population {
         cfg: &ProfileConfig,
         model: Option<(&FittedModel, &PredictOptions)>,
     ) -> Result<Population, StoreError> {
-        let mut ids = Vec::new();
-        let mut profiles: Vec<Profile> = Vec::new();
+        let hint = store.member_count_hint();
+        let mut ids = Vec::with_capacity(hint);
+        let mut profiles: Vec<Profile> = Vec::with_capacity(hint);
         crate::store::in_chunks(store.scan_members_raw(), |chunk| {
             let computed: Vec<(Text, Profile)> = chunk
                 .par_iter()
                 .map(|(k, v)| {
-                    let m: Member = decode(k, v)?;
+                    let m = decode_for_profile(v).map_err(|source| StoreError::Corrupt { key: String::from_utf8_lossy(k).into_owned(), source })?;
                     let mut p = Profile::new(metrics(&m, as_of, cfg), None, cfg);
                     if let Some((model, opts)) = model {
                         p.prediction = PurchaseHistory::from_order_days(&order_days(&m), as_of, model.unit).map(|h| model.predict(&h, opts));
@@ -56,6 +57,7 @@ impl Population {
             }
             Ok(())
         })?;
+        store.note_member_count(profiles.len());
         let cuts = CutPoints::compute(profiles.iter().map(|p| &p.metrics), cfg);
         profiles.par_iter_mut().for_each(|p| p.score(cuts.as_ref(), cfg));
         Ok(Population { as_of, ids, profiles, cuts })

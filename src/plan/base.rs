@@ -32,8 +32,9 @@ impl MemberBase {
     /// Reads everything from the store; events only when `with_events` (the rules in
     /// use need them). Reports progress through `progress(done)`.
     pub fn load(store: &Store, with_events: bool, progress: &dyn Fn(u64)) -> Result<MemberBase, StoreError> {
-        let mut ids = Vec::new();
-        let mut members = Vec::new();
+        let hint = store.member_count_hint();
+        let mut ids = Vec::with_capacity(hint);
+        let mut members = Vec::with_capacity(hint);
         crate::store::in_chunks(store.scan_members_raw(), |chunk| {
             let decoded: Vec<Member> = chunk.par_iter().map(|(k, v)| decode(k, v)).collect::<Result<_, _>>()?;
             ids.extend(chunk.iter().map(|(k, _)| Text::from_utf8_lossy(&k[1..])));
@@ -41,6 +42,7 @@ impl MemberBase {
             progress(members.len() as u64);
             Ok(())
         })?;
+        store.note_member_count(members.len());
         let mut events = vec![Vec::new(); members.len()];
         if with_events {
             crate::store::in_chunks(store.scan_events_raw(), |chunk| {

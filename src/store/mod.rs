@@ -6,6 +6,7 @@
 //! | key                         | value                    |
 //! |-----------------------------|--------------------------|
 //! | `\0format`                  | `rekindle-store <N>`     |
+//! | `\0member-count`            | members the last full scan saw (a capacity hint) |
 //! | `M` member_id               | [`Member`] with digest   |
 //! | `H` member_id               | [`OrderHistory`]         |
 //! | `E` member_id               | [`EventHistory`]         |
@@ -37,6 +38,7 @@ use std::path::{Path, PathBuf};
 /// Bumped on every incompatible change of keys or values.
 pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_KEY: &[u8] = b"\0format";
+const MEMBER_COUNT_HINT: &[u8] = b"\0member-count";
 const FORMAT_PREFIX: &str = "rekindle-store ";
 
 pub(crate) const MEMBER: u8 = b'M';
@@ -182,6 +184,19 @@ impl Store {
     pub(crate) fn apply(&self, batch: sled::Batch) -> Result<(), StoreError> {
         self.db.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// How many members the last full scan saw: a capacity hint (0 before the first),
+    /// so the scans that hold every member allocate once instead of doubling.
+    pub fn member_count_hint(&self) -> usize {
+        self.db.get(MEMBER_COUNT_HINT).ok().flatten().and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes) as usize
+    }
+
+    /// Records the count a full scan saw (not flushed: it is only a hint).
+    pub fn note_member_count(&self, n: usize) {
+        if self.member_count_hint() != n {
+            let _ = self.db.insert(MEMBER_COUNT_HINT, &(n as u64).to_be_bytes()[..]);
+        }
     }
 
     /// Every member in id order, raw: (member_id bytes, encoded Member).

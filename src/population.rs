@@ -39,7 +39,7 @@ impl Population {
         let hint = store.member_count_hint();
         let mut ids = Vec::with_capacity(hint);
         let mut profiles: Vec<Profile> = Vec::with_capacity(hint);
-        crate::store::in_chunks(store.scan_members_raw(), |chunk| {
+        store.member_chunks(|chunk| {
             let computed: Vec<(Text, Profile)> = chunk
                 .par_iter()
                 .map(|(k, v)| {

@@ -35,7 +35,7 @@ impl MemberBase {
         let hint = store.member_count_hint();
         let mut ids = Vec::with_capacity(hint);
         let mut members = Vec::with_capacity(hint);
-        crate::store::in_chunks(store.scan_members_raw(), |chunk| {
+        store.member_chunks(|chunk| {
             let decoded: Vec<Member> = chunk.par_iter().map(|(k, v)| decode(k, v)).collect::<Result<_, _>>()?;
             ids.extend(chunk.iter().map(|(k, _)| Text::from_utf8_lossy(&k[1..])));
             members.extend(decoded);

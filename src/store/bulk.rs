@@ -249,6 +249,7 @@ impl<'s> OrderLoader<'s> {
 
     /// Writes everything: `last` are the rows not yet added.
     pub fn finish(mut self, mut last: Vec<OrderRow>) -> Result<WriteStats, StoreError> {
+        self.store.bump_member_generation()?;
         self.note_owners(&last)?;
         let mut stats = WriteStats::default();
         // orders that changed owner against the store take their stored lines along
@@ -364,6 +365,8 @@ impl<'s> EventLoader<'s> {
     }
 
     pub fn finish(self, last: Vec<EventRow>) -> Result<WriteStats, StoreError> {
+        // events can create bare members
+        self.store.bump_member_generation()?;
         let mut merge = self.runs.merge(self.store, last)?;
         let store = self.store;
         store.pipelined(MEMBERS_PER_BATCH, |write| {

@@ -109,6 +109,10 @@ impl Store {
 
     /// Upserts members; columns absent from the file keep their stored values.
     pub fn write_members(&self, rows: &mut Vec<MemberRow>) -> Result<WriteStats, StoreError> {
+        if rows.is_empty() {
+            return Ok(WriteStats::default());
+        }
+        self.bump_member_generation()?;
         let mut latest: FxHashMap<String, Vec<MemberRow>> = FxHashMap::default();
         for r in rows.drain(..) {
             latest.entry(r.id.clone()).or_default().push(r);

@@ -3,6 +3,8 @@
 //!
 //! 1 -> 2: the order digest gained the skus of every order (for the "bought" rule
 //! conditions); every member's digest is rebuilt from its order history.
+//! 2 -> 3: the member generation (`\0member-gen`) that keeps the member snapshot file
+//! honest; nothing to convert, but no rekindle without it may write members any more.
 
 use super::model::{Digest, Gender, Member, OrderHistory};
 use super::{decode, encode, key, Store, StoreError, HISTORY, MEMBER};
@@ -13,6 +15,7 @@ const MEMBERS_PER_BATCH: usize = 1000;
 
 /// Brings the store from format `found` to the current one.
 pub(super) fn upgrade(store: &Store, found: u32) -> Result<(), StoreError> {
+    store.bump_member_generation()?;
     if found < 2 {
         tracing::info!(path = %store.path().display(), "upgrading the store from format 1 to 2: rebuilding order digests");
         digest_skus(store)?;
@@ -127,6 +130,6 @@ mod tests {
         assert_eq!(m.digest.sku_names, vec![Text::from("SKU-1")]);
         drop(s);
         let marker = Store::open(&path, 16).unwrap().db.get(super::super::FORMAT_KEY).unwrap().unwrap();
-        assert_eq!(&marker[..], b"rekindle-store 2");
+        assert_eq!(&marker[..], format!("rekindle-store {}", super::super::FORMAT_VERSION).as_bytes());
     }
 }

@@ -7,6 +7,7 @@
 //! |-----------------------------|--------------------------|
 //! | `\0format`                  | `rekindle-store <N>`     |
 //! | `\0member-count`            | members the last full scan saw (a capacity hint) |
+//! | `\0member-gen`              | bumped before member records change (the [`snapshot`] file's key) |
 //! | `M` member_id               | [`Member`] with digest   |
 //! | `H` member_id               | [`OrderHistory`]         |
 //! | `E` member_id               | [`EventHistory`]         |
@@ -30,13 +31,14 @@ pub mod import;
 mod migrate;
 pub mod model;
 pub mod outbox;
+mod snapshot;
 
 use model::{Contact, ContactLog, EventHistory, Member, OrderHistory, Product};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped on every incompatible change of keys or values.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const FORMAT_KEY: &[u8] = b"\0format";
 const MEMBER_COUNT_HINT: &[u8] = b"\0member-count";
 const FORMAT_PREFIX: &str = "rekindle-store ";

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 
 /// A row that belongs to one member.
-pub trait MemberRow: Serialize + DeserializeOwned + Send {
+pub trait MemberRow: Serialize + DeserializeOwned + Send + Sync {
     fn member(&self) -> &str;
 }
 
@@ -52,8 +52,11 @@ impl Runs {
     }
 
     /// Sorts `rows` by member (stable: file order within a member) and writes them out.
+    /// The sort moves (member id, position) keys, not the rows (over a hundred bytes
+    /// each), and needs no merge buffer.
     fn spill<T: MemberRow>(&mut self, store: &Store, rows: &mut Vec<T>) -> Result<(), StoreError> {
-        rows.par_sort_by(|a, b| a.member().cmp(b.member()));
+        let mut order: Vec<(crate::domain::Text, u32)> = rows.par_iter().enumerate().map(|(i, r)| (crate::domain::Text::from(r.member()), i as u32)).collect();
+        order.par_sort_unstable();
         if self.dir.is_none() {
             let parent = store.path().parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             self.dir = Some(tempfile::Builder::new().prefix(".rekindle-import-").tempdir_in(parent).map_err(io)?);
@@ -61,13 +64,14 @@ impl Runs {
         let path = self.dir.as_ref().map(|d| d.path().join(format!("run-{}", self.files.len()))).unwrap_or_default();
         let mut w = BufWriter::with_capacity(1 << 20, File::create(&path).map_err(io)?);
         let mut buf = Vec::new();
-        for r in rows.drain(..) {
+        for (_, i) in &order {
             buf.clear();
-            buf = postcard::to_extend(&r, buf).map_err(|e| io(std::io::Error::other(e)))?;
+            buf = postcard::to_extend(&rows[*i as usize], buf).map_err(|e| io(std::io::Error::other(e)))?;
             w.write_all(&(buf.len() as u32).to_le_bytes()).map_err(io)?;
             w.write_all(&buf).map_err(io)?;
         }
         w.flush().map_err(io)?;
+        rows.clear();
         tracing::debug!(run = self.files.len(), path = %path.display(), "spilled a sorted run");
         self.files.push(path);
         Ok(())

@@ -38,6 +38,12 @@ stop_pid() { # pidfile
   rm -f "$1"
 }
 
+stop_all() { # state: the processes of one gateway, newest first
+  stop_pid "$1/smsbox.pid"
+  stop_pid "$1/fakesmsc.pid"
+  stop_pid "$1/bearerbox.pid"
+}
+
 case "$cmd" in
 start)
   state="${1:?state dir}"; base="${2:?base port}"; hook="${3:?hook port or URL}"
@@ -50,26 +56,24 @@ start)
   echo "$fakemo" >"$state/fakemo.port"
   /usr/sbin/bearerbox -v 2 "$state/kannel.conf" >"$state/bearerbox.out" 2>&1 &
   echo $! >"$state/bearerbox.pid"
-  wait_port "$fake" 10 || { echo "bearerbox did not open $fake" >&2; tail -20 "$state/bearerbox.out" >&2; exit 1; }
+  wait_port "$fake" 10 || { echo "bearerbox did not open $fake" >&2; tail -20 "$state/bearerbox.out" >&2; stop_all "$state"; exit 1; }
   # -m 0: fakesmsc sends nothing itself, it only prints what bearerbox delivers (line-buffered).
   stdbuf -oL -eL "$fakesmsc" -H 127.0.0.1 -r "$fake" -m 0 "x y text x" >"$state/fakesmsc.log" 2>&1 &
   echo $! >"$state/fakesmsc.pid"
   /usr/sbin/smsbox -v 2 "$state/kannel.conf" >"$state/smsbox.out" 2>&1 &
   echo $! >"$state/smsbox.pid"
-  wait_port "$sendsms" 15 || { echo "smsbox did not open $sendsms" >&2; tail -20 "$state/smsbox.out" >&2; exit 1; }
-  for _ in $(seq 100); do
+  wait_port "$sendsms" 15 || { echo "smsbox did not open $sendsms" >&2; tail -20 "$state/smsbox.out" >&2; stop_all "$state"; exit 1; }
+  # under a loaded machine (a parallel test run) the fake SMSC can take a while to connect
+  for _ in $(seq 400); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$admin" && printf 'GET /status.txt?password=statuspw HTTP/1.0\r\n\r\n' >&3 && cat <&3) 2>/dev/null | grep -q "FAKE\[.*online"; then
       echo "sendsms http://127.0.0.1:$sendsms/cgi-bin/sendsms"; exit 0
     fi
     sleep 0.1
   done
-  echo "the fake SMSC never came online" >&2; exit 1
+  echo "the fake SMSC never came online" >&2; tail -20 "$state/bearerbox.out" "$state/fakesmsc.log" >&2; stop_all "$state"; exit 1
   ;;
 stop)
-  state="${1:?state dir}"
-  stop_pid "$state/smsbox.pid"
-  stop_pid "$state/fakesmsc.pid"
-  stop_pid "$state/bearerbox.pid"
+  stop_all "${1:?state dir}"
   ;;
 sent)
   state="${1:?state dir}"

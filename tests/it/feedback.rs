@@ -204,6 +204,7 @@ fn smtp_refusals_and_bounce_reports_stop_the_address() {
 
 #[test]
 fn kannel_delivery_reports_and_stop_replies_come_back() {
+    let _one_gateway = crate::plugin_support::kannel_lock();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     drop(sample_store(d, 200));
@@ -227,7 +228,7 @@ fn kannel_delivery_reports_and_stop_replies_come_back() {
     let sent = daemon.report(run)["sent"].as_u64().unwrap();
     assert!(sent >= 4, "{sent} SMS sent");
     // the fake SMSC acknowledges (DLR 8) and delivers (DLR 1); smsbox calls the callback
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let report = loop {
         let r = daemon.report(run);
         if r["delivered"].as_u64() == Some(sent) {
@@ -249,7 +250,7 @@ fn kannel_delivery_reports_and_stop_replies_come_back() {
     let phone = texted[0].clone();
     let status = Command::new("bash").arg(repo().join("scripts/sms-gateway.sh")).args(["mo", &gateway.path().display().to_string(), &phone, "12345", "STOP"]).status().unwrap();
     assert!(status.success());
-    let samples = wait_for(Duration::from_secs(20), || {
+    let samples = wait_for(Duration::from_secs(60), || {
         let s = metric_samples(&daemon);
         s.contains("rekindle_feedback_total [('channel', 'sms'), ('state', 'opted_out')] 1.0").then_some(s)
     });

@@ -97,6 +97,7 @@ fn percent_bytes(text: &str) -> Vec<u8> {
 
 #[test]
 fn kannel_delivers_with_opt_out_text_and_reports_back() {
+    let _one_gateway = kannel_lock();
     let hook_port = free_port();
     let hook = ScriptServer::start("http-sink.sh", &[&hook_port.to_string()]);
     let base = 20_000 + (std::process::id() % 400) as u16 * 100;

@@ -112,6 +112,13 @@ impl Drop for ScriptServer {
     }
 }
 
+/// Held by each test that runs a Kannel gateway: two gateways at once would compete for
+/// ports and for a loaded machine's patience.
+pub fn kannel_lock() -> std::sync::MutexGuard<'static, ()> {
+    static KANNEL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    KANNEL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Wait until `probe` returns Some, or panic after `limit`.
 pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();

@@ -210,7 +210,7 @@ fn kannel_delivery_reports_and_stop_replies_come_back() {
     drop(sample_store(d, 200));
     let port = free_port();
     let callback = format!("http://127.0.0.1:{port}/callbacks/sms");
-    let base = 24_000 + (std::process::id() % 300) as u16 * 100;
+    let base = crate::plugin_support::kannel_base();
     let gateway = ScriptServer::start("sms-gateway.sh", &[&base.to_string(), &callback]);
     let sendsms = base + 13;
     write_config(

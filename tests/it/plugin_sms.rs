@@ -100,7 +100,7 @@ fn kannel_delivers_with_opt_out_text_and_reports_back() {
     let _one_gateway = kannel_lock();
     let hook_port = free_port();
     let hook = ScriptServer::start("http-sink.sh", &[&hook_port.to_string()]);
-    let base = 20_000 + (std::process::id() % 400) as u16 * 100;
+    let base = kannel_base();
     let gateway = ScriptServer::start("sms-gateway.sh", &[&base.to_string(), &hook_port.to_string()]);
     let sendsms = base + 13;
     let config = channel(

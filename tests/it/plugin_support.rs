@@ -119,6 +119,17 @@ pub fn kannel_lock() -> std::sync::MutexGuard<'static, ()> {
     KANNEL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A base port for a Kannel gateway (it listens on base..=base+13): below the kernel's
+/// ephemeral range (32768 and up), where the client sockets and TIME_WAITs of a busy
+/// parallel test run live, and with every one of its ports free right now.
+pub fn kannel_base() -> u16 {
+    let start = (std::process::id() % 220) as u16;
+    (0..220u16)
+        .map(|i| 10_000 + ((start + i) % 220) * 100)
+        .find(|base| (*base..=base + 13).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()))
+        .expect("no free block of 14 ports between 10000 and 32000")
+}
+
 /// Wait until `probe` returns Some, or panic after `limit`.
 pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();

@@ -218,19 +218,8 @@ async fn callback(State(api): State<Arc<Api>>, request: Request) -> Response {
     for u in &updates {
         api.observers.metrics.observe_feedback(&channel, crate::store::feedback::DeliveryState::from(u.state).name());
     }
-    // a fast provider reports before the dispatcher has recorded the send (it writes
-    // outcomes in groups): give the provider id a moment to appear
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        let ids: Vec<String> = updates.iter().filter_map(|u| u.provider_id.clone()).collect();
-        let (store, ch) = (api.store.clone(), channel.clone());
-        let missing = blocking(move || Ok(ids.iter().map(|p| store.message_by_provider_id(&ch, p)).collect::<Result<Vec<_>, _>>()?.iter().any(Option::is_none))).await;
-        match missing {
-            Ok(true) if std::time::Instant::now() < deadline => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-            Ok(_) => break,
-            Err(r) => return r,
-        }
-    }
+    // a report that beats the dispatcher's record of the send is parked, and applied by
+    // the dispatcher when it records the send
     let (store, settings) = (api.store.clone(), api.observers.feedback.clone());
     let now = chrono::Utc::now().timestamp();
     match blocking(move || crate::feedback::apply(&store, &channel, &kind, &updates, &settings, now)).await {

@@ -396,6 +396,12 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
                 if let Err(e) = refresh_models(&store, &config, &mut base, day_of(chrono::Utc::now().timestamp())) {
                     tracing::error!("refreshing co-purchase rules and the value model: {e}");
                 }
+                // provider reports parked for a day never matched a send of ours
+                match store.drop_parked_before(chrono::Utc::now().timestamp() - 86_400) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(provider_ids = n, "dropped provider reports that matched no message"),
+                    Err(e) => tracing::error!("dropping old parked reports: {e}"),
+                }
             }
             _ = hup_signal(&mut hup) => {
                 live.signature.clear();

@@ -7,7 +7,7 @@
 
 use crate::domain::Timestamp;
 use crate::plugin::StatusUpdate;
-use crate::store::feedback::{DeliveryState, DeliveryStatus};
+use crate::store::feedback::{DeliveryState, DeliveryStatus, ParkedReport};
 use crate::store::outbox::MessageId;
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -32,8 +32,10 @@ impl Default for FeedbackConfig {
 pub struct Applied {
     /// Updates that found their message.
     pub matched: u32,
-    /// Updates naming a provider id rekindle never sent (or nothing to match).
+    /// Updates naming nothing rekindle can match (an opt-out by address alone counts here).
     pub unmatched: u32,
+    /// Updates naming a provider id not recorded yet: kept until the send is recorded.
+    pub parked: u32,
     /// Addresses stopped by these updates.
     pub stopped: u32,
     /// Members unsubscribed by these updates.
@@ -62,6 +64,12 @@ pub fn apply(store: &Store, channel: &str, kind: &str, updates: &[StatusUpdate],
             Some(pid) => store.message_by_provider_id(channel, pid)?,
             None => None,
         };
+        if let (Some(pid), None) = (&u.provider_id, id) {
+            let report = ParkedReport { state: DeliveryState::from(u.state), recipient: u.recipient.clone(), reason: u.reason.clone().unwrap_or_default(), at: now };
+            store.park_report(channel, pid, report)?;
+            applied.parked += 1;
+            continue;
+        }
         let message = id.map(|id| store.message(id)).transpose()?.flatten();
         let address = u.recipient.clone().or_else(|| message.as_ref().and_then(|m| m.channels.iter().find(|c| c.channel == channel).map(|c| c.address.clone())));
         let member = message.as_ref().map(|m| m.member.to_string());
@@ -78,6 +86,23 @@ pub fn apply(store: &Store, channel: &str, kind: &str, updates: &[StatusUpdate],
         note(store, id, member.as_deref(), channel, kind, address.as_deref(), state, &reason, settings, now, &mut applied)?;
     }
     store.flush()?;
+    Ok(applied)
+}
+
+/// Applies the reports parked for a send that has just been recorded as message `id`.
+pub fn apply_parked(store: &Store, channel: &str, kind: &str, provider_id: &str, id: MessageId, settings: &FeedbackConfig) -> Result<Applied, StoreError> {
+    let mut applied = Applied::default();
+    let parked = store.take_parked(channel, provider_id)?;
+    if parked.is_empty() {
+        return Ok(applied);
+    }
+    let message = store.message(id)?;
+    let member = message.as_ref().map(|m| m.member.to_string());
+    for r in parked {
+        let address = r.recipient.clone().or_else(|| message.as_ref().and_then(|m| m.channels.iter().find(|c| c.channel == channel).map(|c| c.address.clone())));
+        applied.matched += 1;
+        note(store, Some(id), member.as_deref(), channel, kind, address.as_deref(), r.state, &r.reason, settings, r.at, &mut applied)?;
+    }
     Ok(applied)
 }
 
@@ -215,9 +240,26 @@ mod tests {
         assert_eq!((last.matched, last.stopped), (1, 1));
         assert!(store.address_stopped("sms", "+8613800000001").unwrap(), "three failures in a row stop the number");
         assert_eq!(store.delivery_status(MessageId { run: 1, seq: 2 }).unwrap().unwrap().state, DeliveryState::Delivered);
-        // an unknown provider id changes nothing
-        let unknown = apply(report("nope", P::Failed));
-        assert_eq!((unknown.matched, unknown.unmatched), (0, 1));
+        // an unknown provider id is parked: nothing changes until a send with that id is recorded
+        let early = apply(report("k9", P::Delivered));
+        assert_eq!((early.matched, early.parked), (0, 1));
+        assert_eq!(store.take_parked("sms", "k9").unwrap().len(), 1);
+        apply(report("k8", P::Failed));
+        assert_eq!(store.drop_parked_before(1_000).unwrap(), 1, "a parked report that never matches is dropped later");
+    }
+
+    #[test]
+    fn a_report_parked_before_the_send_was_recorded_applies_when_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_sent_sms(dir.path(), 1);
+        let early = apply(&store, "sms", "sms", &[report("late-id", P::Delivered)], &FeedbackConfig::default(), 50).unwrap();
+        assert_eq!(early.parked, 1);
+        let id = MessageId { run: 1, seq: 0 };
+        assert!(store.delivery_status(id).unwrap().is_none());
+        let later = apply_parked(&store, "sms", "sms", "late-id", id, &FeedbackConfig::default()).unwrap();
+        assert_eq!(later.matched, 1);
+        assert_eq!(store.delivery_status(id).unwrap().unwrap().state, DeliveryState::Delivered);
+        assert!(store.take_parked("sms", "late-id").unwrap().is_empty(), "applied once");
     }
 
     #[test]

@@ -153,7 +153,24 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
         }
         if !updates.is_empty() {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || store.update_messages(&updates).and_then(|_| store.flush()))
+            // sends just recorded: any report that arrived before them is waiting
+            let sent: Vec<(MessageId, String, String, String)> = updates
+                .iter()
+                .filter(|(_, _, m)| m.state == MessageState::Sent && !m.provider_id.is_empty())
+                .filter_map(|(id, _, m)| {
+                    let channel = m.channels.get(m.current as usize)?.channel.to_string();
+                    let kind = host.manifest(&channel).map(|mf| mf.kind.clone()).unwrap_or_default();
+                    Some((*id, channel, kind, m.provider_id.clone()))
+                })
+                .collect();
+            let settings = observers.feedback.clone();
+            tokio::task::spawn_blocking(move || {
+                store.update_messages(&updates)?;
+                for (id, channel, kind, provider_id) in &sent {
+                    crate::feedback::apply_parked(&store, channel, kind, provider_id, *id, &settings)?;
+                }
+                store.flush()
+            })
                 .await
                 .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))??;
         }

@@ -7,6 +7,7 @@
 //! | `S` run (u64 BE) seq (u32 BE) | [`DeliveryStatus`]: the latest report on the message |
 //! | `I` channel `\0` provider id | the message id (run, seq), written when the send succeeds |
 //! | `W` channel `\0` address | [`AddressHealth`]: failures in a row, and whether it is stopped |
+//! | `J` channel `\0` provider id | [`ParkedReport`]s that arrived before the send was recorded |
 //!
 //! An address, not a member, is stopped: a member who gives a new email address gets
 //! email again. Like the unsubscribe list (`U`), none of this is touched by imports.
@@ -19,6 +20,18 @@ use serde::{Deserialize, Serialize};
 pub(crate) const STATUS: u8 = b'S';
 pub(crate) const PROVIDER_ID: u8 = b'I';
 pub(crate) const ADDRESS: u8 = b'W';
+pub(crate) const PARKED: u8 = b'J';
+
+/// A provider's report that came before the dispatcher recorded the send it is about
+/// (fast gateways report within milliseconds); applied when the send is recorded,
+/// dropped after a day if it never is (then it was not about a message of ours).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedReport {
+    pub state: DeliveryState,
+    pub recipient: Option<String>,
+    pub reason: String,
+    pub at: Timestamp,
+}
 
 /// What a provider last said about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +154,40 @@ impl Store {
             Some(encode(&h))
         })?;
         Ok(out)
+    }
+
+    /// Keeps a report whose provider id is not known yet.
+    pub fn park_report(&self, channel: &str, provider_id: &str, report: ParkedReport) -> Result<(), StoreError> {
+        let k = channel_key(PARKED, channel, provider_id);
+        self.db.fetch_and_update(&k, |old| {
+            let mut list: Vec<ParkedReport> = old.and_then(|v| postcard::from_bytes(v).ok()).unwrap_or_default();
+            list.push(report.clone());
+            Some(encode(&list))
+        })?;
+        Ok(())
+    }
+
+    /// Removes and returns the reports parked for a provider id.
+    pub fn take_parked(&self, channel: &str, provider_id: &str) -> Result<Vec<ParkedReport>, StoreError> {
+        let k = channel_key(PARKED, channel, provider_id);
+        Ok(match self.db.remove(&k)? {
+            Some(v) => decode(&k, &v)?,
+            None => Vec::new(),
+        })
+    }
+
+    /// Drops parked reports that arrived before `at`; returns how many provider ids went.
+    pub fn drop_parked_before(&self, at: Timestamp) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        for item in self.db.scan_prefix([PARKED]) {
+            let (k, v) = item?;
+            let list: Vec<ParkedReport> = decode(&k, &v)?;
+            if list.iter().all(|r| r.at < at) {
+                self.db.remove(&k)?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
     }
 
     /// Every stopped address: (channel, address).

@@ -195,7 +195,7 @@ async fn callback(State(api): State<Arc<Api>>, request: Request) -> Response {
     let rest = parts.uri.path().strip_prefix("/callbacks/").unwrap_or("");
     let (channel, below) = rest.split_once('/').map(|(c, r)| (c, format!("/{r}"))).unwrap_or((rest, "/".to_string()));
     let channel = channel.to_string();
-    let Some(kind) = api.host.manifest(&channel).map(|m| m.kind.clone()) else {
+    let Some(kind) = api.host.kind(&channel).map(str::to_string) else {
         return problem(StatusCode::NOT_FOUND, format_args!("no channel {channel:?}"));
     };
     let body = match axum::body::to_bytes(body, api.max_body_bytes).await {

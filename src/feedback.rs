@@ -60,42 +60,38 @@ impl From<crate::plugin::DeliveryState> for DeliveryState {
 pub fn apply(store: &Store, channel: &str, kind: &str, updates: &[StatusUpdate], settings: &FeedbackConfig, now: Timestamp) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
     for u in updates {
+        let state = DeliveryState::from(u.state);
+        let reason = u.reason.clone().unwrap_or_default();
         let id = match &u.provider_id {
-            Some(pid) => store.message_by_provider_id(channel, pid)?,
+            Some(pid) => {
+                let report = ParkedReport { state, recipient: u.recipient.clone(), reason: reason.clone(), at: now };
+                match store.message_or_park(channel, pid, &report)? {
+                    Some(id) => Some(id),
+                    None => {
+                        applied.parked += 1;
+                        continue;
+                    }
+                }
+            }
             None => None,
         };
-        if let (Some(pid), None) = (&u.provider_id, id) {
-            let report = ParkedReport { state: DeliveryState::from(u.state), recipient: u.recipient.clone(), reason: u.reason.clone().unwrap_or_default(), at: now };
-            store.park_report(channel, pid, report)?;
-            applied.parked += 1;
-            continue;
-        }
         let message = id.map(|id| store.message(id)).transpose()?.flatten();
         let address = u.recipient.clone().or_else(|| message.as_ref().and_then(|m| m.channels.iter().find(|c| c.channel == channel).map(|c| c.address.clone())));
         let member = message.as_ref().map(|m| m.member.to_string());
-        if id.is_some() {
-            applied.matched += 1;
-        } else if u.recipient.is_none() {
-            applied.unmatched += 1;
-            continue;
-        } else {
-            applied.unmatched += 1;
+        // without a provider id only the address (if named) can be acted on
+        match id {
+            Some(_) => applied.matched += 1,
+            None => applied.unmatched += 1,
         }
-        let state = DeliveryState::from(u.state);
-        let reason = u.reason.clone().unwrap_or_default();
         note(store, id, member.as_deref(), channel, kind, address.as_deref(), state, &reason, settings, now, &mut applied)?;
     }
     store.flush()?;
     Ok(applied)
 }
 
-/// Applies the reports parked for a send that has just been recorded as message `id`.
-pub fn apply_parked(store: &Store, channel: &str, kind: &str, provider_id: &str, id: MessageId, settings: &FeedbackConfig) -> Result<Applied, StoreError> {
+/// Applies the reports that were parked for a send just recorded as message `id`.
+pub fn apply_parked(store: &Store, channel: &str, kind: &str, id: MessageId, parked: Vec<ParkedReport>, settings: &FeedbackConfig) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
-    let parked = store.take_parked(channel, provider_id)?;
-    if parked.is_empty() {
-        return Ok(applied);
-    }
     let message = store.message(id)?;
     let member = message.as_ref().map(|m| m.member.to_string());
     for r in parked {
@@ -181,10 +177,9 @@ mod tests {
     use crate::plugin::{DeliveryState as P, StatusUpdate};
     use crate::store::outbox::{ChannelMessage, MessageState, OutboxMessage, RunRecord};
 
-    /// A store with one committed run of `n` SMS to one number, sent, provider ids k0..kn.
-    fn store_with_sent_sms(dir: &std::path::Path, n: u32) -> Store {
-        let store = Store::open(&dir.join("s"), 16).unwrap();
-        let message = |i: u32| OutboxMessage {
+    /// Message `i` of the run: an SMS to one number.
+    fn sms(i: u32) -> OutboxMessage {
+        OutboxMessage {
             rule: "r".into(),
             member: format!("m{i}").as_str().into(),
             member_name: String::new(),
@@ -197,19 +192,29 @@ mod tests {
             sent_at: None,
             errors: Vec::new(),
             offer: String::new(),
-        };
-        let messages: Vec<OutboxMessage> = (0..n).map(message).collect();
+        }
+    }
+
+    /// Message `i` sent, with provider id k`i`, as the dispatcher records it.
+    fn sent(i: u32) -> (MessageId, Timestamp, OutboxMessage) {
+        let mut m = sms(i);
+        m.state = MessageState::Sent;
+        m.provider_id = format!("k{i}");
+        (MessageId { run: 1, seq: i }, 0, m)
+    }
+
+    /// A store with one committed run of `n` SMS to one number, none sent yet.
+    fn store_with_sms(dir: &std::path::Path, n: u32) -> Store {
+        let store = Store::open(&dir.join("s"), 16).unwrap();
         let run = RunRecord { id: 1, at: 0, as_of: 0, catch_up: false, committed: true, rules: Vec::new() };
-        store.write_run(&run, &messages, &[], 30).unwrap();
-        let sent: Vec<_> = (0..n)
-            .map(|i| {
-                let mut m = message(i);
-                m.state = MessageState::Sent;
-                m.provider_id = format!("k{i}");
-                (MessageId { run: 1, seq: i }, 0, m)
-            })
-            .collect();
-        store.update_messages(&sent).unwrap();
+        store.write_run(&run, &(0..n).map(sms).collect::<Vec<_>>(), &[], 30).unwrap();
+        store
+    }
+
+    /// The same, all sent: provider ids k0..kn.
+    fn store_with_sent_sms(dir: &std::path::Path, n: u32) -> Store {
+        let store = store_with_sms(dir, n);
+        store.update_messages(&(0..n).map(sent).collect::<Vec<_>>()).unwrap();
         store
     }
 
@@ -243,23 +248,53 @@ mod tests {
         // an unknown provider id is parked: nothing changes until a send with that id is recorded
         let early = apply(report("k9", P::Delivered));
         assert_eq!((early.matched, early.parked), (0, 1));
-        assert_eq!(store.take_parked("sms", "k9").unwrap().len(), 1);
         apply(report("k8", P::Failed));
-        assert_eq!(store.drop_parked_before(1_000).unwrap(), 1, "a parked report that never matches is dropped later");
+        assert_eq!(store.drop_parked_before(1_000).unwrap(), 2, "parked reports that never match are dropped later");
+        assert!(store.record_sends(&[sent(8)]).unwrap().is_empty());
     }
 
     #[test]
     fn a_report_parked_before_the_send_was_recorded_applies_when_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store_with_sent_sms(dir.path(), 1);
-        let early = apply(&store, "sms", "sms", &[report("late-id", P::Delivered)], &FeedbackConfig::default(), 50).unwrap();
+        let store = store_with_sms(dir.path(), 2);
+        let early = apply(&store, "sms", "sms", &[report("k0", P::Delivered)], &FeedbackConfig::default(), 50).unwrap();
         assert_eq!(early.parked, 1);
         let id = MessageId { run: 1, seq: 0 };
         assert!(store.delivery_status(id).unwrap().is_none());
-        let later = apply_parked(&store, "sms", "sms", "late-id", id, &FeedbackConfig::default()).unwrap();
+        let taken = store.record_sends(&[sent(0), sent(1)]).unwrap();
+        assert_eq!(taken.len(), 1, "only message 0 had a report waiting");
+        let (taken_id, channel, reports) = taken.into_iter().next().unwrap();
+        assert_eq!((taken_id, channel.as_str(), reports.len()), (id, "sms", 1));
+        let later = apply_parked(&store, "sms", "sms", id, reports, &FeedbackConfig::default()).unwrap();
         assert_eq!(later.matched, 1);
         assert_eq!(store.delivery_status(id).unwrap().unwrap().state, DeliveryState::Delivered);
-        assert!(store.take_parked("sms", "late-id").unwrap().is_empty(), "applied once");
+        assert!(store.record_sends(&[sent(0)]).unwrap().is_empty(), "handed over once");
+        assert_eq!(store.drop_parked_before(i64::MAX).unwrap(), 0, "nothing left parked");
+    }
+
+    #[test]
+    fn a_report_racing_the_record_of_its_send_is_never_lost() {
+        // a fast gateway's callback and the dispatcher's record of the same send, in parallel
+        let dir = tempfile::tempdir().unwrap();
+        let n = 400;
+        let store = store_with_sms(dir.path(), n);
+        let settings = FeedbackConfig { sms_failure_limit: 1_000 };
+        std::thread::scope(|s| {
+            let dispatcher = s.spawn(|| {
+                for i in 0..n {
+                    for (id, channel, reports) in store.record_sends(&[sent(i)]).unwrap() {
+                        apply_parked(&store, &channel, "sms", id, reports, &settings).unwrap();
+                    }
+                }
+            });
+            for i in 0..n {
+                apply(&store, "sms", "sms", &[report(&format!("k{i}"), P::Delivered)], &settings, 10).unwrap();
+            }
+            dispatcher.join().unwrap();
+        });
+        let delivered = (0..n).filter(|&seq| store.delivery_status(MessageId { run: 1, seq }).unwrap().is_some_and(|s| s.state == DeliveryState::Delivered)).count();
+        assert_eq!(delivered, n as usize);
+        assert_eq!(store.drop_parked_before(i64::MAX).unwrap(), 0, "nothing left parked");
     }
 
     #[test]

@@ -152,22 +152,11 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
             updates.push((id, old, m));
         }
         if !updates.is_empty() {
-            let store = store.clone();
-            // sends just recorded: any report that arrived before them is waiting
-            let sent: Vec<(MessageId, String, String, String)> = updates
-                .iter()
-                .filter(|(_, _, m)| m.state == MessageState::Sent && !m.provider_id.is_empty())
-                .filter_map(|(id, _, m)| {
-                    let channel = m.channels.get(m.current as usize)?.channel.to_string();
-                    let kind = host.manifest(&channel).map(|mf| mf.kind.clone()).unwrap_or_default();
-                    Some((*id, channel, kind, m.provider_id.clone()))
-                })
-                .collect();
-            let settings = observers.feedback.clone();
+            let (store, host, settings) = (store.clone(), host.clone(), observers.feedback.clone());
             tokio::task::spawn_blocking(move || {
-                store.update_messages(&updates)?;
-                for (id, channel, kind, provider_id) in &sent {
-                    crate::feedback::apply_parked(&store, channel, kind, provider_id, *id, &settings)?;
+                // any provider report that arrived before its send was recorded is waiting
+                for (id, channel, reports) in store.record_sends(&updates)? {
+                    crate::feedback::apply_parked(&store, &channel, host.kind(&channel).unwrap_or_default(), id, reports, &settings)?;
                 }
                 store.flush()
             })
@@ -340,7 +329,7 @@ impl Outcome {
 /// A relay that refuses an email address permanently (5.1.x) is a hard bounce: the
 /// address is stopped like a bounce report would stop it.
 async fn hard_bounce(store: &Store, host: &ChannelHost, observers: &Observers, id: MessageId, m: &OutboxMessage, channel: &str) {
-    let kind = host.manifest(channel).map(|mf| mf.kind.clone()).unwrap_or_default();
+    let kind = host.kind(channel).unwrap_or_default().to_string();
     let Some(reason) = m.errors.last().filter(|e| kind == "email" && crate::feedback::is_hard_bounce(e)).cloned() else { return };
     let Some(address) = m.channels.iter().find(|c| c.channel == channel).map(|c| c.address.clone()) else { return };
     let (store, settings, member) = (store.clone(), observers.feedback.clone(), m.member.to_string());

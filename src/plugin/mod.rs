@@ -182,6 +182,11 @@ impl ChannelHost {
         self.channels.get(channel).and_then(|loaded| loaded.plugin.manifest())
     }
 
+    /// The kind of a loaded channel's plugin (email, sms, ...).
+    pub fn kind(&self, channel: &str) -> Option<&str> {
+        self.manifest(channel).map(|m| m.kind.as_str())
+    }
+
     /// Send one message through `channel`. A plugin that loops, eats memory,
     /// traps or panics fails this one send (permanent, with the reason); the
     /// host and the other channels go on. The plugin runs on the calling task

@@ -12,7 +12,7 @@
 //! An address, not a member, is stopped: a member who gives a new email address gets
 //! email again. Like the unsubscribe list (`U`), none of this is touched by imports.
 
-use super::outbox::MessageId;
+use super::outbox::{MessageId, MessageState, OutboxMessage};
 use super::{decode, encode, Store, StoreError};
 use crate::domain::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -124,13 +124,14 @@ impl Store {
     /// Records a report on a message unless the stored one says as much or more (a
     /// provider's retried callback is not news). Returns whether it was recorded.
     pub fn record_delivery_status(&self, id: MessageId, status: &DeliveryStatus) -> Result<bool, StoreError> {
-        if let Some(old) = self.delivery_status(id)? {
-            if old.state.rank() > status.state.rank() || old.state == status.state {
-                return Ok(false);
-            }
-        }
-        self.db.insert(status_key(id), encode(status))?;
-        Ok(true)
+        // atomic: a provider's reports on one message can arrive on parallel callbacks
+        let mut recorded = false;
+        self.db.fetch_and_update(status_key(id), |bytes| {
+            let old: Option<DeliveryStatus> = bytes.and_then(|v| postcard::from_bytes(v).ok());
+            recorded = old.is_none_or(|old| old.state.rank() < status.state.rank() || (old.state.rank() == status.state.rank() && old.state != status.state));
+            if recorded { Some(encode(status)) } else { bytes.map(<[u8]>::to_vec) }
+        })?;
+        Ok(recorded)
     }
 
     pub fn address_health(&self, channel: &str, address: &str) -> Result<Option<AddressHealth>, StoreError> {
@@ -156,28 +157,50 @@ impl Store {
         Ok(out)
     }
 
-    /// Keeps a report whose provider id is not known yet.
-    pub fn park_report(&self, channel: &str, provider_id: &str, report: ParkedReport) -> Result<(), StoreError> {
-        let k = channel_key(PARKED, channel, provider_id);
-        self.db.fetch_and_update(&k, |old| {
+    pub(super) fn parked_lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.parked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The message a provider id belongs to; if no send with that id is recorded yet, the
+    /// report is parked for [`Store::record_sends`] to hand over. Both hold one lock, so a
+    /// report is either found here or parked before the send's record looks for it.
+    pub fn message_or_park(&self, channel: &str, provider_id: &str, report: &ParkedReport) -> Result<Option<MessageId>, StoreError> {
+        let mut any_parked = self.parked_lock();
+        if let Some(id) = self.message_by_provider_id(channel, provider_id)? {
+            return Ok(Some(id));
+        }
+        self.db.fetch_and_update(channel_key(PARKED, channel, provider_id), |old| {
             let mut list: Vec<ParkedReport> = old.and_then(|v| postcard::from_bytes(v).ok()).unwrap_or_default();
             list.push(report.clone());
             Some(encode(&list))
         })?;
-        Ok(())
+        *any_parked = true;
+        Ok(None)
     }
 
-    /// Removes and returns the reports parked for a provider id.
-    pub fn take_parked(&self, channel: &str, provider_id: &str) -> Result<Vec<ParkedReport>, StoreError> {
-        let k = channel_key(PARKED, channel, provider_id);
-        Ok(match self.db.remove(&k)? {
-            Some(v) => decode(&k, &v)?,
-            None => Vec::new(),
-        })
+    /// Records message updates ([`Store::update_messages`]) and takes the reports parked
+    /// for the sends among them: (message, channel, reports).
+    pub fn record_sends(&self, updates: &[(MessageId, Timestamp, OutboxMessage)]) -> Result<Vec<(MessageId, String, Vec<ParkedReport>)>, StoreError> {
+        let mut any_parked = self.parked_lock();
+        self.update_messages(updates)?;
+        let mut taken = Vec::new();
+        if !*any_parked {
+            return Ok(taken);
+        }
+        for (id, _, m) in updates {
+            let Some(cm) = m.channels.get(m.current as usize).filter(|_| m.state == MessageState::Sent && !m.provider_id.is_empty()) else { continue };
+            let k = channel_key(PARKED, &cm.channel, &m.provider_id);
+            if let Some(v) = self.db.remove(&k)? {
+                taken.push((*id, cm.channel.to_string(), decode(&k, &v)?));
+            }
+        }
+        *any_parked = self.db.scan_prefix([PARKED]).next().is_some();
+        Ok(taken)
     }
 
     /// Drops parked reports that arrived before `at`; returns how many provider ids went.
     pub fn drop_parked_before(&self, at: Timestamp) -> Result<usize, StoreError> {
+        let mut any_parked = self.parked_lock();
         let mut dropped = 0;
         for item in self.db.scan_prefix([PARKED]) {
             let (k, v) = item?;
@@ -187,6 +210,7 @@ impl Store {
                 dropped += 1;
             }
         }
+        *any_parked = self.db.scan_prefix([PARKED]).next().is_some();
         Ok(dropped)
     }
 

@@ -79,6 +79,9 @@ pub enum StoreError {
 pub struct Store {
     pub(crate) db: sled::Db,
     path: PathBuf,
+    /// Whether any provider report is parked (`J`); its lock orders parking against
+    /// recording sends (see [`Store::message_or_park`]).
+    parked: std::sync::Arc<std::sync::Mutex<bool>>,
 }
 
 pub(crate) fn key(kind: u8, id: &str) -> Vec<u8> {
@@ -105,8 +108,9 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|source| StoreError::Open { path: path.into(), source })?;
-        let store = Store { db, path: path.into() };
+        let store = Store { db, path: path.into(), parked: Default::default() };
         store.check_format()?;
+        *store.parked_lock() = store.db.scan_prefix([feedback::PARKED]).next().is_some();
         tracing::debug!(path = %path.display(), cache_mb, "store open");
         Ok(store)
     }

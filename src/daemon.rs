@@ -132,6 +132,7 @@ pub enum DaemonRequest {
 }
 
 /// Plans `rules` at `now` and writes the run to the outbox.
+#[allow(clippy::too_many_arguments)]
 pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles, rules: &[&Rule], now: Timestamp, catch_up: bool, settings: &PlanSettings, keep_contact_days: u32) -> Result<RunSummary, DaemonError> {
     let started = std::time::Instant::now();
     let as_of = day_of(now);

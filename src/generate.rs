@@ -106,7 +106,7 @@ fn create(dir: &Path, name: &str) -> std::io::Result<BufWriter<File>> {
 /// Writes members.csv, orders.csv, events.csv, products.csv and planted_pairs.csv into `dir`.
 pub fn generate(dir: &Path, opts: &GenerateOptions) -> std::io::Result<GenerateSummary> {
     std::fs::create_dir_all(dir)?;
-    let mut rng = Rng(opts.seed ^ 0x5EED_0F_4E4B_1D1E);
+    let mut rng = Rng(opts.seed ^ 0x005E_ED0F_4E4B_1D1E);
     let n_mem = opts.members.max(1);
     let n_lines = opts.lines.unwrap_or(n_mem * 11);
 

@@ -77,6 +77,7 @@ pub struct FileSummary {
     pub elapsed: Duration,
 }
 
+#[allow(clippy::large_enum_variant)] // rows are moved into typed buffers at once
 enum Row {
     Member(rows::MemberRow),
     Order(rows::OrderRow),
@@ -314,6 +315,7 @@ impl<'s> Pending<'s> {
 }
 
 /// Maps the file's columns to the kind's: `index[i]` is the file column of kind column i.
+#[allow(clippy::type_complexity)]
 fn map_columns(path: &Path, names: &[String], forced: Option<Kind>) -> Result<(Kind, Vec<Option<usize>>, Vec<String>), IngestError> {
     let kind = forced
         .or_else(|| Kind::detect(names.iter().map(String::as_str)))

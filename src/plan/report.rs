@@ -36,6 +36,7 @@ pub enum PreviewFormat {
 }
 
 /// The funnel and breakdowns as a table, then `sample` rendered messages per channel.
+#[allow(clippy::too_many_arguments)]
 pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, rule: &Rule, rp: &RulePlan, settings: &PlanSettings, renderer: &Renderer, sample: usize) -> std::io::Result<()> {
     writeln!(out, "rule {} — {}", rule.id, rule.name)?;
     writeln!(out, "as of {}; nothing is sent or recorded", crate::domain::DayFmt(profiles.as_of))?;
@@ -149,6 +150,7 @@ fn csv_cell(s: &str) -> String {
 
 /// A member's walk through one rule: every condition with the member's value, then
 /// consent, cooldown, cap and holdout, and the planner's verdict.
+#[allow(clippy::too_many_arguments)]
 pub fn explain(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, member: u32, rule: &Rule, rp: &RulePlan, settings: &PlanSettings, now: i64) -> std::io::Result<()> {
     let facts = base.facts(member as usize, profiles);
     let mut lines: Vec<ExplainLine> = Vec::new();

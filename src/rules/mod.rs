@@ -164,7 +164,7 @@ impl QuietHours {
         let hm = |s: &str| -> Result<u32, String> {
             let (h, m) = s.split_once(':').ok_or_else(|| format!("{s:?} is not a time like \"21:00\""))?;
             match (h.parse::<u32>(), m.parse::<u32>()) {
-                (Ok(h), Ok(m)) if h < 24 && m < 60 && m.to_string().len() <= 2 && m < 60 => Ok(h * 60 + m),
+                (Ok(h), Ok(m)) if h < 24 && m < 60 && m.to_string().len() <= 2 => Ok(h * 60 + m),
                 _ => Err(format!("{s:?} is not a time like \"21:00\"")),
             }
         };

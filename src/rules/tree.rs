@@ -88,9 +88,9 @@ fn value(v: &toml_edit::Value, fallback: Span) -> Spanned<'_> {
         V::Array(a) => Node::Array(a.iter().map(|x| value(x, span.clone())).collect()),
         V::InlineTable(t) => Node::Table(
             t.iter()
-                .filter_map(|(k, x)| {
+                .map(|(k, x)| {
                     let key_span = t.key(k).and_then(|k| k.span()).unwrap_or_else(|| span.clone());
-                    Some(Entry { key: k, key_span: key_span.clone(), value: value(x, key_span) })
+                    Entry { key: k, key_span: key_span.clone(), value: value(x, key_span) }
                 })
                 .collect(),
         ),

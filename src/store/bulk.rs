@@ -8,7 +8,7 @@
 
 use super::import::{bucket_key, bucket_of, order_hash, OwnerBucket, WriteStats, MEMBERS_PER_BATCH, MEMBER_GROUP};
 use super::model::{Event, EventHistory, Member, OrderLine};
-use super::{decode, encode, key, Store, StoreError, EVENTS, HISTORY, MEMBER};
+use super::{decode, encode, key, Pairs, Store, StoreError, EVENTS, HISTORY, MEMBER};
 use crate::domain::Text;
 use crate::ingest::rows::{EventRow, OrderRow};
 use rayon::prelude::*;
@@ -321,7 +321,7 @@ impl<'s> OrderLoader<'s> {
         &self,
         group: Vec<(Text, Vec<OrderLine>)>,
         extra: &mut FxHashMap<Text, Extra>,
-        write: &mut dyn FnMut(Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError>,
+        write: &mut dyn FnMut(Pairs) -> Result<(), StoreError>,
     ) -> Result<WriteStats, StoreError> {
         let work: Vec<(Text, Vec<OrderLine>, Extra)> =
             group.into_iter().map(|(m, lines)| { let e = extra.remove(&m).unwrap_or_default(); (m, lines, e) }).collect();
@@ -396,7 +396,7 @@ impl<'s> EventLoader<'s> {
 fn prepare_events(
     store: &Store,
     group: Vec<(Text, Vec<Event>)>,
-    write: &mut dyn FnMut(Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError>,
+    write: &mut dyn FnMut(Pairs) -> Result<(), StoreError>,
 ) -> Result<WriteStats, StoreError> {
     let results = group
         .into_par_iter()

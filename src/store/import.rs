@@ -11,7 +11,7 @@
 //! Each sled batch (a few hundred members with their history and digest) is atomic.
 
 use super::model::Product;
-use super::{decode, encode, key, Store, StoreError, MEMBER, ORDER_OWNER, PRODUCT};
+use super::{decode, encode, key, Pairs, Store, StoreError, MEMBER, ORDER_OWNER, PRODUCT};
 use crate::domain::Text;
 use crate::ingest::rows::MemberRow;
 use rayon::prelude::*;
@@ -69,7 +69,7 @@ pub(crate) type OwnerBucket = Vec<(u64, Text)>;
 
 impl Store {
     /// Applies (key, value) writes in atomic batches of `per_batch` pairs.
-    pub(crate) fn apply_pairs(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>, per_batch: usize) -> Result<(), StoreError> {
+    pub(crate) fn apply_pairs(&self, pairs: Pairs, per_batch: usize) -> Result<(), StoreError> {
         for group in pairs.chunks(per_batch.max(1)) {
             let mut batch = sled::Batch::default();
             for (k, v) in group {
@@ -85,9 +85,9 @@ impl Store {
     pub(crate) fn pipelined<R: Send>(
         &self,
         per_batch: usize,
-        prepare: impl FnOnce(&mut dyn FnMut(Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError>) -> Result<R, StoreError>,
+        prepare: impl FnOnce(&mut dyn FnMut(Pairs) -> Result<(), StoreError>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Vec<u8>, Vec<u8>)>>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Pairs>(1);
         std::thread::scope(|scope| {
             let writer = scope.spawn(move || {
                 for pairs in rx {

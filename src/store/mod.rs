@@ -84,6 +84,9 @@ pub struct Store {
     parked: std::sync::Arc<std::sync::Mutex<bool>>,
 }
 
+/// Keys and values to write.
+pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 pub(crate) fn key(kind: u8, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + id.len());
     k.push(kind);

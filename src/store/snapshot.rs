@@ -119,6 +119,7 @@ impl Store {
 }
 
 /// Streams the snapshot's members, parsing the next chunk on another thread meanwhile.
+#[allow(clippy::type_complexity)]
 fn read_snapshot(file: std::fs::File, count: u64, f: &mut dyn FnMut(&[(&[u8], &[u8])]) -> Result<(), StoreError>) -> Result<(), StoreError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Chunk>>(2);
     std::thread::scope(|scope| {

@@ -99,7 +99,7 @@ impl Channel for EmailChannel {
     fn send(config: &Config, message: OutboundMessage) -> Result<Delivery, SendError> {
         let (bytes, message_id) = render(config, &message, clock::now_unix_ms())?;
         let from = config.require("from_address")?;
-        let reply = smtp::submit(from, &[message.recipient.address.clone()], &bytes).map_err(|err| match err {
+        let reply = smtp::submit(from, std::slice::from_ref(&message.recipient.address), &bytes).map_err(|err| match err {
             smtp::SmtpError::Transient(why) => SendError::Retryable(why),
             smtp::SmtpError::Permanent(why) | smtp::SmtpError::Denied(why) => SendError::Permanent(why),
         })?;

@@ -252,7 +252,7 @@ mod tests {
             count += 6;
             if count >= 8 {
                 count -= 8;
-                out.push((bits >> count) as u8 & 0xff);
+                out.push((bits >> count) as u8);
             }
         }
         out

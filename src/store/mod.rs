@@ -105,12 +105,24 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
 impl Store {
     /// Opens (or creates) the store; refuses a foreign or newer one.
     pub fn open(path: &Path, cache_mb: u64) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_mb * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| StoreError::Open { path: path.into(), source })?;
+        // sled lets go of its lock a moment after the last handle is dropped (its IO
+        // threads drop their file handles last): a store this process had open is retried
+        // briefly; one held by another process (the daemon) is refused at once
+        static OPENED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let reopening = || OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|p| p == path);
+        let started = std::time::Instant::now();
+        let db = loop {
+            let opened = sled::Config::new().path(path).cache_capacity(cache_mb * 1024 * 1024).mode(sled::Mode::HighThroughput).open();
+            match opened {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && started.elapsed() < std::time::Duration::from_secs(2) && reopening() => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.map_err(|source| StoreError::Open { path: path.into(), source })?,
+            }
+        };
+        if !reopening() {
+            OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(path.to_path_buf());
+        }
         let store = Store { db, path: path.into(), parked: Default::default() };
         store.check_format()?;
         *store.parked_lock() = store.db.scan_prefix([feedback::PARKED]).next().is_some();
@@ -392,6 +404,6 @@ mod tests {
 
         let fresh = dir.path().join("fresh");
         drop(Store::open(&fresh, 16).unwrap());
-        assert!(Store::open(&fresh, 16).is_ok(), "reopening our own store works");
+        if let Err(e) = Store::open(&fresh, 16) { panic!("reopening our own store: {e:?}") }
     }
 }

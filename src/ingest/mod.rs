@@ -201,7 +201,11 @@ fn run(
         });
         let flush_at = flush_rows(kind, chunk_rows);
         let mut pending = Pending::new(store, kind, chunk_rows);
-        for chunk in rx {
+        let mut waited = Duration::ZERO;
+        loop {
+            let asked = Instant::now();
+            let Ok(chunk) = rx.recv() else { break };
+            waited += asked.elapsed();
             let chunk = chunk?;
             let last = chunk.read == 0;
             summary.rows += chunk.read;
@@ -221,6 +225,8 @@ fn run(
                 pending.write(store)?;
             }
         }
+        // a writer that waits long is fed too slowly by the reader
+        tracing::debug!(rows = summary.rows, secs = started.elapsed().as_secs_f64(), writer_waited_secs = waited.as_secs_f64(), "rows read");
         let stats = pending.finish(store)?;
         summary.moved_orders += stats.moved_orders;
         summary.new_bare_members += stats.new_bare_members;

@@ -6,7 +6,7 @@
 //! The order-owner buckets touched by the import stay in memory and are written last, after
 //! the members, so a crash part-way is repaired by importing the file again.
 
-use super::import::{bucket_key, bucket_of, order_hash, OwnerBucket, WriteStats, MEMBERS_PER_BATCH, MEMBER_GROUP};
+use super::import::{bucket_key, bucket_of, order_hash, OwnerBucket, WriteStats, MEMBERS_PER_BATCH, MEMBER_GROUP, ORDER_BUCKETS};
 use super::model::{Event, EventHistory, Member, OrderLine};
 use super::{decode, encode, key, Pairs, Store, StoreError, EVENTS, HISTORY, MEMBER};
 use crate::domain::Text;
@@ -145,6 +145,35 @@ impl<T: MemberRow> Merge<T> {
     }
 }
 
+/// Merges a batch's (hash, owner, row) entries, sorted by (hash, row), into a bucket's
+/// (hash, owner) list sorted by hash: the last entry of a hash owns the order. Returns the
+/// new list, whether it differs, and a row of each order that named more than one owner.
+fn merge_owners(old: Vec<(u64, u32)>, new: &[(u64, u32, u32)]) -> (Vec<(u64, u32)>, bool, Vec<u32>) {
+    let mut out = Vec::with_capacity(old.len() + new.len());
+    let (mut dirty, mut changed) = (false, Vec::new());
+    let mut old = old.into_iter().peekable();
+    for group in new.chunk_by(|a, b| a.0 == b.0) {
+        let h = group[0].0;
+        while let Some(&(oh, om)) = old.peek() {
+            if oh >= h {
+                break;
+            }
+            out.push((oh, om));
+            old.next();
+        }
+        let existing = old.next_if(|&(oh, _)| oh == h).map(|(_, m)| m);
+        let first = existing.unwrap_or(group[0].1);
+        let last = group[group.len() - 1];
+        if group.iter().any(|e| e.1 != first) {
+            changed.push(last.2);
+        }
+        dirty |= existing != Some(last.1);
+        out.push((h, last.1));
+    }
+    out.extend(old);
+    (out, dirty, changed)
+}
+
 /// What a member gets beyond its own rows: orders moved in or out.
 #[derive(Default)]
 struct Extra {
@@ -158,7 +187,7 @@ pub struct OrderLoader<'s> {
     runs: Runs,
     /// Every owner bucket the import touched, as it will be after the import: (order
     /// hash, index into `owners`) sorted by hash.
-    buckets: FxHashMap<u32, Vec<(u64, u32)>>,
+    buckets: Vec<Option<Vec<(u64, u32)>>>,
     owners: Vec<Text>,
     owner_index: FxHashMap<Text, u32>,
     dirty: FxHashSet<u32>,
@@ -171,7 +200,7 @@ impl<'s> OrderLoader<'s> {
         OrderLoader {
             store,
             runs: Runs::new(),
-            buckets: FxHashMap::default(),
+            buckets: vec![None; ORDER_BUCKETS as usize],
             owners: Vec::new(),
             owner_index: FxHashMap::default(),
             dirty: FxHashSet::default(),
@@ -188,19 +217,27 @@ impl<'s> OrderLoader<'s> {
         self.owners.len() as u32 - 1
     }
 
-    /// Records the owners of these rows' orders (the last line's member wins).
+    /// Records the owners of these rows' orders (the last line's member wins). Each
+    /// bucket touched takes the batch's entries in one sorted merge.
     fn note_owners(&mut self, rows: &[OrderRow]) -> Result<(), StoreError> {
         let hashes: Vec<u64> = rows.par_iter().map(|r| order_hash(&r.line.order_id)).collect();
-        let missing: Vec<u32> = {
-            let mut set: FxHashSet<u32> = FxHashSet::default();
-            for h in &hashes {
-                let b = bucket_of(*h);
-                if !self.buckets.contains_key(&b) {
-                    set.insert(b);
-                }
+        // (hash, owner, row): one entry per run of lines of one order and member (an
+        // order's lines usually come together)
+        let mut entries: Vec<(u64, u32, u32)> = Vec::with_capacity(rows.len() / 2 + 1);
+        let mut owner = 0;
+        for (i, (r, &h)) in rows.iter().zip(&hashes).enumerate() {
+            let same_member = i > 0 && rows[i - 1].member_id == r.member_id;
+            if same_member && hashes[i - 1] == h {
+                continue;
             }
-            set.into_iter().collect()
-        };
+            if !same_member {
+                owner = self.intern(&r.member_id);
+            }
+            entries.push((h, owner, i as u32));
+        }
+        entries.par_sort_unstable_by_key(|&(h, _, i)| (bucket_of(h), h, i));
+        let groups: Vec<&[(u64, u32, u32)]> = entries.chunk_by(|a, b| bucket_of(a.0) == bucket_of(b.0)).collect();
+        let missing: Vec<u32> = groups.iter().map(|g| bucket_of(g[0].0)).filter(|&b| self.buckets[b as usize].is_none()).collect();
         let loaded: Vec<(u32, OwnerBucket)> = missing
             .into_par_iter()
             .map(|b| {
@@ -213,26 +250,22 @@ impl<'s> OrderLoader<'s> {
             .collect::<Result<_, StoreError>>()?;
         for (b, stored) in loaded {
             let compact = stored.into_iter().map(|(h, m)| (h, self.intern(&m))).collect();
-            self.buckets.insert(b, compact);
+            self.buckets[b as usize] = Some(compact);
         }
-        for (r, &h) in rows.iter().zip(&hashes) {
-            let m = self.intern(&r.member_id);
-            let b = bucket_of(h);
-            let bucket = self.buckets.get_mut(&b).expect("bucket loaded above");
-            match bucket.binary_search_by_key(&h, |(bh, _)| *bh) {
-                Ok(i) if bucket[i].1 != m => {
-                    bucket[i].1 = m;
-                    self.dirty.insert(b);
-                    if !self.changed.contains_key(&r.line.order_id) {
-                        // the owner in the store before this import (None: new in this import)
-                        let before = self.store.order_owner(&r.line.order_id)?.map(Text::from);
-                        self.changed.insert(r.line.order_id.clone(), before);
-                    }
-                }
-                Ok(_) => {}
-                Err(i) => {
-                    bucket.insert(i, (h, m));
-                    self.dirty.insert(b);
+        let work: Vec<(u32, Vec<(u64, u32)>, &[(u64, u32, u32)])> =
+            groups.into_iter().map(|g| (bucket_of(g[0].0), self.buckets[bucket_of(g[0].0) as usize].take().unwrap_or_default(), g)).collect();
+        let merged: Vec<(u32, Vec<(u64, u32)>, bool, Vec<u32>)> = work.into_par_iter().map(|(b, old, new)| { let (m, dirty, changed) = merge_owners(old, new); (b, m, dirty, changed) }).collect();
+        for (b, bucket, dirty, changed) in merged {
+            self.buckets[b as usize] = Some(bucket);
+            if dirty {
+                self.dirty.insert(b);
+            }
+            for row in changed {
+                let order = &rows[row as usize].line.order_id;
+                if !self.changed.contains_key(order) {
+                    // the owner in the store before this import (None: new in this import)
+                    let before = self.store.order_owner(order)?.map(Text::from);
+                    self.changed.insert(order.clone(), before);
                 }
             }
         }
@@ -247,12 +280,13 @@ impl<'s> OrderLoader<'s> {
 
     fn owner(&self, order: &str) -> Option<&Text> {
         let h = order_hash(order);
-        let bucket = self.buckets.get(&bucket_of(h))?;
+        let bucket = self.buckets[bucket_of(h) as usize].as_ref()?;
         bucket.binary_search_by_key(&h, |(bh, _)| *bh).ok().map(|i| &self.owners[bucket[i].1 as usize])
     }
 
     /// Writes everything: `last` are the rows not yet added.
     pub fn finish(mut self, mut last: Vec<OrderRow>) -> Result<WriteStats, StoreError> {
+        let started = std::time::Instant::now();
         self.store.bump_member_generation()?;
         self.note_owners(&last)?;
         let mut stats = WriteStats::default();
@@ -271,6 +305,7 @@ impl<'s> OrderLoader<'s> {
             extra.entry(old.clone()).or_default().remove_orders.push(order.clone());
         }
         let runs = std::mem::replace(&mut self.runs, Runs::new());
+        tracing::debug!(runs = runs.files.len(), "merging the sorted runs and writing the members");
         let mut merge = runs.merge(self.store, std::mem::take(&mut last))?;
         let this = &self;
         stats += self.store.pipelined(2 * MEMBERS_PER_BATCH, |write| {
@@ -303,16 +338,18 @@ impl<'s> OrderLoader<'s> {
             }
             Ok(stats)
         })?;
+        tracing::debug!(secs = started.elapsed().as_secs_f64(), "members written");
         // the owner index last: a crash before this point is repaired by a re-import
         let pairs = self
             .dirty
             .iter()
             .map(|b| {
-                let stored: OwnerBucket = self.buckets[b].iter().map(|(h, m)| (*h, self.owners[*m as usize].clone())).collect();
+                let stored: OwnerBucket = self.buckets[*b as usize].iter().flatten().map(|(h, m)| (*h, self.owners[*m as usize].clone())).collect();
                 (bucket_key(*b), encode(&stored))
             })
             .collect();
         self.store.apply_pairs(pairs, 256)?;
+        tracing::debug!(buckets = self.dirty.len(), secs = started.elapsed().as_secs_f64(), "order owners written");
         Ok(stats)
     }
 
@@ -425,4 +462,22 @@ fn prepare_events(
     }
     write(pairs)?;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_owners;
+
+    #[test]
+    fn the_last_entry_owns_the_order_and_any_other_owner_marks_it_changed() {
+        let stored = vec![(10, 0), (20, 1), (30, 2)];
+        // (hash, owner, row), sorted by (hash, row)
+        let batch = [(5, 7, 0), (20, 1, 1), (30, 3, 2), (30, 2, 5), (40, 4, 3), (40, 5, 4), (50, 6, 6), (50, 6, 7)];
+        let (merged, dirty, changed) = merge_owners(stored.clone(), &batch);
+        assert_eq!(merged, vec![(5, 7), (10, 0), (20, 1), (30, 2), (40, 5), (50, 6)]);
+        assert!(dirty);
+        assert_eq!(changed, vec![5, 4], "30 went 2 -> 3 -> 2 (back to its stored owner, still a change to look at); 40 went 4 -> 5");
+        let (same, dirty, changed) = merge_owners(stored.clone(), &[(20, 1, 0), (30, 2, 1)]);
+        assert_eq!((same, dirty, changed), (stored, false, vec![]), "a re-import writes nothing");
+    }
 }

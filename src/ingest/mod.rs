@@ -337,7 +337,8 @@ fn map_columns(path: &Path, names: &[String], forced: Option<Kind>) -> Result<(K
 }
 
 enum Source {
-    Csv { rdr: csv::Reader<File>, raw: File, record: csv::ByteRecord, index: Vec<Option<usize>>, width: usize },
+    /// `records` are reused from chunk to chunk: (record, its line).
+    Csv { rdr: csv::Reader<File>, raw: File, records: Vec<(csv::ByteRecord, u64)>, index: Vec<Option<usize>>, width: usize },
     Ndjson { input: Box<dyn BufRead + Send>, line: u64, buf: Vec<u8>, pos: u64, pending: Option<Vec<u8>> },
 }
 
@@ -366,7 +367,7 @@ impl Reader {
         }
         let (kind, index, unknown) = map_columns(path, &names, forced)?;
         let width = names.len();
-        Ok(Reader { kind, unknown, source: Source::Csv { rdr, raw, record: csv::ByteRecord::new(), index, width } })
+        Ok(Reader { kind, unknown, source: Source::Csv { rdr, raw, records: Vec::new(), index, width } })
     }
 
     fn ndjson(mut input: impl BufRead + Send + 'static, path: &Path, forced: Option<Kind>) -> Result<Reader, IngestError> {
@@ -404,9 +405,24 @@ impl Reader {
         let mut chunk = Chunk { rows: Vec::with_capacity(max_rows.min(1 << 16)), bad: Vec::new(), read: 0, position: 0 };
         let bad = |line: u64, reason: String| BadRow { file: file.to_string(), line, reason };
         match &mut self.source {
-            Source::Csv { rdr, raw, record, index, width } => {
+            Source::Csv { rdr, raw, records, index, width } => {
+                // records are split here and parsed in parallel; a record that spans lines
+                // is parsed at once, so a broken quote can be mended before reading on
+                let parse = |record: &csv::ByteRecord| {
+                    if record.len() != *width {
+                        Err(format!("expected {} fields, found {}", width, record.len()))
+                    } else {
+                        fields_from_csv(kind, record, index).and_then(|f| parse_row(kind, &f))
+                    }
+                };
+                let mut single_line = 0;
                 while chunk.read < max_rows as u64 {
+                    if records.len() == single_line {
+                        records.push((csv::ByteRecord::new(), 0));
+                    }
                     let start = rdr.position().clone();
+                    let (before, rest) = records.split_at_mut(single_line);
+                    let (record, line) = &mut rest[0];
                     match rdr.read_byte_record(record) {
                         Ok(false) => break,
                         Ok(true) => {}
@@ -416,27 +432,29 @@ impl Reader {
                         }
                     }
                     chunk.read += 1;
-                    let line = start.line();
-                    let spans = rdr.position().line().saturating_sub(line);
-                    let result = if record.len() != *width {
-                        Err(format!("expected {} fields, found {}", width, record.len()))
-                    } else {
-                        fields_from_csv(kind, record, index).and_then(|f| parse_row(kind, &f))
-                    };
-                    match result {
+                    *line = start.line();
+                    if rdr.position().line().saturating_sub(start.line()) <= 1 {
+                        single_line += 1;
+                        continue;
+                    }
+                    // parsed now, in file order: the rows before it first
+                    parse_in_parallel(before, &parse, &mut chunk, &bad);
+                    match parse(record) {
                         Ok(row) => chunk.rows.push(row),
-                        Err(reason) if spans > 1 => {
+                        Err(reason) => {
                             // a broken quote swallowed the following lines: report this line
                             // and read again from the next one, so no good row is lost
+                            let line = start.line();
                             chunk.bad.push(bad(line, format!("{reason} (unbalanced quote?)")));
                             let next = next_line_offset(raw, start.byte()).map_err(|source| IngestError::Io { path: file.into(), source })?;
                             let mut pos = csv::Position::new();
                             pos.set_byte(next).set_line(line + 1).set_record(start.record() + 1);
                             rdr.seek(pos).map_err(|e| IngestError::Io { path: file.into(), source: std::io::Error::other(e.to_string()) })?;
                         }
-                        Err(reason) => chunk.bad.push(bad(line, reason)),
                     }
+                    single_line = 0;
                 }
+                parse_in_parallel(&records[..single_line], &parse, &mut chunk, &bad);
                 chunk.position = rdr.position().byte();
             }
             Source::Ndjson { input, line, buf, pos, pending } => {
@@ -465,6 +483,18 @@ impl Reader {
             }
         }
         Ok(chunk)
+    }
+}
+
+/// Parses records on all cores and adds them to the chunk in file order.
+fn parse_in_parallel(records: &[(csv::ByteRecord, u64)], parse: &(dyn Fn(&csv::ByteRecord) -> Result<Row, String> + Sync), chunk: &mut Chunk, bad: &dyn Fn(u64, String) -> BadRow) {
+    use rayon::prelude::*;
+    let parsed: Vec<Result<Row, String>> = records.par_iter().with_min_len(1024).map(|(r, _)| parse(r)).collect();
+    for (result, (_, line)) in parsed.into_iter().zip(records) {
+        match result {
+            Ok(row) => chunk.rows.push(row),
+            Err(reason) => chunk.bad.push(bad(*line, reason)),
+        }
     }
 }
 

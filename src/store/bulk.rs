@@ -174,6 +174,9 @@ fn merge_owners(old: Vec<(u64, u32)>, new: &[(u64, u32, u32)]) -> (Vec<(u64, u32
     (out, dirty, changed)
 }
 
+/// A member's rows of this import, with the orders moved in or out.
+type MemberWork = (Text, Vec<OrderLine>, Extra);
+
 /// What a member gets beyond its own rows: orders moved in or out.
 #[derive(Default)]
 struct Extra {
@@ -308,36 +311,70 @@ impl<'s> OrderLoader<'s> {
         tracing::debug!(runs = runs.files.len(), "merging the sorted runs and writing the members");
         let mut merge = runs.merge(self.store, std::mem::take(&mut last))?;
         let this = &self;
-        stats += self.store.pipelined(2 * MEMBERS_PER_BATCH, |write| {
-            let mut stats = WriteStats::default();
-            let mut group: Vec<(Text, Vec<OrderLine>)> = Vec::with_capacity(MEMBER_GROUP);
-            while let Some(row) = merge.next()? {
-                if !changed.is_empty() && changed.contains_key(&row.line.order_id) {
-                    if let Some(owner) = this.owner(&row.line.order_id) {
-                        if *owner != row.member_id {
+        let (merged_tx, merged_rx) = std::sync::mpsc::sync_channel::<Result<Vec<MemberWork>, StoreError>>(2);
+        let (written, mut extra) = std::thread::scope(|scope| {
+            // the merge runs on its own thread, a group ahead of the preparing and writing
+            let merger = scope.spawn(move || {
+                let mut group: Vec<MemberWork> = Vec::with_capacity(MEMBER_GROUP);
+                loop {
+                    let row = match merge.next() {
+                        Ok(Some(row)) => row,
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = merged_tx.send(Err(e));
+                            return extra;
+                        }
+                    };
+                    if !changed.is_empty() && changed.contains_key(&row.line.order_id) {
+                        if let Some(owner) = this.owner(&row.line.order_id).filter(|o| **o != row.member_id) {
                             // its order now belongs to another member of this import
-                            extra.entry(owner.clone()).or_default().incoming.push(row.line);
+                            match group.binary_search_by(|(m, _, _)| m.cmp(owner)) {
+                                Ok(i) => group[i].2.incoming.push(row.line),
+                                Err(_) => extra.entry(owner.clone()).or_default().incoming.push(row.line),
+                            }
                             continue;
                         }
                     }
-                }
-                match group.last_mut() {
-                    Some((m, lines)) if *m == row.member_id => lines.push(row.line),
-                    _ => {
-                        if group.len() == MEMBER_GROUP {
-                            stats += this.prepare_members(std::mem::take(&mut group), &mut extra, write)?;
+                    match group.last_mut() {
+                        Some((m, lines, _)) if *m == row.member_id => lines.push(row.line),
+                        _ => {
+                            if group.len() == MEMBER_GROUP && merged_tx.send(Ok(std::mem::take(&mut group))).is_err() {
+                                return extra;
+                            }
+                            let moved = extra.remove(&row.member_id).unwrap_or_default();
+                            group.push((row.member_id, vec![row.line], moved));
                         }
-                        group.push((row.member_id, vec![row.line]));
                     }
                 }
-            }
-            stats += this.prepare_members(group, &mut extra, write)?;
-            let rest: Vec<(Text, Vec<OrderLine>)> = extra.keys().map(|m| (m.clone(), Vec::new())).collect();
-            for chunk in rest.chunks(MEMBER_GROUP) {
-                stats += this.prepare_members(chunk.to_vec(), &mut extra, write)?;
-            }
-            Ok(stats)
-        })?;
+                let _ = merged_tx.send(Ok(group));
+                extra
+            });
+            let written = self.store.pipelined(2 * MEMBERS_PER_BATCH, |write| {
+                let mut stats = WriteStats::default();
+                for group in merged_rx {
+                    stats += this.prepare_members(group?, write)?;
+                }
+                Ok(stats)
+            });
+            (written, merger.join().expect("the merge thread does not panic"))
+        });
+        stats += written?;
+        // members whose moved lines came after they were written (or who have no rows of
+        // their own): read again now that their writes are applied
+        let rest: Vec<MemberWork> = extra.drain().map(|(m, e)| (m, Vec::new(), e)).collect();
+        if !rest.is_empty() {
+            stats += self.store.pipelined(2 * MEMBERS_PER_BATCH, |write| {
+                let mut stats = WriteStats::default();
+                let mut rest = rest.into_iter();
+                loop {
+                    let group: Vec<MemberWork> = rest.by_ref().take(MEMBER_GROUP).collect();
+                    if group.is_empty() {
+                        return Ok(stats);
+                    }
+                    stats += self.prepare_members(group, write)?;
+                }
+            })?;
+        }
         tracing::debug!(secs = started.elapsed().as_secs_f64(), "members written");
         // the owner index last: a crash before this point is repaired by a re-import
         let pairs = self
@@ -354,15 +391,8 @@ impl<'s> OrderLoader<'s> {
     }
 
     /// Computes the new history and digest of a group of members and hands the writes over.
-    fn prepare_members(
-        &self,
-        group: Vec<(Text, Vec<OrderLine>)>,
-        extra: &mut FxHashMap<Text, Extra>,
-        write: &mut dyn FnMut(Pairs) -> Result<(), StoreError>,
-    ) -> Result<WriteStats, StoreError> {
-        let work: Vec<(Text, Vec<OrderLine>, Extra)> =
-            group.into_iter().map(|(m, lines)| { let e = extra.remove(&m).unwrap_or_default(); (m, lines, e) }).collect();
-        let results = work
+    fn prepare_members(&self, group: Vec<MemberWork>, write: &mut dyn FnMut(Pairs) -> Result<(), StoreError>) -> Result<WriteStats, StoreError> {
+        let results = group
             .into_par_iter()
             .map(|(member_id, lines, extra)| {
                 let mut hist = self.store.history(&member_id)?.unwrap_or_default();

@@ -174,6 +174,19 @@ fn merge_owners(old: Vec<(u64, u32)>, new: &[(u64, u32, u32)]) -> (Vec<(u64, u32
     (out, dirty, changed)
 }
 
+impl Store {
+    /// Whether any `kind` record lies between the least and the greatest of these members.
+    fn any_in_range<'a>(&self, kind: u8, members: impl Iterator<Item = &'a Text>) -> Result<bool, StoreError> {
+        let (mut lo, mut hi): (Option<&Text>, Option<&Text>) = (None, None);
+        for m in members {
+            lo = Some(lo.map_or(m, |l| l.min(m)));
+            hi = Some(hi.map_or(m, |h| h.max(m)));
+        }
+        let (Some(lo), Some(hi)) = (lo, hi) else { return Ok(false) };
+        Ok(self.db.range(key(kind, lo)..=key(kind, hi)).next().transpose()?.is_some())
+    }
+}
+
 /// A member's rows of this import, with the orders moved in or out.
 type MemberWork = (Text, Vec<OrderLine>, Extra);
 
@@ -392,10 +405,12 @@ impl<'s> OrderLoader<'s> {
 
     /// Computes the new history and digest of a group of members and hands the writes over.
     fn prepare_members(&self, group: Vec<MemberWork>, write: &mut dyn FnMut(Pairs) -> Result<(), StoreError>) -> Result<WriteStats, StoreError> {
+        // a group none of whose members has a stored history (a first import) skips the lookups
+        let any_history = self.store.any_in_range(HISTORY, group.iter().map(|(m, _, _)| m))?;
         let results = group
             .into_par_iter()
             .map(|(member_id, lines, extra)| {
-                let mut hist = self.store.history(&member_id)?.unwrap_or_default();
+                let mut hist = if any_history { self.store.history(&member_id)?.unwrap_or_default() } else { Default::default() };
                 if !extra.remove_orders.is_empty() {
                     hist.take_orders(&extra.remove_orders);
                 }
@@ -465,11 +480,12 @@ fn prepare_events(
     group: Vec<(Text, Vec<Event>)>,
     write: &mut dyn FnMut(Pairs) -> Result<(), StoreError>,
 ) -> Result<WriteStats, StoreError> {
+    let any_events = store.any_in_range(EVENTS, group.iter().map(|(m, _)| m))?;
     let results = group
         .into_par_iter()
         .map(|(member_id, events)| {
             let k = key(EVENTS, &member_id);
-            let mut hist: EventHistory = match store.db.get(&k)? {
+            let mut hist: EventHistory = match any_events.then(|| store.db.get(&k)).transpose()?.flatten() {
                 Some(v) => decode(&k, &v)?,
                 None => EventHistory::default(),
             };

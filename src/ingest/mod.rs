@@ -120,7 +120,17 @@ pub fn import_file(
     } else {
         Reader::csv(file, path, opts.kind)?
     };
-    let summary = run(store, reader, opts.chunk_rows, &name, on_bad, |pos| bar.set_position(pos))?;
+    let summary = run(store, reader, opts.chunk_rows, &name, on_bad, |p| match p {
+        Progress::Read(bytes) => bar.set_position(bytes),
+        Progress::Written { rows, of } => {
+            // orders and events are written after the whole file is read
+            bar.set_position(rows);
+            if bar.length() != Some(of) {
+                bar.set_length(of);
+                bar.set_style(bar_style("{msg} writing members [{bar:30}] {human_pos}/{human_len} rows eta {eta}"));
+            }
+        }
+    })?;
     bar.finish_and_clear();
     Ok(summary)
 }
@@ -142,13 +152,19 @@ fn progress_bar(enabled: bool, len: u64, name: &str) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("static progress template")
-            .progress_chars("=> "),
-    );
+    bar.set_style(bar_style("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"));
     bar.set_message(name.to_string());
     bar
+}
+
+fn bar_style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template).expect("static progress template").progress_chars("=> ")
+}
+
+/// How far an import is: bytes of the file read, then rows written.
+enum Progress {
+    Read(u64),
+    Written { rows: u64, of: u64 },
 }
 
 fn is_ndjson(path: &Path, file: &mut File) -> std::io::Result<bool> {
@@ -171,7 +187,7 @@ fn run(
     chunk_rows: usize,
     name: &str,
     on_bad: &mut dyn FnMut(&BadRow),
-    progress: impl Fn(u64),
+    progress: impl Fn(Progress),
 ) -> Result<FileSummary, IngestError> {
     let started = Instant::now();
     let kind = reader.kind;
@@ -217,7 +233,7 @@ fn run(
             for row in chunk.rows {
                 pending.push(row);
             }
-            progress(chunk.position);
+            progress(Progress::Read(chunk.position));
             if last {
                 break;
             }
@@ -227,7 +243,8 @@ fn run(
         }
         // a writer that waits long is fed too slowly by the reader
         tracing::debug!(rows = summary.rows, secs = started.elapsed().as_secs_f64(), writer_waited_secs = waited.as_secs_f64(), "rows read");
-        let stats = pending.finish(store)?;
+        let total = summary.imported;
+        let stats = pending.finish(store, &|rows| progress(Progress::Written { rows, of: total }))?;
         summary.moved_orders += stats.moved_orders;
         summary.new_bare_members += stats.new_bare_members;
         Ok::<(), IngestError>(())
@@ -310,12 +327,16 @@ impl<'s> Pending<'s> {
     }
 
     /// Writes everything still pending.
-    fn finish(mut self, store: &Store) -> Result<WriteStats, StoreError> {
+    fn finish(mut self, store: &Store, written: &dyn Fn(u64)) -> Result<WriteStats, StoreError> {
         let mut stats = WriteStats::default();
         store.write_members(&mut self.members)?;
         store.write_products(&mut self.products)?;
-        stats += self.order_loader.finish(std::mem::take(&mut self.orders))?;
-        stats += self.event_loader.finish(std::mem::take(&mut self.events))?;
+        if self.order_loader.has_runs() || !self.orders.is_empty() {
+            stats += self.order_loader.finish(std::mem::take(&mut self.orders), written)?;
+        }
+        if self.event_loader.has_runs() || !self.events.is_empty() {
+            stats += self.event_loader.finish(std::mem::take(&mut self.events), written)?;
+        }
         Ok(stats)
     }
 }

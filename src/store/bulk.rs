@@ -294,14 +294,20 @@ impl<'s> OrderLoader<'s> {
         self.runs.spill(self.store, rows)
     }
 
+    /// Whether rows were spilled already.
+    pub fn has_runs(&self) -> bool {
+        !self.runs.files.is_empty()
+    }
+
     fn owner(&self, order: &str) -> Option<&Text> {
         let h = order_hash(order);
         let bucket = self.buckets[bucket_of(h) as usize].as_ref()?;
         bucket.binary_search_by_key(&h, |(bh, _)| *bh).ok().map(|i| &self.owners[bucket[i].1 as usize])
     }
 
-    /// Writes everything: `last` are the rows not yet added.
-    pub fn finish(mut self, mut last: Vec<OrderRow>) -> Result<WriteStats, StoreError> {
+    /// Writes everything: `last` are the rows not yet added. `written` hears how many rows
+    /// are written so far.
+    pub fn finish(mut self, mut last: Vec<OrderRow>, written: &dyn Fn(u64)) -> Result<WriteStats, StoreError> {
         let started = std::time::Instant::now();
         self.store.bump_member_generation()?;
         self.note_owners(&last)?;
@@ -325,7 +331,7 @@ impl<'s> OrderLoader<'s> {
         let mut merge = runs.merge(self.store, std::mem::take(&mut last))?;
         let this = &self;
         let (merged_tx, merged_rx) = std::sync::mpsc::sync_channel::<Result<Vec<MemberWork>, StoreError>>(2);
-        let (written, mut extra) = std::thread::scope(|scope| {
+        let (result, mut extra) = std::thread::scope(|scope| {
             // the merge runs on its own thread, a group ahead of the preparing and writing
             let merger = scope.spawn(move || {
                 let mut group: Vec<MemberWork> = Vec::with_capacity(MEMBER_GROUP);
@@ -362,16 +368,19 @@ impl<'s> OrderLoader<'s> {
                 let _ = merged_tx.send(Ok(group));
                 extra
             });
-            let written = self.store.pipelined(2 * MEMBERS_PER_BATCH, |write| {
-                let mut stats = WriteStats::default();
+            let result = self.store.pipelined(2 * MEMBERS_PER_BATCH, |write| {
+                let (mut stats, mut rows) = (WriteStats::default(), 0);
                 for group in merged_rx {
-                    stats += this.prepare_members(group?, write)?;
+                    let group = group?;
+                    rows += group.iter().map(|(_, lines, e)| (lines.len() + e.incoming.len()) as u64).sum::<u64>();
+                    stats += this.prepare_members(group, write)?;
+                    written(rows);
                 }
                 Ok(stats)
             });
-            (written, merger.join().expect("the merge thread does not panic"))
+            (result, merger.join().expect("the merge thread does not panic"))
         });
-        stats += written?;
+        stats += result?;
         // members whose moved lines came after they were written (or who have no rows of
         // their own): read again now that their writes are applied
         let rest: Vec<MemberWork> = extra.drain().map(|(m, e)| (m, Vec::new(), e)).collect();
@@ -446,23 +455,30 @@ impl<'s> EventLoader<'s> {
         EventLoader { store, runs: Runs::new() }
     }
 
+    /// Whether rows were spilled already.
+    pub fn has_runs(&self) -> bool {
+        !self.runs.files.is_empty()
+    }
+
     pub fn add(&mut self, rows: &mut Vec<EventRow>) -> Result<(), StoreError> {
         self.runs.spill(self.store, rows)
     }
 
-    pub fn finish(self, last: Vec<EventRow>) -> Result<WriteStats, StoreError> {
+    pub fn finish(self, last: Vec<EventRow>, written: &dyn Fn(u64)) -> Result<WriteStats, StoreError> {
         // events can create bare members
         self.store.bump_member_generation()?;
         let mut merge = self.runs.merge(self.store, last)?;
         let store = self.store;
         store.pipelined(MEMBERS_PER_BATCH, |write| {
-            let mut stats = WriteStats::default();
+            let (mut stats, mut rows) = (WriteStats::default(), 0);
             let mut group: Vec<(Text, Vec<Event>)> = Vec::with_capacity(MEMBER_GROUP);
             loop {
                 let row = merge.next()?;
                 let full = group.len() >= MEMBER_GROUP && row.as_ref().is_none_or(|r| group.last().is_some_and(|(m, _)| *m != r.member_id));
                 if row.is_none() || full {
+                    rows += group.iter().map(|(_, evs)| evs.len() as u64).sum::<u64>();
                     stats += prepare_events(store, std::mem::take(&mut group), write)?;
+                    written(rows);
                 }
                 let Some(row) = row else { break };
                 match group.last_mut() {

@@ -76,7 +76,7 @@ pub fn apply(store: &Store, channel: &str, kind: &str, updates: &[StatusUpdate],
             None => None,
         };
         let message = id.map(|id| store.message(id)).transpose()?.flatten();
-        let address = u.recipient.clone().or_else(|| message.as_ref().and_then(|m| m.channels.iter().find(|c| c.channel == channel).map(|c| c.address.clone())));
+        let address = u.recipient.clone().or_else(|| address_on(message.as_ref(), channel));
         let member = message.as_ref().map(|m| m.member.to_string());
         // without a provider id only the address (if named) can be acted on
         match id {
@@ -95,11 +95,16 @@ pub fn apply_parked(store: &Store, channel: &str, kind: &str, id: MessageId, par
     let message = store.message(id)?;
     let member = message.as_ref().map(|m| m.member.to_string());
     for r in parked {
-        let address = r.recipient.clone().or_else(|| message.as_ref().and_then(|m| m.channels.iter().find(|c| c.channel == channel).map(|c| c.address.clone())));
+        let address = r.recipient.clone().or_else(|| address_on(message.as_ref(), channel));
         applied.matched += 1;
         note(store, Some(id), member.as_deref(), channel, kind, address.as_deref(), r.state, &r.reason, settings, r.at, &mut applied)?;
     }
     Ok(applied)
+}
+
+/// The address a message went to on `channel`.
+fn address_on(message: Option<&crate::store::outbox::OutboxMessage>, channel: &str) -> Option<String> {
+    message?.channels.iter().find(|c| c.channel == channel).map(|c| c.address.clone())
 }
 
 /// One report about one message (when known) to one address (when known).

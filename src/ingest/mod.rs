@@ -331,12 +331,8 @@ impl<'s> Pending<'s> {
         let mut stats = WriteStats::default();
         store.write_members(&mut self.members)?;
         store.write_products(&mut self.products)?;
-        if self.order_loader.has_runs() || !self.orders.is_empty() {
-            stats += self.order_loader.finish(std::mem::take(&mut self.orders), written)?;
-        }
-        if self.event_loader.has_runs() || !self.events.is_empty() {
-            stats += self.event_loader.finish(std::mem::take(&mut self.events), written)?;
-        }
+        stats += self.order_loader.finish(std::mem::take(&mut self.orders), written)?;
+        stats += self.event_loader.finish(std::mem::take(&mut self.events), written)?;
         Ok(stats)
     }
 }

@@ -148,7 +148,7 @@ impl<T: MemberRow> Merge<T> {
 /// Merges a batch's (hash, owner, row) entries, sorted by (hash, row), into a bucket's
 /// (hash, owner) list sorted by hash: the last entry of a hash owns the order. Returns the
 /// new list, whether it differs, and a row of each order that named more than one owner.
-fn merge_owners(old: Vec<(u64, u32)>, new: &[(u64, u32, u32)]) -> (Vec<(u64, u32)>, bool, Vec<u32>) {
+fn merge_owners(old: BucketOwners, new: &[(u64, u32, u32)]) -> (BucketOwners, bool, Vec<u32>) {
     let mut out = Vec::with_capacity(old.len() + new.len());
     let (mut dirty, mut changed) = (false, Vec::new());
     let mut old = old.into_iter().peekable();
@@ -187,6 +187,9 @@ impl Store {
     }
 }
 
+/// An owner bucket in memory: (order hash, index into the loader's owners) sorted by hash.
+type BucketOwners = Vec<(u64, u32)>;
+
 /// A member's rows of this import, with the orders moved in or out.
 type MemberWork = (Text, Vec<OrderLine>, Extra);
 
@@ -203,7 +206,7 @@ pub struct OrderLoader<'s> {
     runs: Runs,
     /// Every owner bucket the import touched, as it will be after the import: (order
     /// hash, index into `owners`) sorted by hash.
-    buckets: Vec<Option<Vec<(u64, u32)>>>,
+    buckets: Vec<Option<BucketOwners>>,
     owners: Vec<Text>,
     owner_index: FxHashMap<Text, u32>,
     dirty: FxHashSet<u32>,
@@ -268,9 +271,14 @@ impl<'s> OrderLoader<'s> {
             let compact = stored.into_iter().map(|(h, m)| (h, self.intern(&m))).collect();
             self.buckets[b as usize] = Some(compact);
         }
-        let work: Vec<(u32, Vec<(u64, u32)>, &[(u64, u32, u32)])> =
-            groups.into_iter().map(|g| (bucket_of(g[0].0), self.buckets[bucket_of(g[0].0) as usize].take().unwrap_or_default(), g)).collect();
-        let merged: Vec<(u32, Vec<(u64, u32)>, bool, Vec<u32>)> = work.into_par_iter().map(|(b, old, new)| { let (m, dirty, changed) = merge_owners(old, new); (b, m, dirty, changed) }).collect();
+        let work: Vec<(u32, BucketOwners, &[(u64, u32, u32)])> = groups
+            .into_iter()
+            .map(|g| {
+                let b = bucket_of(g[0].0);
+                (b, self.buckets[b as usize].take().unwrap_or_default(), g)
+            })
+            .collect();
+        let merged: Vec<(u32, BucketOwners, bool, Vec<u32>)> = work.into_par_iter().map(|(b, old, new)| { let (m, dirty, changed) = merge_owners(old, new); (b, m, dirty, changed) }).collect();
         for (b, bucket, dirty, changed) in merged {
             self.buckets[b as usize] = Some(bucket);
             if dirty {
@@ -294,11 +302,6 @@ impl<'s> OrderLoader<'s> {
         self.runs.spill(self.store, rows)
     }
 
-    /// Whether rows were spilled already.
-    pub fn has_runs(&self) -> bool {
-        !self.runs.files.is_empty()
-    }
-
     fn owner(&self, order: &str) -> Option<&Text> {
         let h = order_hash(order);
         let bucket = self.buckets[bucket_of(h) as usize].as_ref()?;
@@ -308,6 +311,9 @@ impl<'s> OrderLoader<'s> {
     /// Writes everything: `last` are the rows not yet added. `written` hears how many rows
     /// are written so far.
     pub fn finish(mut self, mut last: Vec<OrderRow>, written: &dyn Fn(u64)) -> Result<WriteStats, StoreError> {
+        if self.runs.files.is_empty() && last.is_empty() {
+            return Ok(WriteStats::default());
+        }
         let started = std::time::Instant::now();
         self.store.bump_member_generation()?;
         self.note_owners(&last)?;
@@ -455,16 +461,14 @@ impl<'s> EventLoader<'s> {
         EventLoader { store, runs: Runs::new() }
     }
 
-    /// Whether rows were spilled already.
-    pub fn has_runs(&self) -> bool {
-        !self.runs.files.is_empty()
-    }
-
     pub fn add(&mut self, rows: &mut Vec<EventRow>) -> Result<(), StoreError> {
         self.runs.spill(self.store, rows)
     }
 
     pub fn finish(self, last: Vec<EventRow>, written: &dyn Fn(u64)) -> Result<WriteStats, StoreError> {
+        if self.runs.files.is_empty() && last.is_empty() {
+            return Ok(WriteStats::default());
+        }
         // events can create bare members
         self.store.bump_member_generation()?;
         let mut merge = self.runs.merge(self.store, last)?;

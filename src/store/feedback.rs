@@ -128,7 +128,7 @@ impl Store {
         let mut recorded = false;
         self.db.fetch_and_update(status_key(id), |bytes| {
             let old: Option<DeliveryStatus> = bytes.and_then(|v| postcard::from_bytes(v).ok());
-            recorded = old.is_none_or(|old| old.state.rank() < status.state.rank() || (old.state.rank() == status.state.rank() && old.state != status.state));
+            recorded = old.is_none_or(|old| old.state != status.state && old.state.rank() <= status.state.rank());
             if recorded { Some(encode(status)) } else { bytes.map(<[u8]>::to_vec) }
         })?;
         Ok(recorded)

@@ -7,7 +7,7 @@
 
 pub mod rows;
 
-use crate::store::bulk::{EventLoader, OrderLoader};
+use crate::store::bulk::{Background, EventLoader, OrderLoader};
 use crate::store::import::WriteStats;
 use crate::store::{Store, StoreError};
 use rows::{parse_event, parse_member, parse_order, parse_product, Fields, Kind};
@@ -216,7 +216,7 @@ fn run(
             }
         });
         let flush_at = flush_rows(kind, chunk_rows);
-        let mut pending = Pending::new(store, kind, chunk_rows);
+        let mut pending = Pending::new(scope, store, kind, chunk_rows);
         let mut waited = Duration::ZERO;
         loop {
             let asked = Instant::now();
@@ -267,30 +267,30 @@ fn flush_rows(kind: Kind, chunk_rows: usize) -> usize {
 }
 
 /// Rows waiting to be written, by kind; the buffers are reused between writes. Orders and
-/// events go through a bulk loader that writes each member once per import.
-struct Pending<'s> {
+/// events go through a bulk loader that writes each member once per import; it sorts and
+/// spills a batch on its own thread while the next is read.
+struct Pending<'scope, 's> {
     members: Vec<rows::MemberRow>,
     orders: Vec<rows::OrderRow>,
     events: Vec<rows::EventRow>,
     products: Vec<(String, crate::store::model::Product)>,
-    order_loader: OrderLoader<'s>,
-    event_loader: EventLoader<'s>,
+    order_loader: Option<Background<'scope, OrderLoader<'s>>>,
+    event_loader: Option<Background<'scope, EventLoader<'s>>>,
 }
 
-impl<'s> Pending<'s> {
-    fn new(store: &'s Store, kind: Kind, n: usize) -> Pending<'s> {
-        let mut p = Pending {
-            members: Vec::new(),
-            orders: Vec::new(),
-            events: Vec::new(),
-            products: Vec::new(),
-            order_loader: OrderLoader::new(store),
-            event_loader: EventLoader::new(store),
-        };
+impl<'scope, 's: 'scope> Pending<'scope, 's> {
+    fn new(scope: &'scope std::thread::Scope<'scope, '_>, store: &'s Store, kind: Kind, n: usize) -> Pending<'scope, 's> {
+        let mut p = Pending { members: Vec::new(), orders: Vec::new(), events: Vec::new(), products: Vec::new(), order_loader: None, event_loader: None };
         match kind {
             Kind::Members => p.members.reserve(n),
-            Kind::Orders => p.orders.reserve(n),
-            Kind::Events => p.events.reserve(n),
+            Kind::Orders => {
+                p.orders.reserve(flush_rows(kind, n));
+                p.order_loader = Some(Background::spawn(scope, OrderLoader::new(store)));
+            }
+            Kind::Events => {
+                p.events.reserve(flush_rows(kind, n));
+                p.event_loader = Some(Background::spawn(scope, EventLoader::new(store)));
+            }
             Kind::Products => p.products.reserve(n),
         }
         p
@@ -310,20 +310,20 @@ impl<'s> Pending<'s> {
     }
 
     /// Writes members and products now; hands orders and events to their loaders.
-    fn write(&mut self, store: &Store) -> Result<WriteStats, StoreError> {
+    fn write(&mut self, store: &Store) -> Result<(), StoreError> {
         if !self.members.is_empty() {
             store.write_members(&mut self.members)?;
         }
         if !self.products.is_empty() {
             store.write_products(&mut self.products)?;
         }
-        if !self.orders.is_empty() {
-            self.order_loader.add(&mut self.orders)?;
+        if let Some(loader) = self.order_loader.as_mut().filter(|_| !self.orders.is_empty()) {
+            loader.add(&mut self.orders)?;
         }
-        if !self.events.is_empty() {
-            self.event_loader.add(&mut self.events)?;
+        if let Some(loader) = self.event_loader.as_mut().filter(|_| !self.events.is_empty()) {
+            loader.add(&mut self.events)?;
         }
-        Ok(WriteStats::default())
+        Ok(())
     }
 
     /// Writes everything still pending.
@@ -331,8 +331,12 @@ impl<'s> Pending<'s> {
         let mut stats = WriteStats::default();
         store.write_members(&mut self.members)?;
         store.write_products(&mut self.products)?;
-        stats += self.order_loader.finish(std::mem::take(&mut self.orders), written)?;
-        stats += self.event_loader.finish(std::mem::take(&mut self.events), written)?;
+        if let Some(loader) = self.order_loader.take() {
+            stats += loader.finish()?.finish(std::mem::take(&mut self.orders), written)?;
+        }
+        if let Some(loader) = self.event_loader.take() {
+            stats += loader.finish()?.finish(std::mem::take(&mut self.events), written)?;
+        }
         Ok(stats)
     }
 }

@@ -36,6 +36,58 @@ impl MemberRow for EventRow {
     }
 }
 
+/// A bulk loader takes batches of rows (sorted and spilled to disk) before writing them all.
+pub trait BulkLoader: Send {
+    type Row: MemberRow;
+    fn add(&mut self, rows: &mut Vec<Self::Row>) -> Result<(), StoreError>;
+}
+
+/// A bulk loader on a thread of its own: a batch is sorted and spilled while the reader
+/// fills the next. At most two batches are in memory: the one being filled and the one
+/// being spilled (its buffer comes back to be filled again).
+pub struct Background<'scope, L: BulkLoader> {
+    batches: std::sync::mpsc::SyncSender<Vec<L::Row>>,
+    emptied: std::sync::mpsc::Receiver<Vec<L::Row>>,
+    worker: Option<std::thread::ScopedJoinHandle<'scope, Result<L, StoreError>>>,
+}
+
+impl<'scope, L: BulkLoader + 'scope> Background<'scope, L> {
+    pub fn spawn<'env>(scope: &'scope std::thread::Scope<'scope, 'env>, mut loader: L) -> Self {
+        let (batches, incoming) = std::sync::mpsc::sync_channel::<Vec<L::Row>>(0);
+        let (give_back, emptied) = std::sync::mpsc::channel();
+        let worker = scope.spawn(move || {
+            for mut rows in incoming {
+                loader.add(&mut rows)?;
+                let _ = give_back.send(rows);
+            }
+            Ok(loader)
+        });
+        Background { batches, emptied, worker: Some(worker) }
+    }
+
+    /// Hands `rows` over (waiting while the previous batch is still being spilled) and
+    /// leaves an empty buffer in its place. An error of an earlier batch comes back here.
+    pub fn add(&mut self, rows: &mut Vec<L::Row>) -> Result<(), StoreError> {
+        let spare = self.emptied.try_recv().unwrap_or_else(|_| Vec::with_capacity(rows.capacity()));
+        if self.batches.send(std::mem::replace(rows, spare)).is_err() {
+            // the worker stopped on an error
+            return Err(join(self.worker.take()).err().unwrap_or(StoreError::WriterGone));
+        }
+        Ok(())
+    }
+
+    /// Waits for the batches handed over and gives the loader back.
+    pub fn finish(self) -> Result<L, StoreError> {
+        let Background { batches, worker, .. } = self;
+        drop(batches);
+        join(worker)
+    }
+}
+
+fn join<L>(worker: Option<std::thread::ScopedJoinHandle<'_, Result<L, StoreError>>>) -> Result<L, StoreError> {
+    worker.and_then(|w| w.join().ok()).unwrap_or(Err(StoreError::WriterGone))
+}
+
 /// Sorted runs of rows on disk.
 struct Runs {
     dir: Option<tempfile::TempDir>,
@@ -214,6 +266,15 @@ pub struct OrderLoader<'s> {
     changed: FxHashMap<Text, Option<Text>>,
 }
 
+impl BulkLoader for OrderLoader<'_> {
+    type Row = OrderRow;
+
+    fn add(&mut self, rows: &mut Vec<OrderRow>) -> Result<(), StoreError> {
+        self.note_owners(rows)?;
+        self.runs.spill(self.store, rows)
+    }
+}
+
 impl<'s> OrderLoader<'s> {
     pub fn new(store: &'s Store) -> OrderLoader<'s> {
         OrderLoader {
@@ -296,11 +357,6 @@ impl<'s> OrderLoader<'s> {
         Ok(())
     }
 
-    /// Takes a batch of rows (sorted and spilled to disk).
-    pub fn add(&mut self, rows: &mut Vec<OrderRow>) -> Result<(), StoreError> {
-        self.note_owners(rows)?;
-        self.runs.spill(self.store, rows)
-    }
 
     fn owner(&self, order: &str) -> Option<&Text> {
         let h = order_hash(order);
@@ -456,13 +512,17 @@ pub struct EventLoader<'s> {
     runs: Runs,
 }
 
+impl BulkLoader for EventLoader<'_> {
+    type Row = EventRow;
+
+    fn add(&mut self, rows: &mut Vec<EventRow>) -> Result<(), StoreError> {
+        self.runs.spill(self.store, rows)
+    }
+}
+
 impl<'s> EventLoader<'s> {
     pub fn new(store: &'s Store) -> EventLoader<'s> {
         EventLoader { store, runs: Runs::new() }
-    }
-
-    pub fn add(&mut self, rows: &mut Vec<EventRow>) -> Result<(), StoreError> {
-        self.runs.spill(self.store, rows)
     }
 
     pub fn finish(self, last: Vec<EventRow>, written: &dyn Fn(u64)) -> Result<WriteStats, StoreError> {

@@ -391,7 +391,16 @@ mod tests {
             db.insert(b"hello", b"world").unwrap();
             db.flush().unwrap();
         }
-        assert!(matches!(Store::open(&foreign, 16), Err(StoreError::Foreign { .. })));
+        // sled's IO threads let go of the lock a moment after the handle (a raw sled handle
+        // is not one `Store::open` knows to wait for)
+        let started = std::time::Instant::now();
+        let opened = loop {
+            match Store::open(&foreign, 16) {
+                Err(StoreError::Open { .. }) if started.elapsed() < std::time::Duration::from_secs(5) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                other => break other,
+            }
+        };
+        assert!(matches!(opened, Err(StoreError::Foreign { .. })), "{:?}", opened.as_ref().err());
 
         let newer = dir.path().join("newer");
         {

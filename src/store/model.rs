@@ -306,6 +306,22 @@ mod tests {
     }
 
     #[test]
+    fn an_order_with_lines_at_two_times_is_one_order_even_with_another_between() {
+        let mut h = OrderHistory::default();
+        // o2 (one day later) comes between o1's two lines; o3 shares o1's first time
+        h.merge([line("o1", "a", 0, 100, 1, 0), line("o2", "x", 86_400, 7, 1, 0), line("o1", "b", 3 * 86_400, 200, 1, 0), line("o3", "c", 0, 5, 1, 0)]);
+        let d = h.digest();
+        let orders: Vec<(Day, Cents, u16)> = d.orders.iter().map(|o| (o.day, o.amount, o.skus)).collect();
+        assert_eq!(orders, vec![(day_of(0), 300, 2), (day_of(0), 5, 1), (day_of(86_400), 7, 1)], "o1 (its earliest line's day), o3, o2");
+        let names: Vec<&str> = d.order_skus.iter().map(|&i| d.sku_names[i as usize].as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "x"]);
+        // the same orders with each order's lines together agree
+        let mut plain = OrderHistory::default();
+        plain.merge([line("o1", "a", 0, 100, 1, 0), line("o1", "b", 0, 200, 1, 0), line("o3", "c", 0, 5, 1, 0), line("o2", "x", 86_400, 7, 1, 0)]);
+        assert_eq!(plain.digest(), d);
+    }
+
+    #[test]
     fn event_merge_is_idempotent() {
         let e = |ts, sku: &str| Event { ts, kind: EventKind::View, sku: sku.into(), channel: "pc".into() };
         let mut h = EventHistory::default();

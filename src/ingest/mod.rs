@@ -77,9 +77,10 @@ pub struct FileSummary {
     pub elapsed: Duration,
 }
 
-#[allow(clippy::large_enum_variant)] // rows are moved into typed buffers at once
+/// A parsed row. Members are boxed: a member row is over twice the size of an order row,
+/// and every row of a file is moved a few times on its way to the store.
 enum Row {
-    Member(rows::MemberRow),
+    Member(Box<rows::MemberRow>),
     Order(rows::OrderRow),
     Event(rows::EventRow),
     Product(rows::ProductRow),
@@ -87,7 +88,7 @@ enum Row {
 
 fn parse_row(kind: Kind, f: &Fields) -> Result<Row, String> {
     match kind {
-        Kind::Members => parse_member(f).map(Row::Member),
+        Kind::Members => parse_member(f).map(|m| Row::Member(Box::new(m))),
         Kind::Orders => parse_order(f).map(Row::Order),
         Kind::Events => parse_event(f).map(Row::Event),
         Kind::Products => parse_product(f).map(Row::Product),
@@ -96,10 +97,22 @@ fn parse_row(kind: Kind, f: &Fields) -> Result<Row, String> {
 
 /// A chunk from the reader: good rows, bad rows, and how far into the input it got.
 struct Chunk {
+    /// CSV records (with their line) for the receiver to parse, on all cores.
+    records: Vec<(csv::ByteRecord, u64)>,
+    /// Rows parsed by the reader (all of an NDJSON file; a CSV record that spans lines):
+    /// they come after `records` in the file.
     rows: Vec<Row>,
     bad: Vec<BadRow>,
     read: u64,
     position: u64,
+}
+
+/// Emptied buffers that go back to the reader to be filled again (no fresh pages to
+/// fault in for every chunk).
+#[derive(Default)]
+struct Spare {
+    records: Vec<(csv::ByteRecord, u64)>,
+    rows: Vec<Row>,
 }
 
 /// Imports one file. `on_bad` sees every bad row as it is found.
@@ -206,9 +219,12 @@ fn run(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, IngestError>>(2);
     std::thread::scope(|scope| {
         let file_name = name.to_string();
+        // the reader splits records while this thread parses the previous chunk's
+        let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Spare>();
+        let parser = reader.csv_parser();
         scope.spawn(move || {
             loop {
-                let chunk = reader.next_chunk(chunk_rows, &file_name);
+                let chunk = reader.next_chunk(chunk_rows, &file_name, spare_rx.try_recv().unwrap_or_default());
                 let done = matches!(&chunk, Ok(c) if c.read == 0) || chunk.is_err();
                 if tx.send(chunk).is_err() || done {
                     break;
@@ -218,22 +234,40 @@ fn run(
         let flush_at = flush_rows(kind, chunk_rows);
         let mut pending = Pending::new(scope, store, kind, chunk_rows);
         let mut waited = Duration::ZERO;
+        let mut parsed: Vec<Result<Row, String>> = Vec::new();
         loop {
             let asked = Instant::now();
             let Ok(chunk) = rx.recv() else { break };
             waited += asked.elapsed();
-            let chunk = chunk?;
-            let last = chunk.read == 0;
-            summary.rows += chunk.read;
-            summary.bad += chunk.bad.len() as u64;
-            for b in &chunk.bad {
+            let Chunk { records, mut rows, bad, read, position } = chunk?;
+            let last = read == 0;
+            summary.rows += read;
+            if let Some(parser) = &parser {
+                use rayon::prelude::*;
+                records.par_iter().with_min_len(1024).map(|(r, _)| parser.parse(r)).collect_into_vec(&mut parsed);
+                for (result, (_, line)) in parsed.drain(..).zip(&records) {
+                    match result {
+                        Ok(row) => {
+                            summary.imported += 1;
+                            pending.push(row);
+                        }
+                        Err(reason) => {
+                            summary.bad += 1;
+                            on_bad(&BadRow { file: name.to_string(), line: *line, reason });
+                        }
+                    }
+                }
+            }
+            summary.bad += bad.len() as u64;
+            for b in &bad {
                 on_bad(b);
             }
-            summary.imported += chunk.rows.len() as u64;
-            for row in chunk.rows {
+            summary.imported += rows.len() as u64;
+            for row in rows.drain(..) {
                 pending.push(row);
             }
-            progress(Progress::Read(chunk.position));
+            let _ = spare_tx.send(Spare { records, rows });
+            progress(Progress::Read(position));
             if last {
                 break;
             }
@@ -302,7 +336,7 @@ impl<'scope, 's: 'scope> Pending<'scope, 's> {
 
     fn push(&mut self, row: Row) {
         match row {
-            Row::Member(m) => self.members.push(m),
+            Row::Member(m) => self.members.push(*m),
             Row::Order(o) => self.orders.push(o),
             Row::Event(e) => self.events.push(e),
             Row::Product(p) => self.products.push((p.sku, p.product)),
@@ -358,8 +392,7 @@ fn map_columns(path: &Path, names: &[String], forced: Option<Kind>) -> Result<(K
 }
 
 enum Source {
-    /// `records` are reused from chunk to chunk: (record, its line).
-    Csv { rdr: csv::Reader<File>, raw: File, records: Vec<(csv::ByteRecord, u64)>, index: Vec<Option<usize>>, width: usize },
+    Csv { rdr: csv::Reader<File>, raw: File, parser: CsvParser },
     Ndjson { input: Box<dyn BufRead + Send>, line: u64, buf: Vec<u8>, pos: u64, pending: Option<Vec<u8>> },
 }
 
@@ -388,7 +421,7 @@ impl Reader {
         }
         let (kind, index, unknown) = map_columns(path, &names, forced)?;
         let width = names.len();
-        Ok(Reader { kind, unknown, source: Source::Csv { rdr, raw, records: Vec::new(), index, width } })
+        Ok(Reader { kind, unknown, source: Source::Csv { rdr, raw, parser: CsvParser { kind, index, width } } })
     }
 
     fn ndjson(mut input: impl BufRead + Send + 'static, path: &Path, forced: Option<Kind>) -> Result<Reader, IngestError> {
@@ -421,29 +454,32 @@ impl Reader {
         })
     }
 
-    fn next_chunk(&mut self, max_rows: usize, file: &str) -> Result<Chunk, IngestError> {
-        let kind = self.kind;
-        let mut chunk = Chunk { rows: Vec::with_capacity(max_rows.min(1 << 16)), bad: Vec::new(), read: 0, position: 0 };
+    /// How the receiver parses this file's CSV records (None for NDJSON, parsed here).
+    fn csv_parser(&self) -> Option<CsvParser> {
+        match &self.source {
+            Source::Csv { parser, .. } => Some(parser.clone()),
+            Source::Ndjson { .. } => None,
+        }
+    }
+
+    /// Reads up to `max_rows` rows into emptied buffers. CSV records are only split here:
+    /// the receiver parses them on all cores while the next chunk is split. A record that
+    /// spans lines is parsed at once (so a broken quote can be mended before reading on)
+    /// and ends the chunk.
+    fn next_chunk(&mut self, max_rows: usize, file: &str, spare: Spare) -> Result<Chunk, IngestError> {
+        let Spare { mut records, mut rows } = spare;
+        rows.clear();
+        let mut chunk = Chunk { records: Vec::new(), rows, bad: Vec::new(), read: 0, position: 0 };
         let bad = |line: u64, reason: String| BadRow { file: file.to_string(), line, reason };
         match &mut self.source {
-            Source::Csv { rdr, raw, records, index, width } => {
-                // records are split here and parsed in parallel; a record that spans lines
-                // is parsed at once, so a broken quote can be mended before reading on
-                let parse = |record: &csv::ByteRecord| {
-                    if record.len() != *width {
-                        Err(format!("expected {} fields, found {}", width, record.len()))
-                    } else {
-                        fields_from_csv(kind, record, index).and_then(|f| parse_row(kind, &f))
-                    }
-                };
-                let mut single_line = 0;
+            Source::Csv { rdr, raw, parser } => {
+                let mut n = 0;
                 while chunk.read < max_rows as u64 {
-                    if records.len() == single_line {
+                    if records.len() == n {
                         records.push((csv::ByteRecord::new(), 0));
                     }
                     let start = rdr.position().clone();
-                    let (before, rest) = records.split_at_mut(single_line);
-                    let (record, line) = &mut rest[0];
+                    let (record, line) = &mut records[n];
                     match rdr.read_byte_record(record) {
                         Ok(false) => break,
                         Ok(true) => {}
@@ -455,12 +491,10 @@ impl Reader {
                     chunk.read += 1;
                     *line = start.line();
                     if rdr.position().line().saturating_sub(start.line()) <= 1 {
-                        single_line += 1;
+                        n += 1;
                         continue;
                     }
-                    // parsed now, in file order: the rows before it first
-                    parse_in_parallel(before, &parse, &mut chunk, &bad);
-                    match parse(record) {
+                    match parser.parse(record) {
                         Ok(row) => chunk.rows.push(row),
                         Err(reason) => {
                             // a broken quote swallowed the following lines: report this line
@@ -473,9 +507,10 @@ impl Reader {
                             rdr.seek(pos).map_err(|e| IngestError::Io { path: file.into(), source: std::io::Error::other(e.to_string()) })?;
                         }
                     }
-                    single_line = 0;
+                    break;
                 }
-                parse_in_parallel(&records[..single_line], &parse, &mut chunk, &bad);
+                records.truncate(n);
+                chunk.records = records;
                 chunk.position = rdr.position().byte();
             }
             Source::Ndjson { input, line, buf, pos, pending } => {
@@ -495,7 +530,7 @@ impl Reader {
                         continue;
                     }
                     chunk.read += 1;
-                    match ndjson_row(kind, buf) {
+                    match ndjson_row(self.kind, buf) {
                         Ok(row) => chunk.rows.push(row),
                         Err(reason) => chunk.bad.push(bad(*line, reason)),
                     }
@@ -507,15 +542,21 @@ impl Reader {
     }
 }
 
-/// Parses records on all cores and adds them to the chunk in file order.
-fn parse_in_parallel(records: &[(csv::ByteRecord, u64)], parse: &(dyn Fn(&csv::ByteRecord) -> Result<Row, String> + Sync), chunk: &mut Chunk, bad: &dyn Fn(u64, String) -> BadRow) {
-    use rayon::prelude::*;
-    let parsed: Vec<Result<Row, String>> = records.par_iter().with_min_len(1024).map(|(r, _)| parse(r)).collect();
-    for (result, (_, line)) in parsed.into_iter().zip(records) {
-        match result {
-            Ok(row) => chunk.rows.push(row),
-            Err(reason) => chunk.bad.push(bad(*line, reason)),
+/// Turns a file's CSV records into rows: `index[i]` is the file column of the kind's
+/// column i.
+#[derive(Clone)]
+struct CsvParser {
+    kind: Kind,
+    index: Vec<Option<usize>>,
+    width: usize,
+}
+
+impl CsvParser {
+    fn parse(&self, record: &csv::ByteRecord) -> Result<Row, String> {
+        if record.len() != self.width {
+            return Err(format!("expected {} fields, found {}", self.width, record.len()));
         }
+        fields_from_csv(self.kind, record, &self.index).and_then(|f| parse_row(self.kind, &f))
     }
 }
 

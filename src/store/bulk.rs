@@ -17,7 +17,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 
 /// A row that belongs to one member.
 pub trait MemberRow: Serialize + DeserializeOwned + Send + Sync {
@@ -88,6 +88,16 @@ fn join<L>(worker: Option<std::thread::ScopedJoinHandle<'_, Result<L, StoreError
     worker.and_then(|w| w.join().ok()).unwrap_or(Err(StoreError::WriterGone))
 }
 
+/// The first 16 bytes of an id, zero-padded, as a big-endian number. Ids hold no NUL (no
+/// control characters), so these compare as the ids do, exactly for ids of up to 16 bytes;
+/// longer ids with equal prefixes (the last byte not zero) need their full text compared.
+fn id_prefix(id: &str) -> u128 {
+    let mut b = [0u8; 16];
+    let n = id.len().min(16);
+    b[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u128::from_be_bytes(b)
+}
+
 /// Sorted runs of rows on disk.
 struct Runs {
     dir: Option<tempfile::TempDir>,
@@ -105,25 +115,36 @@ impl Runs {
 
     /// Sorts `rows` by member (stable: file order within a member) and writes them out.
     /// The sort moves (member id, position) keys, not the rows (over a hundred bytes
-    /// each), and needs no merge buffer.
-    fn spill<T: MemberRow>(&mut self, store: &Store, rows: &mut Vec<T>) -> Result<(), StoreError> {
-        let mut order: Vec<(crate::domain::Text, u32)> = rows.par_iter().enumerate().map(|(i, r)| (crate::domain::Text::from(r.member()), i as u32)).collect();
-        order.par_sort_unstable();
+    /// each), and needs no merge buffer; the rows are encoded on all cores.
+    fn spill<T: MemberRow>(&mut self, store: &Store, rows: &[T]) -> Result<(), StoreError> {
+        let mut order: Vec<(u128, u32)> = rows.par_iter().enumerate().map(|(i, r)| (id_prefix(r.member()), i as u32)).collect();
+        order.par_sort_unstable_by(|a, b| {
+            let long = a.0 == b.0 && a.0 & 0xff != 0;
+            a.0.cmp(&b.0).then_with(|| if long { rows[a.1 as usize].member().cmp(rows[b.1 as usize].member()) } else { std::cmp::Ordering::Equal }).then(a.1.cmp(&b.1))
+        });
         if self.dir.is_none() {
             let parent = store.path().parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             self.dir = Some(tempfile::Builder::new().prefix(".rekindle-import-").tempdir_in(parent).map_err(io)?);
         }
         let path = self.dir.as_ref().map(|d| d.path().join(format!("run-{}", self.files.len()))).unwrap_or_default();
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(&path).map_err(io)?);
-        let mut buf = Vec::new();
-        for (_, i) in &order {
-            buf.clear();
-            buf = postcard::to_extend(&rows[*i as usize], buf).map_err(|e| io(std::io::Error::other(e)))?;
-            w.write_all(&(buf.len() as u32).to_le_bytes()).map_err(io)?;
-            w.write_all(&buf).map_err(io)?;
+        let encoded: Vec<Vec<u8>> = order
+            .par_chunks(1 << 14)
+            .map(|part| {
+                let mut buf = Vec::with_capacity(part.len() * 64);
+                for (_, i) in part {
+                    let at = buf.len();
+                    buf.extend_from_slice(&[0; 4]);
+                    buf = postcard::to_extend(&rows[*i as usize], buf).map_err(|e| io(std::io::Error::other(e)))?;
+                    let len = (buf.len() - at - 4) as u32;
+                    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                }
+                Ok(buf)
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let mut w = File::create(&path).map_err(io)?;
+        for part in &encoded {
+            w.write_all(part).map_err(io)?;
         }
-        w.flush().map_err(io)?;
-        rows.clear();
         tracing::debug!(run = self.files.len(), path = %path.display(), "spilled a sorted run");
         self.files.push(path);
         Ok(())
@@ -133,7 +154,7 @@ impl Runs {
     fn merge<T: MemberRow>(mut self, store: &Store, mut last: Vec<T>) -> Result<Merge<T>, StoreError> {
         if !self.files.is_empty() && !last.is_empty() {
             // on disk too, so the merge holds no large buffer
-            self.spill(store, &mut last)?;
+            self.spill(store, &last)?;
             last = Vec::new();
         }
         last.par_sort_by(|a, b| a.member().cmp(b.member()));
@@ -270,8 +291,13 @@ impl BulkLoader for OrderLoader<'_> {
     type Row = OrderRow;
 
     fn add(&mut self, rows: &mut Vec<OrderRow>) -> Result<(), StoreError> {
-        self.note_owners(rows)?;
-        self.runs.spill(self.store, rows)
+        // the owners and the spill only read the rows: both at once
+        let mut runs = std::mem::replace(&mut self.runs, Runs::new());
+        let store = self.store;
+        let (owners, spilled) = rayon::join(|| self.note_owners(rows), || runs.spill(store, rows));
+        self.runs = runs;
+        rows.clear();
+        owners.and(spilled)
     }
 }
 
@@ -516,7 +542,9 @@ impl BulkLoader for EventLoader<'_> {
     type Row = EventRow;
 
     fn add(&mut self, rows: &mut Vec<EventRow>) -> Result<(), StoreError> {
-        self.runs.spill(self.store, rows)
+        self.runs.spill(self.store, rows)?;
+        rows.clear();
+        Ok(())
     }
 }
 
@@ -592,7 +620,22 @@ fn prepare_events(
 
 #[cfg(test)]
 mod tests {
-    use super::merge_owners;
+    use super::{id_prefix, merge_owners};
+
+    #[test]
+    fn id_prefixes_order_as_the_ids_do() {
+        let ids = ["", "a", "a b", "ab", "m0103046", "m0103046x", "z", "0123456789abcdef", "0123456789abcdefX", "0123456789abcdeg", "é", "ä1"];
+        for a in ids {
+            for b in ids {
+                let long = id_prefix(a) == id_prefix(b) && id_prefix(a) & 0xff != 0;
+                if !long {
+                    assert_eq!(id_prefix(a).cmp(&id_prefix(b)), a.cmp(b), "{a:?} vs {b:?}");
+                } else {
+                    assert!(a.len() >= 16 && b.len() >= 16, "{a:?} vs {b:?}: equal prefixes are long ids or the same id");
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_last_entry_owns_the_order_and_any_other_owner_marks_it_changed() {

@@ -168,7 +168,7 @@ impl Runs {
             let head = m.sources[i].next()?;
             m.heads.push(head);
             if let Some(r) = &m.heads[i] {
-                m.heap.push(Reverse((Text::from(r.member()), i)));
+                m.heap.push(Reverse(merge_key(r.member(), i)));
             }
         }
         Ok(m)
@@ -199,20 +199,27 @@ impl<T: MemberRow> Source<T> {
     }
 }
 
+/// A row's place in the merge: by member, then by run (file order). The member's text is
+/// kept only when its prefix does not decide (ids over 16 bytes).
+fn merge_key(member: &str, source: usize) -> (u128, Text, usize) {
+    let prefix = id_prefix(member);
+    (prefix, if prefix & 0xff != 0 { Text::from(member) } else { Text::default() }, source)
+}
+
 /// A k-way merge of sorted runs.
 struct Merge<T> {
     heads: Vec<Option<T>>,
-    heap: BinaryHeap<Reverse<(Text, usize)>>,
+    heap: BinaryHeap<Reverse<(u128, Text, usize)>>,
     sources: Vec<Source<T>>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl<T: MemberRow> Merge<T> {
     fn next(&mut self) -> Result<Option<T>, StoreError> {
-        let Some(Reverse((_, i))) = self.heap.pop() else { return Ok(None) };
+        let Some(Reverse((_, _, i))) = self.heap.pop() else { return Ok(None) };
         let next = self.sources[i].next()?;
         if let Some(r) = &next {
-            self.heap.push(Reverse((Text::from(r.member()), i)));
+            self.heap.push(Reverse(merge_key(r.member(), i)));
         }
         Ok(std::mem::replace(&mut self.heads[i], next))
     }

@@ -238,3 +238,25 @@ fn owner_changes_across_runs_and_against_the_store() {
     assert_eq!(store.order_owner("s1").unwrap().as_deref(), Some("m3"));
     assert_eq!(spend("m9"), Some(4000));
 }
+
+#[test]
+fn long_member_ids_that_share_their_first_16_bytes_stay_apart_across_runs() {
+    // the spill and the merge order members by a 16-byte prefix first
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let members = ["customer-0000001", "customer-0000001a", "customer-0000001b", "customer-0000001ab", "customer-000000", "customer-0000002"];
+    let mut rows = String::from("order_id,member_id,ts,sku,unit_price,qty\n");
+    for round in 0..12 {
+        for (i, m) in members.iter().enumerate().rev() {
+            rows.push_str(&format!("o{round}-{i},{m},2026-01-{:02}T00:00:00Z,{m}-sku{round},1.00,1\n", round + 1));
+        }
+    }
+    let path = write(dir.path(), "orders.csv", rows.as_bytes());
+    // 5-row chunks: a run every 50 rows, each member in every run
+    import_with_chunk(&store, &path, 5);
+    for m in members {
+        let history = store.history(m).unwrap().unwrap_or_else(|| panic!("{m} has a history"));
+        assert_eq!(history.lines.len(), 12, "{m}");
+        assert!(history.lines.iter().all(|l| l.sku.starts_with(&format!("{m}-sku"))), "{m} holds only its own lines: {history:?}");
+    }
+}

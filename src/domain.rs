@@ -231,6 +231,15 @@ pub fn check_id(what: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The first 16 bytes of a text, zero-padded, as a big-endian number: comparing these
+/// compares the texts' first 16 bytes in byte order, in two machine words.
+pub fn prefix_16(s: &str) -> u128 {
+    let mut b = [0u8; 16];
+    let n = s.len().min(16);
+    b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    u128::from_be_bytes(b)
+}
+
 /// Rounds `num / den` to the nearest integer, half away from zero (`den > 0`).
 pub fn div_round_half_away(num: i128, den: i128) -> i128 {
     debug_assert!(den > 0);

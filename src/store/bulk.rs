@@ -88,14 +88,12 @@ fn join<L>(worker: Option<std::thread::ScopedJoinHandle<'_, Result<L, StoreError
     worker.and_then(|w| w.join().ok()).unwrap_or(Err(StoreError::WriterGone))
 }
 
-/// The first 16 bytes of an id, zero-padded, as a big-endian number. Ids hold no NUL (no
-/// control characters), so these compare as the ids do, exactly for ids of up to 16 bytes;
-/// longer ids with equal prefixes (the last byte not zero) need their full text compared.
+/// The first 16 bytes of an id as a number ([`crate::domain::prefix_16`]). Ids hold no
+/// NUL (no control characters), so these compare as the ids do, exactly for ids of up to
+/// 16 bytes; longer ids with equal prefixes (the last byte not zero) need their full text
+/// compared.
 fn id_prefix(id: &str) -> u128 {
-    let mut b = [0u8; 16];
-    let n = id.len().min(16);
-    b[..n].copy_from_slice(&id.as_bytes()[..n]);
-    u128::from_be_bytes(b)
+    crate::domain::prefix_16(id)
 }
 
 /// Sorted runs of rows on disk.

@@ -95,7 +95,8 @@ pub(crate) fn key(kind: u8, id: &str) -> Vec<u8> {
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_stdvec(value).expect("postcard serialisation of a store value cannot fail")
+    // most values (a member, a history) take a few hundred bytes: fewer regrowths
+    postcard::to_extend(value, Vec::with_capacity(256)).expect("postcard serialisation of a store value cannot fail")
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {

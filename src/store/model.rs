@@ -128,6 +128,7 @@ impl OrderHistory {
             .collect();
         orders.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut d = Digest::default();
+        let (mut categories, mut brands, mut skus) = (Names::default(), Names::default(), Names::default());
         for (ts, _, run) in orders {
             let mut od = OrderDigest { day: day_of(ts), amount: 0, discounted: false, categories: 0, brands: 0, skus: 0 };
             let (c0, b0, s0) = (d.category_spend.len(), d.brand_spend.len(), d.order_skus.len());
@@ -136,9 +137,9 @@ impl OrderHistory {
                 let amount = l.amount();
                 od.amount += amount;
                 od.discounted |= l.discount_ppm > 0;
-                add_spend(&mut d.category_spend, c0, &mut d.category_names, &l.category, amount);
-                add_spend(&mut d.brand_spend, b0, &mut d.brand_names, &l.brand, amount);
-                let sku = intern(&mut d.sku_names, &l.sku);
+                add_spend(&mut d.category_spend, c0, &mut categories, &l.category, amount);
+                add_spend(&mut d.brand_spend, b0, &mut brands, &l.brand, amount);
+                let sku = skus.index(&l.sku);
                 if !d.order_skus[s0..].contains(&sku) {
                     d.order_skus.push(sku);
                 }
@@ -148,26 +149,41 @@ impl OrderHistory {
             od.brands = (d.brand_spend.len() - b0) as u16;
             d.orders.push(od);
         }
+        (d.category_names, d.brand_names, d.sku_names) = (categories.names, brands.names, skus.names);
         d
     }
 }
 
-fn intern(names: &mut Vec<Text>, name: &str) -> u32 {
-    (match names.iter().position(|n| n == name) {
-        Some(i) => i,
-        None => {
-            names.push(name.into());
-            names.len() - 1
-        }
-    }) as u32
+/// The distinct names of a digest by index. A name is looked for by its length and first
+/// 16 bytes (compared as numbers), its full text only when longer: digests are built for
+/// every member an import touches.
+#[derive(Default)]
+struct Names {
+    names: Vec<Text>,
+    keys: Vec<(usize, u128)>,
+}
+
+impl Names {
+    fn index(&mut self, name: &str) -> u32 {
+        let key = (name.len(), crate::domain::prefix_16(name));
+        let found = self.keys.iter().enumerate().position(|(i, k)| *k == key && (name.len() <= 16 || self.names[i] == name));
+        (match found {
+            Some(i) => i,
+            None => {
+                self.names.push(name.into());
+                self.keys.push(key);
+                self.names.len() - 1
+            }
+        }) as u32
+    }
 }
 
 /// Adds spend on `name` to the current order's entries (those from `start` on).
-fn add_spend(spend: &mut Vec<(u32, Cents)>, start: usize, names: &mut Vec<Text>, name: &str, amount: Cents) {
+fn add_spend(spend: &mut Vec<(u32, Cents)>, start: usize, names: &mut Names, name: &str, amount: Cents) {
     if name.is_empty() {
         return;
     }
-    let idx = intern(names, name);
+    let idx = names.index(name);
     match spend[start..].iter_mut().find(|(i, _)| *i == idx) {
         Some((_, s)) => *s += amount,
         None => spend.push((idx, amount)),

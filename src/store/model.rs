@@ -338,6 +338,17 @@ mod tests {
     }
 
     #[test]
+    fn names_are_told_apart_past_16_bytes_and_by_length() {
+        let mut names = Names::default();
+        let all = ["sporting-goods-outdoor", "sporting-goods-indoor", "a", "a\0", "", "sporting-goods-o"];
+        let first: Vec<u32> = all.iter().map(|n| names.index(n)).collect();
+        assert_eq!(first, [0, 1, 2, 3, 4, 5]);
+        let again: Vec<u32> = all.iter().map(|n| names.index(n)).collect();
+        assert_eq!(again, first);
+        assert_eq!(names.names, all);
+    }
+
+    #[test]
     fn event_merge_is_idempotent() {
         let e = |ts, sku: &str| Event { ts, kind: EventKind::View, sku: sku.into(), channel: "pc".into() };
         let mut h = EventHistory::default();

@@ -95,7 +95,8 @@ fn parse_row(kind: Kind, f: &Fields) -> Result<Row, String> {
     }
 }
 
-/// A chunk from the reader: good rows, bad rows, and how far into the input it got.
+/// A chunk from the reader: records to parse, rows, bad rows, and how far into the input
+/// it got.
 struct Chunk {
     /// CSV records (with their line) for the receiver to parse, on all cores.
     records: Vec<(csv::ByteRecord, u64)>,
@@ -245,26 +246,21 @@ fn run(
             if let Some(parser) = &parser {
                 use rayon::prelude::*;
                 records.par_iter().with_min_len(1024).map(|(r, _)| parser.parse(r)).collect_into_vec(&mut parsed);
-                for (result, (_, line)) in parsed.drain(..).zip(&records) {
-                    match result {
-                        Ok(row) => {
-                            summary.imported += 1;
-                            pending.push(row);
-                        }
-                        Err(reason) => {
-                            summary.bad += 1;
-                            on_bad(&BadRow { file: name.to_string(), line: *line, reason });
-                        }
+            }
+            // in file order: the parsed records, then the reader's rows
+            let lines = records.iter().map(|(_, line)| *line);
+            let parsed_rows = parsed.drain(..).zip(lines).map(|(row, line)| row.map_err(|reason| BadRow { file: name.to_string(), line, reason }));
+            for row in parsed_rows.chain(rows.drain(..).map(Ok)).chain(bad.into_iter().map(Err)) {
+                match row {
+                    Ok(row) => {
+                        summary.imported += 1;
+                        pending.push(row);
+                    }
+                    Err(b) => {
+                        summary.bad += 1;
+                        on_bad(&b);
                     }
                 }
-            }
-            summary.bad += bad.len() as u64;
-            for b in &bad {
-                on_bad(b);
-            }
-            summary.imported += rows.len() as u64;
-            for row in rows.drain(..) {
-                pending.push(row);
             }
             let _ = spare_tx.send(Spare { records, rows });
             progress(Progress::Read(position));

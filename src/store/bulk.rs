@@ -9,7 +9,7 @@
 use super::import::{bucket_key, bucket_of, order_hash, OwnerBucket, WriteStats, MEMBERS_PER_BATCH, MEMBER_GROUP, ORDER_BUCKETS};
 use super::model::{Event, EventHistory, Member, OrderLine};
 use super::{decode, encode, key, Pairs, Store, StoreError, EVENTS, HISTORY, MEMBER};
-use crate::domain::Text;
+use crate::domain::{prefix_16, Text};
 use crate::ingest::rows::{EventRow, OrderRow};
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -88,12 +88,11 @@ fn join<L>(worker: Option<std::thread::ScopedJoinHandle<'_, Result<L, StoreError
     worker.and_then(|w| w.join().ok()).unwrap_or(Err(StoreError::WriterGone))
 }
 
-/// The first 16 bytes of an id as a number ([`crate::domain::prefix_16`]). Ids hold no
-/// NUL (no control characters), so these compare as the ids do, exactly for ids of up to
-/// 16 bytes; longer ids with equal prefixes (the last byte not zero) need their full text
-/// compared.
-fn id_prefix(id: &str) -> u128 {
-    crate::domain::prefix_16(id)
+/// Whether an id's 16-byte prefix ([`prefix_16`]) leaves its order to the full text: ids
+/// hold no NUL (no control characters), so prefixes compare as the ids do, exactly for ids
+/// shorter than 16 bytes; a prefix whose last byte is not zero may belong to a longer id.
+fn undecided(prefix: u128) -> bool {
+    prefix & 0xff != 0
 }
 
 /// Sorted runs of rows on disk.
@@ -115,9 +114,9 @@ impl Runs {
     /// The sort moves (member id, position) keys, not the rows (over a hundred bytes
     /// each), and needs no merge buffer; the rows are encoded on all cores.
     fn spill<T: MemberRow>(&mut self, store: &Store, rows: &[T]) -> Result<(), StoreError> {
-        let mut order: Vec<(u128, u32)> = rows.par_iter().enumerate().map(|(i, r)| (id_prefix(r.member()), i as u32)).collect();
+        let mut order: Vec<(u128, u32)> = rows.par_iter().enumerate().map(|(i, r)| (prefix_16(r.member()), i as u32)).collect();
         order.par_sort_unstable_by(|a, b| {
-            let long = a.0 == b.0 && a.0 & 0xff != 0;
+            let long = a.0 == b.0 && undecided(a.0);
             a.0.cmp(&b.0).then_with(|| if long { rows[a.1 as usize].member().cmp(rows[b.1 as usize].member()) } else { std::cmp::Ordering::Equal }).then(a.1.cmp(&b.1))
         });
         if self.dir.is_none() {
@@ -200,8 +199,8 @@ impl<T: MemberRow> Source<T> {
 /// A row's place in the merge: by member, then by run (file order). The member's text is
 /// kept only when its prefix does not decide (ids over 16 bytes).
 fn merge_key(member: &str, source: usize) -> (u128, Text, usize) {
-    let prefix = id_prefix(member);
-    (prefix, if prefix & 0xff != 0 { Text::from(member) } else { Text::default() }, source)
+    let prefix = prefix_16(member);
+    (prefix, if undecided(prefix) { Text::from(member) } else { Text::default() }, source)
 }
 
 /// A k-way merge of sorted runs.
@@ -625,14 +624,15 @@ fn prepare_events(
 
 #[cfg(test)]
 mod tests {
-    use super::{id_prefix, merge_owners};
+    use super::{merge_owners, undecided};
+    use crate::domain::prefix_16 as id_prefix;
 
     #[test]
     fn id_prefixes_order_as_the_ids_do() {
         let ids = ["", "a", "a b", "ab", "m0103046", "m0103046x", "z", "0123456789abcdef", "0123456789abcdefX", "0123456789abcdeg", "é", "ä1"];
         for a in ids {
             for b in ids {
-                let long = id_prefix(a) == id_prefix(b) && id_prefix(a) & 0xff != 0;
+                let long = id_prefix(a) == id_prefix(b) && undecided(id_prefix(a));
                 if !long {
                     assert_eq!(id_prefix(a).cmp(&id_prefix(b)), a.cmp(b), "{a:?} vs {b:?}");
                 } else {

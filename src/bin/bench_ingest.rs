@@ -10,7 +10,7 @@ use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use rekindle::dispatch::Observers;
 use rekindle::ingest::{import_file, ImportOptions};
-use rekindle::plan::offer::Links;
+use rekindle::plan::links::Links;
 use rekindle::store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -9,6 +9,7 @@
 //! [`PlannedMessage`]. The planner is pure: it reads a [`MemberBase`] and writes nothing.
 
 pub mod base;
+pub mod links;
 pub mod offer;
 pub mod report;
 
@@ -102,7 +103,7 @@ pub struct PlanSettings {
     pub cap_days: u32,
     pub quiet_hours: crate::rules::QuietHours,
     pub default_tz: chrono_tz::Tz,
-    pub links: offer::Links,
+    pub links: links::Links,
 }
 
 impl PlanSettings {
@@ -114,7 +115,7 @@ impl PlanSettings {
             cap_days: config.campaigns.frequency_cap.days,
             quiet_hours: config.campaigns.quiet_hours(),
             default_tz: config.members.default_timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
-            links: offer::Links { public_url: config.campaigns.public_url.trim_end_matches('/').to_string(), key: unsubscribe_key },
+            links: links::Links { public_url: config.campaigns.public_url.trim_end_matches('/').to_string(), key: unsubscribe_key },
         }
     }
 }

@@ -4,7 +4,7 @@
 //! gets no further message while a forged link is refused.
 
 use crate::support::{python, sample_store};
-use rekindle::plan::offer::Links;
+use rekindle::plan::links::Links;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -11,19 +11,23 @@
 
 use crate::daemon::DaemonRequest;
 use crate::dispatch::Observers;
-use crate::plan::offer::Links;
-use crate::plugin::{CallbackRequest, ChannelHost};
+use crate::plan::links::Links;
+use crate::plugin::ChannelHost;
 use crate::store::outbox::MessageId;
 use crate::store::Store;
+
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+
+mod callbacks;
+mod unsubscribe;
 
 /// `[api]` in config.toml.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -108,9 +112,9 @@ pub fn router(api: Api) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(Arc::new(api.token.clone()), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
-        .route("/callbacks/{channel}", any(callback))
-        .route("/callbacks/{channel}/{*rest}", any(callback))
+        .route("/u/{token}", get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe))
+        .route("/callbacks/{channel}", any(callbacks::callback))
+        .route("/callbacks/{channel}/{*rest}", any(callbacks::callback))
         .merge(admin)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Arc::new(api))
@@ -158,74 +162,6 @@ async fn ask<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> DaemonReques
     let (tx, rx) = oneshot::channel();
     daemon.send(make(tx)).await.map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"))?;
     rx.await.map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"))
-}
-
-async fn unsubscribe_page(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
-    if api.links.verify(&token).is_none() {
-        return (StatusCode::FORBIDDEN, Html("<p>This link is not valid.</p>")).into_response();
-    }
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>Unsubscribe</title>\
-         <form method=post action=\"/u/{token}\"><p>Stop these messages?</p><button type=submit>Unsubscribe</button></form>"
-    ))
-    .into_response()
-}
-
-/// RFC 8058 one-click (`List-Unsubscribe=One-Click` body) and the page's form both land here.
-async fn unsubscribe(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
-    let Some((member, channel)) = api.links.verify(&token) else {
-        return (StatusCode::FORBIDDEN, Html("<p>This link is not valid.</p>")).into_response();
-    };
-    let store = api.store.clone();
-    let now = chrono::Utc::now().timestamp();
-    let ch = channel.clone();
-    match blocking(move || store.suppress(&member, &ch, now)).await {
-        Ok(()) => {
-            tracing::info!(channel = %channel, "unsubscribed");
-            tracing::debug!(token = %token, "unsubscribe token");
-            Html("<p>You are unsubscribed. You will not get these messages any more.</p>").into_response()
-        }
-        Err(r) => r,
-    }
-}
-
-/// A provider's webhook: the channel's plugin reads it, rekindle applies what it says.
-async fn callback(State(api): State<Arc<Api>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let rest = parts.uri.path().strip_prefix("/callbacks/").unwrap_or("");
-    let (channel, below) = rest.split_once('/').map(|(c, r)| (c, format!("/{r}"))).unwrap_or((rest, "/".to_string()));
-    let channel = channel.to_string();
-    let Some(kind) = api.host.kind(&channel).map(str::to_string) else {
-        return problem(StatusCode::NOT_FOUND, format_args!("no channel {channel:?}"));
-    };
-    let body = match axum::body::to_bytes(body, api.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return problem(StatusCode::PAYLOAD_TOO_LARGE, e),
-    };
-    let path = match parts.uri.query() {
-        Some(q) => format!("{below}?{q}"),
-        None => below,
-    };
-    let headers = parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
-    let request = CallbackRequest { method: parts.method.as_str().to_string(), path, headers, body: body.to_vec() };
-    let updates = match api.host.parse_callback(&channel, request).await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(channel = %channel, "callback refused: {e}");
-            return problem(StatusCode::BAD_REQUEST, e);
-        }
-    };
-    for u in &updates {
-        api.observers.metrics.observe_feedback(&channel, crate::store::feedback::DeliveryState::from(u.state).name());
-    }
-    // a report that beats the dispatcher's record of the send is parked, and applied by
-    // the dispatcher when it records the send
-    let (store, settings) = (api.store.clone(), api.observers.feedback.clone());
-    let now = chrono::Utc::now().timestamp();
-    match blocking(move || crate::feedback::apply(&store, &channel, &kind, &updates, &settings, now)).await {
-        Ok(applied) => Json(applied).into_response(),
-        Err(r) => r,
-    }
 }
 
 #[derive(Deserialize)]

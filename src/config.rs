@@ -308,6 +308,7 @@ impl Config {
         }
         out.extend(self.predict.check());
         out.extend(self.dispatch.check());
+        out.extend(self.api.check());
         if self.feedback.sms_failure_limit == 0 {
             out.push("feedback.sms_failure_limit: must be at least 1".into());
         }
@@ -343,6 +344,7 @@ mod tests {
         assert_eq!(c.campaigns, CampaignsConfig::default());
         assert_eq!(c.dispatch, crate::dispatch::DispatchConfig::default());
         assert_eq!(c.bundles, BundlesConfig::default());
+        assert_eq!(c.api, crate::api::ApiConfig::default());
     }
 
     #[test]
@@ -365,5 +367,17 @@ mod tests {
         .unwrap_err();
         let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn api_limits_are_checked_by_key() {
+        let err = Config::parse("[api]\nheader_timeout_seconds = 0\nbody_timeout_seconds = -1\nmax_connections = 0\n").unwrap_err().to_string();
+        for key in ["api.header_timeout_seconds", "api.body_timeout_seconds", "api.max_connections"] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let err = Config::parse("[api]\ntrusted_proxies = [\"127.0.0.1\", \"proxy.local\"]\n").unwrap_err().to_string();
+        assert!(err.contains("trusted_proxies") && err.contains("\"proxy.local\" is not an IP address or network"), "{err}");
+        let c = Config::parse("[api]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(c.api.trusted_proxies.len(), 3);
     }
 }

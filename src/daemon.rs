@@ -317,9 +317,9 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     let listener = tokio::net::TcpListener::bind(&config.api.listen).await.map_err(|e| DaemonError::Other(format!("cannot listen on {}: {e}", config.api.listen)))?;
     let app = crate::api::router(crate::api::Api::new(store.clone(), settings.links.clone(), &config, host.clone(), observers.clone(), Some(request_tx)));
     let mut api_stop = stop_rx.clone();
-    let api_server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { let _ = api_stop.wait_for(|s| *s).await; }).await;
-    });
+    // requests in flight get the daemon's shutdown grace, like sends
+    let grace = Duration::try_from_secs_f64(config.dispatch.shutdown_grace_seconds).unwrap_or(Duration::from_secs(10));
+    let api_server = tokio::spawn(crate::api::serve(listener, app, config.api.clone(), async move { let _ = api_stop.wait_for(|s| *s).await; }, grace));
     tracing::info!(listen = %config.api.listen, admin = config.api.token().is_some(), "API listening");
     // dispatch runs beside the scheduler for the daemon's whole life
     let mut dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), config.dispatch.clone(), observers.clone(), stop_rx.clone(), false));

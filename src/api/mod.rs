@@ -2,7 +2,9 @@
 //!
 //! Public: `/healthz`; one-click unsubscribe links (RFC 8058: GET shows a confirmation
 //! page, POST unsubscribes); provider callbacks at `/callbacks/{channel}[/...]`, handed to
-//! the channel plugin's parse-callback and applied as delivery feedback.
+//! the channel plugin's parse-callback and applied as delivery feedback. The links and
+//! callbacks count failed attempts per client (`limit`); the listener (`serve`) bounds
+//! header and body time, body size and connections.
 //!
 //! Behind the bearer token of `[api] token`: NDJSON ingest, rules (list, check, preview,
 //! run now), runs and reports, the outbox and its dead letters (list, retry), members
@@ -24,10 +26,16 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 mod callbacks;
+mod limit;
+mod serve;
 mod unsubscribe;
+
+pub use limit::ProxyNet;
+pub use serve::serve;
 
 /// `[api]` in config.toml.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -40,11 +48,39 @@ pub struct ApiConfig {
     pub token: String,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or networks);
+    /// from anyone else the header is ignored.
+    pub trusted_proxies: Vec<ProxyNet>,
+    /// Failed attempts (401, 403) on the public routes within `failure_window_seconds`
+    /// after which a client gets 429 until the window ends (0: no limit).
+    pub failure_limit: u32,
+    pub failure_window_seconds: f64,
+    /// Time a client has to send a request's headers, counted from the accept or the end
+    /// of the previous response (so also the idle keep-alive timeout).
+    pub header_timeout_seconds: f64,
+    /// Time a client has to send a request's body once its headers are in.
+    pub body_timeout_seconds: f64,
+    /// Open connections at most; more wait to be accepted.
+    pub max_connections: u32,
+    /// Open connections of one client address (an IPv6 /64) at most, trusted proxies
+    /// excepted; more are closed at once (0: no limit).
+    pub max_connections_per_client: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: "127.0.0.1:8787".into(), token: String::new(), max_body_bytes: 16 << 20 }
+        ApiConfig {
+            listen: "127.0.0.1:8787".into(),
+            token: String::new(),
+            max_body_bytes: 16 << 20,
+            trusted_proxies: Vec::new(),
+            failure_limit: 20,
+            failure_window_seconds: 600.0,
+            header_timeout_seconds: 10.0,
+            body_timeout_seconds: 30.0,
+            max_connections: 1024,
+            max_connections_per_client: 64,
+        }
     }
 }
 
@@ -54,6 +90,40 @@ impl ApiConfig {
             Ok(t) if !t.is_empty() => Some(t),
             _ => (!self.token.is_empty()).then(|| self.token.clone()),
         }
+    }
+
+    /// The problems of `[api]`, each naming its key.
+    pub fn check(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (key, v) in [
+            ("failure_window_seconds", self.failure_window_seconds),
+            ("header_timeout_seconds", self.header_timeout_seconds),
+            ("body_timeout_seconds", self.body_timeout_seconds),
+        ] {
+            if !(v > 0.0 && Duration::try_from_secs_f64(v).is_ok()) {
+                out.push(format!("api.{key}: must be a positive number of seconds, got {v}"));
+            }
+        }
+        if self.max_connections == 0 || self.max_connections as usize > tokio::sync::Semaphore::MAX_PERMITS {
+            out.push(format!("api.max_connections: must be at least 1, got {}", self.max_connections));
+        }
+        if self.max_body_bytes == 0 {
+            out.push("api.max_body_bytes: must be at least 1".into());
+        }
+        out
+    }
+
+    /// Checked by `check`; a value it refused reads as a day.
+    fn seconds(v: f64) -> Duration {
+        Duration::try_from_secs_f64(v).unwrap_or(Duration::from_secs(86_400))
+    }
+
+    pub(crate) fn header_timeout(&self) -> Duration {
+        Self::seconds(self.header_timeout_seconds)
+    }
+
+    pub(crate) fn body_timeout(&self) -> Duration {
+        Self::seconds(self.body_timeout_seconds)
     }
 }
 
@@ -72,6 +142,8 @@ pub struct Api {
     daemon: Option<mpsc::Sender<DaemonRequest>>,
     /// One ingest at a time: two requests touching one member must not interleave.
     ingest: tokio::sync::Mutex<()>,
+    /// Failed attempts per client on the public routes.
+    failures: Arc<limit::FailureLimits>,
 }
 
 impl Api {
@@ -88,11 +160,16 @@ impl Api {
             observers,
             daemon,
             ingest: tokio::sync::Mutex::new(()),
+            failures: Arc::new(limit::FailureLimits::new(
+                limit::TrustedProxies::new(&config.api.trusted_proxies),
+                config.api.failure_limit,
+                ApiConfig::seconds(config.api.failure_window_seconds),
+            )),
         }
     }
 }
 
-/// The router; `axum::serve` runs it.
+/// The router; `serve` runs it.
 pub fn router(api: Api) -> Router {
     let max_body = api.max_body_bytes;
     let admin = Router::new()
@@ -110,11 +187,14 @@ pub fn router(api: Api) -> Router {
         .route("/api/members/{id}/explain", get(explain))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(Arc::new(api.token.clone()), require_token));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+    let public = Router::new()
         .route("/u/{token}", get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe))
         .route("/callbacks/{channel}", any(callbacks::callback))
         .route("/callbacks/{channel}/{*rest}", any(callbacks::callback))
+        .route_layer(axum::middleware::from_fn_with_state(api.failures.clone(), limit::limit_failures));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(public)
         .merge(admin)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Arc::new(api))

@@ -83,10 +83,11 @@ fn qvalue(s: &str) -> Option<u16> {
     }
 }
 
-/// What the member is unsubscribing from, in their language: by the channel's plugin
-/// kind (email, sms), else the channel's name.
+/// What the member is unsubscribing from, in their language: email or SMS by the
+/// channel's plugin kind or its name (the name is what consent goes by), else the name.
 fn channel_label(lang: Lang, kind: Option<&str>, channel: &str) -> String {
-    match (lang, kind) {
+    let known = [kind.unwrap_or(""), channel].into_iter().find(|k| matches!(*k, "email" | "sms"));
+    match (lang, known) {
         (Lang::Zh, Some("email")) => "邮件".into(),
         (Lang::Zh, Some("sms")) => "短信".into(),
         (Lang::Zh, _) => format!("「{channel}」渠道的消息"),

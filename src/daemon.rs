@@ -384,7 +384,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
                     base = reload_base(&store, &live, base).await?;
                         profiles.as_of = 0;
                 }
-                answer(request, &store, &mut base, &mut profiles, &live, &settings, keep_days, &observers);
+                answer(request, &store, &mut base, &mut profiles, &live, &settings, keep_days, &observers, &channel_names);
             }
             _ = poll.tick() => {
                 if live.reload(&config.campaigns.rules_dir, &channel_names)? {
@@ -470,7 +470,7 @@ async fn reload_base(store: &Store, live: &LiveRules, old: MemberBase) -> Result
 /// Answers one API request from the daemon's state (on the loop: a request waits for a
 /// run in progress, and a run for a request).
 #[allow(clippy::too_many_arguments)]
-fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles: &mut Profiles, live: &LiveRules, settings: &PlanSettings, keep_days: u32, observers: &Observers) {
+fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles: &mut Profiles, live: &LiveRules, settings: &PlanSettings, keep_days: u32, observers: &Observers, channel_names: &ChannelNames) {
     let rules = live.rules();
     let find = |id: &str| rules.iter().find(|r| r.id == id).ok_or_else(|| format!("no valid rule {id:?} (valid: {})", rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")));
     let today = day_of(chrono::Utc::now().timestamp());
@@ -544,14 +544,22 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
                 ready_profiles(base, profiles, &[], today, settings);
                 let m = &base.members[i];
                 let profile = crate::population::profile_json(&id, &profiles.complete(base, i, settings));
-                let stopped: Vec<&str> = ["email", "sms"]
-                    .into_iter()
-                    .filter(|ch| store.address_stopped(ch, &base.address(i, ch)).unwrap_or(false))
+                let channels: Vec<&str> = channel_names.configured.iter().map(String::as_str).collect();
+                let consent = store.consent(&id, m, &channels).map_err(|e| e.to_string())?;
+                let stopped: Vec<&str> = consent.iter().filter(|c| c.stopped_at.is_some()).map(|c| c.channel.as_str()).collect();
+                let consent: Vec<serde_json::Value> = consent
+                    .iter()
+                    .map(|c| {
+                        let mut v = serde_json::json!(c);
+                        v["shown"] = c.to_string().into();
+                        v
+                    })
                     .collect();
                 let contacts: Vec<serde_json::Value> = base.contacts.get(&(i as u32)).map(|l| l.contacts.iter().map(|c| serde_json::json!({"at": c.ts, "rule": c.rule.as_str(), "channel": c.channel.as_str(), "run": c.run})).collect()).unwrap_or_default();
                 Ok(serde_json::json!({
                     "id": id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(), "timezone": m.tz.as_str(),
                     "profile": profile,
+                    "consent": consent,
                     "unsubscribed": store.suppressed(&id).map_err(|e| e.to_string())?,
                     "stopped_addresses": stopped,
                     "contacts": contacts,

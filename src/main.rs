@@ -813,7 +813,9 @@ fn show_member(store: &Store, config: &Config, id: &str, as_of: Day) -> Result<(
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     writeln!(out, "member {id}  {}{}", member.name, if member.known { "" } else { " (bare: known only from orders or events)" })?;
     writeln!(out, "  email {}  phone {}  city {}  tz {}", or_dash(&member.email), or_dash(&member.phone), or_dash(&member.city), if member.tz.is_empty() { config.members.default_timezone.as_str() } else { &member.tz })?;
-    writeln!(out, "  consent: email {}  sms {}", yes_no(m.consent_email), yes_no(m.consent_sms))?;
+    let channels: Vec<&str> = config.channels.keys().map(String::as_str).collect();
+    let consent: Vec<String> = store.consent(id, &member, &channels)?.iter().map(|c| c.to_string()).collect();
+    writeln!(out, "  consent: {}", consent.join("  "))?;
     writeln!(out, "  age {}  signed up {}", opt(m.age.map(|a| a.to_string())), opt(member.signup_ts.map(|t| TsFmt(t).to_string())))?;
     writeln!(out, "\nas of {}", DayFmt(as_of))?;
     writeln!(out, "  stage {}  recency {} days", m.stage.as_str(), opt(m.recency_days.map(|r| r.to_string())))?;

@@ -112,14 +112,9 @@ impl MemberBase {
         Ok(())
     }
 
-    /// A member's address on a channel: the email address for `email`, the phone number
-    /// for `sms`, the member id (the shop's customer id) for any other channel.
+    /// A member's address on a channel (`Member::address_on`).
     pub fn address(&self, i: usize, channel: &str) -> std::borrow::Cow<'_, str> {
-        match channel {
-            "email" => self.members[i].email.as_str().into(),
-            "sms" => self.members[i].phone.as_str().into(),
-            _ => self.ids[i].as_str().into(),
-        }
+        self.members[i].address_on(&self.ids[i], channel).into()
     }
 
     pub fn index_of(&self, id: &str) -> Option<usize> {

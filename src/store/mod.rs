@@ -26,6 +26,7 @@
 //! profile engine reads; `H` gives one member's lines in time order.
 
 pub mod bulk;
+pub mod consent;
 pub mod feedback;
 pub mod import;
 mod migrate;

@@ -2,7 +2,8 @@
 //! truncated, moved and malformed tokens change nothing (256 one-byte guesses included);
 //! the pages in Chinese and English; failed attempts limited per client address (clients
 //! bind other loopback addresses, 127.0.0.2 and up), X-Forwarded-For believed only from a
-//! trusted proxy. `Daemon` and the raw-socket helpers serve `listener` too.
+//! trusted proxy; the member card (daemon and local) after an unsubscribe. `Daemon` and
+//! the raw-socket helpers serve `listener` too.
 
 use crate::support::open_store;
 use rekindle::plan::links::Links;
@@ -11,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A daemon on a free port over an empty store, with `email` and `sms` channels that
+/// A daemon on a free port (over an empty store, or the test's), with `email` and `sms` channels that
 /// write files, unsubscribe key `link-key`, admin token `t0ken`, a one-second shutdown
 /// grace and `api` added under `[api]`.
 pub struct Daemon {
@@ -23,8 +24,13 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(api: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
+        drop(open_store(dir.path()));
+        Daemon::start_in(dir, api)
+    }
+
+    /// Starts in `dir`, whose store the test prepared.
+    pub fn start_in(dir: tempfile::TempDir, api: &str) -> Daemon {
         let d = dir.path();
-        drop(open_store(d));
         std::fs::create_dir_all(d.join("rules")).unwrap();
         let port = crate::api::free_port();
         let plugin = crate::support::repo_path("target/plugins/file.wasm");
@@ -312,3 +318,52 @@ fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
     assert_eq!(daemon.unsubscribes(), vec![("m0000005".to_string(), vec!["email".to_string()])]);
 }
 
+
+#[test]
+fn the_member_card_shows_consent_in_force_after_an_unsubscribe() {
+    use rekindle::domain::{day_of, DayFmt};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = crate::support::sample_store(dir.path(), 200);
+    let (id, member) = (1..=200)
+        .map(|i| format!("m{i:07}"))
+        .find_map(|id| store.member(&id).unwrap().filter(|m| m.opted_in_email && m.opted_in_sms && !m.email.is_empty() && !m.phone.is_empty()).map(|m| (id, m)))
+        .expect("a member opted in to both");
+    let phone = member.phone.clone();
+    store
+        .update_address("sms", &phone, |h| {
+            h.stopped = true;
+            h.at = 1_796_083_200; // 2026-12-01
+            h.reason = "opted out".into();
+        })
+        .unwrap();
+    drop(store);
+    let today = || DayFmt(day_of(chrono::Utc::now().timestamp())).to_string();
+    let before = today();
+    let mut daemon = Daemon::start_in(dir, "");
+    let port = daemon.port;
+    assert_eq!(one_click("127.0.0.1", port, &daemon.links().token(&id, "email")).status, 200);
+    let (status, card) = crate::api::http(port, "GET", &format!("/api/members/{id}"), &[("Authorization", "Bearer t0ken")], "");
+    assert_eq!(status, 200, "{card}");
+    let card: serde_json::Value = serde_json::from_str(&card).unwrap();
+    let shown: Vec<&str> = card["consent"].as_array().unwrap().iter().map(|c| c["shown"].as_str().unwrap()).collect();
+    let after = today();
+    let email_no = |s: &str| [&before, &after].iter().any(|d| s == format!("email no (unsubscribed {d})"));
+    assert!(email_no(shown[0]), "the daemon's answer: {shown:?}");
+    assert_eq!(shown[1], "sms no (address stopped 2026-12-01: opted out)");
+    assert_eq!((card["consent"][0]["in_force"].as_bool(), card["consent"][0]["opted_in"].as_bool()), (Some(false), Some(true)), "{card}");
+    assert_eq!(card["stopped_addresses"], serde_json::json!(["sms"]));
+    daemon.stop();
+
+    let local = Command::new(env!("CARGO_BIN_EXE_rekindle"))
+        .current_dir(daemon.dir.path())
+        .args(["--config", "config.toml", "member", "show", &id])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&local.stdout);
+    assert!(local.status.success(), "{text}{}", String::from_utf8_lossy(&local.stderr));
+    let line = text.lines().find(|l| l.trim_start().starts_with("consent:")).unwrap_or_default().trim().to_string();
+    assert!(
+        [&before, &after].iter().any(|d| line == format!("consent: email no (unsubscribed {d})  sms no (address stopped 2026-12-01: opted out)")),
+        "the local card: {line}"
+    );
+}

@@ -133,26 +133,23 @@ fn page(lang: Lang, page: Page<'_>) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store"), (header::VARY, "Accept-Language")], Html(html)).into_response()
 }
 
-/// The member and channel of a valid token; the invalid-link page otherwise.
-fn verified(api: &Api, token: Result<Path<String>, PathRejection>, lang: Lang) -> Result<(String, String), Response> {
-    token.ok().and_then(|Path(t)| api.links.verify(&t)).ok_or_else(|| page(lang, Page::Invalid))
+/// The member and channel of a valid token (a path that did not decode is none).
+fn verified(api: &Api, token: Result<Path<String>, PathRejection>) -> Option<(String, String)> {
+    token.ok().and_then(|Path(t)| api.links.verify(&t))
 }
 
 pub(super) async fn unsubscribe_page(State(api): State<Arc<Api>>, token: Result<Path<String>, PathRejection>, uri: Uri, headers: HeaderMap) -> Response {
     let lang = Lang::choose(&uri, &headers);
-    match verified(&api, token, lang) {
-        Ok((_, channel)) => page(lang, Page::Confirm { label: &channel_label(lang, api.host.kind(&channel), &channel) }),
-        Err(r) => r,
+    match verified(&api, token) {
+        Some((_, channel)) => page(lang, Page::Confirm { label: &channel_label(lang, api.host.kind(&channel), &channel) }),
+        None => page(lang, Page::Invalid),
     }
 }
 
 /// RFC 8058 one-click (`List-Unsubscribe=One-Click` body) and the page's form both land here.
 pub(super) async fn unsubscribe(State(api): State<Arc<Api>>, token: Result<Path<String>, PathRejection>, uri: Uri, headers: HeaderMap) -> Response {
     let lang = Lang::choose(&uri, &headers);
-    let (member, channel) = match verified(&api, token, lang) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let Some((member, channel)) = verified(&api, token) else { return page(lang, Page::Invalid) };
     let store = api.store.clone();
     let now = chrono::Utc::now().timestamp();
     let ch = channel.clone();

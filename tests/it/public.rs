@@ -85,6 +85,7 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("the daemon did not stop on SIGTERM: {}", self.log());
     }
 

@@ -1,8 +1,8 @@
 //! Slow and greedy clients against a real daemon's listener over real sockets: half-sent
-//! headers and idle keep-alive connections are closed after the header timeout, a
-//! trickling body is cut off, the server at its connection limit stays healthy and
-//! recovers, one client address cannot take every connection, and SIGTERM still stops
-//! the daemon while slow clients hold connections.
+//! or trickling headers and idle keep-alive connections are closed after the header
+//! timeout, a trickling body is cut off, the server at its connection limit stays healthy
+//! and recovers, one client address cannot take every connection, and SIGTERM still
+//! stops the daemon while slow clients hold connections.
 
 use crate::public::{connect_from, read_answer, request_from, Daemon};
 use std::io::{ErrorKind, Read, Write};
@@ -48,6 +48,25 @@ fn half_sent_headers_are_closed_after_the_header_timeout() {
         assert!(closed(s), "connection {i} is still open");
     }
     assert_eq!(request_from("127.0.0.1", daemon.port, "GET", "/healthz", &[], "").body, "ok\n", "healthz answers once the slow clients are shed");
+    daemon.stop();
+}
+
+#[test]
+fn a_header_that_trickles_is_closed_all_the_same() {
+    let mut daemon = Daemon::start("header_timeout_seconds = 1");
+    let mut s = connect_from("127.0.0.2", daemon.port);
+    let mut writer = s.try_clone().unwrap();
+    // a header byte every 100 ms, for up to 30 s: the clock is not reset by progress
+    let trickle = std::thread::spawn(move || {
+        let mut sent = 0;
+        while sent < 300 && writer.write_all(if sent == 0 { b"G" } else { b"x" }).is_ok() {
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sent
+    });
+    assert!(closed(&mut s), "the connection is still open");
+    assert!(trickle.join().unwrap() < 300, "closed before the client gave up");
     daemon.stop();
 }
 

@@ -217,6 +217,9 @@ impl Default for ValueTierConfig {
     }
 }
 
+/// What `rules check` and the daemon say about an http `public_url`.
+pub const HTTP_PUBLIC_URL_WARNING: &str = "campaigns.public_url is http://: unsubscribe links and provider callbacks travel in clear, and emails carry no one-click List-Unsubscribe (RFC 8058 needs an https URL); use https behind a reverse proxy";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -309,9 +312,7 @@ impl Config {
         out.extend(self.predict.check());
         out.extend(self.dispatch.check());
         out.extend(self.api.check());
-        if self.feedback.sms_failure_limit == 0 {
-            out.push("feedback.sms_failure_limit: must be at least 1".into());
-        }
+        out.extend(self.feedback.check());
         let b = &self.bundles;
         if !((0.0..=1.0).contains(&b.min_support) && (0.0..=1.0).contains(&b.min_confidence)) {
             out.push("bundles: min_support and min_confidence must be between 0 and 1".into());
@@ -345,6 +346,7 @@ mod tests {
         assert_eq!(c.dispatch, crate::dispatch::DispatchConfig::default());
         assert_eq!(c.bundles, BundlesConfig::default());
         assert_eq!(c.api, crate::api::ApiConfig::default());
+        assert_eq!(c.feedback, crate::feedback::FeedbackConfig::default());
     }
 
     #[test]

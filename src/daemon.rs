@@ -280,7 +280,16 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
             std::fs::create_dir_all(config.base_dir.join(dir)).map_err(|e| DaemonError::Other(format!("creating {}: {e}", dir.display())))?;
         }
     }
-    let host_options = HostOptions { base_dir: config.base_dir.clone(), cache_dir: Some(config.store.path.with_extension("plugin-cache")) };
+    // each channel's secret callback URL, handed to its plugin for the providers
+    let callbacks = crate::feedback::CallbackKeys::load(&store, config.channels.keys().map(String::as_str), &config.campaigns.public_url)?;
+    for name in config.channels.keys() {
+        tracing::info!(channel = %name, url = %callbacks.redacted_url(name), "provider callbacks (the URL with its secret: rekindle plugin callback-url)");
+        tracing::debug!(channel = %name, url = %callbacks.url(name).unwrap_or_default(), "callback URL");
+    }
+    if config.campaigns.public_url.starts_with("http://") {
+        tracing::warn!(public_url = %config.campaigns.public_url, "{}", crate::config::HTTP_PUBLIC_URL_WARNING);
+    }
+    let host_options = HostOptions { base_dir: config.base_dir.clone(), cache_dir: Some(config.store.path.with_extension("plugin-cache")), callback_urls: callbacks.urls() };
     let channels_cfg = config.channels.clone();
     let host = Arc::new(tokio::task::spawn_blocking(move || ChannelHost::load(&channels_cfg, &host_options)).await.map_err(|e| DaemonError::Other(e.to_string()))??);
     let channel_names = ChannelNames { configured: config.channels.keys().cloned().collect() };
@@ -288,11 +297,14 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     live.reload(&config.campaigns.rules_dir, &channel_names)?;
     let mut settings = PlanSettings::from_config(&config, unsubscribe_key(&store, &config)?);
     let mut keep_days = config.campaigns.frequency_cap.days.max(400);
-    let observers = Observers { metrics: Arc::new(Metrics::default()), feedback: config.feedback.clone() };
+    let observers = Observers { metrics: Arc::new(Metrics::default()), feedback: config.feedback.clone(), links: Some(settings.links.clone()) };
 
     let t = std::time::Instant::now();
     let with_events = live.by_path.values().any(|r| r.audience.uses_events());
+    // a channel that cannot say which consent it needs is refused before anything runs
+    let consent = host.consents()?;
     let mut base = load_base(&store, with_events).await?;
+    base.consent = consent;
     tracing::info!(members = base.members.len(), seconds = t.elapsed().as_secs_f64(), "member base loaded");
     let mut profiles = Profiles { as_of: 0, profiles: Vec::new(), cuts: None, favourites: false };
 
@@ -315,7 +327,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     // the HTTP API: public unsubscribe links and provider callbacks, the admin endpoints
     let (request_tx, mut request_rx) = mpsc::channel::<DaemonRequest>(64);
     let listener = tokio::net::TcpListener::bind(&config.api.listen).await.map_err(|e| DaemonError::Other(format!("cannot listen on {}: {e}", config.api.listen)))?;
-    let app = crate::api::router(crate::api::Api::new(store.clone(), settings.links.clone(), &config, host.clone(), observers.clone(), Some(request_tx)));
+    let app = crate::api::router(crate::api::Api::new(store.clone(), settings.links.clone(), &config, host.clone(), observers.clone(), Some(request_tx)).with_callbacks(callbacks));
     let mut api_stop = stop_rx.clone();
     // requests in flight get the daemon's shutdown grace, like sends
     let grace = Duration::try_from_secs_f64(config.dispatch.shutdown_grace_seconds).unwrap_or(Duration::from_secs(10));
@@ -350,6 +362,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
     hourly.tick().await;
+    let mut minutely = tokio::time::interval(Duration::from_secs(60));
     tracing::info!(rules = live.by_path.len(), "daemon running");
     loop {
         tokio::select! {
@@ -397,8 +410,11 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
                 if let Err(e) = refresh_models(&store, &config, &mut base, day_of(chrono::Utc::now().timestamp())) {
                     tracing::error!("refreshing co-purchase rules and the value model: {e}");
                 }
-                // provider reports parked for a day never matched a send of ours
-                match store.drop_parked_before(chrono::Utc::now().timestamp() - 86_400) {
+            }
+            _ = minutely.tick() => {
+                // provider reports parked this long never matched a send of ours
+                let expired = chrono::Utc::now().timestamp() - i64::from(config.feedback.parked_expire_minutes) * 60;
+                match store.drop_parked_before(expired) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(provider_ids = n, "dropped provider reports that matched no message"),
                     Err(e) => tracing::error!("dropping old parked reports: {e}"),
@@ -461,6 +477,7 @@ async fn load_base(store: &Store, with_events: bool) -> Result<MemberBase, Daemo
 async fn reload_base(store: &Store, live: &LiveRules, old: MemberBase) -> Result<MemberBase, DaemonError> {
     let t = std::time::Instant::now();
     let mut base = load_base(store, live.by_path.values().any(|r| r.audience.uses_events())).await?;
+    base.consent = old.consent;
     base.bundles = old.bundles;
     base.model = old.model.or(base.model);
     tracing::info!(members = base.members.len(), seconds = t.elapsed().as_secs_f64(), "member base reloaded after ingest");
@@ -545,7 +562,7 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
                 let m = &base.members[i];
                 let profile = crate::population::profile_json(&id, &profiles.complete(base, i, settings));
                 let channels: Vec<&str> = channel_names.configured.iter().map(String::as_str).collect();
-                let consent = store.consent(&id, m, &channels).map_err(|e| e.to_string())?;
+                let consent = store.consent(&id, m, &channels, &base.consent).map_err(|e| e.to_string())?;
                 let stopped: Vec<&str> = consent.iter().filter(|c| c.stopped_at.is_some()).map(|c| c.channel.as_str()).collect();
                 let consent: Vec<serde_json::Value> = consent
                     .iter()

@@ -19,6 +19,42 @@ pub type Text = compact_str::CompactString;
 /// Longest accepted member id (DATA_FORMAT.md: 1..64 characters).
 pub const MAX_ID_CHARS: usize = 64;
 
+/// The consent a channel needs, and so the member's address it uses: `email` (the
+/// email column, `opted_in_email`), `sms` (the phone, `opted_in_sms`) or `none` (the
+/// member id, with no consent asked: only for channels such as the shop's own inbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consent {
+    Email,
+    Sms,
+    None,
+}
+
+impl Consent {
+    /// The consent a channel or plugin kind of this name needs, if the name says it.
+    pub fn named(name: &str) -> Option<Consent> {
+        match name {
+            "email" => Some(Consent::Email),
+            "sms" => Some(Consent::Sms),
+            _ => None,
+        }
+    }
+}
+
+/// The consent every channel needs, as `[channels.NAME] consent` (or the plugin's kind) says. A
+/// channel missing here needs the consent its name says (email, sms); any other
+/// channel messages nobody.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsentNeeds {
+    pub by_channel: std::collections::BTreeMap<String, Consent>,
+}
+
+impl ConsentNeeds {
+    pub fn of(&self, channel: &str) -> Option<Consent> {
+        self.by_channel.get(channel).copied().or_else(|| Consent::named(channel))
+    }
+}
+
 /// The UTC day of a timestamp.
 pub fn day_of(ts: Timestamp) -> Day {
     ts.div_euclid(86_400) as Day

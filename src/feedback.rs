@@ -7,7 +7,7 @@
 
 use crate::domain::Timestamp;
 use crate::plugin::StatusUpdate;
-use crate::store::feedback::{DeliveryState, DeliveryStatus, ParkedReport};
+use crate::store::feedback::{DeliveryState, DeliveryStatus, ParkLimits, ParkedReport, Parking};
 use crate::store::outbox::MessageId;
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -19,11 +19,118 @@ pub struct FeedbackConfig {
     /// Failed deliveries in a row after which a number (or any non-email address) gets
     /// no more messages on that channel. Email stops at the first hard bounce.
     pub sms_failure_limit: u32,
+    /// Reports naming a provider id not recorded yet are kept this long for the send
+    /// they are about, then dropped.
+    pub parked_expire_minutes: u32,
+    /// At most this many such reports per channel; past it a callback answers 429.
+    pub parked_max_per_channel: u64,
+    /// At most this many bytes of them per channel.
+    pub parked_max_bytes_per_channel: u64,
+    /// At most this many reports about one provider id.
+    pub parked_max_per_provider_id: u32,
 }
 
 impl Default for FeedbackConfig {
     fn default() -> Self {
-        FeedbackConfig { sms_failure_limit: 3 }
+        FeedbackConfig {
+            sms_failure_limit: 3,
+            parked_expire_minutes: 1440,
+            parked_max_per_channel: 20_000,
+            parked_max_bytes_per_channel: 8 << 20,
+            parked_max_per_provider_id: 8,
+        }
+    }
+}
+
+impl FeedbackConfig {
+    pub fn check(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.sms_failure_limit == 0 {
+            out.push("feedback.sms_failure_limit: must be at least 1".into());
+        }
+        for (key, value) in [
+            ("parked_expire_minutes", u64::from(self.parked_expire_minutes)),
+            ("parked_max_per_channel", self.parked_max_per_channel),
+            ("parked_max_bytes_per_channel", self.parked_max_bytes_per_channel),
+            ("parked_max_per_provider_id", u64::from(self.parked_max_per_provider_id)),
+        ] {
+            if value == 0 {
+                out.push(format!("feedback.{key}: must be at least 1"));
+            }
+        }
+        out
+    }
+
+    fn park_limits(&self) -> ParkLimits {
+        ParkLimits {
+            per_channel: self.parked_max_per_channel,
+            bytes_per_channel: self.parked_max_bytes_per_channel,
+            per_provider_id: self.parked_max_per_provider_id as usize,
+        }
+    }
+}
+
+/// Longest provider id, recipient and reason kept from a report: ours are far shorter
+/// (the id is an idempotency key, a Message-ID or a provider's message sid).
+const MAX_ID_BYTES: usize = 512;
+const MAX_REASON_BYTES: usize = 512;
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn capped(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_string()
+}
+
+/// The secrets that authenticate provider callbacks: each channel's callback URL is
+/// `{public_url}/callbacks/{channel}/{secret}`, the secret 256 random bits (hex) the
+/// store keeps per channel. Knowing a message or provider id proves nothing; knowing
+/// the URL is what lets a request reach the channel's plugin.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackKeys {
+    base: String,
+    channels: std::collections::BTreeMap<String, crate::store::feedback::CallbackSecret>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl CallbackKeys {
+    /// The secrets of `channels` (made on first use), under `public_url`.
+    pub fn load<'a>(store: &Store, channels: impl IntoIterator<Item = &'a str>, public_url: &str) -> Result<CallbackKeys, StoreError> {
+        let channels = channels.into_iter().map(|c| Ok((c.to_string(), store.callback_secret(c)?))).collect::<Result<_, StoreError>>()?;
+        Ok(CallbackKeys { base: public_url.trim_end_matches('/').to_string(), channels })
+    }
+
+    /// The secret callback URL of `channel`, which its plugin hands to providers.
+    pub fn url(&self, channel: &str) -> Option<String> {
+        self.channels.get(channel).map(|s| format!("{}/callbacks/{channel}/{}", self.base, hex(&s.current)))
+    }
+
+    /// The same with the secret left out, for logs above debug level.
+    pub fn redacted_url(&self, channel: &str) -> String {
+        format!("{}/callbacks/{channel}/<secret>", self.base)
+    }
+
+    /// Every channel's URL, as the plugin host hands them over.
+    pub fn urls(&self) -> std::collections::BTreeMap<String, String> {
+        self.channels.keys().filter_map(|c| Some((c.clone(), self.url(c)?))).collect()
+    }
+
+    /// Whether `given` is `channel`'s secret (or, until it expires, the one a rotation
+    /// replaced), compared in constant time.
+    pub fn accepts(&self, channel: &str, given: &str, now: Timestamp) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(secret) = self.channels.get(channel) else { return false };
+        let current = hex(&secret.current).as_bytes().ct_eq(given.as_bytes());
+        let previous = match secret.previous {
+            Some((old, until)) if now < until => hex(&old).as_bytes().ct_eq(given.as_bytes()),
+            _ => subtle::Choice::from(0),
+        };
+        bool::from(current | previous)
     }
 }
 
@@ -36,6 +143,9 @@ pub struct Applied {
     pub unmatched: u32,
     /// Updates naming a provider id not recorded yet: kept until the send is recorded.
     pub parked: u32,
+    /// Updates of that kind refused because the channel has as much parked as it may
+    /// (the callback answers 429; the provider retries later).
+    pub refused: u32,
     /// Addresses stopped by these updates.
     pub stopped: u32,
     /// Members unsubscribed by these updates.
@@ -59,16 +169,23 @@ impl From<crate::plugin::DeliveryState> for DeliveryState {
 /// sms, ...) and makes them durable.
 pub fn apply(store: &Store, channel: &str, kind: &str, updates: &[StatusUpdate], settings: &FeedbackConfig, now: Timestamp) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
+    let limits = settings.park_limits();
     for u in updates {
         let state = DeliveryState::from(u.state);
-        let reason = u.reason.clone().unwrap_or_default();
-        let id = match &u.provider_id {
+        let reason = capped(u.reason.as_deref().unwrap_or_default(), MAX_REASON_BYTES);
+        let recipient = u.recipient.as_deref().map(|r| capped(r, MAX_ID_BYTES));
+        // an id longer than any of ours names no message; its address may still be acted on
+        let id = match u.provider_id.as_deref().filter(|pid| pid.len() <= MAX_ID_BYTES) {
             Some(pid) => {
-                let report = ParkedReport { state, recipient: u.recipient.clone(), reason: reason.clone(), at: now };
-                match store.message_or_park(channel, pid, &report)? {
-                    Some(id) => Some(id),
-                    None => {
+                let report = ParkedReport { state, recipient: recipient.clone(), reason: reason.clone(), at: now };
+                match store.message_or_park(channel, pid, &report, &limits)? {
+                    Parking::Found(id) => Some(id),
+                    Parking::Parked => {
                         applied.parked += 1;
+                        continue;
+                    }
+                    Parking::Full => {
+                        applied.refused += 1;
                         continue;
                     }
                 }
@@ -76,7 +193,7 @@ pub fn apply(store: &Store, channel: &str, kind: &str, updates: &[StatusUpdate],
             None => None,
         };
         let message = id.map(|id| store.message(id)).transpose()?.flatten();
-        let address = u.recipient.clone().or_else(|| address_on(message.as_ref(), channel));
+        let address = recipient.or_else(|| address_on(message.as_ref(), channel));
         let member = message.as_ref().map(|m| m.member.to_string());
         // without a provider id only the address (if named) can be acted on
         match id {
@@ -106,6 +223,9 @@ pub fn apply_parked(store: &Store, channel: &str, kind: &str, id: MessageId, par
 fn address_on(message: Option<&crate::store::outbox::OutboxMessage>, channel: &str) -> Option<String> {
     message?.channels.iter().find(|c| c.channel == channel).map(|c| c.address.clone())
 }
+
+/// Most members one opt-out by address alone unsubscribes (members sharing a number).
+const MAX_MEMBERS_PER_ADDRESS: usize = 100;
 
 /// One report about one message (when known) to one address (when known).
 #[allow(clippy::too_many_arguments)]
@@ -156,7 +276,13 @@ pub fn note(
         tracing::debug!(channel, address, "stopped address");
     }
     if matches!(state, DeliveryState::Complained | DeliveryState::OptedOut) {
-        if let Some(member) = member {
+        // a report naming only the address (a STOP reply) unsubscribes every member
+        // rekindle messaged there on this channel
+        let members = match member {
+            Some(member) => vec![member.to_string()],
+            None => store.members_messaged_at(channel, address, MAX_MEMBERS_PER_ADDRESS)?,
+        };
+        for member in &members {
             if !store.suppressed(member)?.iter().any(|c| c == channel || c == "*") {
                 store.suppress(member, channel, now)?;
                 applied.unsubscribed += 1;
@@ -231,7 +357,7 @@ mod tests {
     fn repeated_sms_failures_stop_the_number_and_a_delivery_resets_the_count() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_sent_sms(dir.path(), 6);
-        let settings = FeedbackConfig { sms_failure_limit: 3 };
+        let settings = FeedbackConfig { sms_failure_limit: 3, ..Default::default() };
         let clock = std::cell::Cell::new(100);
         let apply = |u: StatusUpdate| {
             clock.set(clock.get() + 1);
@@ -283,7 +409,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let n = 400;
         let store = store_with_sms(dir.path(), n);
-        let settings = FeedbackConfig { sms_failure_limit: 1_000 };
+        let settings = FeedbackConfig { sms_failure_limit: 1_000, ..Default::default() };
         std::thread::scope(|s| {
             let dispatcher = s.spawn(|| {
                 for i in 0..n {
@@ -315,6 +441,78 @@ mod tests {
         let a = apply(&store, "sms", "sms", &[complaint], &settings, 7).unwrap();
         assert_eq!((a.stopped, a.unsubscribed), (1, 1));
         assert_eq!(store.suppressions("m1").unwrap(), vec![("sms".into(), 7)]);
+    }
+
+    #[test]
+    fn parked_reports_are_bounded_per_channel_and_provider_id_and_a_real_one_still_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_sms(dir.path(), 1);
+        let settings = FeedbackConfig { parked_max_per_channel: 50, parked_max_per_provider_id: 3, parked_max_bytes_per_channel: 1 << 20, ..Default::default() };
+        // the real report arrives before its send is recorded
+        assert_eq!(apply(&store, "sms", "sms", &[report("k0", P::Delivered)], &settings, 10).unwrap().parked, 1);
+        let one_id: Vec<Applied> = (0..5).map(|_| apply(&store, "sms", "sms", &[report("same", P::Failed)], &settings, 10).unwrap()).collect();
+        assert_eq!(one_id.iter().map(|a| (a.parked, a.refused)).collect::<Vec<_>>(), [(1, 0), (1, 0), (1, 0), (0, 1), (0, 1)]);
+        let flood: Vec<StatusUpdate> = (0..1_000).map(|i| report(&format!("forged-{i}"), P::Failed)).collect();
+        let a = apply(&store, "sms", "sms", &flood, &settings, 20).unwrap();
+        assert_eq!((a.parked, a.refused), (46, 954), "50 reports per channel at most");
+        assert_eq!(store.parked_on("sms").0, 50);
+        // a huge reason and recipient are cut before parking; the byte bound holds too
+        let small = FeedbackConfig { parked_max_bytes_per_channel: 4_096, ..settings.clone() };
+        let big = StatusUpdate { provider_id: Some("big".into()), recipient: Some("x".repeat(1 << 20)), state: P::Failed, reason: Some("y".repeat(1 << 20)) };
+        assert_eq!(apply(&store, "other", "sms", std::slice::from_ref(&big), &small, 20).unwrap().parked, 1);
+        assert!(store.parked_on("other").1 < 2_048, "{:?}", store.parked_on("other"));
+        let more: Vec<StatusUpdate> = (0..10).map(|i| StatusUpdate { provider_id: Some(format!("big-{i}")), ..big.clone() }).collect();
+        assert!(apply(&store, "other", "sms", &more, &small, 20).unwrap().refused > 0);
+        assert!(store.parked_on("other").1 <= 4_096);
+        // the send is recorded: the real report applies; the forged ones expire
+        for (id, channel, reports) in store.record_sends(&[sent(0)]).unwrap() {
+            apply_parked(&store, &channel, "sms", id, reports, &settings).unwrap();
+        }
+        assert_eq!(store.delivery_status(MessageId { run: 1, seq: 0 }).unwrap().unwrap().state, DeliveryState::Delivered);
+        assert_eq!(store.parked_on("sms").0, 49);
+        store.drop_parked_before(30).unwrap();
+        assert_eq!((store.parked_on("sms"), store.parked_on("other")), ((0, 0), (0, 0)), "expired");
+        assert_eq!(apply(&store, "sms", "sms", &[report("later", P::Failed)], &settings, 40).unwrap().parked, 1, "room again");
+    }
+
+    #[test]
+    fn an_opt_out_naming_only_the_number_unsubscribes_the_members_texted_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_sent_sms(dir.path(), 3);
+        let stop = StatusUpdate { provider_id: None, recipient: Some("+8613800000001".into()), state: P::OptedOut, reason: Some("STOP".into()) };
+        let a = apply(&store, "sms", "sms", std::slice::from_ref(&stop), &FeedbackConfig::default(), 9).unwrap();
+        assert_eq!((a.unmatched, a.stopped, a.unsubscribed), (1, 1, 3), "m0, m1 and m2 share the number");
+        for m in ["m0", "m1", "m2"] {
+            assert_eq!(store.suppressions(m).unwrap(), vec![("sms".into(), 9)], "{m}");
+        }
+        assert_eq!(apply(&store, "sms", "sms", &[stop], &FeedbackConfig::default(), 10).unwrap().unsubscribed, 0, "once");
+        let elsewhere = StatusUpdate { provider_id: None, recipient: Some("+8613999999999".into()), state: P::OptedOut, reason: None };
+        assert_eq!(apply(&store, "sms", "sms", &[elsewhere], &FeedbackConfig::default(), 11).unwrap().unsubscribed, 0, "no one was texted there");
+    }
+
+    #[test]
+    fn callback_secrets_are_full_length_checked_whole_and_rotate_with_a_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s"), 16).unwrap();
+        let keys = CallbackKeys::load(&store, ["sms", "email"], "https://shop.example/").unwrap();
+        let url = keys.url("sms").unwrap();
+        let secret = url.strip_prefix("https://shop.example/callbacks/sms/").unwrap().to_string();
+        assert_eq!(secret.len(), 64);
+        assert!(keys.accepts("sms", &secret, 0));
+        assert_ne!(keys.url("email").unwrap().rsplit('/').next(), Some(secret.as_str()), "one secret per channel");
+        for wrong in [&secret[..63], &secret[..1], "", &format!("{secret}0"), &secret.to_uppercase()] {
+            assert!(!keys.accepts("sms", wrong, 0), "{wrong:?}");
+        }
+        assert!(!keys.accepts("email", &secret, 0) && !keys.accepts("nope", &secret, 0));
+        assert_eq!(CallbackKeys::load(&store, ["sms"], "https://shop.example").unwrap().url("sms"), Some(url.clone()), "kept in the store");
+        assert!(!keys.redacted_url("sms").contains(&secret));
+        store.rotate_callback_secret("sms", 100).unwrap();
+        let rotated = CallbackKeys::load(&store, ["sms"], "https://shop.example").unwrap();
+        assert_ne!(rotated.url("sms"), Some(url));
+        assert!(rotated.accepts("sms", &secret, 99), "the old secret during the grace period");
+        assert!(!rotated.accepts("sms", &secret, 100), "and not after it");
+        let new = rotated.url("sms").unwrap().rsplit('/').next().unwrap().to_string();
+        assert!(rotated.accepts("sms", &new, 1_000));
     }
 
     #[test]

@@ -349,10 +349,31 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Plugin(cmd) => {
-            let options = rekindle::plugin::HostOptions {
-                base_dir: config.base_dir.clone(),
-                cache_dir: Some(config.store.path.with_extension("plugin-cache")),
+            use rekindle::plugin::cli::PluginCommand;
+            let callback_urls = match cmd {
+                PluginCommand::CallbackUrl { channel, rotate, keep_old_hours } => match store_or_daemon(&cli, &config)? {
+                    Ok(store) => {
+                        if !config.channels.contains_key(channel) {
+                            bail!("no channel named `{channel}` is configured");
+                        }
+                        if *rotate {
+                            let until = chrono::Utc::now().timestamp() + i64::from(*keep_old_hours) * 3600;
+                            store.rotate_callback_secret(channel, until)?;
+                            eprintln!("rotated: the old URL of {channel} works for {keep_old_hours} more hours; give providers the new one");
+                        }
+                        rekindle::feedback::CallbackKeys::load(&store, config.channels.keys().map(String::as_str), &config.campaigns.public_url)?.urls()
+                    }
+                    Err(_) if *rotate => bail!("the daemon holds the store: stop it to rotate a callback secret"),
+                    Err(remote) => serde_json::from_str(&remote.get("/api/callbacks")?)?,
+                },
+                // a test send asks for delivery reports when the store is free to say where
+                PluginCommand::Send { .. } => match open_store(&cli, &config) {
+                    Ok(store) => rekindle::feedback::CallbackKeys::load(&store, config.channels.keys().map(String::as_str), &config.campaigns.public_url)?.urls(),
+                    Err(_) => Default::default(),
+                },
+                _ => Default::default(),
             };
+            let options = rekindle::plugin::HostOptions { callback_urls, ..host_options(&config) };
             rekindle::plugin::cli::run(cmd.clone(), &config.channels, &options, &mut std::io::stdout())?;
         }
         Command::Predict { command: PredictCommand::Fit { as_of, unit } } => {
@@ -475,6 +496,11 @@ fn run(cli: Cli) -> Result<()> {
             if !idle.is_empty() {
                 eprintln!("note: no [channels.*] in the config serves {}; their messages wait in the outbox", idle.join(", "));
             }
+            if config.campaigns.public_url.starts_with("http://") {
+                eprintln!("warning: {}", rekindle::config::HTTP_PUBLIC_URL_WARNING);
+            }
+            // a channel that cannot say which consent it needs is a configuration error
+            rekindle::plugin::consents(&config.channels, &host_options(&config))?;
             println!("{} rules valid, {errors} errors, {warnings} warnings", set.rules.len());
             if errors > 0 {
                 bail!("{errors} errors in {} rule files", set.failed.len());
@@ -640,6 +666,11 @@ fn print_runs(store: &Store, results: &[(rekindle::daemon::RunSummary, rekindle:
     Ok(())
 }
 
+/// Where the plugin host finds plugins and keeps their compiled code (as the daemon).
+fn host_options(config: &Config) -> rekindle::plugin::HostOptions {
+    rekindle::plugin::HostOptions { base_dir: config.base_dir.clone(), cache_dir: Some(config.store.path.with_extension("plugin-cache")), callback_urls: Default::default() }
+}
+
 /// Reads the rules folder (or one file), printing every diagnostic to stderr.
 fn load_rules(config: &Config, path: Option<&Path>) -> Result<rekindle::rules::RuleSet> {
     let path = path.unwrap_or(&config.campaigns.rules_dir);
@@ -662,8 +693,10 @@ fn plan_inputs(
     let with_events = rules.iter().any(|r| r.audience.uses_events());
     let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
     bar.set_message("loading members");
-    let base = rekindle::plan::MemberBase::load(store, with_events, &|n| bar.set_position(n))?;
+    let mut base = rekindle::plan::MemberBase::load(store, with_events, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
+    base.consent = rekindle::plugin::consents(&config.channels, &host_options(config))?;
+    base.refresh_suppressions(store)?;
     let key = rekindle::daemon::unsubscribe_key(store, config)?;
     let settings = rekindle::plan::PlanSettings::from_config(config, key);
     let favourites = rules.iter().any(|r| r.audience.uses_favourites());
@@ -814,7 +847,8 @@ fn show_member(store: &Store, config: &Config, id: &str, as_of: Day) -> Result<(
     writeln!(out, "member {id}  {}{}", member.name, if member.known { "" } else { " (bare: known only from orders or events)" })?;
     writeln!(out, "  email {}  phone {}  city {}  tz {}", or_dash(&member.email), or_dash(&member.phone), or_dash(&member.city), if member.tz.is_empty() { config.members.default_timezone.as_str() } else { &member.tz })?;
     let channels: Vec<&str> = config.channels.keys().map(String::as_str).collect();
-    let consent: Vec<String> = store.consent(id, &member, &channels)?.iter().map(|c| c.to_string()).collect();
+    let needs = rekindle::plugin::consents(&config.channels, &host_options(config))?;
+    let consent: Vec<String> = store.consent(id, &member, &channels, &needs)?.iter().map(|c| c.to_string()).collect();
     writeln!(out, "  consent: {}", consent.join("  "))?;
     writeln!(out, "  age {}  signed up {}", opt(m.age.map(|a| a.to_string())), opt(member.signup_ts.map(|t| TsFmt(t).to_string())))?;
     writeln!(out, "\nas of {}", DayFmt(as_of))?;

@@ -1,15 +1,17 @@
 //! The daemon's HTTP API on 127.0.0.1 (axum).
 //!
 //! Public: `/healthz`; one-click unsubscribe links (RFC 8058: GET shows a confirmation
-//! page, POST unsubscribes); provider callbacks at `/callbacks/{channel}[/...]`, handed to
-//! the channel plugin's parse-callback and applied as delivery feedback. The links and
-//! callbacks count failed attempts per client (`limit`); the listener (`serve`) bounds
-//! header and body time, body size and connections.
+//! page, POST unsubscribes); provider callbacks at `/callbacks/{channel}/{secret}[/...]`,
+//! checked against the channel's secret, then handed to the channel plugin's
+//! parse-callback and applied as delivery feedback. The links and callbacks count failed
+//! attempts per client (`limit`); the listener (`serve`) bounds header and body time,
+//! body size and connections.
 //!
 //! Behind the bearer token of `[api] token`: NDJSON ingest, rules (list, check, preview,
 //! run now), runs and reports, the outbox and its dead letters (list, retry), members
-//! (profile, explain) and `/metrics` (Prometheus text format). Token checks are
-//! constant-time; request bodies are capped; member ids never reach logs above debug.
+//! (profile, explain), the channels' callback URLs and `/metrics` (Prometheus text
+//! format). Token checks are constant-time; request bodies are capped; member ids never
+//! reach logs above debug.
 
 use crate::daemon::DaemonRequest;
 use crate::dispatch::Observers;
@@ -137,6 +139,8 @@ pub struct Api {
     rules_dir: std::path::PathBuf,
     channel_names: Vec<String>,
     host: Arc<ChannelHost>,
+    /// The channels' callback secrets (none: every callback is refused).
+    callbacks: crate::feedback::CallbackKeys,
     observers: Observers,
     /// The daemon loop (None: a stand-alone API without scheduling, for tests).
     daemon: Option<mpsc::Sender<DaemonRequest>>,
@@ -157,6 +161,7 @@ impl Api {
             rules_dir: config.campaigns.rules_dir.clone(),
             channel_names: config.channels.keys().cloned().collect(),
             host,
+            callbacks: Default::default(),
             observers,
             daemon,
             ingest: tokio::sync::Mutex::new(()),
@@ -166,6 +171,11 @@ impl Api {
                 ApiConfig::seconds(config.api.failure_window_seconds),
             )),
         }
+    }
+
+    /// The callback secrets the public `/callbacks/` endpoints check.
+    pub fn with_callbacks(self, callbacks: crate::feedback::CallbackKeys) -> Api {
+        Api { callbacks, ..self }
     }
 }
 
@@ -186,6 +196,7 @@ pub fn router(api: Api) -> Router {
         .route("/api/members/{id}", get(member))
         .route("/api/members/{id}/explain", get(explain))
         .route("/metrics", get(metrics))
+        .route("/api/callbacks", get(callbacks::urls))
         .route_layer(axum::middleware::from_fn_with_state(Arc::new(api.token.clone()), require_token));
     let public = Router::new()
         .route("/u/{token}", get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe))

@@ -116,11 +116,14 @@ pub fn idempotency_key(m: &OutboxMessage, id: MessageId, channel: &str) -> Strin
 }
 
 /// What the dispatcher reports to besides the store: the daemon's metrics, and the
-/// feedback settings a synchronous hard bounce is judged by.
+/// feedback settings a synchronous hard bounce is judged by; and the signed
+/// unsubscribe links it hands each message in its channel data.
 #[derive(Clone, Default)]
 pub struct Observers {
     pub metrics: Arc<Metrics>,
     pub feedback: FeedbackConfig,
+    /// None: messages carry no `unsubscribe_url` (tests, tools).
+    pub links: Option<crate::plan::links::Links>,
 }
 
 /// Sends due messages until `stop` turns true, or (with `until_idle`) until nothing is
@@ -273,7 +276,7 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
                 }
                 let old = m.send_after;
                 let started = Instant::now();
-                let (m, outcome) = send_one(&host, &config, id, m).await;
+                let (m, outcome) = send_one(&host, &config, observers.links.as_ref(), id, m).await;
                 observers.metrics.observe_send(&channel, outcome.name(), started.elapsed().as_secs_f64());
                 if let Outcome::Fallback | Outcome::Failed = outcome {
                     hard_bounce(&store, &host, &observers, id, &m, &channel).await;
@@ -354,15 +357,23 @@ fn note_error(m: &mut OutboxMessage, e: String) {
     }
 }
 
-async fn send_one(host: &ChannelHost, config: &DispatchConfig, id: MessageId, mut m: OutboxMessage) -> (OutboxMessage, Outcome) {
-    let cm = m.channels[m.current as usize].clone();
+async fn send_one(host: &ChannelHost, config: &DispatchConfig, links: Option<&crate::plan::links::Links>, id: MessageId, mut m: OutboxMessage) -> (OutboxMessage, Outcome) {
+    let Some(cm) = m.channels.get(m.current as usize).cloned() else {
+        m.state = MessageState::Failed;
+        let why = format!("no channel number {} in the message", m.current);
+        note_error(&mut m, why);
+        return (m, Outcome::Failed);
+    };
+    // every message carries its signed unsubscribe link (the email plugin's one-click
+    // List-Unsubscribe, RFC 8058)
+    let channel_data = links.map(|l| vec![("unsubscribe_url".to_string(), l.unsubscribe_url(&m.member, &cm.channel))]).unwrap_or_default();
     let message = OutboundMessage {
         recipient: Recipient { address: cm.address.clone(), name: (!m.member_name.is_empty()).then(|| m.member_name.clone()), member_id: m.member.to_string() },
         subject: cm.subject.clone(),
         text: cm.text.clone(),
         html: cm.html.clone(),
         idempotency_key: idempotency_key(&m, id, &cm.channel),
-        channel_data: Vec::new(),
+        channel_data,
         metadata: vec![("rule".into(), m.rule.to_string()), ("message".into(), id.to_string())],
     };
     let now = chrono::Utc::now().timestamp();

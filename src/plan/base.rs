@@ -4,7 +4,7 @@
 //! and evaluates every run against it; `rules preview` and `explain` load one per call.
 
 use crate::bundles::OfferIndex;
-use crate::domain::{day_of, Text};
+use crate::domain::{day_of, ConsentNeeds, Text};
 use crate::predict::FittedModel;
 use crate::rules::condition::{Bundles, EventFact};
 use crate::store::model::{ContactLog, EventHistory, Member, Product};
@@ -26,6 +26,9 @@ pub struct MemberBase {
     /// Channels each member unsubscribed from ("*": all) or whose address there is
     /// stopped, by member index.
     pub suppressed: FxHashMap<u32, Vec<Text>>,
+    /// The consent each channel needs (which also picks the member's address there);
+    /// the loader sets it from the channels' configuration.
+    pub consent: ConsentNeeds,
 }
 
 impl MemberBase {
@@ -76,7 +79,7 @@ impl MemberBase {
                 contacts.insert(at as u32, log);
             }
         }
-        let mut base = MemberBase { ids, members, events, catalog, bundles, model, contacts, suppressed: FxHashMap::default() };
+        let mut base = MemberBase { ids, members, events, catalog, bundles, model, contacts, suppressed: FxHashMap::default(), consent: ConsentNeeds::default() };
         base.refresh_suppressions(store)?;
         Ok(base)
     }
@@ -112,9 +115,9 @@ impl MemberBase {
         Ok(())
     }
 
-    /// A member's address on a channel (`Member::address_on`).
+    /// A member's address on a channel (`Member::address_on`, by the consent it needs).
     pub fn address(&self, i: usize, channel: &str) -> std::borrow::Cow<'_, str> {
-        self.members[i].address_on(&self.ids[i], channel).into()
+        self.members[i].address_on(&self.ids[i], self.consent.of(channel)).into()
     }
 
     pub fn index_of(&self, id: &str) -> Option<usize> {

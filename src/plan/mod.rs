@@ -169,6 +169,7 @@ impl MemberBase {
             catalog: &self.catalog,
             bundles: &self.bundles,
             suppressed: self.suppressed.get(&(i as u32)).map(Vec::as_slice).unwrap_or(&[]),
+            consent: &self.consent,
         }
     }
 

@@ -1,9 +1,11 @@
-//! `rekindle plugin new|check|send`: the plugin author's and operator's commands.
+//! `rekindle plugin new|check|send|callback-url`: the plugin author's and operator's commands.
 //!
 //! `new` scaffolds a plugin crate that builds and passes its own test out of
 //! the box; `check` loads a .wasm and reports its manifest, imports, exports
 //! and problems (and, with `--channel`, whether that channel's grants cover
-//! it); `send` delivers one real test message through a configured channel.
+//! it); `send` delivers one real test message through a configured channel;
+//! `callback-url` prints a channel's secret callback URL (main.rs rotates it in the
+//! store first when asked, and passes the URLs in [`HostOptions`]).
 //! main.rs parses [`PluginCommand`] and calls [`run`]; the output goes to the
 //! writer it passes.
 
@@ -54,6 +56,18 @@ pub enum PluginCommand {
         /// Idempotency key; default `cli-test-<unix ms>`.
         #[arg(long)]
         key: Option<String>,
+    },
+    /// Print a channel's secret callback URL, the one its providers report to (the
+    /// plugin hands it to Kannel and Twilio with each message; give it to SNS
+    /// subscriptions, Kannel's MO get-url and bounce pipes). Treat it like a password.
+    CallbackUrl {
+        channel: String,
+        /// Replace the secret with a new one (the daemon must be stopped); the old URL
+        /// keeps working for `--keep-old-hours`, for reports of messages already sent.
+        #[arg(long)]
+        rotate: bool,
+        #[arg(long, default_value_t = 48)]
+        keep_old_hours: u32,
     },
 }
 
@@ -117,6 +131,10 @@ pub fn run(
                 }
                 return Err(PluginError::Usage(format!("{} has {} problem(s)", file.display(), problems.len())));
             }
+        }
+        PluginCommand::CallbackUrl { channel, .. } => {
+            let url = options.callback_urls.get(&channel).ok_or_else(|| PluginError::UnknownChannel(channel.clone()))?;
+            writeln!(out, "{url}").map_err(io)?;
         }
         PluginCommand::Send { channel, to, text, subject, html, name, key } => {
             let config = channels.get(&channel).cloned().ok_or_else(|| PluginError::UnknownChannel(channel.clone()))?;

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::domain::Consent;
+
 /// `[channels.NAME]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +37,33 @@ pub struct ChannelConfig {
     /// The SMTP relay for plugins that submit mail. Its presence grants SMTP.
     #[serde(default)]
     pub smtp: Option<SmtpRelayConfig>,
+    /// The consent the channel's messages need (`email`, `sms`, or `none` to message
+    /// members without asking); it also picks the member's address (email, phone,
+    /// member id). Default: the plugin's kind or the channel's name when either is
+    /// `email` or `sms`; any other channel must say.
+    #[serde(default)]
+    pub consent: Option<Consent>,
+}
+
+impl ChannelConfig {
+    /// The consent `[channels.NAME]` needs, given its plugin's kind (when known): the
+    /// declared one, else what the name and the kind say when they agree.
+    pub fn consent(&self, name: &str, kind: Option<&str>) -> Result<Consent, String> {
+        if let Some(declared) = self.consent {
+            return Ok(declared);
+        }
+        match (Consent::named(name), kind.and_then(Consent::named)) {
+            (Some(a), Some(b)) if a != b => Err(format!(
+                "[channels.{name}] consent: the channel's name and its plugin's kind `{}` disagree; set consent = \"email\" or \"sms\"",
+                kind.unwrap_or_default()
+            )),
+            (Some(c), _) | (None, Some(c)) => Ok(c),
+            (None, None) => Err(format!(
+                "[channels.{name}] consent: say which consent this channel's messages need: \"email\", \"sms\", or \"none\" to message members without asking{}",
+                kind.map(|k| format!(" (its plugin is of kind `{k}`)")).unwrap_or_default()
+            )),
+        }
+    }
 }
 
 /// `[channels.NAME.grants]`: capabilities beyond logging and the clock.
@@ -149,6 +178,15 @@ mod tests {
         assert_eq!(config.limits.cpu_ms, Limits::default().cpu_ms);
         assert_eq!(config.smtp.as_ref().map(|s| s.tls), Some(SmtpTls::Starttls));
         assert_eq!(config.smtp.as_ref().map(|s| s.pool_size), Some(4));
+
+        assert_eq!(config.consent("mail", Some("email")), Ok(Consent::Email), "from the plugin's kind");
+        assert_eq!(config.consent("sms", Some("file")), Ok(Consent::Sms), "from the channel's name");
+        let err = config.consent("shop", Some("shop")).unwrap_err();
+        assert!(err.contains("[channels.shop] consent"), "{err}");
+        assert!(config.consent("sms", Some("email")).unwrap_err().contains("disagree"));
+        let declared: ChannelConfig = toml::from_str("plugin = \"x.wasm\"\nconsent = \"none\"\n").unwrap();
+        assert_eq!(declared.consent("shop", Some("shop")), Ok(Consent::None));
+        assert!(toml::from_str::<ChannelConfig>("plugin = \"x.wasm\"\nconsent = \"maybe\"\n").is_err());
 
         let typo = "plugin = \"x.wasm\"\n[limits]\nmemory_mb = 16\n";
         let err = toml::from_str::<ChannelConfig>(typo).expect_err("unknown key");

@@ -27,6 +27,7 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Reso
 
 use super::config::{ChannelConfig, Limits};
 use super::http::{HttpCapability, HttpFailure};
+use super::http_cache::GetCache;
 use super::manifest::{Capabilities, PluginManifest};
 use super::smtp::{SmtpFailure, SmtpRelay};
 use super::{
@@ -207,6 +208,8 @@ pub(crate) struct Sandbox {
     pub(crate) channel: Arc<str>,
     pub(crate) limits: Limits,
     pub(crate) http: Option<Arc<HttpCapability>>,
+    /// The channel's opt-in GET cache (see `http_cache`).
+    pub(crate) http_cache: Arc<GetCache>,
     pub(crate) smtp: Option<Arc<SmtpRelay>>,
     pub(crate) files: Option<Arc<PathBuf>>,
 }
@@ -214,7 +217,7 @@ pub(crate) struct Sandbox {
 impl Sandbox {
     /// Default limits and no capabilities: enough to call `describe`.
     pub(crate) fn for_inspection() -> Self {
-        Sandbox { channel: Arc::from("(inspection)"), limits: Limits::default(), http: None, smtp: None, files: None }
+        Sandbox { channel: Arc::from("(inspection)"), limits: Limits::default(), http: None, http_cache: Arc::default(), smtp: None, files: None }
     }
 }
 
@@ -379,13 +382,22 @@ impl wit::http::Host for CallState {
         let Some(http) = self.sandbox.http.clone() else {
             return Err(wit::http::HttpError::Denied("this channel has no http grant".to_string()));
         };
-        let wit::http::Request { method, url, headers, body } = request;
+        let wit::http::Request { method, url, mut headers, body } = request;
+        let keep = GetCache::wanted(&method, &mut headers);
+        if let Some((headers, body)) = keep.and_then(|_| self.sandbox.http_cache.get(&url)) {
+            return Ok(wit::http::Response { status: 200, headers, body });
+        }
         let outcome = self
             .host_io(http.send(&method, &url, &headers, body))
             .await
             .unwrap_or_else(|why| Err(HttpFailure::Transport(why)));
         match outcome {
-            Ok(response) => Ok(wit::http::Response { status: response.status, headers: response.headers, body: response.body }),
+            Ok(response) => {
+                if let Some(keep) = keep.filter(|_| response.status == 200) {
+                    self.sandbox.http_cache.put(&url, keep, &(response.headers.clone(), response.body.clone()));
+                }
+                Ok(wit::http::Response { status: response.status, headers: response.headers, body: response.body })
+            }
             Err(HttpFailure::Denied(why)) => {
                 tracing::warn!(channel = %self.sandbox.channel, %why, "plugin http request refused");
                 Err(wit::http::HttpError::Denied(why))
@@ -483,6 +495,9 @@ pub(crate) struct LoadedChannel {
     pub(crate) sandbox: Sandbox,
     /// Settings and secrets, as handed to the plugin.
     pub(crate) config: Vec<(String, String)>,
+    /// The consent the channel's messages need, or why it cannot say (refused where
+    /// messages are planned, not at load: a test send needs no consent).
+    pub(crate) consent: Result<crate::domain::Consent, String>,
 }
 
 impl LoadedChannel {
@@ -492,9 +507,9 @@ impl LoadedChannel {
         sandbox_engine: &SandboxEngine,
         name: &str,
         config: &ChannelConfig,
-        base_dir: &Path,
-        cache_dir: Option<&Path>,
+        options: &super::HostOptions,
     ) -> Result<Self, PluginError> {
+        let (base_dir, cache_dir) = (options.base_dir.as_path(), options.cache_dir.as_deref());
         let config_problem = |problems: Vec<String>| PluginError::Config { channel: name.to_string(), problems };
         let path = base_dir.join(&config.plugin);
         let plugin = sandbox_engine.load_file(&path, cache_dir).map_err(|err| err.in_channel(name))?;
@@ -503,6 +518,7 @@ impl LoadedChannel {
         };
         let mut problems = manifest.undeclared(plugin.imports);
         problems.extend(manifest.problems_with(name, config));
+        let consent = config.consent(name, Some(&manifest.kind));
         if config.limits.memory_mib == 0 || config.limits.memory_mib > MAX_MEMORY_MIB {
             problems.push(format!("[channels.{name}.limits] memory_mib must be 1..={MAX_MEMORY_MIB}"));
         }
@@ -514,8 +530,13 @@ impl LoadedChannel {
                 problems.push(format!("[channels.{name}] `{key}` is both a setting and a secret"));
             }
         }
+        for key in super::HOST_PROVIDED {
+            if config.settings.contains_key(*key) || config.secrets.contains_key(*key) {
+                problems.push(format!("[channels.{name}] `{key}` is provided by rekindle and cannot be set"));
+            }
+        }
         let io_timeout = Duration::from_millis(u64::from(config.limits.io_timeout_ms));
-        let http = if manifest.capabilities.http && !config.grants.http.is_empty() {
+        let http = if (manifest.capabilities.http || manifest.optional_capabilities.http) && !config.grants.http.is_empty() {
             match HttpCapability::new(&config.grants.http, io_timeout, config.limits.http_max_response_bytes as usize) {
                 Ok(http) => Some(Arc::new(http)),
                 Err(more) => {
@@ -557,9 +578,10 @@ impl LoadedChannel {
             .iter()
             .chain(config.secrets.iter())
             .map(|(key, value)| (key.clone(), value.clone()))
+            .chain(options.callback_urls.get(name).map(|url| (super::CALLBACK_URL.to_string(), url.clone())))
             .collect();
-        let sandbox = Sandbox { channel: Arc::from(name), limits: config.limits.clone(), http, smtp, files };
-        let channel = LoadedChannel { plugin, sandbox, config: plugin_config };
+        let sandbox = Sandbox { channel: Arc::from(name), limits: config.limits.clone(), http, http_cache: Arc::default(), smtp, files };
+        let channel = LoadedChannel { plugin, sandbox, config: plugin_config, consent };
         let verdict = complete(async {
             let mut call = channel.plugin.start(sandbox_engine.engine(), channel.sandbox.clone()).await?;
             let outcome = call.instance.rekindle_channel_channel().call_validate_config(&mut call.store, &channel.config).await;

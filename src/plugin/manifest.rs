@@ -23,6 +23,10 @@ pub struct PluginManifest {
     pub config: ConfigKeys,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Capabilities the plugin uses when the channel grants them and works without
+    /// (the email plugin's HTTP, for SNS certificates): never a missing-grant problem.
+    #[serde(default)]
+    pub optional_capabilities: Capabilities,
 }
 
 /// The settings and secrets a plugin reads.
@@ -96,9 +100,9 @@ impl PluginManifest {
     pub fn undeclared(&self, imported: Capabilities) -> Vec<String> {
         let mut problems = Vec::new();
         for (name, imports, declares) in [
-            ("http", imported.http, self.capabilities.http),
-            ("smtp", imported.smtp, self.capabilities.smtp),
-            ("files", imported.files, self.capabilities.files),
+            ("http", imported.http, self.capabilities.http || self.optional_capabilities.http),
+            ("smtp", imported.smtp, self.capabilities.smtp || self.optional_capabilities.smtp),
+            ("files", imported.files, self.capabilities.files || self.optional_capabilities.files),
         ] {
             if imports && !declares {
                 problems.push(format!(

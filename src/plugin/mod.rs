@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 mod host;
 mod http;
+mod http_cache;
 pub mod manifest;
 mod smtp;
 
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use config::ChannelConfig;
+use crate::domain::ConsentNeeds;
 
 /// Who a message goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +125,10 @@ pub enum PluginError {
     InChannel { channel: String, source: Box<PluginError> },
     #[error("no channel named `{0}` is configured")]
     UnknownChannel(String),
+    /// A callback the plugin refused as not authentic (a missing or bad provider
+    /// signature): the caller answers 403.
+    #[error("channel `{channel}`: callback not authentic: {reason}")]
+    Unauthenticated { channel: String, reason: String },
     #[error("plugin engine: {0}")]
     Engine(String),
     #[error("{0}")]
@@ -137,13 +143,28 @@ impl PluginError {
     }
 }
 
-/// Where the host finds relative plugin paths and keeps compiled code.
+/// The config entry the host adds for every channel it has a callback URL for: the
+/// channel's secret callback URL (providers report there).
+pub const CALLBACK_URL: &str = "callback_url";
+/// The start of a parse-callback error that means "not authentic" (the SDK's
+/// `unauthenticated`).
+const UNAUTHENTICATED: &str = "unauthenticated: ";
+
+/// Config keys only the host provides: an operator's setting or secret of that name is
+/// refused, so a plugin cannot be configured to report somewhere else.
+pub const HOST_PROVIDED: &[&str] = &[CALLBACK_URL];
+
+/// Where the host finds relative plugin paths and keeps compiled code, and what it hands
+/// to each channel's plugin besides its settings.
 #[derive(Debug, Clone, Default)]
 pub struct HostOptions {
     /// Folder relative `plugin` and `grants.files` paths are taken from (config.toml's folder).
     pub base_dir: PathBuf,
     /// Compiled-code cache; `None` compiles on every start.
     pub cache_dir: Option<PathBuf>,
+    /// Each channel's secret callback URL, handed to its plugin as [`CALLBACK_URL`]
+    /// (none: the plugin asks providers for no reports).
+    pub callback_urls: BTreeMap<String, String>,
 }
 
 /// Every configured channel, loaded and checked, ready to send.
@@ -162,7 +183,7 @@ impl ChannelHost {
         let engine = host::SandboxEngine::new()?;
         let mut loaded = BTreeMap::new();
         for (name, config) in channels {
-            let channel = host::LoadedChannel::load(&engine, name, config, &options.base_dir, options.cache_dir.as_deref())?;
+            let channel = host::LoadedChannel::load(&engine, name, config, options)?;
             loaded.insert(name.clone(), Arc::new(channel));
         }
         Ok(ChannelHost {
@@ -185,6 +206,26 @@ impl ChannelHost {
     /// The kind of a loaded channel's plugin (email, sms, ...).
     pub fn kind(&self, channel: &str) -> Option<&str> {
         self.manifest(channel).map(|m| m.kind.as_str())
+    }
+
+    /// The consent each loaded channel needs; a channel that cannot say (not email or
+    /// sms by name or kind, no `consent` key) is a configuration error naming the key.
+    pub fn consents(&self) -> Result<ConsentNeeds, PluginError> {
+        let mut by_channel = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (name, loaded) in &self.channels {
+            match &loaded.consent {
+                Ok(consent) => {
+                    by_channel.insert(name.clone(), *consent);
+                }
+                Err(problem) => problems.push(problem.clone()),
+            }
+        }
+        if problems.is_empty() {
+            Ok(ConsentNeeds { by_channel })
+        } else {
+            Err(PluginError::Usage(problems.join("\n")))
+        }
     }
 
     /// Send one message through `channel`. A plugin that loops, eats memory,
@@ -212,13 +253,49 @@ impl ChannelHost {
             .await
             .map_err(|_| PluginError::Engine("plugin host is shutting down".to_string()))?;
         let outcome = loaded.parse_callback(self.engine.engine(), request).await;
-        outcome.map_err(|reason| PluginError::Config { channel: channel.to_string(), problems: vec![format!("callback rejected: {reason}")] })
+        outcome.map_err(|reason| match reason.strip_prefix(UNAUTHENTICATED) {
+            Some(why) => PluginError::Unauthenticated { channel: channel.to_string(), reason: why.to_string() },
+            None => PluginError::Config { channel: channel.to_string(), problems: vec![format!("callback rejected: {reason}")] },
+        })
     }
 
     /// [`ChannelHost::send`] on the calling thread, which must not be an
     /// async worker (for benchmarks and tools).
     pub fn send_blocking(&self, channel: &str, runtime: tokio::runtime::Handle, message: OutboundMessage) -> Result<Delivery, SendError> {
         runtime.block_on(self.send(channel, message))
+    }
+}
+
+/// The consent each configured channel needs, without loading the channels: the
+/// declared one or the channel's name, else the plugin's kind (read from its manifest,
+/// through the compiled-code cache). Every channel that cannot say is a problem.
+pub fn consents(channels: &BTreeMap<String, ChannelConfig>, options: &HostOptions) -> Result<ConsentNeeds, PluginError> {
+    let mut by_channel = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut engine = None;
+    for (name, config) in channels {
+        let consent = match config.consent(name, None) {
+            Ok(consent) => Ok(consent),
+            Err(_) => {
+                let engine = match &mut engine {
+                    Some(engine) => engine,
+                    None => engine.insert(host::SandboxEngine::new()?),
+                };
+                let plugin = engine.load_file(&options.base_dir.join(&config.plugin), options.cache_dir.as_deref()).map_err(|e| e.in_channel(name))?;
+                config.consent(name, plugin.manifest().map(|m| m.kind.as_str()))
+            }
+        };
+        match consent {
+            Ok(consent) => {
+                by_channel.insert(name.clone(), consent);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if problems.is_empty() {
+        Ok(ConsentNeeds { by_channel })
+    } else {
+        Err(PluginError::Usage(problems.join("\n")))
     }
 }
 

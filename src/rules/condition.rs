@@ -11,6 +11,7 @@ use crate::domain::{CentsFmt, Day, Text};
 use crate::profile::{Profile, Stage, Tier, ValueTier};
 use crate::store::model::{EventKind, Gender, Member, Product};
 use rustc_hash::FxHashMap;
+pub use crate::domain::{Consent, ConsentNeeds};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
@@ -196,6 +197,8 @@ pub struct Facts<'a> {
     pub bundles: &'a Bundles,
     /// Channels the member unsubscribed from ("*": all).
     pub suppressed: &'a [Text],
+    /// The consent each channel needs.
+    pub consent: &'a ConsentNeeds,
 }
 
 impl<'a> Facts<'a> {
@@ -204,11 +207,12 @@ impl<'a> Facts<'a> {
         if self.suppressed.iter().any(|c| c == channel || c == "*") {
             return false;
         }
-        match channel {
-            "email" => self.member.opted_in_email && !self.member.email.is_empty(),
-            "sms" => self.member.opted_in_sms && !self.member.phone.is_empty(),
-            // other channels (the shop's own inbox, ...) have no consent column
-            _ => true,
+        match self.consent.of(channel) {
+            Some(Consent::Email) => self.member.opted_in_email && !self.member.email.is_empty(),
+            Some(Consent::Sms) => self.member.opted_in_sms && !self.member.phone.is_empty(),
+            Some(Consent::None) => true,
+            // a channel that never said which consent it needs messages nobody
+            None => false,
         }
     }
 

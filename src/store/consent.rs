@@ -5,7 +5,7 @@
 
 use super::model::Member;
 use super::{Store, StoreError};
-use crate::domain::{day_of, DayFmt, Timestamp};
+use crate::domain::{day_of, Consent, ConsentNeeds, DayFmt, Timestamp};
 use std::fmt;
 
 /// Whether a member may be messaged on one channel, and every reason not.
@@ -15,6 +15,9 @@ pub struct ChannelConsent {
     /// members.csv's `opted_in_email` / `opted_in_sms`; channels without a consent column
     /// are opted in.
     pub opted_in: bool,
+    /// The channel says which consent it needs (`[channels.NAME] consent`, its name or its
+    /// plugin's kind); one that does not messages nobody.
+    pub declared: bool,
     /// The member has an address there (an email, a phone number; the member id for others).
     pub has_address: bool,
     /// When the member unsubscribed from this channel (or from all).
@@ -27,12 +30,13 @@ pub struct ChannelConsent {
 }
 
 impl Member {
-    /// The member's address on a channel: the email address for `email`, the phone number
-    /// for `sms`, the member id (the shop's customer id) for any other channel.
-    pub fn address_on<'a>(&'a self, id: &'a str, channel: &str) -> &'a str {
-        match channel {
-            "email" => &self.email,
-            "sms" => &self.phone,
+    /// The member's address on a channel that needs `consent`: the email address for
+    /// email consent, the phone number for SMS consent, the member id (the shop's customer
+    /// id) for any other channel.
+    pub fn address_on<'a>(&'a self, id: &'a str, consent: Option<Consent>) -> &'a str {
+        match consent {
+            Some(Consent::Email) => &self.email,
+            Some(Consent::Sms) => &self.phone,
             _ => id,
         }
     }
@@ -40,8 +44,9 @@ impl Member {
 
 impl Store {
     /// The consent of member `id` on email, sms, each of `channels` and every other
-    /// channel it unsubscribed from, in that order.
-    pub fn consent(&self, id: &str, member: &Member, channels: &[&str]) -> Result<Vec<ChannelConsent>, StoreError> {
+    /// channel it unsubscribed from, in that order; `needs` says which consent each
+    /// channel asks for (a channel that does not say messages nobody).
+    pub fn consent(&self, id: &str, member: &Member, channels: &[&str], needs: &ConsentNeeds) -> Result<Vec<ChannelConsent>, StoreError> {
         let unsubscribed = self.suppressions(id)?;
         let mut names: Vec<&str> = vec!["email", "sms"];
         for c in channels.iter().copied().chain(unsubscribed.iter().map(|(c, _)| c.as_str())) {
@@ -53,17 +58,20 @@ impl Store {
         names
             .into_iter()
             .map(|channel| {
-                let opted_in = match channel {
-                    "email" => member.opted_in_email,
-                    "sms" => member.opted_in_sms,
-                    _ => true,
+                let consent = needs.of(channel);
+                let opted_in = match consent {
+                    Some(Consent::Email) => member.opted_in_email,
+                    Some(Consent::Sms) => member.opted_in_sms,
+                    Some(Consent::None) => true,
+                    None => false,
                 };
-                let address = member.address_on(id, channel);
+                let address = member.address_on(id, consent);
                 let unsubscribed_at = unsubscribed.iter().find(|(c, _)| c == channel).map(|(_, at)| *at).or(all);
                 let stopped = if address.is_empty() { None } else { self.address_health(channel, address)?.filter(|h| h.stopped) };
                 let has_address = !address.is_empty();
                 Ok(ChannelConsent {
                     channel: channel.to_string(),
+                    declared: consent.is_some(),
                     opted_in,
                     has_address,
                     unsubscribed_at,
@@ -91,7 +99,9 @@ impl fmt::Display for ChannelConsent {
             let reason = self.stopped_reason.as_deref().filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default();
             why.push(format!("address stopped {}{reason}", DayFmt(day_of(at))));
         }
-        if !self.opted_in {
+        if !self.declared {
+            why.push("the channel declares no consent".into());
+        } else if !self.opted_in {
             why.push("not opted in".into());
         }
         if !self.has_address {
@@ -117,8 +127,9 @@ mod tests {
     fn consent_shows_unsubscribes_and_stopped_addresses_in_force() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store"), 16).unwrap();
+        let needs = ConsentNeeds { by_channel: [("shop".to_string(), Consent::None)].into() };
         let mut m = member();
-        assert_eq!(shown(&store.consent("m-1", &m, &["shop"]).unwrap()), ["email yes", "sms yes", "shop yes"]);
+        assert_eq!(shown(&store.consent("m-1", &m, &["shop"], &needs).unwrap()), ["email yes", "sms yes", "shop yes"]);
         let dec_1 = 1_796_083_200; // 2026-12-01T00:00:00Z
         store.suppress("m-1", "email", dec_1 + 3600).unwrap();
         store.update_address("sms", "+8613800000000", |h| {
@@ -128,16 +139,18 @@ mod tests {
         })
         .unwrap();
         store.suppress("m-1", "wechat", dec_1).unwrap();
-        let c = store.consent("m-1", &m, &["shop"]).unwrap();
+        let c = store.consent("m-1", &m, &["shop"], &needs).unwrap();
         assert_eq!(
             shown(&c),
-            ["email no (unsubscribed 2026-12-01)", "sms no (address stopped 2026-11-30: opted out (STOP))", "shop yes", "wechat no (unsubscribed 2026-12-01)"]
+            ["email no (unsubscribed 2026-12-01)", "sms no (address stopped 2026-11-30: opted out (STOP))", "shop yes", "wechat no (unsubscribed 2026-12-01; the channel declares no consent)"]
         );
         assert!(!c[0].in_force && c[0].opted_in, "the opt-in stays what members.csv says");
         m.opted_in_email = false;
         m.phone = String::new();
-        assert_eq!(shown(&store.consent("m-1", &m, &[]).unwrap())[..2], ["email no (unsubscribed 2026-12-01; not opted in)", "sms no (no address)"]);
+        assert_eq!(shown(&store.consent("m-1", &m, &[], &needs).unwrap())[..2], ["email no (unsubscribed 2026-12-01; not opted in)", "sms no (no address)"]);
+        let undeclared = ConsentNeeds::default();
+        assert_eq!(shown(&store.consent("m-2", &member(), &["shop"], &undeclared).unwrap())[2], "shop no (the channel declares no consent)");
         store.suppress("m-1", "*", dec_1).unwrap();
-        assert_eq!(shown(&store.consent("m-1", &m, &["shop"]).unwrap())[2], "shop no (unsubscribed 2026-12-01)", "\"*\" is every channel");
+        assert_eq!(shown(&store.consent("m-1", &m, &["shop"], &needs).unwrap())[2], "shop no (unsubscribed 2026-12-01)", "\"*\" is every channel");
     }
 }

@@ -8,6 +8,8 @@
 //! | `I` channel `\0` provider id | the message id (run, seq), written when the send succeeds |
 //! | `W` channel `\0` address | [`AddressHealth`]: failures in a row, and whether it is stopped |
 //! | `J` channel `\0` provider id | [`ParkedReport`]s that arrived before the send was recorded |
+//! | `K` `callback:` channel | [`CallbackSecret`]: the secret of the channel's callback URL |
+//! | `A` channel `\0` address `\0` member | nothing: rekindle sent the member a message at that address |
 //!
 //! An address, not a member, is stopped: a member who gives a new email address gets
 //! email again. Like the unsubscribe list (`U`), none of this is touched by imports.
@@ -21,16 +23,86 @@ pub(crate) const STATUS: u8 = b'S';
 pub(crate) const PROVIDER_ID: u8 = b'I';
 pub(crate) const ADDRESS: u8 = b'W';
 pub(crate) const PARKED: u8 = b'J';
+pub(crate) const SENT_TO: u8 = b'A';
 
 /// A provider's report that came before the dispatcher recorded the send it is about
 /// (fast gateways report within milliseconds); applied when the send is recorded,
-/// dropped after a day if it never is (then it was not about a message of ours).
+/// dropped after `[feedback] parked_expire_minutes` if it never is (then it was not
+/// about a message of ours).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParkedReport {
     pub state: DeliveryState,
     pub recipient: Option<String>,
     pub reason: String,
     pub at: Timestamp,
+}
+
+/// The secret in a channel's callback URL (`/callbacks/CHANNEL/SECRET`), random, made
+/// on first use; after a rotation the one it replaced is still accepted until `until`
+/// (reports of messages sent before the rotation still name it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackSecret {
+    pub current: [u8; 32],
+    pub previous: Option<([u8; 32], Timestamp)>,
+}
+
+/// How much may be parked: reports per channel, bytes per channel (keys and values),
+/// reports per provider id. Past them a report is refused (the callback answers 429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParkLimits {
+    pub per_channel: u64,
+    pub bytes_per_channel: u64,
+    pub per_provider_id: usize,
+}
+
+/// What became of a report naming a provider id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parking {
+    /// The send is recorded: this message.
+    Found(MessageId),
+    /// Kept until the send is recorded.
+    Parked,
+    /// Refused: the channel (or the provider id) has as much parked as it may.
+    Full,
+}
+
+/// Reports and bytes parked per channel, kept beside the `J` keys under the parked lock.
+#[derive(Debug, Default)]
+pub struct ParkedCounts {
+    by_channel: std::collections::HashMap<String, (u64, u64)>,
+}
+
+impl ParkedCounts {
+    fn of(&self, channel: &str) -> (u64, u64) {
+        self.by_channel.get(channel).copied().unwrap_or_default()
+    }
+
+    fn add(&mut self, channel: &str, reports: u64, bytes: u64) {
+        let e = self.by_channel.entry(channel.to_string()).or_default();
+        e.0 += reports;
+        e.1 += bytes;
+    }
+
+    fn sub(&mut self, channel: &str, reports: u64, bytes: u64) {
+        if let Some(e) = self.by_channel.get_mut(channel) {
+            e.0 = e.0.saturating_sub(reports);
+            e.1 = e.1.saturating_sub(bytes);
+            if e.0 == 0 {
+                self.by_channel.remove(channel);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_channel.is_empty()
+    }
+}
+
+/// The channel of a `J` key.
+fn parked_channel(key: &[u8]) -> String {
+    let rest = key.get(1..).unwrap_or_default();
+    let channel = rest.split(|&b| b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(channel).into_owned()
 }
 
 /// What a provider last said about a message.
@@ -99,14 +171,69 @@ fn status_key(id: MessageId) -> Vec<u8> {
     k
 }
 
+fn random_secret() -> Result<[u8; 32], StoreError> {
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh).map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))?;
+    Ok(fresh)
+}
+
 impl Store {
-    /// Adds "provider id -> message" entries (sends that just succeeded) to a batch.
-    pub(crate) fn index_provider_id(batch: &mut sled::Batch, channel: &str, provider_id: &str, id: MessageId) {
+    /// The secret of `channel`'s callback URL, made (and flushed) on first use.
+    pub fn callback_secret(&self, channel: &str) -> Result<CallbackSecret, StoreError> {
+        let k = super::key(super::SECRET, &format!("callback:{channel}"));
+        if let Some(v) = self.db.get(&k)? {
+            return decode(&k, &v);
+        }
+        let fresh = CallbackSecret { current: random_secret()?, previous: None };
+        // a concurrent first use keeps whichever secret landed first
+        let _ = self.db.compare_and_swap(&k, None as Option<&[u8]>, Some(encode(&fresh)))?;
+        self.db.flush()?;
+        match self.db.get(&k)? {
+            Some(v) => decode(&k, &v),
+            None => Ok(fresh),
+        }
+    }
+
+    /// Replaces `channel`'s callback secret with a new random one; the old one is
+    /// accepted until `keep_old_until`. Durable when this returns.
+    pub fn rotate_callback_secret(&self, channel: &str, keep_old_until: Timestamp) -> Result<CallbackSecret, StoreError> {
+        let old = self.callback_secret(channel)?;
+        let new = CallbackSecret { current: random_secret()?, previous: Some((old.current, keep_old_until)) };
+        self.db.insert(super::key(super::SECRET, &format!("callback:{channel}")), encode(&new))?;
+        self.db.flush()?;
+        Ok(new)
+    }
+
+    /// Adds the indexes of a send that just succeeded to a batch: "provider id ->
+    /// message", and "address -> member" (who an opt-out by address alone is about).
+    pub(crate) fn index_sent(batch: &mut sled::Batch, channel: &str, provider_id: &str, address: &str, member: &str, id: MessageId) {
         if !provider_id.is_empty() {
             let mut v = id.run.to_be_bytes().to_vec();
             v.extend_from_slice(&id.seq.to_be_bytes());
             batch.insert(channel_key(PROVIDER_ID, channel, provider_id), v);
         }
+        // a NUL would make one address's keys a prefix of another's
+        if !address.is_empty() && !address.contains('\0') {
+            let mut k = channel_key(SENT_TO, channel, address);
+            k.push(0);
+            k.extend_from_slice(member.as_bytes());
+            batch.insert(k, &[][..]);
+        }
+    }
+
+    /// The members rekindle messaged at `address` on `channel` (at most `limit`).
+    pub fn members_messaged_at(&self, channel: &str, address: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        if address.contains('\0') {
+            return Ok(Vec::new());
+        }
+        let mut prefix = channel_key(SENT_TO, channel, address);
+        prefix.push(0);
+        self.db
+            .scan_prefix(&prefix)
+            .keys()
+            .take(limit)
+            .map(|k| Ok(String::from_utf8_lossy(k?.get(prefix.len()..).unwrap_or_default()).into_owned()))
+            .collect()
     }
 
     /// The message a provider id belongs to.
@@ -157,61 +284,88 @@ impl Store {
         Ok(out)
     }
 
-    pub(super) fn parked_lock(&self) -> std::sync::MutexGuard<'_, bool> {
+    pub(super) fn parked_lock(&self) -> std::sync::MutexGuard<'_, ParkedCounts> {
         self.parked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The message a provider id belongs to; if no send with that id is recorded yet, the
-    /// report is parked for [`Store::record_sends`] to hand over. Both hold one lock, so a
-    /// report is either found here or parked before the send's record looks for it.
-    pub fn message_or_park(&self, channel: &str, provider_id: &str, report: &ParkedReport) -> Result<Option<MessageId>, StoreError> {
-        let mut any_parked = self.parked_lock();
-        if let Some(id) = self.message_by_provider_id(channel, provider_id)? {
-            return Ok(Some(id));
+    /// Counts what is parked, per channel (at open).
+    pub(super) fn count_parked(&self) -> Result<(), StoreError> {
+        let mut counts = self.parked_lock();
+        counts.by_channel.clear();
+        for item in self.db.scan_prefix([PARKED]) {
+            let (k, v) = item?;
+            let list: Vec<ParkedReport> = decode(&k, &v)?;
+            counts.add(&parked_channel(&k), list.len() as u64, (k.len() + v.len()) as u64);
         }
-        self.db.fetch_and_update(channel_key(PARKED, channel, provider_id), |old| {
-            let mut list: Vec<ParkedReport> = old.and_then(|v| postcard::from_bytes(v).ok()).unwrap_or_default();
-            list.push(report.clone());
-            Some(encode(&list))
-        })?;
-        *any_parked = true;
-        Ok(None)
+        Ok(())
+    }
+
+    /// The message a provider id belongs to; if no send with that id is recorded yet, the
+    /// report is parked for [`Store::record_sends`] to hand over, unless that would take
+    /// the channel (or the provider id) past `limits`. Both hold one lock, so a report is
+    /// either found here or parked before the send's record looks for it.
+    pub fn message_or_park(&self, channel: &str, provider_id: &str, report: &ParkedReport, limits: &ParkLimits) -> Result<Parking, StoreError> {
+        let mut counts = self.parked_lock();
+        if let Some(id) = self.message_by_provider_id(channel, provider_id)? {
+            return Ok(Parking::Found(id));
+        }
+        let k = channel_key(PARKED, channel, provider_id);
+        let old = self.db.get(&k)?;
+        let mut list: Vec<ParkedReport> = old.as_ref().map(|v| decode(&k, v)).transpose()?.unwrap_or_default();
+        list.push(report.clone());
+        let value = encode(&list);
+        let (reports, bytes) = counts.of(channel);
+        let old_bytes = old.map_or(0, |v| (k.len() + v.len()) as u64);
+        let new_bytes = (k.len() + value.len()) as u64;
+        if list.len() > limits.per_provider_id || reports >= limits.per_channel || bytes - old_bytes + new_bytes > limits.bytes_per_channel {
+            return Ok(Parking::Full);
+        }
+        self.db.insert(&k, value)?;
+        counts.add(channel, 1, new_bytes);
+        counts.sub(channel, 0, old_bytes);
+        Ok(Parking::Parked)
     }
 
     /// Records message updates ([`Store::update_messages`]) and takes the reports parked
     /// for the sends among them: (message, channel, reports).
     pub fn record_sends(&self, updates: &[(MessageId, Timestamp, OutboxMessage)]) -> Result<Vec<(MessageId, String, Vec<ParkedReport>)>, StoreError> {
-        let mut any_parked = self.parked_lock();
+        let mut counts = self.parked_lock();
         self.update_messages(updates)?;
         let mut taken = Vec::new();
-        if !*any_parked {
+        if counts.is_empty() {
             return Ok(taken);
         }
         for (id, _, m) in updates {
             let Some(cm) = m.channels.get(m.current as usize).filter(|_| m.state == MessageState::Sent && !m.provider_id.is_empty()) else { continue };
             let k = channel_key(PARKED, &cm.channel, &m.provider_id);
             if let Some(v) = self.db.remove(&k)? {
-                taken.push((*id, cm.channel.to_string(), decode(&k, &v)?));
+                let list: Vec<ParkedReport> = decode(&k, &v)?;
+                counts.sub(&cm.channel, list.len() as u64, (k.len() + v.len()) as u64);
+                taken.push((*id, cm.channel.to_string(), list));
             }
         }
-        *any_parked = self.db.scan_prefix([PARKED]).next().is_some();
         Ok(taken)
     }
 
     /// Drops parked reports that arrived before `at`; returns how many provider ids went.
     pub fn drop_parked_before(&self, at: Timestamp) -> Result<usize, StoreError> {
-        let mut any_parked = self.parked_lock();
+        let mut counts = self.parked_lock();
         let mut dropped = 0;
         for item in self.db.scan_prefix([PARKED]) {
             let (k, v) = item?;
             let list: Vec<ParkedReport> = decode(&k, &v)?;
             if list.iter().all(|r| r.at < at) {
                 self.db.remove(&k)?;
+                counts.sub(&parked_channel(&k), list.len() as u64, (k.len() + v.len()) as u64);
                 dropped += 1;
             }
         }
-        *any_parked = self.db.scan_prefix([PARKED]).next().is_some();
         Ok(dropped)
+    }
+
+    /// Reports and bytes parked for `channel`.
+    pub fn parked_on(&self, channel: &str) -> (u64, u64) {
+        self.parked_lock().of(channel)
     }
 
     /// Every stopped address: (channel, address).

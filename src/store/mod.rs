@@ -80,9 +80,9 @@ pub enum StoreError {
 pub struct Store {
     pub(crate) db: sled::Db,
     path: PathBuf,
-    /// Whether any provider report is parked (`J`); its lock orders parking against
+    /// What is parked (`J`), per channel; its lock orders parking against
     /// recording sends (see [`Store::message_or_park`]).
-    parked: std::sync::Arc<std::sync::Mutex<bool>>,
+    parked: std::sync::Arc<std::sync::Mutex<feedback::ParkedCounts>>,
 }
 
 /// Keys and values to write.
@@ -127,7 +127,7 @@ impl Store {
         }
         let store = Store { db, path: path.into(), parked: Default::default() };
         store.check_format()?;
-        *store.parked_lock() = store.db.scan_prefix([feedback::PARKED]).next().is_some();
+        store.count_parked()?;
         tracing::debug!(path = %path.display(), cache_mb, "store open");
         Ok(store)
     }

@@ -298,7 +298,7 @@ impl Store {
             }
             if m.state == MessageState::Sent {
                 if let Some(cm) = m.channels.get(m.current as usize) {
-                    Store::index_provider_id(&mut batch, &cm.channel, &m.provider_id, *id);
+                    Store::index_sent(&mut batch, &cm.channel, &m.provider_id, &cm.address, &m.member, *id);
                 }
             }
             batch.insert(key(MESSAGE, &id.bytes()), encode(m));

@@ -56,7 +56,7 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
     std::fs::write(
         d.join("config.toml"),
         format!(
-            "[store]\npath = \"store\"\n[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 100, days = 1 }}\npublic_url = \"http://127.0.0.1:{port}\"\nunsubscribe_secret = \"link-key\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"t0ken-42\"\n[channels.files]\nplugin = \"{}\"\ngrants = {{ files = \"{}\" }}\n",
+            "[store]\npath = \"store\"\n[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 100, days = 1 }}\npublic_url = \"http://127.0.0.1:{port}\"\nunsubscribe_secret = \"link-key\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"t0ken-42\"\n[channels.files]\nplugin = \"{}\"\nconsent = \"none\"\ngrants = {{ files = \"{}\" }}\n",
             crate::support::repo_path("target/plugins/file.wasm").display(),
             out.display()
         ),
@@ -151,7 +151,7 @@ fn ingest_rules_and_members_over_http() {
     std::fs::write(
         d.join("config.toml"),
         format!(
-            "[store]\npath = \"store\"\n[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 100, days = 1 }}\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"t0ken-7\"\n[channels.files]\nplugin = \"{}\"\ngrants = {{ files = \"{}\" }}\n",
+            "[store]\npath = \"store\"\n[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 100, days = 1 }}\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"t0ken-7\"\n[channels.files]\nplugin = \"{}\"\nconsent = \"none\"\ngrants = {{ files = \"{}\" }}\n",
             crate::support::repo_path("target/plugins/file.wasm").display(),
             out.display()
         ),

@@ -108,3 +108,49 @@ fn rules_check_fails_with_located_errors_and_explain_answers_why() {
     let why = text(&explain);
     assert!(explain.status.success() && why.contains("[pass] stage in [sleeping]") && why.contains("verdict"), "{why}");
 }
+
+#[test]
+fn a_custom_channel_without_a_consent_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    drop(crate::support::sample_store(d, 300));
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/inbox.toml"), "[audience]\norders = { min = 1 }\n[message]\nchannels = [\"inbox\"]\n[message.inbox]\ntext = \"hi\"\n[limits]\nquiet_hours = false\n").unwrap();
+    let config = |consent: &str| {
+        let text = format!(
+            "[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 100, days = 1 }}\npublic_url = \"http://127.0.0.1:9\"\n[channels.inbox]\nplugin = {:?}\nsettings = {{ format = \"json\" }}\ngrants = {{ files = \"out\" }}\n{consent}",
+            crate::support::repo_path("target/plugins/file.wasm").display().to_string()
+        );
+        std::fs::write(d.join("config.toml"), text).unwrap();
+    };
+    config("");
+    for args in [&["rules", "check"][..], &["run", "--once"][..]] {
+        let out = rekindle(d, args);
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("[channels.inbox] consent"), "{args:?}: {}", text(&out));
+    }
+    assert!(text(&rekindle(d, &["rules", "check"])).contains("public_url is http://"), "an http public_url is warned about");
+    assert!(!d.join("out").exists() || std::fs::read_dir(d.join("out")).unwrap().next().is_none(), "nothing was sent");
+
+    // declared: the channel reaches the members who consented to email, at their email
+    // address, and every message carries its signed unsubscribe link
+    config("consent = \"email\"\n");
+    let out = rekindle(d, &["run", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut members = csv::Reader::from_path(d.join("data/members.csv")).unwrap();
+    let header: Vec<String> = members.headers().unwrap().iter().map(str::to_string).collect();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = members.records().map(|r| r.unwrap()).collect();
+    let mut sent = 0;
+    for e in std::fs::read_dir(d.join("out")).unwrap() {
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+        let row = rows.iter().find(|r| r[0] == *m["member_id"].as_str().unwrap()).unwrap();
+        assert_eq!(m["to"], row[col("email")], "{m}");
+        assert_eq!(&row[col("opted_in_email")], "true", "{m}");
+        assert!(m["channel_data"]["unsubscribe_url"].as_str().unwrap().starts_with("http://127.0.0.1:9/u/"), "{m}");
+        sent += 1;
+    }
+    assert!(sent > 10, "{sent} sent");
+    let refused = rows.iter().filter(|r| &r[col("opted_in_email")] != "true").count();
+    assert!(refused > 0 && sent + refused <= rows.len(), "members without email consent got nothing");
+}

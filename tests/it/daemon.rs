@@ -50,13 +50,13 @@ impl Drop for HttpSink {
 
 fn shop(name: &str, endpoint: &str, port: u16) -> String {
     format!(
-        "[channels.{name}]\nplugin = \"{}\"\nsettings = {{ endpoint = \"{endpoint}\" }}\nsecrets = {{ signing_secret = \"s\" }}\ngrants = {{ http = [\"127.0.0.1:{port}\"] }}\nlimits = {{ io_timeout_ms = 300 }}\n",
+        "[channels.{name}]\nplugin = \"{}\"\nconsent = \"none\"\nsettings = {{ endpoint = \"{endpoint}\" }}\nsecrets = {{ signing_secret = \"s\" }}\ngrants = {{ http = [\"127.0.0.1:{port}\"] }}\nlimits = {{ io_timeout_ms = 300 }}\n",
         repo_path("target/plugins/shop.wasm").display()
     )
 }
 
 fn file_channel(name: &str, dir: &Path) -> String {
-    format!("[channels.{name}]\nplugin = \"{}\"\ngrants = {{ files = \"{}\" }}\n", repo_path("target/plugins/file.wasm").display(), dir.display())
+    format!("[channels.{name}]\nplugin = \"{}\"\nconsent = \"none\"\ngrants = {{ files = \"{}\" }}\n", repo_path("target/plugins/file.wasm").display(), dir.display())
 }
 
 fn rule(id: &str, channels: &str) -> rekindle::rules::Rule {
@@ -83,6 +83,7 @@ fn config(channels: &str) -> Config {
 fn run_and_drain(store: &Store, config: &Config, rule: &rekindle::rules::Rule) -> Vec<(rekindle::store::outbox::MessageId, rekindle::store::outbox::OutboxMessage)> {
     let settings = PlanSettings::from_config(config, b"k".to_vec());
     let mut base = MemberBase::load(store, false, &|_| {}).unwrap();
+    base.consent = rekindle::plugin::consents(&config.channels, &HostOptions::default()).unwrap();
     let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };
     let now = chrono::Utc::now().timestamp();
     let summary = execute_run(store, &mut base, &mut profiles, &[rule], now, false, &settings, 30).unwrap();
@@ -166,6 +167,7 @@ fn a_run_left_unfinished_by_a_crash_is_rolled_back() {
     let cfg = config(&file_channel("files", dir.path()));
     let settings = PlanSettings::from_config(&cfg, b"k".to_vec());
     let mut base = MemberBase::load(&store, false, &|_| {}).unwrap();
+    base.consent = rekindle::plugin::consents(&cfg.channels, &HostOptions::default()).unwrap();
     let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };
     let s = execute_run(&store, &mut base, &mut profiles, &[&r], chrono::Utc::now().timestamp(), false, &settings, 30).unwrap();
     // what a crash between the message batches and the commit leaves: the record uncommitted

@@ -2,7 +2,7 @@
 //! (aiosmtpd on 127.0.0.1, `scripts/smtp-sink.sh`), with `rekindle run --once` killed
 //! while it writes the run and while it sends, then the daemon (`rekindle run`)
 //! SIGKILLed at random moments and restarted, and finally stopped with SIGTERM once the
-//! outbox is empty; and a scheduled run killed in the daemon while it is written. Every planned message must have arrived (Message-ID = `rk.` + the idempotency
+//! outbox is empty; and a scheduled run killed in the daemon while it is written. Every planned message must have arrived (Message-ID = `rk.` + a hash of the idempotency
 //! key `rule:run:member:channel`); a message of no committed run must not have been
 //! sent; duplicates (one Message-ID stored twice) are counted and may be at most the
 //! sends in flight at the kills, bounded by kills x `[dispatch] concurrency`.
@@ -142,7 +142,7 @@ fn crash_test(case: &Case) {
     sink.stop().expect("stop the smtp sink");
 
     // 5. every stored mail, by Message-ID, against the planned messages
-    let received = sink.message_ids();
+    let received = sink.message_ids(&planned);
     let files: usize = received.values().sum();
     let duplicates: usize = received.values().map(|n| n - 1).sum();
     let lost: Vec<&String> = planned.iter().filter(|k| !received.contains_key(*k)).collect();
@@ -211,7 +211,7 @@ fn crash_scheduled_run_killed_while_written_mails_nobody_twice() {
     assert!(status.success(), "the daemon did not stop cleanly on SIGTERM ({status}):\n{}", daemon.log_text());
     sink.stop().expect("stop the smtp sink");
 
-    let received = sink.message_ids();
+    let received = sink.message_ids(&planned_keys(dir.path()));
     let mut ids_by_member: HashMap<String, BTreeSet<&String>> = HashMap::new();
     for key in received.keys() {
         let member = key.split(':').nth(2).unwrap_or_default().to_string();
@@ -503,9 +503,11 @@ impl SmtpSink {
         }
     }
 
-    /// Every stored mail's idempotency key (decoded from `Message-ID: <rk.KEY@domain>`)
-    /// with how many times it was stored.
-    fn message_ids(&self) -> HashMap<String, usize> {
+    /// Every stored mail's idempotency key (one of `planned`, whose Message-ID
+    /// `<rk.HASH@domain>` it carries; an unknown id stays as it is) with how many times it
+    /// was stored.
+    fn message_ids(&self, planned: &BTreeSet<String>) -> HashMap<String, usize> {
+        let by_hash: HashMap<String, &String> = planned.iter().map(|k| (rekindle_plugin_sdk::mime::message_id(k, ""), k)).collect();
         let mut out = HashMap::new();
         for entry in std::fs::read_dir(self.maildir()).expect("maildir") {
             let path = entry.expect("maildir entry").path();
@@ -515,11 +517,8 @@ impl SmtpSink {
                 .take_while(|l| !l.is_empty())
                 .find_map(|l| l.get(..11).filter(|h| h.eq_ignore_ascii_case("message-id:")).map(|_| l[11..].trim()))
                 .unwrap_or_else(|| panic!("no Message-ID in {}", path.display()));
-            let key = id
-                .strip_prefix("<rk.")
-                .and_then(|s| s.rsplit_once('@'))
-                .map(|(local, _)| decode_message_id(local))
-                .unwrap_or_else(|| panic!("Message-ID {id} is not <rk.KEY@domain> in {}", path.display()));
+            let local = id.rsplit_once('@').map(|(local, _)| format!("{local}@>")).unwrap_or_else(|| panic!("Message-ID {id} has no @ in {}", path.display()));
+            let key = by_hash.get(&local).map(|k| k.to_string()).unwrap_or_else(|| id.to_string());
             *out.entry(key).or_insert(0) += 1;
         }
         out
@@ -532,28 +531,3 @@ impl Drop for SmtpSink {
     }
 }
 
-/// Undoes the email plugin's `=XX` escaping of the key's other characters.
-fn decode_message_id(local: &str) -> String {
-    let bytes = local.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' {
-            if let Some(b) = local.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[test]
-fn message_ids_decode_to_idempotency_keys() {
-    for (local, key) in [("blast=3A1=3Ac0000002=3Aemail", "blast:1:c0000002:email"), ("m42=2Fc7=3A1", "m42/c7:1"), ("plain-id_1", "plain-id_1"), ("bad=Z9", "bad=Z9")] {
-        assert_eq!(decode_message_id(local), key);
-    }
-}

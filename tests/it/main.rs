@@ -9,6 +9,7 @@ mod cli;
 mod daemon;
 mod daemon_crash;
 mod feedback;
+mod fuzz_callbacks;
 mod import;
 mod listener;
 mod long;

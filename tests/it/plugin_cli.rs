@@ -57,7 +57,7 @@ fn a_scaffolded_plugin_tests_builds_and_checks_out_of_the_box() {
 #[test]
 fn check_reports_each_shipped_plugin_and_send_delivers() {
     let cases = [
-        ("email", "imports  log, clock, smtp"),
+        ("email", "imports  log, clock, http, smtp"),
         ("sms", "imports  log, clock, http"),
         ("shop", "imports  log, clock, http"),
         ("file", "imports  log, clock, files"),

@@ -117,7 +117,8 @@ fn messages_arrive_with_encoded_headers_and_both_parts() {
         let to = mail["to"].as_str().unwrap_or_default().replace('"', "");
         assert_eq!(to, format!("{name} <{}>", message.recipient.address));
         assert_eq!(header("message-id"), delivery.provider_id);
-        assert!(header("message-id").starts_with("<rk.m-"), "{}", header("message-id"));
+        assert_eq!(header("message-id"), rekindle_plugin_sdk::mime::message_id(&message.idempotency_key, "tea.example"));
+        assert!(!header("message-id").contains("m-"), "no member id in the header: {}", header("message-id"));
         assert_eq!(header("mime-version"), "1.0");
         assert!(mail["longest_line"].as_u64().unwrap_or(999) <= 998);
         assert_eq!(mail["crlf_only"], true);
@@ -196,8 +197,13 @@ fn bounce_and_complaint_callbacks_become_status_updates() {
         "mail": {"messageId": "ses-1", "commonHeaders": {"messageId": "<rk.m-1=2Fwinback=2F1@tea.example>"}},
         "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": "gone@example.com", "diagnosticCode": "smtp; 550 5.1.1 unknown"}]}
     });
-    let body = serde_json::json!({"Type": "Notification", "Message": inner.to_string()}).to_string();
-    let request = CallbackRequest { method: "POST".into(), path: "/".into(), headers: vec![], body: body.into_bytes() };
+    // wrapped in SNS, it is believed only with a valid SNS signature (none here)
+    let wrapped = serde_json::json!({"Type": "Notification", "Message": inner.to_string()}).to_string();
+    let request = CallbackRequest { method: "POST".into(), path: "/".into(), headers: vec![], body: wrapped.into_bytes() };
+    let err = rt.block_on(host.parse_callback("mail", request)).expect_err("unsigned SNS");
+    assert!(matches!(err, rekindle::plugin::PluginError::Unauthenticated { .. }), "{err}");
+    // bare (the operator's own relay of SES events, behind the secret callback URL)
+    let request = CallbackRequest { method: "POST".into(), path: "/".into(), headers: vec![], body: inner.to_string().into_bytes() };
     let updates = rt.block_on(host.parse_callback("mail", request)).expect("callback");
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].state, DeliveryState::Failed);
@@ -245,4 +251,168 @@ fn implicit_tls_relay_is_reached_only_through_the_trusted_ca() {
         assert_eq!(mail["defects"], serde_json::json!([]));
         assert_eq!(mail["parts"][0]["text"], "hello");
     }
+}
+
+/// A throwaway RSA key and self-signed certificate (openssl), served over HTTP on
+/// 127.0.0.1 by Python's http.server the way SNS serves its signing certificate.
+struct CertServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl CertServer {
+    fn start() -> CertServer {
+        let dir = tempfile::tempdir().unwrap();
+        for (key, cert) in [("key.pem", "cert.pem"), ("other-key.pem", "other-cert.pem")] {
+            let status = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sns.test", "-keyout"])
+                .arg(dir.path().join(key))
+                .arg("-out")
+                .arg(dir.path().join(cert))
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl");
+            assert!(status.success());
+        }
+        std::fs::write(dir.path().join("confirm"), "<ConfirmSubscriptionResponse/>").unwrap();
+        let port = free_port();
+        let child = Command::new(python())
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("access.log")).unwrap())
+            .spawn()
+            .expect("http.server");
+        wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+        CertServer { dir, port, child }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn url(&self, file: &str) -> String {
+        format!("http://127.0.0.1:{}/{file}", self.port)
+    }
+
+    /// base64 of openssl's SHA1withRSA (version 1) or SHA256withRSA (2) signature.
+    fn sign(&self, key: &str, version: &str, text: &str) -> String {
+        let digest = if version == "1" { "-sha1" } else { "-sha256" };
+        let data = self.dir.path().join("to-sign");
+        std::fs::write(&data, text).unwrap();
+        let out = Command::new("openssl").args(["dgst", digest, "-sign"]).arg(self.dir.path().join(key)).arg(&data).output().expect("openssl dgst");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let b64 = Command::new("openssl").args(["base64", "-A"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&out.stdout)?;
+            c.wait_with_output()
+        });
+        String::from_utf8_lossy(&b64.unwrap().stdout).trim().to_string()
+    }
+}
+
+impl Drop for CertServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An SNS message of `kind` with these fields, signed as AWS documents it: the listed
+/// fields as "Name\nvalue\n" in this order (written out here, apart from the plugin's code).
+fn signed_sns(server: &CertServer, key: &str, version: &str, fields: &[(&str, String)]) -> serde_json::Value {
+    let mut text = String::new();
+    for (name, value) in fields {
+        text.push_str(&format!("{name}\n{value}\n"));
+    }
+    let mut message: serde_json::Map<String, serde_json::Value> = fields.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(v.clone()))).collect();
+    message.insert("SignatureVersion".into(), version.into());
+    message.insert("Signature".into(), server.sign(key, version, &text).into());
+    message.insert("SigningCertURL".into(), server.url(if key == "key.pem" { "cert.pem" } else { "other-cert.pem" }).into());
+    serde_json::Value::Object(message)
+}
+
+#[test]
+fn sns_notifications_are_believed_only_with_a_valid_signature() {
+    use rekindle::plugin::PluginError;
+    let mut server = CertServer::start();
+    let topic = "arn:aws:sns:us-east-1:123456789012:ses-feedback";
+    let config = channel(
+        "email",
+        &format!(
+            r#"settings = {{ from_address = "news@tea.example", sns_topic_arns = "{topic}", sns_cert_url_prefix_for_testing = "http://127.0.0.1:{port}/" }}
+[grants]
+http = ["127.0.0.1:{port}"]
+[smtp]
+host = "127.0.0.1"
+port = 9
+"#,
+            port = server.port
+        ),
+    );
+    let host = ChannelHost::load(&channels(vec![("email", config)]), &HostOptions::default()).expect("load");
+    let rt = runtime();
+    let complaint = serde_json::json!({"notificationType": "Complaint", "mail": {"messageId": "ses-9"}, "complaint": {"complainedRecipients": [{"emailAddress": "angry@example.com"}]}}).to_string();
+    let notification = |topic: &str, message: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("Message", message.to_string()),
+            ("MessageId", "5b1f3c3e-0000-4000-8000-000000000001".to_string()),
+            ("Subject", "Amazon SES Email Event".to_string()),
+            ("Timestamp", "2026-12-01T08:00:00.000Z".to_string()),
+            ("TopicArn", topic.to_string()),
+            ("Type", "Notification".to_string()),
+        ]
+    };
+    let post = |body: &serde_json::Value| {
+        let request = CallbackRequest { method: "POST".into(), path: "/".into(), headers: vec![], body: body.to_string().into_bytes() };
+        rt.block_on(host.parse_callback("email", request))
+    };
+    for version in ["1", "2"] {
+        let updates = post(&signed_sns(&server, "key.pem", version, &notification(topic, &complaint))).unwrap_or_else(|e| panic!("version {version}: {e}"));
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].state, DeliveryState::Complained);
+        assert_eq!(updates[0].recipient.as_deref(), Some("angry@example.com"));
+    }
+    let refused = |body: &serde_json::Value, why: &str| match post(body) {
+        Err(PluginError::Unauthenticated { reason, .. }) => assert!(reason.contains(why), "{why}: {reason}"),
+        other => panic!("{why}: {other:?}"),
+    };
+    let mut tampered = signed_sns(&server, "key.pem", "1", &notification(topic, &complaint));
+    tampered["Message"] = complaint.replace("angry@", "someone-else@").into();
+    refused(&tampered, "does not verify");
+    let mut moved = signed_sns(&server, "key.pem", "1", &notification(topic, &complaint));
+    moved["SigningCertURL"] = "https://evil.test/cert.pem".into();
+    refused(&moved, "does not start with");
+    let mut other_key = signed_sns(&server, "other-key.pem", "2", &notification(topic, &complaint));
+    other_key["SigningCertURL"] = server.url("cert.pem").into();
+    refused(&other_key, "does not verify");
+    refused(&signed_sns(&server, "key.pem", "1", &notification("arn:aws:sns:us-east-1:999:not-ours", &complaint)), "sns_topic_arns");
+    let mut unsigned = signed_sns(&server, "key.pem", "1", &notification(topic, &complaint));
+    unsigned.as_object_mut().unwrap().remove("Signature");
+    refused(&unsigned, "Signature");
+
+    // a subscription confirmation of the accepted topic is confirmed by a GET of its SubscribeURL
+    let confirmation = signed_sns(
+        &server,
+        "key.pem",
+        "1",
+        &[
+            ("Message", "You have chosen to subscribe".to_string()),
+            ("MessageId", "5b1f3c3e-0000-4000-8000-000000000002".to_string()),
+            ("SubscribeURL", server.url("confirm?token=abc")),
+            ("Timestamp", "2026-12-01T08:00:00.000Z".to_string()),
+            ("Token", "abc".to_string()),
+            ("TopicArn", topic.to_string()),
+            ("Type", "SubscriptionConfirmation".to_string()),
+        ],
+    );
+    assert_eq!(post(&confirmation).expect("confirmed"), vec![]);
+    let log = std::fs::read_to_string(server.dir.path().join("access.log")).unwrap();
+    assert!(log.contains("GET /confirm?token=abc"), "{log}");
+    assert_eq!(log.matches("GET /cert.pem").count(), 1, "the certificate was fetched once, then the host's cache answered: {log}");
+
+    // the certificate stays cached in the host after its server is gone
+    server.stop();
+    assert!(post(&signed_sns(&server, "key.pem", "2", &notification(topic, &complaint))).is_ok(), "from the cache");
 }

@@ -14,7 +14,7 @@ fn the_report_finds_a_planted_lift_within_its_confidence_interval() {
     let (store, _, _) = sample_store(dir.path(), 6_000);
     let out = dir.path().join("out");
     let cfg = Config::parse(&format!(
-        "[channels.files]\nplugin = \"{}\"\ngrants = {{ files = \"{}\" }}\n[dispatch]\nconcurrency = 8\n",
+        "[channels.files]\nplugin = \"{}\"\nconsent = \"none\"\ngrants = {{ files = \"{}\" }}\n[dispatch]\nconcurrency = 8\n",
         crate::support::repo_path("target/plugins/file.wasm").display(),
         out.display()
     ))
@@ -26,6 +26,7 @@ fn the_report_finds_a_planted_lift_within_its_confidence_interval() {
     let rule = set.rules.pop().unwrap();
     let settings = PlanSettings::from_config(&cfg, b"k".to_vec());
     let mut base = MemberBase::load(&store, false, &|_| {}).unwrap();
+    base.consent = rekindle::plugin::consents(&cfg.channels, &HostOptions::default()).unwrap();
     let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };
     let at = i64::from(rekindle::domain::parse_date("2026-11-01").unwrap()) * 86_400 + 12 * 3600;
     let summary = rekindle::daemon::execute_run(&store, &mut base, &mut profiles, &[&rule], at, false, &settings, 30).unwrap();

@@ -114,7 +114,9 @@ fn settings(config: &Config) -> PlanSettings {
 }
 
 fn inputs(w: &World) -> (MemberBase, Profiles, PlanSettings) {
-    let base = MemberBase::load(&w.store, true, &|_| {}).unwrap();
+    let mut base = MemberBase::load(&w.store, true, &|_| {}).unwrap();
+    // as the shipped config.toml declares the shop's inbox
+    base.consent.by_channel.insert("shop".into(), rekindle::rules::condition::Consent::None);
     let settings = settings(&w.config);
     let profiles = Profiles::compute(&base, as_of(), &settings, false);
     (base, profiles, settings)

@@ -7,13 +7,25 @@
 //! one-click) from the message's `unsubscribe_url` channel data and the
 //! `unsubscribe_mailto` setting. The relay and its credentials belong to the
 //! host. Bounces, complaints and deliveries come back through
-//! `parse_callback` in the shape Amazon SES posts them (directly or wrapped
-//! in an SNS notification), or as the raw bounce mail an MTA returns (RFC 3464).
+//! `parse_callback` in the shape Amazon SES posts them (wrapped in an SNS
+//! notification, believed only with a valid SNS signature; or bare, from the
+//! operator's own relay of SES events), or as the raw bounce mail an MTA returns
+//! (RFC 3464). Bare events and bounce mails carry no signature: the secret in
+//! the callback URL, which the host checks before the plugin runs, is their
+//! authentication.
+//!
+//! Settings for SNS: `sns_topic_arns` (comma-separated; when set, only these topics
+//! are believed, and a subscription confirmation of one of them is confirmed by a
+//! GET of its SubscribeURL), and `sns_cert_url_prefix_for_testing` (tests and private
+//! deployments only: certificate URLs must start with it instead of being https on
+//! `sns.<region>.amazonaws.com`). The SNS host must be in `grants.http`.
 
 use rekindle_plugin_sdk::{
     clock, lookup, mime, smtp, CallbackRequest, Channel, Config, Delivery, DeliveryState, OutboundMessage, SendError,
     StatusUpdate,
 };
+
+pub mod sns;
 
 pub struct EmailChannel;
 
@@ -109,12 +121,44 @@ impl Channel for EmailChannel {
         })
     }
 
-    fn parse_callback(_config: &Config, request: CallbackRequest) -> Result<Vec<StatusUpdate>, String> {
+    fn parse_callback(config: &Config, request: CallbackRequest) -> Result<Vec<StatusUpdate>, String> {
         if request.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            parse_ses(&request.body)
+            parse_json(config, &request.body, clock::now_unix_ms())
         } else {
             parse_dsn(&request.body)
         }
+    }
+}
+
+/// A JSON callback: an SNS message (it has `Type`) only with a valid signature, from
+/// an accepted topic; a subscription confirmation of an accepted topic is confirmed;
+/// bare SES events as they are.
+pub fn parse_json(config: &Config, body: &[u8], now_unix_ms: i64) -> Result<Vec<StatusUpdate>, String> {
+    let outer: serde_json::Value = serde_json::from_slice(body).map_err(|err| format!("not JSON: {err}"))?;
+    if outer.get("Type").is_none() {
+        return ses_updates(&outer);
+    }
+    let now = u64::try_from(now_unix_ms / 1000).unwrap_or(0);
+    let verified = sns::verify(&outer, config.get(sns::TESTING_ORIGIN), now).map_err(rekindle_plugin_sdk::unauthenticated)?;
+    let topic = outer.get("TopicArn").and_then(|t| t.as_str()).unwrap_or("");
+    let topics: Vec<&str> = config.get("sns_topic_arns").unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    let accepted = topics.contains(&topic);
+    if !accepted && (!topics.is_empty() || verified.kind != "Notification") {
+        return Err(rekindle_plugin_sdk::unauthenticated(format_args!("SNS topic `{topic}` is not in this channel's sns_topic_arns")));
+    }
+    match verified.kind {
+        "Notification" => {
+            let inner = outer.get("Message").and_then(|m| m.as_str()).ok_or("SNS notification without Message")?;
+            ses_updates(&serde_json::from_str(inner).map_err(|err| format!("SNS Message is not JSON: {err}"))?)
+        }
+        "SubscriptionConfirmation" => {
+            let url = outer.get("SubscribeURL").and_then(|u| u.as_str()).ok_or("SNS subscription confirmation without SubscribeURL")?;
+            sns::check_sns_url(url, config.get(sns::TESTING_ORIGIN))?;
+            sns::get(url)?;
+            rekindle_plugin_sdk::log::info(&format!("confirmed the SNS subscription to {topic}"));
+            Ok(Vec::new())
+        }
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -176,18 +220,8 @@ pub fn parse_dsn(body: &[u8]) -> Result<Vec<StatusUpdate>, String> {
     Ok(updates)
 }
 
-/// Bounce, complaint and delivery notifications in Amazon SES's JSON shape,
-/// bare or wrapped in an SNS `Notification`.
-pub fn parse_ses(body: &[u8]) -> Result<Vec<StatusUpdate>, String> {
-    let outer: serde_json::Value = serde_json::from_slice(body).map_err(|err| format!("not JSON: {err}"))?;
-    let notification = match outer.get("Type").and_then(|t| t.as_str()) {
-        Some("Notification") => {
-            let inner = outer.get("Message").and_then(|m| m.as_str()).ok_or("SNS notification without Message")?;
-            serde_json::from_str(inner).map_err(|err| format!("SNS Message is not JSON: {err}"))?
-        }
-        Some(other) => return Err(format!("SNS message type `{other}` is not a notification")),
-        None => outer,
-    };
+/// Bounce, complaint and delivery notifications in Amazon SES's JSON shape.
+fn ses_updates(notification: &serde_json::Value) -> Result<Vec<StatusUpdate>, String> {
     let kind = notification
         .get("notificationType")
         .or_else(|| notification.get("eventType"))
@@ -270,9 +304,10 @@ mod tests {
 
     #[test]
     fn ses_notifications_become_status_updates() {
+        let parse = |body: &[u8]| parse_json(&Config::default(), body, 0);
         let bounce = br#"{"notificationType":"Bounce","mail":{"messageId":"ses-1","commonHeaders":{"messageId":"<rk.k1@tea.example>"}},
             "bounce":{"bounceType":"Permanent","bouncedRecipients":[{"emailAddress":"gone@example.com","diagnosticCode":"550 5.1.1 user unknown"}]}}"#;
-        let updates = parse_ses(bounce).expect("bounce");
+        let updates = parse(bounce).expect("bounce");
         assert_eq!(updates.len(), 1);
         assert_eq!(updates[0].state, DeliveryState::Failed);
         assert_eq!(updates[0].provider_id.as_deref(), Some("<rk.k1@tea.example>"));
@@ -280,16 +315,28 @@ mod tests {
 
         let complaint = serde_json::json!({"notificationType":"Complaint","mail":{"messageId":"ses-2"},
             "complaint":{"complainedRecipients":[{"emailAddress":"angry@example.com"}]}});
-        let wrapped = serde_json::json!({"Type":"Notification","Message": complaint.to_string()});
-        let updates = parse_ses(wrapped.to_string().as_bytes()).expect("complaint");
+        let updates = parse(complaint.to_string().as_bytes()).expect("complaint");
         assert_eq!(updates[0].state, DeliveryState::Complained);
         assert_eq!(updates[0].recipient.as_deref(), Some("angry@example.com"));
         assert_eq!(updates[0].provider_id.as_deref(), Some("ses-2"));
 
         let transient = br#"{"notificationType":"Bounce","bounce":{"bounceType":"Transient","bouncedRecipients":[{"emailAddress":"full@example.com"}]}}"#;
-        assert!(parse_ses(transient).expect("transient").is_empty());
-        assert!(parse_ses(b"not json").is_err());
-        assert!(parse_ses(br#"{"Type":"SubscriptionConfirmation"}"#).is_err());
+        assert!(parse(transient).expect("transient").is_empty());
+        assert!(parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn an_unsigned_sns_notification_is_refused() {
+        let complaint = serde_json::json!({"notificationType":"Complaint","complaint":{"complainedRecipients":[{"emailAddress":"angry@example.com"}]}});
+        let wrapped = serde_json::json!({"Type":"Notification","MessageId":"1","TopicArn":"t","Timestamp":"x","Message": complaint.to_string()});
+        let err = parse_json(&Config::default(), wrapped.to_string().as_bytes(), 0).unwrap_err();
+        assert!(err.contains("SigningCertURL"), "{err}");
+        let mut forged = wrapped.clone();
+        forged["SigningCertURL"] = "https://evil.test/cert.pem".into();
+        forged["Signature"] = "AAAA".into();
+        forged["SignatureVersion"] = "1".into();
+        let err = parse_json(&Config::default(), forged.to_string().as_bytes(), 0).unwrap_err();
+        assert!(err.contains("sns.<region>.amazonaws.com"), "{err}");
     }
 
     #[test]

@@ -74,6 +74,16 @@ pub trait Channel {
     }
 }
 
+/// How a parse-callback error says the request failed authentication (a missing or
+/// bad provider signature) rather than being unreadable: the host answers it with 403
+/// instead of 400.
+pub const UNAUTHENTICATED: &str = "unauthenticated: ";
+
+/// A parse-callback error for a request that failed authentication.
+pub fn unauthenticated(why: impl std::fmt::Display) -> String {
+    format!("{UNAUTHENTICATED}{why}")
+}
+
 /// Look up a key in a list of pairs (channel data, metadata, headers).
 pub fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs

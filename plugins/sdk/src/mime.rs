@@ -5,7 +5,8 @@
 //! exceeds 78 characters and no character is split), base64 bodies with
 //! 76-character lines, multipart/alternative with text and HTML, a Message-ID
 //! derived from the idempotency key (the same key on a retry gives the same
-//! id), and RFC 8058 one-click List-Unsubscribe headers. Used by the email
+//! id; a hash, so it shows no member id), and RFC 8058 one-click
+//! List-Unsubscribe headers. Used by the email
 //! plugin and by the file plugin's .eml output.
 
 /// One email, as the plugin has it after rendering.
@@ -18,7 +19,7 @@ pub struct Email<'a> {
     pub subject: &'a str,
     pub text: &'a str,
     pub html: Option<&'a str>,
-    /// Becomes the Message-ID's left part.
+    /// Becomes the Message-ID (hashed) and the multipart boundary.
     pub idempotency_key: &'a str,
     /// Becomes the Message-ID's right part (usually the sender's domain).
     pub message_id_domain: &'a str,
@@ -123,18 +124,14 @@ pub fn encode_text(value: &str, _first_line_used: usize) -> String {
         .join("\r\n ")
 }
 
-/// `<rk.KEY@DOMAIN>`: characters outside letters, digits, `-` and `_` are
-/// written as `=XX`, so any idempotency key gives a valid, stable id.
+/// `<rk.HASH@DOMAIN>`, HASH the first 128 bits of SHA-256 of the idempotency key in
+/// hex: the same key gives the same id (a retry is deduplicated by receivers), and the
+/// header every recipient and relay sees shows nothing of the key (rule, run, member id).
 pub fn message_id(idempotency_key: &str, domain: &str) -> String {
-    let mut local = String::from("rk.");
-    for byte in idempotency_key.bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
-            local.push(byte as char);
-        } else {
-            local.push_str(&format!("={byte:02X}"));
-        }
-    }
-    format!("<{local}@{domain}>")
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(idempotency_key.as_bytes());
+    let hash: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("<rk.{hash}@{domain}>")
 }
 
 /// Standard base64 with padding.
@@ -238,7 +235,10 @@ mod tests {
         assert_eq!(String::from_utf8(decoded).expect("utf-8"), subject);
         assert_eq!(encode_text("Spring sale", 9), "Spring sale");
         assert_eq!(mailbox(Some("Tea \"House\""), "a@b.example"), "\"Tea \\\"House\\\"\" <a@b.example>");
-        assert_eq!(message_id("m42/c7:1", "shop.example"), "<rk.m42=2Fc7=3A1@shop.example>");
+        // sha256("m42/c7:1"), first 16 bytes (Python: hashlib.sha256(b"m42/c7:1").hexdigest()[:32])
+        assert_eq!(message_id("m42/c7:1", "shop.example"), "<rk.0f85e392be4a1f1edc456cc22c10d568@shop.example>");
+        assert_ne!(message_id("m42/c7:2", "shop.example"), message_id("m42/c7:1", "shop.example"));
+        assert!(!message_id("winback:7:m-1:email", "shop.example").contains("m-1"), "no member id in clear");
     }
 
     fn decode(text: &str) -> Vec<u8> {

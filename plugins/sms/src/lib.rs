@@ -5,16 +5,21 @@
 //! (`opt_out_text`, default "Reply STOP to opt out"; "回T退订" for China) is
 //! appended unless the text already has it. The delivery metadata says how
 //! the text is encoded (GSM-7 or UCS-2) and how many segments it costs.
-//! Delivery reports (Kannel `dlr-url`, Twilio `StatusCallback`) and STOP
-//! replies come back through `parse_callback`; a Twilio callback is believed
-//! only with a valid `X-Twilio-Signature` (HMAC-SHA1 under `auth_token` of the
-//! `dlr_url` plus the sorted POST parameters).
+//!
+//! Delivery reports (Kannel `dlr-url` at `{callback_url}/dlr`, Twilio
+//! `StatusCallback` at `{callback_url}/status`) and STOP replies come back
+//! through `parse_callback`. `callback_url` is handed over by the host (the
+//! channel's secret callback URL; an operator cannot set it), and the host
+//! checks its secret before this plugin sees a request: that is the only
+//! authentication Kannel's reports and MO messages have. A channel with an
+//! `auth_token` (Twilio) also needs a valid `X-Twilio-Signature` (HMAC-SHA1 of
+//! the URL Twilio called plus the sorted POST parameters) on every callback,
+//! checked before anything else is read.
 //!
 //! Settings: `provider` (`kannel` | `twilio`), `endpoint` (Kannel's
 //! `/cgi-bin/sendsms` URL, or the REST `.../Messages.json` URL), `from`,
-//! `opt_out_text`, `dlr_url` (where the provider reports back), `username`
-//! (Kannel), `account_sid` (Twilio). Secrets: `password` (Kannel) or
-//! `auth_token` (Twilio).
+//! `opt_out_text`, `username` (Kannel), `account_sid` (Twilio). Secrets:
+//! `password` (Kannel) or `auth_token` (Twilio).
 
 use rekindle_plugin_sdk::{
     http, lookup, mime, CallbackRequest, Channel, Config, Delivery, DeliveryState, OutboundMessage, SendError, StatusUpdate,
@@ -23,6 +28,8 @@ use rekindle_plugin_sdk::{
 pub struct SmsChannel;
 
 const DEFAULT_OPT_OUT: &str = "Reply STOP to opt out";
+/// The host-provided config entry: this channel's secret callback URL.
+const CALLBACK_URL: &str = "callback_url";
 /// Replies that mean "no more messages", compared case-insensitively after trimming.
 const STOP_WORDS: &[&str] = &["stop", "stopall", "unsubscribe", "cancel", "end", "quit", "t", "td", "退订"];
 
@@ -94,24 +101,24 @@ pub fn url_encode(value: &str) -> String {
     out
 }
 
-/// Undo [`url_encode`] (and `+` for space).
+/// Undo [`url_encode`] (and `+` for space); a `%` without two hex digits stays.
 pub fn url_decode(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(byte) => {
-                        out.push(byte);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
+    while let Some(&byte) = bytes.get(i) {
+        let escaped = (byte == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (byte, escaped) {
+            (_, Some(decoded)) => {
+                out.push(decoded);
+                i += 2;
             }
-            other => out.push(other),
+            (b'+', None) => out.push(b' '),
+            (other, None) => out.push(other),
         }
         i += 1;
     }
@@ -151,10 +158,9 @@ pub fn kannel_url(config: &Config, to: &str, text: &str, encoding: Encoding, key
         ("coding", coding),
     ];
     let dlr_url;
-    if let Some(base) = config.get("dlr_url") {
-        let separator = if base.contains('?') { '&' } else { '?' };
+    if let Some(base) = config.get(CALLBACK_URL) {
         // Kannel fills in %d (status), %p (receiver) and %A (SMSC answer).
-        dlr_url = format!("{base}{separator}id={}&status=%d&to=%p&answer=%A", url_encode(key));
+        dlr_url = format!("{base}/dlr?id={}&status=%d&to=%p&answer=%A", url_encode(key));
         pairs.push(("dlr-mask", "31"));
         pairs.push(("dlr-url", &dlr_url));
     }
@@ -180,7 +186,8 @@ fn send_twilio(config: &Config, to: &str, text: &str) -> Result<String, SendErro
     let account = config.require("account_sid")?;
     let token = config.require("auth_token")?;
     let mut pairs = vec![("To", to), ("From", config.require("from")?), ("Body", text)];
-    if let Some(callback) = config.get("dlr_url") {
+    let status_callback = config.get(CALLBACK_URL).map(|base| format!("{base}/status"));
+    if let Some(callback) = &status_callback {
         pairs.push(("StatusCallback", callback));
     }
     let request = http::Request {
@@ -227,6 +234,9 @@ impl Channel for SmsChannel {
             Some(other) => problems.push(format!("provider `{other}` is not kannel or twilio")),
             None => {}
         }
+        if config.get("dlr_url").is_some() {
+            problems.push("`dlr_url` is no longer read: rekindle hands the plugin its secret callback URL (see `rekindle plugin callback-url`); remove the setting".into());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -259,15 +269,16 @@ impl Channel for SmsChannel {
     }
 
     fn parse_callback(config: &Config, request: CallbackRequest) -> Result<Vec<StatusUpdate>, String> {
+        // a channel with a Twilio auth token believes nothing unsigned, status or STOP alike
+        if let Some(token) = config.get("auth_token") {
+            check_twilio_signature(config, token, &request).map_err(rekindle_plugin_sdk::unauthenticated)?;
+        }
         let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
         let mut fields = form_pairs(query);
         if !request.body.is_empty() {
             fields.extend(form_pairs(&String::from_utf8_lossy(&request.body)));
         }
         let field = |name: &str| lookup(&fields, name).map(str::to_string);
-        if config.get("provider") == Some("twilio") && field("Body").is_some() {
-            check_twilio_signature(config, &request)?;
-        }
         // An inbound reply (Kannel MO: from/text; Twilio: From/Body).
         if let Some(body) = field("Body").or_else(|| field("text")).filter(|_| field("MessageStatus").is_none()) {
             let from = field("From").or_else(|| field("from"));
@@ -277,9 +288,6 @@ impl Channel for SmsChannel {
             } else {
                 Vec::new()
             });
-        }
-        if config.get("provider") == Some("twilio") {
-            check_twilio_signature(config, &request)?;
         }
         match config.get("provider") {
             Some("twilio") => {
@@ -313,8 +321,7 @@ impl Channel for SmsChannel {
 }
 
 /// Twilio's request signature: base64(HMAC-SHA1(auth_token, URL + each POST
-/// parameter's name and value, sorted by name)). The URL is the `dlr_url`
-/// setting (the public URL Twilio was told to call) plus the request's query.
+/// parameter's name and value, sorted by name)) of the URL Twilio called.
 pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
     use hmac::Mac;
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
@@ -328,20 +335,23 @@ pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]
     mime::base64(&mac.finalize().into_bytes())
 }
 
-fn check_twilio_signature(config: &Config, request: &CallbackRequest) -> Result<(), String> {
-    let token = config.get("auth_token").ok_or("no auth_token to check the signature with")?;
-    let base = config.get("dlr_url").ok_or("no dlr_url: the signed URL is unknown")?;
+/// The URL Twilio called is the callback URL plus the path below it (with the query);
+/// for the bare root both `.../SECRET` and `.../SECRET/` are tried, since the host
+/// hands either over as `/`.
+fn check_twilio_signature(config: &Config, token: &str, request: &CallbackRequest) -> Result<(), String> {
+    let base = config.get(CALLBACK_URL).ok_or("no callback_url from the host: the signed URL is unknown")?;
     let provided = lookup(&request.headers, "x-twilio-signature").ok_or("no X-Twilio-Signature header")?;
-    let url = match request.path.split_once('?') {
-        Some((_, query)) => format!("{base}?{query}"),
-        None => base.to_string(),
-    };
     let params = form_pairs(&String::from_utf8_lossy(&request.body));
-    let expected = twilio_signature(token, &url, &params);
-    // Compare without an early exit on the first differing byte.
-    let same = expected.len() == provided.len()
-        && expected.bytes().zip(provided.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if same {
+    let mut candidates = vec![format!("{base}{}", request.path)];
+    if let Some(bare) = request.path.strip_prefix('/').filter(|rest| rest.is_empty() || rest.starts_with('?')) {
+        candidates.push(format!("{base}{bare}"));
+    }
+    // compare without an early exit on the first differing byte
+    let verifies = |url: &String| {
+        let expected = twilio_signature(token, url, &params);
+        expected.len() == provided.len() && expected.bytes().zip(provided.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    };
+    if candidates.iter().fold(false, |any, url| verifies(url) | any) {
         Ok(())
     } else {
         Err("X-Twilio-Signature does not verify".to_string())
@@ -409,6 +419,59 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert_eq!(twilio_signature("tok-456", "https://hooks.tea.example/sms/status", &params), "zz8pZ4pjgRjpktUtuT0Yxez+kwA=");
+    }
+
+    fn twilio_config() -> Config {
+        Config::new(
+            [("provider", "twilio"), ("auth_token", "tok-456"), ("callback_url", "https://shop.example/callbacks/sms/5ec2e7")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn form_request(path: &str, body: &str, signature: Option<&str>) -> CallbackRequest {
+        let mut headers = vec![("content-type".to_string(), "application/x-www-form-urlencoded".to_string())];
+        headers.extend(signature.map(|s| ("X-Twilio-Signature".to_string(), s.to_string())));
+        CallbackRequest { method: "POST".into(), path: path.into(), headers, body: body.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn an_unsigned_twilio_stop_or_status_is_refused() {
+        let config = twilio_config();
+        for body in ["from=%2B15551234567&text=STOP", "From=%2B15551234567&Body=STOP", "MessageSid=SM1&MessageStatus=failed"] {
+            let err = SmsChannel::parse_callback(&config, form_request("/status", body, None)).unwrap_err();
+            assert!(err.contains("X-Twilio-Signature"), "{body}: {err}");
+            let err = SmsChannel::parse_callback(&config, form_request("/status", body, Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA="))).unwrap_err();
+            assert!(err.contains("does not verify"), "{body}: {err}");
+        }
+        let body = "From=%2B15551234567&Body=STOP";
+        let signed = twilio_signature("tok-456", "https://shop.example/callbacks/sms/5ec2e7/inbound", &form_pairs(body));
+        let updates = SmsChannel::parse_callback(&config, form_request("/inbound", body, Some(&signed))).unwrap();
+        assert_eq!(updates[0].state, DeliveryState::OptedOut);
+        let err = SmsChannel::parse_callback(&config, form_request("/other", body, Some(&signed))).unwrap_err();
+        assert!(err.contains("does not verify"), "a signature for another URL: {err}");
+        // the bare root, signed with or without its trailing slash
+        for url in ["https://shop.example/callbacks/sms/5ec2e7", "https://shop.example/callbacks/sms/5ec2e7/"] {
+            let signed = twilio_signature("tok-456", url, &form_pairs(body));
+            assert!(SmsChannel::parse_callback(&config, form_request("/", body, Some(&signed))).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn dlr_urls_point_below_the_host_given_callback_url() {
+        let config = Config::new(
+            [("endpoint", "http://127.0.0.1:13013/cgi-bin/sendsms"), ("from", "Tea"), ("callback_url", "https://shop.example/callbacks/sms/5ec2e7")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let url = kannel_url(&config, "+8613800000001", "hi", Encoding::Gsm7, "r:1:m:sms").unwrap();
+        let dlr = form_pairs(url.split_once('?').unwrap().1).into_iter().find(|(k, _)| k == "dlr-url").unwrap().1;
+        assert_eq!(dlr, "https://shop.example/callbacks/sms/5ec2e7/dlr?id=r%3A1%3Am%3Asms&status=%d&to=%p&answer=%A");
+        let with_old = Config::new([("provider", "kannel"), ("endpoint", "e"), ("from", "f"), ("username", "u"), ("password", "p"), ("dlr_url", "x")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let problems = SmsChannel::validate_config(&with_old).unwrap_err();
+        assert!(problems.iter().any(|p| p.contains("dlr_url")), "{problems:?}");
     }
 
     #[test]

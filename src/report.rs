@@ -42,8 +42,10 @@ pub struct RuleReport {
     pub holdout_revenue_cents: i64,
     pub treated_rate: f64,
     pub holdout_rate: f64,
-    pub absolute_lift: f64,
-    pub absolute_lift_ci: (f64, f64),
+    /// Treated minus holdout conversion rate, with its 95% interval: None without a
+    /// holdout group or without sends (nothing to compare).
+    pub absolute_lift: Option<f64>,
+    pub absolute_lift_ci: Option<(f64, f64)>,
     pub relative_lift: Option<f64>,
     pub relative_lift_ci: Option<(f64, f64)>,
     pub revenue_per_message_cents: i64,
@@ -172,17 +174,20 @@ fn lift(r: &mut RuleReport) {
     let (n1, n0) = (r.sent as f64, r.held_out as f64);
     r.treated_rate = if n1 > 0.0 { r.converted as f64 / n1 } else { 0.0 };
     r.holdout_rate = if n0 > 0.0 { r.holdout_converted as f64 / n0 } else { 0.0 };
+    r.revenue_per_message_cents = if r.sent > 0 { r.revenue_cents / r.sent as i64 } else { 0 };
+    if n1 == 0.0 || n0 == 0.0 {
+        return;
+    }
     let (p1, p0) = (r.treated_rate, r.holdout_rate);
-    r.absolute_lift = p1 - p0;
-    let se = if n1 > 0.0 && n0 > 0.0 { (p1 * (1.0 - p1) / n1 + p0 * (1.0 - p0) / n0).sqrt() } else { f64::NAN };
-    r.absolute_lift_ci = (p1 - p0 - 1.96 * se, p1 - p0 + 1.96 * se);
+    let se = (p1 * (1.0 - p1) / n1 + p0 * (1.0 - p0) / n0).sqrt();
+    r.absolute_lift = Some(p1 - p0);
+    r.absolute_lift_ci = Some((p1 - p0 - 1.96 * se, p1 - p0 + 1.96 * se));
     if p0 > 0.0 && p1 > 0.0 {
         r.relative_lift = Some(p1 / p0 - 1.0);
         let se_log = ((1.0 - p1) / (n1 * p1) + (1.0 - p0) / (n0 * p0)).sqrt();
         let l = (p1 / p0).ln();
         r.relative_lift_ci = Some(((l - 1.96 * se_log).exp() - 1.0, (l + 1.96 * se_log).exp() - 1.0));
     }
-    r.revenue_per_message_cents = if r.sent > 0 { r.revenue_cents / r.sent as i64 } else { 0 };
 }
 
 /// The report as a table.
@@ -193,11 +198,42 @@ pub fn write_table(out: &mut dyn std::io::Write, reports: &[RuleReport], window_
         writeln!(out, "  delivered {}  bounced {}  complained {}  unsubscribed {}", r.delivered, r.bounced, r.complained, r.unsubscribed)?;
         writeln!(out, "  converted {} of {} sent ({:.2}%), revenue {}, per message {}", r.converted, r.sent, 100.0 * r.treated_rate, CentsFmt(r.revenue_cents), CentsFmt(r.revenue_per_message_cents))?;
         writeln!(out, "  holdout converted {} of {} ({:.2}%), revenue {}", r.holdout_converted, r.held_out, 100.0 * r.holdout_rate, CentsFmt(r.holdout_revenue_cents))?;
-        let (lo, hi) = r.absolute_lift_ci;
-        writeln!(out, "  lift {:+.2} points (95% CI {:+.2} to {:+.2})", 100.0 * r.absolute_lift, 100.0 * lo, 100.0 * hi)?;
+        match (r.absolute_lift, r.absolute_lift_ci) {
+            (Some(lift), Some((lo, hi))) => writeln!(out, "  lift {:+.2} points (95% CI {:+.2} to {:+.2})", 100.0 * lift, 100.0 * lo, 100.0 * hi)?,
+            _ if r.held_out == 0 => writeln!(out, "  lift: no holdout group to compare with (the rule's holdout_percent is 0, or nobody was held out)")?,
+            _ => writeln!(out, "  lift: nothing sent yet to compare with the holdout")?,
+        }
         if let (Some(rel), Some((lo, hi))) = (r.relative_lift, r.relative_lift_ci) {
             writeln!(out, "  relative lift {:+.1}% (95% CI {:+.1}% to {:+.1}%)", 100.0 * rel, 100.0 * lo, 100.0 * hi)?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (sent, converted, held out, held out converted, what the lift line says)
+    const LIFT_LINES: &[(u64, u64, u64, u64, &str)] = &[
+        (1000, 300, 1000, 120, "lift +18.00 points (95% CI +14.52 to +21.48)"),
+        (1000, 300, 0, 0, "lift: no holdout group to compare with"),
+        (0, 0, 1000, 120, "lift: nothing sent yet"),
+        (0, 0, 0, 0, "lift: no holdout group to compare with"),
+        // rates of 0 and 1: a zero-width interval, still numbers
+        (10, 10, 10, 0, "lift +100.00 points (95% CI +100.00 to +100.00)"),
+    ];
+
+    #[test]
+    fn the_lift_line_never_prints_nan_and_says_why_there_is_no_lift() {
+        for &(sent, converted, held_out, holdout_converted, want) in LIFT_LINES {
+            let mut r = RuleReport { rule: "r".into(), sent, converted, held_out, holdout_converted, ..Default::default() };
+            lift(&mut r);
+            let mut out = Vec::new();
+            write_table(&mut out, &[r], 7).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains(want), "({sent}, {converted}, {held_out}, {holdout_converted}): {text}");
+            assert!(!text.contains("NaN") && !text.contains("inf"), "{text}");
+        }
+    }
 }

@@ -180,7 +180,11 @@ pub fn explain(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, memb
         None => "not in the audience".to_string(),
         Some(Fate::Send { message }) => {
             let m = &rp.messages[*message];
-            format!("gets a message on {} (fallback: {}) after {}", m.channels[0], m.channels[1..].join(", "), TsFmt(m.send_after))
+            let fallback = match &m.channels[1..] {
+                [] => String::new(),
+                rest => format!(" (fallback: {})", rest.join(", ")),
+            };
+            format!("gets a message on {}{fallback} after {}", m.channels[0], TsFmt(m.send_after))
         }
         Some(Fate::Claimed { by }) => format!("left out: rule {by} has a higher priority in the same run"),
         Some(Fate::Cooldown { last }) => format!("left out: this rule messaged the member at {}, within its cooldown", TsFmt(*last)),

@@ -312,3 +312,25 @@ fn explain_walks_a_member_through_a_rule() {
     let no = text(outside);
     assert!(no.contains("[FAIL] stage in [silent, sleeping]") && no.contains("member: active"), "{no}");
 }
+
+#[test]
+fn explain_names_fallback_channels_only_when_there_are_some() {
+    let w = world(500);
+    let (base, profiles, settings) = inputs(&w);
+    // (channels, what the verdict says after "gets a message on ")
+    let cases = [("\"shop\"", "shop after "), ("\"shop\", \"email\"", "shop (fallback: email) after ")];
+    for (channels, want) in cases {
+        let mut text = format!("[audience]\nconsent = [\"email\"]\n[message]\nchannels = [{channels}]\n");
+        for c in channels.split(", ") {
+            text.push_str(&format!("[message.{}]\ntext = \"x\"\n", c.trim_matches('"')));
+        }
+        text.push_str("[limits]\nquiet_hours = false\n");
+        let r = rule("fallback", &text);
+        let p = plan(&base, &profiles, &[&r], noon(), &settings);
+        let mut out = Vec::new();
+        rekindle::plan::report::explain(&mut out, &base, &profiles, p[0].messages[0].member, &r, &p[0], &settings, noon()).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains(&format!("gets a message on {want}")), "{channels}: {out}");
+        assert!(!out.contains("(fallback: )"), "{out}");
+    }
+}

@@ -64,6 +64,67 @@ fn a_broken_file_never_takes_down_the_valid_rules() {
     let set = load(dir.path());
     assert_eq!(set.rules.len(), good);
     assert!(set.diagnostics.iter().any(|d| d.message.contains("already used")));
+    // files that cannot be read as text fail alone (they took the folder, and the
+    // daemon's reload, down): not UTF-8, a FIFO (which would block an open), too large
+    std::fs::write(dir.path().join("latin1.toml"), b"name = \"caf\xe9\"\n").unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(dir.path().join("fifo.toml")).status().unwrap().success());
+    std::fs::write(dir.path().join("huge.toml"), format!("# {}\n", "x".repeat(5 << 20))).unwrap();
+    let set = load(dir.path());
+    assert_eq!(set.rules.len(), good);
+    for (file, why) in [("latin1.toml", "valid UTF-8"), ("fifo.toml", "not a regular file"), ("huge.toml", "larger than the limit")] {
+        assert!(set.diagnostics.iter().any(|d| set.sources.name(d.file).ends_with(file) && d.message.contains(why)), "{file}: {:?}", set.diagnostics);
+    }
+}
+
+#[test]
+fn template_and_code_files_are_read_only_inside_the_rules_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rules, outside) = (dir.path().join("rules"), dir.path().join("outside"));
+    std::fs::create_dir_all(rules.join("templates")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    std::fs::write(rules.join("templates/ok.txt"), "hello {{ member.name }}\n").unwrap();
+    std::os::unix::fs::symlink("../outside/secret.txt", rules.join("link-out.txt")).unwrap();
+    std::os::unix::fs::symlink("../outside", rules.join("dir-out")).unwrap();
+    std::os::unix::fs::symlink("templates/ok.txt", rules.join("link-in.txt")).unwrap();
+    std::fs::write(rules.join("big.txt"), "x".repeat((1 << 20) + 1)).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(rules.join("fifo.txt")).status().unwrap().success());
+    // (text_file, the error, or None when the file is read)
+    let cases: &[(&str, Option<&str>)] = &[
+        ("templates/ok.txt", None),
+        ("./templates/../templates/ok.txt", None),
+        ("link-in.txt", None),
+        ("link-out.txt", Some("is a symbolic link (or passes through one) to")),
+        ("dir-out/secret.txt", Some("is a symbolic link (or passes through one) to")),
+        ("../outside/secret.txt", Some("climbs out of it with `..`")),
+        ("/etc/passwd", Some("is an absolute path")),
+        ("templates/missing.txt", Some("cannot read")),
+        ("big.txt", Some("larger than the limit of 1024 KiB")),
+        ("fifo.txt", Some("not a regular file")),
+        ("templates", Some("not a regular file")),
+    ];
+    for (file, want) in cases {
+        let text = format!("[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext_file = {file:?}\n");
+        let path = rules.join("r.toml");
+        std::fs::write(&path, &text).unwrap();
+        let set = load(&path);
+        let messages: Vec<&str> = set.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        match want {
+            None => {
+                assert_eq!(set.errors(), 0, "{file}: {messages:?}");
+                assert_eq!(set.rules[0].message.templates["shop"].text, "hello {{ member.name }}\n");
+            }
+            Some(want) => {
+                assert!(set.rules.is_empty() && messages.iter().any(|m| m.contains(want)), "{file}: {messages:?}");
+                assert!(!messages.iter().any(|m| m.contains("root:x")), "{file}: nothing of the file shows: {messages:?}");
+            }
+        }
+    }
+    // codes files are held to the same rule
+    let text = "[audience]\n[offer]\ntype = \"coupon\"\ncodes_file = \"link-out.txt\"\namount = 5\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n";
+    std::fs::write(rules.join("r.toml"), text).unwrap();
+    let set = load(&rules.join("r.toml"));
+    assert!(set.rules.is_empty() && set.diagnostics.iter().any(|d| d.message.contains("`codes_file` must name a file inside the rules folder")), "{:?}", set.diagnostics);
 }
 
 #[test]

@@ -9,10 +9,9 @@ use crate::config::Config;
 use crate::dispatch::{dispatch, DispatchStats, Observers};
 use crate::metrics::Metrics;
 use crate::domain::{day_of, Text, Timestamp};
-use crate::plan::report::context;
 use crate::plan::{plan, Fate, MemberBase, PlanSettings, Profiles};
 use crate::plugin::{ChannelHost, HostOptions};
-use crate::rules::template::Renderer;
+use crate::rules::render::Renderer;
 use crate::rules::{ChannelNames, Rule};
 use crate::store::model::Contact;
 use crate::store::outbox::{ChannelMessage, MessageState, OutboxMessage, RuleRun, RunRecord};
@@ -139,15 +138,17 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
     base.refresh_suppressions(store)?;
     profiles.favourites = rules.iter().any(|r| r.audience.uses_favourites());
     profiles.recompute(base, as_of, settings);
-    let plans = plan(base, profiles, rules, now, settings);
+    let mut plans = plan(base, profiles, rules, now, settings);
     let owned: Vec<Rule> = rules.iter().map(|r| (*r).clone()).collect();
     let renderer = Renderer::new(&owned)?;
+    // a message whose template fails is skipped (its fate says why); the run goes on
+    let rendered = crate::plan::messages::render_run(base, profiles, rules, &mut plans, settings, &renderer);
     let run_id = store.next_run_id()?;
     let mut messages = Vec::new();
     let mut contacts = Vec::new();
     let mut record = RunRecord { id: run_id, at: now, as_of, catch_up, committed: true, rules: Vec::new() };
     let mut summary = RunSummary { run: run_id, catch_up, rules: Vec::new(), messages: 0, seconds: 0.0 };
-    for rp in &plans {
+    for (rp, rendered) in plans.iter().zip(rendered) {
         let rule = rules[rp.rule];
         let mut rr = RuleRun { rule: Text::from(rule.id.as_str()), funnel: Vec::new(), held_out: Vec::new(), skipped: Vec::new(), messages: 0 };
         for (m, fate) in &rp.fates {
@@ -158,12 +159,11 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
                 f => rr.skipped.push((id, f.reason().to_string())),
             }
         }
-        for msg in &rp.messages {
+        for (msg, rendered) in rp.messages.iter().zip(rendered) {
             let i = msg.member as usize;
             let member = &base.members[i];
             let mut channels = Vec::new();
-            for ch in &msg.channels {
-                let rendered = renderer.render(&rule.id, ch, &context(base, profiles, rule, msg, ch, settings))?;
+            for (ch, rendered) in msg.channels.iter().zip(rendered) {
                 let address = base.address(i, ch).into_owned();
                 channels.push(ChannelMessage { channel: Text::from(ch.as_str()), address, subject: rendered.subject, text: rendered.text, html: rendered.html });
             }

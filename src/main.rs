@@ -536,7 +536,7 @@ fn run(cli: Cli) -> Result<()> {
             let out = &mut std::io::stdout().lock();
             match format {
                 PreviewFormat::Table => {
-                    let renderer = rekindle::rules::template::Renderer::new(std::slice::from_ref(r))?;
+                    let renderer = rekindle::rules::render::Renderer::new(std::slice::from_ref(r))?;
                     rekindle::plan::report::preview_table(out, &base, &profiles, r, &plans[0], &settings, &renderer, *sample)?;
                 }
                 f => {

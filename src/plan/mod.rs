@@ -10,6 +10,7 @@
 
 pub mod base;
 pub mod links;
+pub mod messages;
 pub mod offer;
 pub mod report;
 
@@ -39,6 +40,9 @@ pub enum Fate {
     HeldOut,
     OverLimit,
     QuietHours,
+    /// Planned, but a template of the message failed (an error, or over its budget);
+    /// set when the run renders its messages ([`messages::render_run`]).
+    TemplateFailed { error: String },
 }
 
 impl Fate {
@@ -53,6 +57,7 @@ impl Fate {
             Fate::HeldOut => "held out",
             Fate::OverLimit => "over max_audience",
             Fate::QuietHours => "quiet hours",
+            Fate::TemplateFailed { .. } => "template failed",
         }
     }
 }
@@ -80,7 +85,7 @@ pub struct RulePlan {
 impl RulePlan {
     /// Counts per reason, in funnel order.
     pub fn funnel(&self) -> Vec<(&'static str, usize)> {
-        let order = ["no consent", "claimed by another rule", "cooldown", "no offer", "frequency cap", "held out", "over max_audience", "quiet hours", "to send"];
+        let order = ["no consent", "claimed by another rule", "cooldown", "no offer", "frequency cap", "held out", "over max_audience", "quiet hours", "template failed", "to send"];
         let mut counts = vec![0usize; order.len()];
         for (_, f) in &self.fates {
             if let Some(i) = order.iter().position(|r| *r == f.reason()) {
@@ -92,6 +97,28 @@ impl RulePlan {
 
     pub fn fate_of(&self, member: u32) -> Option<&Fate> {
         self.fates.iter().find(|(m, _)| *m == member).map(|(_, f)| f)
+    }
+
+    /// Takes the messages whose `errors[i]` is Some out of the plan: their members' fate
+    /// becomes [`Fate::TemplateFailed`] with that error.
+    pub fn fail_messages(&mut self, mut errors: Vec<Option<String>>) {
+        let mut kept = Vec::with_capacity(self.messages.len());
+        let mut new_index = vec![usize::MAX; self.messages.len()];
+        for (i, msg) in std::mem::take(&mut self.messages).into_iter().enumerate() {
+            if errors[i].is_none() {
+                new_index[i] = kept.len();
+                kept.push(msg);
+            }
+        }
+        self.messages = kept;
+        for (_, fate) in &mut self.fates {
+            if let Fate::Send { message } = *fate {
+                *fate = match errors[message].take() {
+                    Some(error) => Fate::TemplateFailed { error },
+                    None => Fate::Send { message: new_index[message] },
+                };
+            }
+        }
     }
 }
 

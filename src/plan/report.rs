@@ -4,7 +4,7 @@
 use super::{Fate, MemberBase, PlanSettings, PlannedMessage, Profiles, RulePlan};
 use crate::domain::TsFmt;
 use crate::rules::condition::{gender_name, ExplainLine};
-use crate::rules::template::{Rendered, Renderer};
+use crate::rules::render::{Rendered, Renderer};
 use crate::rules::Rule;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,13 +19,7 @@ pub fn context(base: &MemberBase, profiles: &Profiles, rule: &Rule, msg: &Planne
         "id": id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(),
         "gender": gender_name(m.gender), "age": p.metrics.age, "tz": m.tz.as_str(),
     });
-    minijinja::Value::from(minijinja::value::Serde(serde_json::json!({
-        "member": member,
-        "profile": crate::population::profile_json(id, p),
-        "offer": msg.offer,
-        "rule": { "id": rule.id, "name": rule.name },
-        "unsubscribe_url": settings.links.unsubscribe_url(id, channel),
-    })))
+    crate::rules::template::variables(member, crate::population::profile_json(id, p), &msg.offer, (&rule.id, &rule.name), settings.links.unsubscribe_url(id, channel))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,9 +72,9 @@ pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles
         let picked: Vec<&PlannedMessage> = rp.messages.iter().filter(|m| &m.channels[0] == channel).take(sample).collect();
         for msg in picked {
             writeln!(out, "\n--- sample: {} to member {} (send after {}) ---", channel, base.ids[msg.member as usize], TsFmt(msg.send_after))?;
-            match renderer.render(&rule.id, channel, &context(base, profiles, rule, msg, channel, settings)) {
+            match renderer.render(&rule.id, channel, context(base, profiles, rule, msg, channel, settings)) {
                 Ok(r) => write_rendered(out, &r)?,
-                Err(e) => writeln!(out, "template error: {e:#}")?,
+                Err(e) => writeln!(out, "template failed: {e}")?,
             }
         }
     }
@@ -190,6 +184,7 @@ pub fn explain(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, memb
         Some(Fate::Cooldown { last }) => format!("left out: this rule messaged the member at {}, within its cooldown", TsFmt(*last)),
         Some(Fate::NoOffer { why }) => format!("left out: no offer ({why})"),
         Some(Fate::Capped { recent }) => format!("left out: frequency cap ({recent} recent messages)"),
+        Some(Fate::TemplateFailed { error }) => format!("left out: the template failed ({error})"),
         Some(f) => format!("left out: {}", f.reason()),
     };
     writeln!(out, "  verdict         {verdict}")

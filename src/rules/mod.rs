@@ -8,7 +8,8 @@
 //! - [`tree`]: the spanned TOML tree of a file.
 //! - [`read`]: the strict reader that turns a tree into a [`Rule`] or diagnostics.
 //! - [`condition`]: audience conditions, their evaluation and their explanation.
-//! - [`template`]: message templates: checking variables, rendering.
+//! - [`template`]: message templates: their variables and the static check.
+//! - [`render`]: rendering under a budget (fuel, output size, a deadline per message).
 //! - [`diagnostic`]: file/line/column reports with a source snippet and a hint.
 //!
 //! [`load_dir`] reads every `*.toml` file of a folder; a file with errors yields no rule
@@ -17,6 +18,7 @@
 pub mod condition;
 pub mod diagnostic;
 mod read;
+pub mod render;
 pub mod template;
 pub mod tree;
 

@@ -206,7 +206,7 @@ fn every_shipped_rule_previews_on_generated_data() {
     assert_eq!(set.errors(), 0);
     assert!(set.rules.len() >= 10, "the playbook ships at least ten rules");
     let (base, profiles, settings) = inputs(&w);
-    let renderer = rekindle::rules::template::Renderer::new(&set.rules).unwrap();
+    let renderer = rekindle::rules::render::Renderer::new(&set.rules).unwrap();
     for r in &set.rules {
         let plans = plan(&base, &profiles, &[r], noon(), &settings);
         let rp = &plans[0];
@@ -216,7 +216,7 @@ fn every_shipped_rule_previews_on_generated_data() {
         for msg in rp.messages.iter().take(20) {
             let channel = &msg.channels[0];
             let ctx = rekindle::plan::report::context(&base, &profiles, r, msg, channel, &settings);
-            let out = renderer.render(&r.id, channel, &ctx).unwrap_or_else(|e| panic!("{}: {e:#}", r.id));
+            let out = renderer.render(&r.id, channel, ctx).unwrap_or_else(|e| panic!("{}: {e}", r.id));
             assert!(!out.text.trim().is_empty());
             if channel == "email" {
                 assert!(out.text.contains("/u/"), "{}: emails carry the unsubscribe link", r.id);
@@ -394,4 +394,106 @@ fn explain_names_fallback_channels_only_when_there_are_some() {
         assert!(out.contains(&format!("gets a message on {want}")), "{channels}: {out}");
         assert!(!out.contains("(fallback: )"), "{out}");
     }
+}
+
+/// A valid rule on the shop channel whose text template is then replaced by `text`
+/// (unchecked, as if the check had missed it).
+fn rule_with_text(id: &str, text: &str) -> Rule {
+    let mut r = rule(id, "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\nquiet_hours = false\n");
+    r.message.templates.get_mut("shop").unwrap().text = text.to_string();
+    r
+}
+
+#[test]
+fn hostile_templates_fail_within_their_budget_instead_of_hanging() {
+    use rekindle::rules::render::Problem;
+    let w = world(200);
+    let (base, profiles, settings) = inputs(&w);
+    // (template, stopped by the budget (fuel, size, deadline) or a clear error) — each
+    // ran for minutes or without end (100% CPU, memory growing) before the budget
+    let hostile: &[(&str, bool)] = &[
+        // the issue's: three nested loops over a long string
+        ("{% set s = member.name * 100 %}{% for a in s %}{% for b in s %}{% for c in s %}{% endfor %}{% endfor %}{% endfor %}", true),
+        ("{% set s = member.name * 40 %}{% for a in s %}{% for b in s %}{% for c in s %}{{ a }}{{ b }}{{ c }}{% endfor %}{% endfor %}{% endfor %}", true),
+        ("{{ 'x' * 10**9 }}", true),
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", true),
+        ("{{ range(100000)|join(',') * 1000 }}", true),
+        ("{% set n = namespace(s='x') %}{% for i in range(64) %}{% set n.s = n.s ~ n.s %}{% endfor %}{{ n.s|length }}", true),
+        // O(n) work fuel counts as one step: stopped by fuel or the deadline
+        ("{% set s = 'a' * 300000 %}{% for i in range(5000) %}{% if s is lower %}{% endif %}{% endfor %}", true),
+        ("{% set s = '张' * 100000 %}{% for i in range(5000) %}{{ s[-1] }}{% endfor %}", true),
+        ("{% for i in range(100000) %}{{ profile }}{% endfor %}", true),
+        ("{% for i in range(10**9) %}{{ i }}{% endfor %}", false),
+        ("{% macro twice(n) %}{{ twice(n + 1) }}{{ twice(n + 1) }}{% endmacro %}{{ twice(0) }}", false),
+    ];
+    let plans = plan(&base, &profiles, &[&rule_with_text("probe", "x")], noon(), &settings);
+    let msg = &plans[0].messages[0];
+    for &(text, budget) in hostile {
+        let r = rule_with_text("hostile", text);
+        let renderer = rekindle::rules::render::Renderer::new(std::slice::from_ref(&r)).unwrap();
+        let vars = rekindle::plan::report::context(&base, &profiles, &r, msg, "shop", &settings);
+        let started = std::time::Instant::now();
+        let result = renderer.render(&r.id, "shop", vars);
+        let took = started.elapsed();
+        let e = result.expect_err(text);
+        assert_eq!(e.over_budget(), budget, "{text}: {e}");
+        if !budget {
+            assert!(matches!(e.problem, Problem::Template(_)), "{text}: {e}");
+        }
+        // a hang guard, not a benchmark: the deadline is 200 ms
+        assert!(took < std::time::Duration::from_secs(3), "{text}: {took:?}");
+    }
+}
+
+#[test]
+fn a_template_failing_for_some_members_skips_them_and_the_run_goes_on() {
+    let w = world(600);
+    let (mut base, mut profiles, settings) = inputs(&w);
+    // the sample member `rules check` renders (id ...56) passes; ids ending in 7 do not
+    let r = rule("picky", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"{% if member.id[-1] == '7' %}{{ 'x' * 10**9 }}{% endif %}hi {{ member.name }}\"\n[limits]\nquiet_hours = false\n");
+    let planned = plan(&base, &profiles, &[&r], noon(), &settings)[0].messages.len();
+    let summary = rekindle::daemon::execute_run(&w.store, &mut base, &mut profiles, &[&r], noon(), false, &settings, 30).unwrap();
+    let record = w.store.run(summary.run).unwrap().unwrap();
+    let failed: Vec<&str> = record.rules[0].skipped.iter().filter(|(_, why)| why == "template failed").map(|(m, _)| m.as_str()).collect();
+    assert!(!failed.is_empty() && failed.iter().all(|m| m.ends_with('7')), "{failed:?}");
+    let funnel = |step: &str| record.rules[0].funnel.iter().find(|(k, _)| k == step).map(|(_, n)| *n);
+    assert_eq!(funnel("template failed"), Some(failed.len() as u64));
+    assert_eq!(funnel("to send"), Some((planned - failed.len()) as u64));
+    let written: Vec<String> = w.store.run_messages(summary.run).map(|m| m.unwrap().1.member.to_string()).collect();
+    assert_eq!(written.len(), planned - failed.len(), "every other member's message is written");
+    assert!(written.iter().all(|m| !m.ends_with('7')));
+    assert_eq!(summary.messages, written.len());
+}
+
+#[test]
+fn a_rule_whose_failed_renders_take_too_long_stops_rendering_for_the_run() {
+    use rekindle::plan::messages::render_run;
+    let w = world(400);
+    let (base, profiles, settings) = inputs(&w);
+    let mut slow = rule_with_text("slow", "{% set s = 'a' * 300000 %}{% for i in range(5000) %}{% if s is lower %}{% endif %}{% endfor %}");
+    slow.priority = 1;
+    slow.audience = rekindle::rules::Condition::Stage(vec![Stage::Sleeping, Stage::Dormant, Stage::Lost]);
+    let fine = rule_with_text("fine", "hello {{ member.name }}");
+    let mut plans = plan(&base, &profiles, &[&slow, &fine], noon(), &settings);
+    let planned = plans[0].messages.len();
+    assert!(planned >= 50, "{planned}");
+    let renderer = rekindle::rules::render::Renderer::new(&[slow.clone(), fine.clone()]).unwrap();
+    let rendered = render_run(&base, &profiles, &[&slow, &fine], &mut plans, &settings, &renderer);
+    assert!(rendered[0].is_empty() && plans[0].messages.is_empty());
+    let errors: Vec<&str> = plans[0]
+        .fates
+        .iter()
+        .filter_map(|(_, f)| match f {
+            Fate::TemplateFailed { error } => Some(error.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), planned, "every message of the rule failed");
+    // each failed render took 0.1-0.2 s (fuel or the deadline); after 2 s of them the
+    // rest were not rendered at all (rendering them all took over 20 s)
+    let not_rendered = errors.iter().filter(|e| e.contains("not rendered: the rule's failed renders took over 2 s")).count();
+    assert!(not_rendered > planned / 2, "{not_rendered} of {planned}: {:?}", &errors[..3]);
+    // the other rule of the run is not affected
+    assert!(!plans[1].messages.is_empty() && rendered[1].len() == plans[1].messages.len());
+    assert!(rendered[1].iter().all(|m| m[0].text.starts_with("hello ")));
 }

@@ -9,9 +9,11 @@
 
 use super::report::context;
 use super::{MemberBase, PlanSettings, Profiles, RulePlan};
-use crate::rules::render::{Job, Rendered, Renderer};
+use crate::rules::render::{Job, Problem, Rendered, Renderer};
 use crate::rules::Rule;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The time a rule's failed renders may take in one run before the rule is not
@@ -29,6 +31,8 @@ pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans
     let mut renders: Vec<Vec<Vec<Option<Rendered>>>> = plans.iter().map(|rp| rp.messages.iter().map(|m| vec![None; m.channels.len()]).collect()).collect();
     let mut errors: Vec<Vec<Option<String>>> = plans.iter().map(|rp| vec![None; rp.messages.len()]).collect();
     let failing = RefCell::new(vec![Duration::ZERO; plans.len()]);
+    // set when a rule's failures used up FAILURE_TIME: its renders still in flight are skipped
+    let stopped: Vec<Arc<AtomicBool>> = plans.iter().map(|_| Arc::default()).collect();
     // which (plan, message, channel) the n-th job rendered
     let order = RefCell::new(Vec::new());
     let jobs = plans.iter().enumerate().flat_map(|(p, rp)| {
@@ -37,20 +41,25 @@ pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans
     });
     let jobs = jobs.filter(|(p, ..)| failing.borrow()[*p] < FAILURE_TIME).map(|(p, rule, m, msg, c, ch)| {
         order.borrow_mut().push((p, m, c));
-        Job { rule: rule.id.clone(), channel: ch.clone(), vars: context(base, profiles, rule, msg, ch, settings) }
+        Job { rule: rule.id.clone(), channel: ch.clone(), vars: context(base, profiles, rule, msg, ch, settings), skip: Some(stopped[p].clone()) }
     });
     renderer.render_all(jobs, |n, result, took| {
         let (p, m, c) = order.borrow()[n];
         match result {
             Ok(r) => renders[p][m][c] = Some(r),
+            Err(e) if e.problem == Problem::Skipped => {}
             Err(e) => {
-                failing.borrow_mut()[p] += took;
+                let mut failing = failing.borrow_mut();
+                failing[p] += took;
+                if failing[p] >= FAILURE_TIME {
+                    stopped[p].store(true, Ordering::Relaxed);
+                }
                 let channel = &plans[p].messages[m].channels[c];
                 errors[p][m].get_or_insert_with(|| format!("{channel}: {e}"));
             }
         }
     });
-    let stopped = failing.into_inner();
+    let failing = failing.into_inner();
     let mut out = Vec::with_capacity(plans.len());
     for (p, rp) in plans.iter_mut().enumerate() {
         let rule = &rules[rp.rule].id;
@@ -71,7 +80,7 @@ pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans
             }
         }
         if failed > 0 {
-            tracing::warn!(rule = %rule, failed, stopped = stopped[p] >= FAILURE_TIME, "messages not sent: their template failed");
+            tracing::warn!(rule = %rule, failed, stopped = failing[p] >= FAILURE_TIME, "messages not sent: their template failed");
         }
         rp.fail_messages(std::mem::take(&mut errors[p]));
         out.push(kept);

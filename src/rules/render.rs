@@ -22,10 +22,9 @@ pub const MAX_PART_BYTES: usize = 256 * 1024;
 /// How long one message (all its parts on one channel) may take to render.
 pub const DEADLINE: Duration = Duration::from_millis(200);
 
-/// Jobs handed to a worker before their results come back: enough to overlap building
-/// the variables with rendering, few enough that a rule stopped for failing does not
-/// have many renders in flight.
-const WINDOW: usize = 8;
+/// Jobs handed to a worker before their results come back; they go over in batches of
+/// at least half of it.
+const WINDOW: usize = 16;
 
 /// Why a message was not rendered.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -50,6 +49,8 @@ pub enum Problem {
     Template(String),
     #[error("the template engine failed: {0}")]
     Engine(String),
+    #[error("not rendered")]
+    Skipped,
 }
 
 impl RenderError {
@@ -78,6 +79,9 @@ pub struct Job {
     pub rule: String,
     pub channel: String,
     pub vars: minijinja::Value,
+    /// Once set, the job (already handed to the worker or not) is not rendered: its
+    /// result is [`Problem::Skipped`].
+    pub skip: Option<Arc<AtomicBool>>,
 }
 
 /// The environment every template is compiled and rendered in: strict about undefined
@@ -117,13 +121,13 @@ impl Renderer {
         let mut env = environment();
         env.add_template_owned("check/check/text", source.to_string()).map_err(|e| template_error(None, &e))?;
         let renderer = Renderer { env: Arc::new(env) };
-        let job = Job { rule: "check".into(), channel: "check".into(), vars };
+        let job = Job { rule: "check".into(), channel: "check".into(), vars, skip: None };
         renderer.render_job(job).map(|r| r.text).map_err(|e| RenderError { part: None, ..e })
     }
 
     /// Renders a rule's message for one channel.
     pub fn render(&self, rule: &str, channel: &str, vars: minijinja::Value) -> Result<Rendered, RenderError> {
-        self.render_job(Job { rule: rule.into(), channel: channel.into(), vars })
+        self.render_job(Job { rule: rule.into(), channel: channel.into(), vars, skip: None })
     }
 
     fn render_job(&self, job: Job) -> Result<Rendered, RenderError> {
@@ -134,18 +138,19 @@ impl Renderer {
 
     /// Renders every job on a worker thread, in order, calling `done(n, result, took)`
     /// for the n-th job (from 0) as it finishes. A job past [`DEADLINE`] fails with
-    /// [`Problem::TooSlow`] and the rest go to a fresh worker. The jobs are pulled as
-    /// the worker keeps up (at most a small window ahead).
+    /// [`Problem::TooSlow`] and the rest go to a fresh worker. Jobs are pulled (their
+    /// variables built) while the worker renders, at most [`WINDOW`] ahead, and handed
+    /// over in batches, so the two threads wake each other once per batch, not per job.
     pub fn render_all(&self, jobs: impl Iterator<Item = Job>, mut done: impl FnMut(usize, Result<Rendered, RenderError>, Duration)) {
-        let mut jobs = jobs.enumerate();
+        let mut jobs = jobs.enumerate().fuse();
         let mut pending: VecDeque<(usize, Job)> = VecDeque::new();
         let mut worker: Option<Worker> = None;
         loop {
-            while pending.len() < WINDOW {
-                let Some((n, job)) = jobs.next() else { break };
-                pending.push_back((n, job.clone()));
+            if pending.len() <= WINDOW / 2 {
+                let batch: Vec<(usize, Job)> = jobs.by_ref().take(WINDOW - pending.len()).collect();
+                pending.extend(batch.iter().cloned());
                 if let Some(w) = &worker {
-                    w.send(n, job);
+                    w.send(batch);
                 }
             }
             let Some(&(front, _)) = pending.front() else { return };
@@ -163,7 +168,14 @@ impl Renderer {
                 }
             }
             let Some(w) = &worker else { return };
-            match w.results.recv_timeout(DEADLINE / 4) {
+            // what is ready, without waiting; wait only when there is nothing to build
+            let ready = match w.results.try_recv() {
+                Err(mpsc::TryRecvError::Empty) if pending.len() <= WINDOW / 2 && jobs.size_hint().1 != Some(0) => continue,
+                Err(mpsc::TryRecvError::Empty) => w.results.recv_timeout(DEADLINE / 4),
+                Ok(result) => Ok(result),
+                Err(mpsc::TryRecvError::Disconnected) => Err(mpsc::RecvTimeoutError::Disconnected),
+            };
+            match ready {
                 Ok((n, result, took)) => {
                     debug_assert_eq!(n, front);
                     pending.pop_front();
@@ -188,7 +200,7 @@ impl Renderer {
 
 /// A thread rendering jobs in the order it gets them.
 struct Worker {
-    jobs: mpsc::Sender<(usize, Job)>,
+    jobs: mpsc::Sender<Vec<(usize, Job)>>,
     results: mpsc::Receiver<(usize, Result<Rendered, RenderError>, Duration)>,
     /// The job being rendered and since when.
     current: Arc<Mutex<Option<(usize, Instant)>>>,
@@ -199,7 +211,7 @@ struct Worker {
 impl Worker {
     /// Starts a worker and hands it `pending`.
     fn start(env: Arc<minijinja::Environment<'static>>, pending: &VecDeque<(usize, Job)>) -> std::io::Result<Worker> {
-        let (jobs, inbox) = mpsc::channel::<(usize, Job)>();
+        let (jobs, inbox) = mpsc::channel::<Vec<(usize, Job)>>();
         let (outbox, results) = mpsc::channel();
         let current: Arc<Mutex<Option<(usize, Instant)>>> = Arc::default();
         let abandoned: Arc<AtomicBool> = Arc::default();
@@ -209,29 +221,33 @@ impl Worker {
             // minijinja allows 500 nested calls; room for them
             .stack_size(16 << 20)
             .spawn(move || {
-                for (n, job) in inbox {
+                for (n, job) in inbox.into_iter().flatten() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let started = Instant::now();
                     *now.lock().unwrap_or_else(|p| p.into_inner()) = Some((n, started));
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| render_parts(&env, &job)))
-                        .unwrap_or_else(|_| Err(RenderError::new(None, Problem::Engine("the template engine panicked".into()))));
+                    let result = if job.skip.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                        Err(RenderError::new(None, Problem::Skipped))
+                    } else {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| render_parts(&env, &job)))
+                            .unwrap_or_else(|_| Err(RenderError::new(None, Problem::Engine("the template engine panicked".into()))))
+                    };
                     if outbox.send((n, result, started.elapsed())).is_err() {
                         break;
                     }
                 }
             })?;
         let worker = Worker { jobs, results, current, abandoned };
-        for (n, job) in pending {
-            worker.send(*n, job.clone());
-        }
+        worker.send(pending.iter().cloned().collect());
         Ok(worker)
     }
 
-    fn send(&self, n: usize, job: Job) {
+    fn send(&self, batch: Vec<(usize, Job)>) {
         // a worker that stopped shows as a disconnected result channel
-        let _ = self.jobs.send((n, job));
+        if !batch.is_empty() {
+            let _ = self.jobs.send(batch);
+        }
     }
 
     /// How long the worker has been rendering job `n` (None: not started yet).
@@ -313,7 +329,7 @@ mod tests {
     }
 
     fn job(rule: &str) -> Job {
-        Job { rule: rule.into(), channel: "c".into(), vars: minijinja::Value::from(()) }
+        Job { rule: rule.into(), channel: "c".into(), vars: minijinja::Value::from(()), skip: None }
     }
 
     #[test]

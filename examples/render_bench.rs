@@ -86,7 +86,7 @@ fn main() -> Result<()> {
     let mut times: [Vec<f64>; 3] = Default::default();
     for _ in 0..repeat {
         let t = Instant::now();
-        let mut p = plans.iter().map(|rp| rekindle::plan::RulePlan { rule: rp.rule, matched: rp.matched, fates: rp.fates.clone(), messages: rp.messages.clone() }).collect::<Vec<_>>();
+        let mut p = plans.iter().map(|rp| rekindle::plan::RulePlan { rule: rp.rule, matched: rp.matched, fates: rp.fates.clone(), messages: rp.messages.clone(), codes_left: rp.codes_left.clone() }).collect::<Vec<_>>();
         let rendered = render_run(&base, &profiles, &rules, &mut p, &settings, &renderer);
         times[0].push(t.elapsed().as_secs_f64());
         let kept: usize = rendered.iter().map(Vec::len).sum();

@@ -13,6 +13,7 @@ use crate::plan::{plan, Fate, MemberBase, PlanSettings, Profiles};
 use crate::plugin::{ChannelHost, HostOptions};
 use crate::rules::render::Renderer;
 use crate::rules::{ChannelNames, Rule};
+use crate::store::codes::CodeGrant;
 use crate::store::model::Contact;
 use crate::store::outbox::{ChannelMessage, MessageState, OutboxMessage, RuleRun, RunRecord};
 use crate::store::{Store, StoreError};
@@ -32,6 +33,8 @@ pub enum DaemonError {
     Rules(#[from] crate::rules::RulesError),
     #[error("templates: {0}")]
     Template(#[from] minijinja::Error),
+    #[error(transparent)]
+    Codes(#[from] crate::store::codes::CodeError),
     #[error("scheduler: {0}")]
     Scheduler(String),
     #[error("{0}")]
@@ -135,7 +138,7 @@ pub enum DaemonRequest {
 pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles, rules: &[&Rule], now: Timestamp, catch_up: bool, settings: &PlanSettings, keep_contact_days: u32) -> Result<RunSummary, DaemonError> {
     let started = std::time::Instant::now();
     let as_of = day_of(now);
-    base.refresh_suppressions(store)?;
+    base.refresh(store)?;
     profiles.favourites = rules.iter().any(|r| r.audience.uses_favourites());
     profiles.recompute(base, as_of, settings);
     let mut plans = plan(base, profiles, rules, now, settings);
@@ -189,6 +192,19 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
         record.rules.push(rr);
     }
     summary.messages = messages.len();
+    // the codes_file codes the run hands out, recorded first: a crash before the run is
+    // written leaves them bound to their members (who get them back), never free
+    let grants: Vec<(String, CodeGrant)> = plans
+        .iter()
+        .flat_map(|rp| rp.messages.iter().map(move |m| (rp, m)))
+        .filter_map(|(rp, m)| Some((m.pool_code.clone()?, CodeGrant { member: base.ids[m.member as usize].clone(), rule: Text::from(rules[rp.rule].id.as_str()), run: run_id })))
+        .collect();
+    store.grant_codes(&grants)?;
+    for rp in &plans {
+        if let Some(c) = rp.codes_left.as_ref().filter(|c| c.few()) {
+            tracing::warn!(rule = %rules[rp.rule].id, file = %c.path.display(), left = c.left, of = c.total, warn_below = c.warn_below, "few coupon codes left");
+        }
+    }
     store.write_run(&record, &messages, &contacts, keep_contact_days)?;
     // the base's contact logs follow, so the next run counts these messages
     for (member, c) in contacts {

@@ -696,7 +696,7 @@ fn plan_inputs(
     let mut base = rekindle::plan::MemberBase::load(store, with_events, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
     base.consent = rekindle::plugin::consents(&config.channels, &host_options(config))?;
-    base.refresh_suppressions(store)?;
+    base.refresh(store)?;
     let key = rekindle::daemon::unsubscribe_key(store, config)?;
     let settings = rekindle::plan::PlanSettings::from_config(config, key);
     let favourites = rules.iter().any(|r| r.audience.uses_favourites());

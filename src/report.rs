@@ -21,6 +21,9 @@ pub struct RuleReport {
     pub rule: String,
     pub runs: Vec<u64>,
     pub audience: u64,
+    /// Matched members left out, per reason (no consent, cooldown, no coupon code left,
+    /// template failed...), in funnel order, over the runs.
+    pub skipped: Vec<(String, u64)>,
     pub held_out: u64,
     pub planned: u64,
     pub sent: u64,
@@ -95,6 +98,12 @@ pub fn report(store: &Store, runs: &[RunRecord], window_days: u32) -> Result<Vec
             let r = &mut reports[at];
             r.runs.push(run.id);
             r.audience += rr.funnel.iter().find(|(k, _)| k == "matched").map_or(0, |(_, n)| *n);
+            for (reason, n) in rr.funnel.iter().filter(|(k, n)| *n > 0 && !["matched", "held out", "to send"].contains(&k.as_str())) {
+                match r.skipped.iter_mut().find(|(k, _)| k == reason) {
+                    Some((_, total)) => *total += n,
+                    None => r.skipped.push((reason.clone(), *n)),
+                }
+            }
             r.held_out += rr.held_out.len() as u64;
             for ((rule, member), (state, ts, status)) in sent_at.iter().filter(|((rule, _), _)| rule == rr.rule.as_str()) {
                 r.planned += 1;
@@ -195,6 +204,10 @@ pub fn write_table(out: &mut dyn std::io::Write, reports: &[RuleReport], window_
     for r in reports {
         writeln!(out, "rule {} (runs {:?}), attribution window {window_days} days", r.rule, r.runs)?;
         writeln!(out, "  audience {}  held out {}  planned {}  sent {}  failed {}  pending {}", r.audience, r.held_out, r.planned, r.sent, r.failed, r.pending)?;
+        if !r.skipped.is_empty() {
+            let reasons: Vec<String> = r.skipped.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            writeln!(out, "  left out: {}", reasons.join(", "))?;
+        }
         writeln!(out, "  delivered {}  bounced {}  complained {}  unsubscribed {}", r.delivered, r.bounced, r.complained, r.unsubscribed)?;
         writeln!(out, "  converted {} of {} sent ({:.2}%), revenue {}, per message {}", r.converted, r.sent, 100.0 * r.treated_rate, CentsFmt(r.revenue_cents), CentsFmt(r.revenue_per_message_cents))?;
         writeln!(out, "  holdout converted {} of {} ({:.2}%), revenue {}", r.holdout_converted, r.held_out, 100.0 * r.holdout_rate, CentsFmt(r.holdout_revenue_cents))?;

@@ -95,12 +95,13 @@ mod tests {
 
     #[test]
     fn failed_messages_leave_the_plan_and_the_rest_keep_their_fates() {
-        let msg = |member: u32| PlannedMessage { member, channels: vec!["email".into()], send_after: 0, offer: Default::default() };
+        let msg = |member: u32| PlannedMessage { member, channels: vec!["email".into()], send_after: 0, offer: Default::default(), pool_code: None };
         let mut rp = RulePlan {
             rule: 0,
             matched: 5,
             fates: vec![(1, Fate::Send { message: 0 }), (2, Fate::HeldOut), (3, Fate::Send { message: 1 }), (4, Fate::Send { message: 2 }), (5, Fate::NoConsent)],
             messages: vec![msg(1), msg(3), msg(4)],
+            codes_left: None,
         };
         rp.fail_messages(vec![None, Some("email: text: boom".into()), None]);
         assert_eq!(rp.messages.iter().map(|m| m.member).collect::<Vec<_>>(), [1, 4]);

@@ -64,6 +64,10 @@ pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles
     for msg in &rp.messages {
         *channels.entry(msg.channels[0].as_str()).or_default() += 1;
     }
+    if let Some(c) = &rp.codes_left {
+        let few = if c.few() { format!(" (fewer than codes_warn_below = {}: add codes)", c.warn_below) } else { String::new() };
+        writeln!(out, "\ncoupon codes: {} of {} in {} left after this run{few}", c.left, c.total, c.path.display())?;
+    }
     writeln!(out, "\nby channel")?;
     for (c, n) in &channels {
         writeln!(out, "  {c:<22} {n:>10}")?;
@@ -183,6 +187,13 @@ pub fn explain(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, memb
         Some(Fate::Claimed { by }) => format!("left out: rule {by} has a higher priority in the same run"),
         Some(Fate::Cooldown { last }) => format!("left out: this rule messaged the member at {}, within its cooldown", TsFmt(*last)),
         Some(Fate::NoOffer { why }) => format!("left out: no offer ({why})"),
+        Some(Fate::NoCode { codes }) => {
+            let file = match &rule.offer {
+                crate::rules::Offer::Coupon(crate::rules::Coupon { codes: crate::rules::CouponCodes::List { path, .. }, .. }) => path.display().to_string(),
+                _ => String::new(),
+            };
+            format!("left out: no coupon code left (all {codes} codes of {file} are given out)")
+        }
         Some(Fate::Capped { recent }) => format!("left out: frequency cap ({recent} recent messages)"),
         Some(Fate::TemplateFailed { error }) => format!("left out: the template failed ({error})"),
         Some(f) => format!("left out: {}", f.reason()),

@@ -117,8 +117,10 @@ pub enum CouponCodes {
     /// A pattern such as `WB-{code:8}`: the placeholder becomes characters derived from
     /// the rule and member, so a member's code is stable across previews and runs.
     Pattern(String),
-    /// Codes read from a file, one per line, handed out in audience order.
-    List { path: PathBuf, codes: Vec<String> },
+    /// Codes read from a file, one per line (duplicates dropped), each handed out once
+    /// in audience order; the store records who got which. Fewer than `warn_below` left
+    /// after a run is warned about.
+    List { path: PathBuf, codes: Vec<String>, warn_below: usize },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -49,6 +49,11 @@ impl<'a> Reader<'a> {
         self.diags.last_mut().expect("just pushed")
     }
 
+    fn warn(&mut self, span: &Span, message: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::warning(self.file, span.clone(), message));
+        self.diags.last_mut().expect("just pushed")
+    }
+
     fn type_err(&mut self, v: &Spanned, expected: &str) {
         let found = v.node.type_name();
         self.err(&v.span, format!("expected {expected}, found {found}")).label = format!("this is {found}");
@@ -571,7 +576,7 @@ impl<'a> Reader<'a> {
         };
         let kind = *kind.first()?;
         let allowed: &[&str] = match kind {
-            "coupon" => &["type", "code", "codes_file", "amount", "percent", "amount_by_price_tier", "percent_by_price_tier", "min_spend", "valid_days"],
+            "coupon" => &["type", "code", "codes_file", "codes_warn_below", "amount", "percent", "amount_by_price_tier", "percent_by_price_tier", "min_spend", "valid_days"],
             "product" => &["type", "by_price_tier"],
             "bundle" => &["type", "scope", "min_confidence", "min_lift", "lookback_days"],
             _ => &["type"],
@@ -586,6 +591,10 @@ impl<'a> Reader<'a> {
             "coupon" => {
                 let codes = match (get("code"), get("codes_file")) {
                     (Some(e), None) => {
+                        if let Some(w) = get("codes_warn_below") {
+                            self.err(&w.key_span, "`codes_warn_below` goes with `codes_file`, not with a `code` pattern (which never runs out)");
+                            ok = false;
+                        }
                         let p = self.string(&e.value).unwrap_or("");
                         if let Err(msg) = coupon_pattern_check(p) {
                             self.err(&e.value.span, msg).help = Some("e.g. code = \"WB-{code:8}\" (8 characters derived from rule and member)".into());
@@ -595,12 +604,22 @@ impl<'a> Reader<'a> {
                     }
                     (None, Some(e)) => {
                         let (path, text) = self.folder_file(e, MAX_CODES_FILE)?;
-                        let codes: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+                        let mut seen = std::collections::HashSet::new();
+                        let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+                        let (codes, repeated): (Vec<&str>, Vec<&str>) = lines.partition(|c| seen.insert(*c));
                         if codes.is_empty() {
                             self.err(&e.value.span, format!("{} holds no codes", path.display()));
                             return None;
                         }
-                        CouponCodes::List { path, codes }
+                        if let Some(first) = repeated.first() {
+                            let d = self.warn(&e.value.span, format!("{} lists {} codes more than once (the first: {first:?}); each is handed out once", path.display(), repeated.len()));
+                            d.help = Some("a single-use code must appear once in the file".into());
+                        }
+                        let warn_below = match get("codes_warn_below") {
+                            Some(w) => self.int(&w.value, 0, i64::from(u32::MAX))? as usize,
+                            None => codes.len().div_ceil(10),
+                        };
+                        CouponCodes::List { path, codes: codes.into_iter().map(String::from).collect(), warn_below }
                     }
                     (Some(a), Some(_)) => {
                         self.err(&a.key_span, "a coupon has `code` or `codes_file`, not both");

@@ -497,3 +497,147 @@ fn a_rule_whose_failed_renders_take_too_long_stops_rendering_for_the_run() {
     assert!(!plans[1].messages.is_empty() && rendered[1].len() == plans[1].messages.len());
     assert!(rendered[1].iter().all(|m| m[0].text.starts_with("hello ")));
 }
+
+/// A rules folder with `codes` in `codes.txt` and one rule per (id, extra rule text),
+/// each a coupon from that file on the shop channel.
+fn code_rules(dir: &Path, codes: &[String], rules: &[(&str, &str)]) -> RuleSet {
+    std::fs::write(dir.join("codes.txt"), codes.join("\n")).unwrap();
+    for (id, extra) in rules {
+        let text = format!("{extra}\n[audience]\norders = {{ min = 1 }}\n[offer]\ntype = \"coupon\"\ncodes_file = \"codes.txt\"\namount = 10\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"{{{{ offer.code }}}}\"\n");
+        std::fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+    }
+    let set = load(dir);
+    assert_eq!(set.errors(), 0, "{:?}", set.diagnostics);
+    set
+}
+
+/// (member, code) of every message a run wrote.
+fn codes_sent(store: &rekindle::store::Store, run: u64) -> Vec<(String, String)> {
+    store
+        .run_messages(run)
+        .map(|m| {
+            let m = m.unwrap().1;
+            (m.member.to_string(), m.channels[0].text.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn a_codes_file_code_goes_to_one_member_only_across_runs() {
+    let mut w = world(300);
+    w.config.campaigns.frequency_cap.messages = 1000;
+    let rules_dir = tempfile::tempdir().unwrap();
+    let codes: Vec<String> = (0..30).map(|i| format!("SINGLE-{i:03}")).collect();
+    let set = code_rules(rules_dir.path(), &codes, &[("once", "[limits]\nquiet_hours = false\nmax_audience = 12")]);
+    let r = &set.rules[0];
+    let (mut base, mut profiles, settings) = inputs(&w);
+    let mut given: Vec<(String, String)> = Vec::new();
+    let mut runs = Vec::new();
+    // the pool of 30 lasts two runs of 12 and half of a third
+    for (hour, expect) in [(0, 12), (1, 12), (2, 6), (3, 0)] {
+        let s = rekindle::daemon::execute_run(&w.store, &mut base, &mut profiles, &[r], noon() + hour * 3600, false, &settings, 30).unwrap();
+        let sent = codes_sent(&w.store, s.run);
+        assert_eq!(sent.len(), expect, "run {hour}");
+        given.extend(sent);
+        runs.push(w.store.run(s.run).unwrap().unwrap());
+    }
+    let mut distinct: Vec<&String> = given.iter().map(|(_, c)| c).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 30, "every code was given exactly once: {given:?}");
+    // the runs that found the pool empty say so, as a skip reason like any other; the
+    // members left without a code are those max_audience would have messaged
+    let funnel = |run: usize, step: &str| runs[run].rules[0].funnel.iter().find(|(k, _)| k == step).map(|(_, n)| *n);
+    assert_eq!((funnel(2, "to send"), funnel(2, "no coupon code left")), (Some(6), Some(6)));
+    assert_eq!((funnel(3, "to send"), funnel(3, "no coupon code left")), (Some(0), Some(12)));
+    assert!(runs[3].rules[0].skipped.iter().filter(|(_, why)| why == "no coupon code left").count() == 12);
+    let reports = rekindle::report::report(&w.store, &runs, 7).unwrap();
+    assert!(reports[0].skipped.contains(&("no coupon code left".to_string(), 18)), "{:?}", reports[0].skipped);
+    let mut table = Vec::new();
+    rekindle::report::write_table(&mut table, &reports, 7).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    assert!(table.contains("no coupon code left 18"), "{table}");
+    // explain and preview, planned now, tell the same
+    let p = plan(&base, &profiles, &[r], noon() + 4 * 3600, &settings);
+    let (m, _) = p[0].fates.iter().find(|(_, f)| matches!(f, Fate::NoCode { codes: 30 })).unwrap();
+    let mut out = Vec::new();
+    rekindle::plan::report::explain(&mut out, &base, &profiles, *m, r, &p[0], &settings, noon()).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("left out: no coupon code left (all 30 codes of ") && out.contains("codes.txt are given out)"), "{out}");
+    let renderer = rekindle::rules::render::Renderer::new(std::slice::from_ref(r)).unwrap();
+    let mut out = Vec::new();
+    rekindle::plan::report::preview_table(&mut out, &base, &profiles, r, &p[0], &settings, &renderer, 1).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("no coupon code left") && out.contains("coupon codes: 0 of 30 in ") && out.contains("(fewer than codes_warn_below = 3: add codes)"), "{out}");
+}
+
+#[test]
+fn codes_of_a_rolled_back_run_go_back_to_their_members_and_nobody_else() {
+    let mut w = world(300);
+    w.config.campaigns.frequency_cap.messages = 1000;
+    let rules_dir = tempfile::tempdir().unwrap();
+    let codes: Vec<String> = (0..40).map(|i| format!("ONCE-{i:03}")).collect();
+    let limits = |order: &str| format!("[limits]\nquiet_hours = false\nmax_audience = 10\norder_by = \"{order}\"");
+    let (top, bottom) = (limits("monetary desc"), limits("monetary asc"));
+    let set = code_rules(rules_dir.path(), &codes, &[("top", &top), ("bottom", &bottom)]);
+    let (top, bottom) = (set.get("top").unwrap(), set.get("bottom").unwrap());
+    let (mut base, mut profiles, settings) = inputs(&w);
+    let mut run = |r: &Rule, hour: i64| -> Vec<(String, String)> {
+        let s = rekindle::daemon::execute_run(&w.store, &mut base, &mut profiles, &[r], noon() + hour * 3600, false, &settings, 30).unwrap();
+        codes_sent(&w.store, s.run)
+    };
+    let first = run(top, 0);
+    assert_eq!(first.len(), 10);
+    // a crash before the commit: the run is rolled back, its messages never went out
+    let run_id = w.store.runs().last().unwrap().unwrap().id;
+    let mut rec = w.store.run(run_id).unwrap().unwrap();
+    rec.committed = false;
+    w.store.put_run_record_for_tests(&rec).unwrap();
+    assert_eq!(w.store.roll_back_unfinished_runs().unwrap(), vec![run_id]);
+    // other members planned now do not get those codes...
+    let others = run(bottom, 1);
+    assert_eq!(others.len(), 10);
+    assert!(others.iter().all(|(m, c)| !first.iter().any(|(fm, fc)| fc == c || fm == m)), "{others:?} vs {first:?}");
+    // ...their own members get them back when planned again
+    let again = run(top, 2);
+    let mut a = again.clone();
+    let mut f = first.clone();
+    a.sort();
+    f.sort();
+    assert_eq!(a, f, "the same members, the same codes");
+    // and the store refuses to hand a code to a second member, whatever asks
+    let grant = |member: &str| rekindle::store::codes::CodeGrant { member: member.into(), rule: "top".into(), run: 99 };
+    let (member, code) = &first[0];
+    assert!(w.store.grant_codes(&[(code.clone(), grant(member))]).is_ok(), "its own member may get it again");
+    let err = w.store.grant_codes(&[("FRESH-1".into(), grant("someone")), (code.clone(), grant("someone-else"))]).unwrap_err();
+    assert!(err.to_string().contains(&format!("already given to member {member}")), "{err}");
+    assert!(!w.store.code_grants().any(|g| g.unwrap().0 == "FRESH-1"), "nothing of a refused batch is written");
+}
+
+#[test]
+fn a_codes_file_lists_each_code_once_and_says_when_few_are_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |extra: &str| format!("[audience]\n[offer]\ntype = \"coupon\"\ncodes_file = \"codes.txt\"\namount = 5\n{extra}\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"{{{{ offer.code }}}}\"\n");
+    // (codes file, extra offer keys, codes kept, warn below, warnings)
+    let cases: &[(&str, &str, usize, usize, &[&str])] = &[
+        ("A\nB\nC\n", "", 3, 1, &[]),
+        ("# header\nA\n\n  B  \nA\nC\nB\n", "", 3, 1, &["lists 2 codes more than once (the first: \"A\"); each is handed out once"]),
+        (&"X\n".repeat(1), "codes_warn_below = 0", 1, 0, &[]),
+        (&(0..250).map(|i| format!("C{i}\n")).collect::<String>(), "", 250, 25, &[]),
+        (&(0..250).map(|i| format!("C{i}\n")).collect::<String>(), "codes_warn_below = 100", 250, 100, &[]),
+    ];
+    for (codes, extra, kept, warn, warnings) in cases {
+        std::fs::write(dir.path().join("codes.txt"), codes).unwrap();
+        std::fs::write(dir.path().join("r.toml"), rule(extra)).unwrap();
+        let set = load(&dir.path().join("r.toml"));
+        assert_eq!(set.errors(), 0, "{:?}", set.diagnostics);
+        let messages: Vec<&str> = set.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages.len(), warnings.len(), "{messages:?}");
+        for (m, w) in messages.iter().zip(*warnings) {
+            assert!(m.ends_with(w), "{m}");
+        }
+        let rekindle::rules::Offer::Coupon(c) = &set.rules[0].offer else { panic!() };
+        let rekindle::rules::CouponCodes::List { codes, warn_below, .. } = &c.codes else { panic!() };
+        assert_eq!((codes.len(), *warn_below), (*kept, *warn), "{codes:?}");
+    }
+}

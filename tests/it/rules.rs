@@ -622,7 +622,7 @@ fn a_codes_file_lists_each_code_once_and_says_when_few_are_left() {
     let cases: &[(&str, &str, usize, usize, &[&str])] = &[
         ("A\nB\nC\n", "", 3, 1, &[]),
         ("# header\nA\n\n  B  \nA\nC\nB\n", "", 3, 1, &["lists 2 codes more than once (the first: \"A\"); each is handed out once"]),
-        (&"X\n".repeat(1), "codes_warn_below = 0", 1, 0, &[]),
+        ("X\n", "codes_warn_below = 0", 1, 0, &[]),
         (&(0..250).map(|i| format!("C{i}\n")).collect::<String>(), "", 250, 25, &[]),
         (&(0..250).map(|i| format!("C{i}\n")).collect::<String>(), "codes_warn_below = 100", 250, 100, &[]),
     ];

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 pub const FUEL: u64 = 10_000;
 /// The largest rendered part (subject, text or html).
 pub const MAX_PART_BYTES: usize = 256 * 1024;
-/// The CPU time one message (all its parts on one channel) may take to render.
+/// The CPU time one message (all its parts on one channel) may take to render (its wall
+/// time where the worker's CPU time cannot be read, off Linux).
 pub const DEADLINE: Duration = Duration::from_millis(200);
-/// The wall time one message may take, whatever the reason (also the deadline where the
-/// worker's CPU time cannot be read).
+/// The wall time one message may take, whatever the reason.
 pub const WALL_LIMIT: Duration = Duration::from_secs(2);
 
 /// Jobs handed to a worker before their results come back; they go over in batches of
@@ -48,7 +48,7 @@ pub enum Problem {
     OutOfFuel,
     #[error("the rendered text is larger than {} KiB", MAX_PART_BYTES / 1024)]
     TooLarge,
-    #[error("rendering took longer than {} ms", DEADLINE.as_millis())]
+    #[error("rendering took over {} ms of CPU time (or {} s)", DEADLINE.as_millis(), WALL_LIMIT.as_secs())]
     TooSlow,
     #[error("{0}")]
     Template(String),

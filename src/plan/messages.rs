@@ -1,11 +1,12 @@
 //! Rendering a run's planned messages: every channel of every message, under the
-//! template budget of [`crate::rules::render`]. A message whose template fails on any of
-//! its channels is not sent: its member's fate becomes [`super::Fate::TemplateFailed`] (a skip
-//! reason in the funnel, the run record and the report) and the run goes on. A rule
-//! whose failed renders have taken [`FAILURE_TIME`] in one run is not rendered further
-//! in that run: its remaining messages fail the same way without costing a render each,
-//! so a hostile template costs a run at most that (and one deadline) per rule, while a
-//! template that fails fast for a few members costs nothing to the others.
+//! template budget of [`crate::rules::render`]. A message whose template fails on any
+//! of its channels is not sent: its member's fate becomes
+//! [`super::Fate::TemplateFailed`] (a skip reason in the funnel, the run record and the
+//! report) and the run goes on. A rule whose failed renders have taken [`FAILURE_TIME`]
+//! in one run is not rendered further in that run: its remaining messages fail the same
+//! way without costing a render each, so a hostile template costs a run at most that
+//! (and one deadline) per rule, while a template that fails fast for a few members
+//! costs nothing to the others.
 
 use super::report::context;
 use super::{MemberBase, PlanSettings, Profiles, RulePlan};

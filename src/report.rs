@@ -16,7 +16,7 @@ use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 
 /// The figures of one rule in one or more runs.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RuleReport {
     pub rule: String,
     pub runs: Vec<u64>,
@@ -40,13 +40,27 @@ pub struct RuleReport {
     pub revenue_cents: i64,
     pub holdout_converted: u64,
     pub holdout_revenue_cents: i64,
+    // JSON writes NaN (no holdout, nothing sent) as null; read back, null is NaN again
+    #[serde(deserialize_with = "nan_if_null")]
     pub treated_rate: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub holdout_rate: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub absolute_lift: f64,
+    #[serde(deserialize_with = "nan_if_null_pair")]
     pub absolute_lift_ci: (f64, f64),
     pub relative_lift: Option<f64>,
     pub relative_lift_ci: Option<(f64, f64)>,
     pub revenue_per_message_cents: i64,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn nan_if_null_pair<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(f64, f64), D::Error> {
+    let (a, b) = <(Option<f64>, Option<f64>) as serde::Deserialize>::deserialize(d)?;
+    Ok((a.unwrap_or(f64::NAN), b.unwrap_or(f64::NAN)))
 }
 
 /// Orders of a member as (time of the order, amount), from its history.

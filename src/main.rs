@@ -304,9 +304,26 @@ fn main() {
         if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
             return; // the reader went away (`| head`): not an error
         }
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", causes(&e));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes, each said once: many errors already name their cause in their
+/// own message ("cannot read rules from ./rules: No such file or directory"), and
+/// repeating the chain after it said it twice.
+fn causes(e: &anyhow::Error) -> String {
+    let mut shown = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            if !shown.is_empty() {
+                shown.push_str(": ");
+            }
+            shown.push_str(&text);
+        }
+    }
+    shown
 }
 
 fn today() -> Day {

@@ -184,3 +184,13 @@ fn a_reader_that_goes_away_ends_every_command_quietly() {
         assert!(out.status.success() && !stderr.contains("panicked"), "{args:?}: {:?} {stderr}", out.status);
     }
 }
+
+#[test]
+fn an_error_says_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "[campaigns]\nrules_dir = \"no-such-folder\"\n").unwrap();
+    let out = rekindle(dir.path(), &["rules", "check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no-such-folder"), "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}

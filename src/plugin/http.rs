@@ -450,7 +450,9 @@ mod tests {
         let header = |name: &str, value: &str| vec![(name.to_string(), value.to_string())];
         let long_url = format!("https://api.example.com/{}", "a".repeat(bounds::MAX_URL));
         let many: Vec<(String, String)> = (0..=bounds::MAX_HEADERS).map(|i| (format!("x-{i}"), "v".to_string())).collect();
-        let cases: Vec<(&str, Vec<(String, String)>, usize, Option<&str>)> = vec![
+        // url, headers, body bytes, and a piece of the refusal (None: allowed)
+        type Case<'a> = (&'a str, Vec<(String, String)>, usize, Option<&'a str>);
+        let cases: Vec<Case> = vec![
             ("https://api.example.com/", header("content-type", "application/json"), 10, None),
             ("https://api.example.com/", header("authorization", "Bearer x"), 0, None),
             (&long_url, vec![], 0, Some("a request url of")),

@@ -211,6 +211,10 @@ fn faulty(settings: &str, port: u16, files: &std::path::Path, limits: &str) -> r
     )
 }
 
+/// What a case expects of a send: what the delivery shows, or the kind of error and
+/// a piece of its reason.
+type Expected<'a, T> = Result<T, (SendErrorKind, &'a str)>;
+
 /// One send through `channel` on a fresh runtime, with how long it took; a send
 /// still running after `patience` fails the test (the old host ran some for ever).
 fn send_timed(host: &ChannelHost, channel: &str, patience: Duration) -> (Result<rekindle::plugin::Delivery, rekindle::plugin::SendError>, Duration) {
@@ -448,7 +452,7 @@ fn values_a_plugin_returns_are_held_to_their_caps() {
         &HostOptions::default(),
     )
     .expect("load");
-    let sends: &[(&str, Result<usize, (SendErrorKind, &str)>)] = &[
+    let sends: &[(&str, Expected<usize>)] = &[
         ("id-256", Ok(256)),
         ("id-24m", Err((SendErrorKind::Permanent, "a provider id of 25165824 bytes is over the cap of 256"))),
         ("meta-32", Ok(3)),
@@ -508,7 +512,7 @@ fn http_requests_cannot_set_host_owned_headers_and_response_headers_count() {
         &HostOptions::default(),
     )
     .expect("load");
-    let cases: &[(&str, Result<&str, (SendErrorKind, &str)>)] = &[
+    let cases: &[(&str, Expected<&str>)] = &[
         ("host", Err((SendErrorKind::Permanent, "denied: the `host` header is the host's to set"))),
         ("length", Err((SendErrorKind::Permanent, "denied: the `content-length` header is the host's to set"))),
         ("chunked", Err((SendErrorKind::Permanent, "denied: the `transfer-encoding` header is the host's to set"))),

@@ -1,7 +1,7 @@
 //! Benchmark of the plugin boundary: `cargo run --example plugin_bench [-- MESSAGES [PHASE...]]`.
 //!
 //! Measures, in one run on this machine, each phase naming itself (`call`,
-//! `get`, `shop`, `throughput`, `cpu`; all by default): the per-message cost of a
+//! `get`, `shop`, `throughput`, `cpu`, `spin`; all by default): the per-message cost of a
 //! plugin call with no I/O (fresh Store, instantiate, call, return); one GET
 //! through a plugin's HTTP capability against the same GET natively (the
 //! difference is the boundary overhead: host -> plugin -> host capability ->
@@ -10,7 +10,8 @@
 //! concurrent senders, against the native adapter; and (`cpu`) how long a
 //! plugin spinning in a tight loop runs, in wall-clock and process CPU time,
 //! before its `cpu_ms` of fuel is gone (the calibration of
-//! `FUEL_PER_CPU_MS`). Latencies are timed inside
+//! `FUEL_PER_CPU_MS`); and (`spin`) the time a plugin takes for a fixed count of
+//! loop iterations, which is where fuel metering costs most. Latencies are timed inside
 //! a task on the runtime, where the daemon's dispatcher sends. The sink is a
 //! minimal keep-alive HTTP responder in this process on 127.0.0.1, so the
 //! figure is not capped by a Python server. Build plugins first:
@@ -58,6 +59,10 @@ fn main() {
             channel("faulty", format!("settings = {{ mode = \"loop\" }}\n[grants]\nhttp = [\"127.0.0.1:9\"]\nfiles = \"target/bench-files\"\n[limits]\ncpu_ms = {LOOP_CPU_MS}\nwall_ms = 60000\n")),
         ),
         (
+            "spin".to_string(),
+            channel("faulty", format!("settings = {{ mode = \"spin\", iterations = \"{SPIN_ITERATIONS}\" }}\n[grants]\nhttp = [\"127.0.0.1:9\"]\nfiles = \"target/bench-files\"\n[limits]\ncpu_ms = 10000\nwall_ms = 60000\n")),
+        ),
+        (
             "shop".to_string(),
             channel(
                 "shop",
@@ -95,6 +100,17 @@ fn main() {
         );
     }
     println!("load (compile) of 2 plugins: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+
+    // (0b) a fixed amount of guest work: what fuel metering costs the plugin's own code
+    if runs("spin") {
+        let mut samples = Vec::new();
+        for n in 0..20 {
+            let host = Arc::clone(&host);
+            samples.push(timed(&runtime, async move { host.send("spin", message(n)).await.map(|_| ()).map_err(|e| e.to_string()) }));
+        }
+        let median = report(&format!("plugin spinning {SPIN_ITERATIONS} loop iterations"), &mut samples);
+        println!("spin: {:.2} ns an iteration", median.as_secs_f64() * 1e9 / SPIN_ITERATIONS as f64);
+    }
 
     // (1) call overhead, no I/O
     if runs("call") {
@@ -177,6 +193,8 @@ fn main() {
 
 /// The `cpu_ms` of the `cpu` phase's looping plugin.
 const LOOP_CPU_MS: u32 = 200;
+/// Loop iterations of the `spin` phase's plugin.
+const SPIN_ITERATIONS: u64 = 20_000_000;
 
 /// CPU time this process has used, user and system (Linux, 10 ms resolution).
 fn process_cpu() -> Duration {

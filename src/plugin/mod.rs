@@ -184,8 +184,11 @@ pub struct ChannelHost {
 impl ChannelHost {
     /// Load and check every channel. Fails on the first channel with a
     /// problem, listing all of that channel's problems. Compiling takes a
-    /// while on a cold cache: call it off the async runtime's worker threads
-    /// (or before starting it).
+    /// while on a cold cache, and each plugin's `describe` and `validate-config`
+    /// run to their end (within the channel's limits) on the runtime this thread
+    /// belongs to, or on one of their own: call it on a blocking thread
+    /// (`spawn_blocking`) or before starting a runtime, never on an async worker
+    /// (tokio panics when asked to block one).
     pub fn load(channels: &BTreeMap<String, ChannelConfig>, options: &HostOptions) -> Result<Self, PluginError> {
         let engine = host::SandboxEngine::new()?;
         let mut loaded = BTreeMap::new();

@@ -565,7 +565,7 @@ impl LoadedChannel {
         } else {
             None
         };
-        let smtp = match (&config.smtp, manifest.capabilities.smtp) {
+        let smtp = match (&config.smtp, manifest.capabilities.smtp || manifest.optional_capabilities.smtp) {
             (Some(relay), true) => match SmtpRelay::new(relay, io_timeout) {
                 Ok(relay) => Some(Arc::new(relay)),
                 Err(problem) => {
@@ -575,7 +575,7 @@ impl LoadedChannel {
             },
             _ => None,
         };
-        let files = match (&config.grants.files, manifest.capabilities.files) {
+        let files = match (&config.grants.files, manifest.capabilities.files || manifest.optional_capabilities.files) {
             (Some(folder), true) => {
                 let (max_bytes, max_count) = (config.limits.files_max_bytes, config.limits.files_max_count);
                 match FilesCapability::new(base_dir.join(folder), name, max_bytes, max_count) {

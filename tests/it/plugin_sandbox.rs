@@ -346,10 +346,15 @@ fn validate_config_past_its_deadline_fails_that_channel_at_start_up() {
     let files = tempfile::tempdir().expect("files dir");
     let settings = format!("mode = \"ok\", validate_url = \"http://127.0.0.1:{port}/slow?ms=300\", validate_loop = \"yes\"");
     let all = channels(vec![("stuck", faulty(&settings, port, files.path(), "wall_ms = 1000"))]);
+    // compile once into a cache, so the time measured below is the start-up's own
+    let cache = tempfile::tempdir().expect("cache");
+    let options = HostOptions { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
+    let quick = channels(vec![("quick", faulty("mode = \"ok\"", port, files.path(), ""))]);
+    drop(ChannelHost::load(&quick, &options).expect("warm the cache"));
     let rt = runtime();
     let started = std::time::Instant::now();
     let loaded = rt.block_on(async {
-        let load = tokio::task::spawn_blocking(move || ChannelHost::load(&all, &HostOptions::default()).map(|_| ()));
+        let load = tokio::task::spawn_blocking(move || ChannelHost::load(&all, &options).map(|_| ()));
         tokio::time::timeout(Duration::from_secs(20), load).await
     });
     let took = started.elapsed();
@@ -533,4 +538,38 @@ fn http_requests_cannot_set_host_owned_headers_and_response_headers_count() {
     }
     let refused = requests(sink.path()).iter().filter(|r| r["path"] == "/refused").count();
     assert_eq!(refused, 0, "a refused request never leaves the host");
+}
+
+/// An SMTP submission is held to its caps (recipients, message) before the host
+/// opens a connection: over a cap it fails as permanent, naming the cap; at the
+/// caps it goes on to the relay (here a closed port: retryable).
+#[test]
+fn smtp_submissions_are_held_to_their_caps() {
+    let files = tempfile::tempdir().expect("files dir");
+    let relay = format!("[smtp]\nhost = \"127.0.0.1\"\nport = {}\n", free_port());
+    let submitting = |count: usize, bytes: usize| {
+        let settings = format!("settings = {{ mode = \"smtp\", count = \"{count}\", bytes = \"{bytes}\" }}\n");
+        let grants = format!("[grants]\nhttp = [\"127.0.0.1:9\"]\nfiles = {:?}\n[limits]\nmemory_mib = 64\n", files.path().display().to_string());
+        channel("faulty", &format!("{settings}{relay}{grants}"))
+    };
+    let host = ChannelHost::load(
+        &channels(vec![
+            ("at-caps", submitting(100, 16 << 20)),
+            ("recipients", submitting(101, 10)),
+            ("message", submitting(1, (16 << 20) + 1)),
+        ]),
+        &HostOptions::default(),
+    )
+    .expect("load");
+    let cases = [
+        ("at-caps", SendErrorKind::Retryable, "cannot reach relay"),
+        ("recipients", SendErrorKind::Permanent, "smtp: 101 envelope recipients are over the cap of 100"),
+        ("message", SendErrorKind::Permanent, "smtp: a message of 16777217 bytes is over the cap of 16777216"),
+    ];
+    for (channel, kind, why) in cases {
+        let (outcome, _) = send_timed(&host, channel, Duration::from_secs(20));
+        let err = outcome.expect_err(channel);
+        assert_eq!(err.kind, kind, "{channel}: {err}");
+        assert!(err.reason.contains(why), "{channel}: {err}");
+    }
 }

@@ -7,7 +7,8 @@
 //! `name: value` and a body of `body_bytes` zero bytes, and report the status),
 //! `http-loop` (GET `url` forever, whatever the answers), `log-loop` (log
 //! forever), `write` (write a file named by the message text), `write-many`
-//! (write `count` files of `bytes` bytes), `big-id` (a provider id of `bytes`
+//! (write `count` files of `bytes` bytes), `smtp` (submit `bytes` bytes to
+//! `count` recipients through the channel's relay), `big-id` (a provider id of `bytes`
 //! bytes), `big-metadata` (`count` metadata entries) or `big-error` (a
 //! retryable error of `bytes` bytes).
 //!
@@ -17,7 +18,7 @@
 //! problems when that is set.
 
 use rekindle_plugin_sdk::{
-    files, http, log, CallbackRequest, Channel, Config, Delivery, DeliveryState, OutboundMessage, SendError, StatusUpdate,
+    files, http, log, smtp, CallbackRequest, Channel, Config, Delivery, DeliveryState, OutboundMessage, SendError, StatusUpdate,
 };
 
 struct Faulty;
@@ -105,6 +106,14 @@ impl Channel for Faulty {
                     files::write(&format!("f-{i}.bin"), &contents).map_err(SendError::Retryable)?;
                 }
                 delivered("written".into(), vec![])
+            }
+            "smtp" => {
+                let rcpt_to: Vec<String> = (0..number(config, "count", 1)).map(|i| format!("r{i}@example.com")).collect();
+                match smtp::submit("news@example.com", &rcpt_to, &vec![b'x'; number(config, "bytes", 1)]) {
+                    Ok(reply) => delivered(reply, vec![]),
+                    Err(smtp::SmtpError::Transient(why)) => Err(SendError::Retryable(format!("smtp: {why}"))),
+                    Err(smtp::SmtpError::Permanent(why) | smtp::SmtpError::Denied(why)) => Err(SendError::Permanent(format!("smtp: {why}"))),
+                }
             }
             "big-id" => delivered("i".repeat(number(config, "bytes", 1)), vec![]),
             "big-metadata" => delivered("big".into(), (0..number(config, "count", 1)).map(|i| (format!("k{i}"), "v".into())).collect()),

@@ -108,8 +108,8 @@ pub struct Limits {
 }
 
 /// Fuel (about one WebAssembly instruction a unit) per millisecond of `cpu_ms`:
-/// what a tight loop in a plugin burns in a millisecond on the benchmark machine
-/// (BENCHMARKS.md, "Plugin CPU as fuel").
+/// what a tight loop in a plugin burns in a millisecond of CPU on the benchmark
+/// machine when it is quiet (BENCHMARKS.md, "Plugin sandbox limits").
 pub const FUEL_PER_CPU_MS: u64 = 7_000_000;
 
 impl Default for Limits {

@@ -1,13 +1,17 @@
 //! Benchmark of the plugin boundary: `cargo run --example plugin_bench [-- MESSAGES [PHASE...]]`.
 //!
 //! Measures, in one run on this machine, each phase naming itself (`call`,
-//! `get`, `shop`, `throughput`; all by default): the per-message cost of a
+//! `get`, `shop`, `throughput`, `cpu`, `spin`; all by default): the per-message cost of a
 //! plugin call with no I/O (fresh Store, instantiate, call, return); one GET
 //! through a plugin's HTTP capability against the same GET natively (the
 //! difference is the boundary overhead: host -> plugin -> host capability ->
 //! plugin -> host); the shop plugin's per-message latency against the same
 //! adapter compiled natively; and messages/s through the shop plugin with
-//! concurrent senders, against the native adapter. Latencies are timed inside
+//! concurrent senders, against the native adapter; and (`cpu`) how long a
+//! plugin spinning in a tight loop runs, in wall-clock and process CPU time,
+//! before its `cpu_ms` of fuel is gone (the calibration of
+//! `FUEL_PER_CPU_MS`); and (`spin`) the time a plugin takes for a fixed count of
+//! loop iterations, which is where fuel metering costs most. Latencies are timed inside
 //! a task on the runtime, where the daemon's dispatcher sends. The sink is a
 //! minimal keep-alive HTTP responder in this process on 127.0.0.1, so the
 //! figure is not capped by a Python server. Build plugins first:
@@ -51,6 +55,14 @@ fn main() {
             ),
         ),
         (
+            "loop".to_string(),
+            channel("faulty", format!("settings = {{ mode = \"loop\" }}\n[grants]\nhttp = [\"127.0.0.1:9\"]\nfiles = \"target/bench-files\"\n[limits]\ncpu_ms = {LOOP_CPU_MS}\nwall_ms = 60000\n")),
+        ),
+        (
+            "spin".to_string(),
+            channel("faulty", format!("settings = {{ mode = \"spin\", iterations = \"{SPIN_ITERATIONS}\" }}\n[grants]\nhttp = [\"127.0.0.1:9\"]\nfiles = \"target/bench-files\"\n[limits]\ncpu_ms = 10000\nwall_ms = 60000\n")),
+        ),
+        (
             "shop".to_string(),
             channel(
                 "shop",
@@ -62,7 +74,43 @@ fn main() {
     .collect();
     let started = Instant::now();
     let host = Arc::new(ChannelHost::load(&channels, &HostOptions::default()).expect("load plugins"));
+    if runs("cpu") {
+        // a tight loop until its fuel runs out, 10 times: wall and process CPU time
+        let mut wall = Vec::new();
+        let mut cpu = Vec::new();
+        for n in 0..10 {
+            let cpu_before = process_cpu();
+            let host = Arc::clone(&host);
+            wall.push(timed(&runtime, async move {
+                match host.send("loop", message(n)).await {
+                    Err(err) if err.reason.contains("cpu limit") => Ok(()),
+                    other => Err(format!("expected the cpu limit, got {other:?}")),
+                }
+            }));
+            cpu.push(process_cpu() - cpu_before);
+        }
+        let wall = report(&format!("tight loop stopped at cpu_ms = {LOOP_CPU_MS}, wall"), &mut wall);
+        let cpu = report(&format!("tight loop stopped at cpu_ms = {LOOP_CPU_MS}, process cpu"), &mut cpu);
+        let fuel = u64::from(LOOP_CPU_MS) * rekindle::plugin::config::FUEL_PER_CPU_MS;
+        println!(
+            "fuel a cpu millisecond of a tight loop burns: {:.0} by wall time, {:.0} by cpu time (FUEL_PER_CPU_MS = {})",
+            fuel as f64 / (wall.as_secs_f64() * 1e3),
+            fuel as f64 / (cpu.as_secs_f64() * 1e3),
+            rekindle::plugin::config::FUEL_PER_CPU_MS
+        );
+    }
     println!("load (compile) of 2 plugins: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+
+    // (0b) a fixed amount of guest work: what fuel metering costs the plugin's own code
+    if runs("spin") {
+        let mut samples = Vec::new();
+        for n in 0..20 {
+            let host = Arc::clone(&host);
+            samples.push(timed(&runtime, async move { host.send("spin", message(n)).await.map(|_| ()).map_err(|e| e.to_string()) }));
+        }
+        let median = report(&format!("plugin spinning {SPIN_ITERATIONS} loop iterations"), &mut samples);
+        println!("spin: {:.2} ns an iteration", median.as_secs_f64() * 1e9 / SPIN_ITERATIONS as f64);
+    }
 
     // (1) call overhead, no I/O
     if runs("call") {
@@ -141,6 +189,19 @@ fn main() {
             plugin_rate / native_rate
         );
     }
+}
+
+/// The `cpu_ms` of the `cpu` phase's looping plugin.
+const LOOP_CPU_MS: u32 = 200;
+/// Loop iterations of the `spin` phase's plugin.
+const SPIN_ITERATIONS: u64 = 20_000_000;
+
+/// CPU time this process has used, user and system (Linux, 10 ms resolution).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<u64> = after_name.split_whitespace().skip(11).take(2).map(|f| f.parse().unwrap_or(0)).collect();
+    Duration::from_millis(fields.iter().sum::<u64>() * 10)
 }
 
 fn message(n: usize) -> OutboundMessage {

@@ -8,6 +8,7 @@ Each request becomes one JSON line: method, path, query, headers (lower-case), b
   /redirect?to=URL     302 to URL
   /slow?ms=N           sleeps N ms, then 200
   /big?bytes=N         200 with an N-byte body
+  /headers?count=N&bytes=M  200 with N extra headers of M bytes each, and a short body
   /status/NNN          status NNN with a JSON error body {"code": ..., "message": ...}
   /sms/twilio/...      201 with a Twilio-style JSON body {"sid": "SM...", "status": "queued"}
   anything else        200 {"id": "msg-<n>"} -- except that with --hmac-secret a POST
@@ -93,6 +94,10 @@ def main():
                 return self.reply(200, b'{"slow": true}')
             if url.path == "/big":
                 return self.reply(200, b"x" * int(query.get("bytes", "0")), "text/plain")
+            if url.path == "/headers":
+                pad = "x" * int(query.get("bytes", "100"))
+                extra = [("X-Pad-%d" % i, pad) for i in range(int(query.get("count", "10")))]
+                return self.reply(200, b"short", "text/plain", extra)
             if url.path.startswith("/status/"):
                 code = int(url.path.rsplit("/", 1)[1])
                 return self.reply(code, json.dumps({"code": code, "message": "forced by test"}).encode())

@@ -313,6 +313,9 @@ impl Config {
         out.extend(self.dispatch.check());
         out.extend(self.api.check());
         out.extend(self.feedback.check());
+        for (name, channel) in &self.channels {
+            out.extend(channel.limits.problems(name));
+        }
         let b = &self.bundles;
         if !((0.0..=1.0).contains(&b.min_support) && (0.0..=1.0).contains(&b.min_confidence)) {
             out.push("bundles: min_support and min_confidence must be between 0 and 1".into());

@@ -576,11 +576,12 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
                 let i = base.index_of(&id).ok_or_else(|| format!("no member {id:?}"))?;
                 ready_profiles(base, profiles, &[], today, settings);
                 let m = &base.members[i];
-                let profile = crate::population::profile_json(&id, &profiles.complete(base, i, settings));
+                let full = profiles.complete(base, i, settings);
+                let profile = crate::population::profile_json(&id, &full);
                 let channels: Vec<&str> = channel_names.configured.iter().map(String::as_str).collect();
-                let consent = store.consent(&id, m, &channels, &base.consent).map_err(|e| e.to_string())?;
-                let stopped: Vec<&str> = consent.iter().filter(|c| c.stopped_at.is_some()).map(|c| c.channel.as_str()).collect();
-                let consent: Vec<serde_json::Value> = consent
+                let consent_in_force = store.consent(&id, m, &channels, &base.consent).map_err(|e| e.to_string())?;
+                let stopped: Vec<&str> = consent_in_force.iter().filter(|c| c.stopped_at.is_some()).map(|c| c.channel.as_str()).collect();
+                let consent: Vec<serde_json::Value> = consent_in_force
                     .iter()
                     .map(|c| {
                         let mut v = serde_json::json!(c);
@@ -589,6 +590,20 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
                     })
                     .collect();
                 let contacts: Vec<serde_json::Value> = base.contacts.get(&(i as u32)).map(|l| l.contacts.iter().map(|c| serde_json::json!({"at": c.ts, "rule": c.rule.as_str(), "channel": c.channel.as_str(), "run": c.run})).collect()).unwrap_or_default();
+                // the card `member show` prints, so the CLI shows the same through the daemon
+                let mut card = Vec::new();
+                crate::population::MemberCard {
+                    id: &id,
+                    member: m,
+                    profile: &full,
+                    consent: &consent_in_force,
+                    history: store.history(&id).map_err(|e| e.to_string())?.as_ref(),
+                    events: store.events(&id).map_err(|e| e.to_string())?.as_ref(),
+                    as_of: today,
+                    default_timezone: settings.default_tz.name(),
+                }
+                .write(&mut card)
+                .map_err(|e| e.to_string())?;
                 Ok(serde_json::json!({
                     "id": id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(), "timezone": m.tz.as_str(),
                     "profile": profile,
@@ -596,6 +611,7 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
                     "unsubscribed": store.suppressed(&id).map_err(|e| e.to_string())?,
                     "stopped_addresses": stopped,
                     "contacts": contacts,
+                    "card": String::from_utf8_lossy(&card),
                 }))
             })();
             let _ = reply.send(result);

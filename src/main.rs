@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rekindle::config::Config;
-use rekindle::domain::{parse_date, CentsFmt, Day, DayFmt, TsFmt};
+use rekindle::domain::{parse_date, Day, DayFmt, TsFmt};
 use rekindle::ingest::{self, rows::Kind, ImportOptions};
 use rekindle::population::{write_stats, ExportFormat, Population};
 use rekindle::basket::Scope;
@@ -283,6 +283,15 @@ enum MemberCommand {
     },
 }
 
+/// `println!` and `print!` that return the write's error instead of panicking: a reader
+/// that goes away (`| head`) ends the command quietly (see `main`).
+macro_rules! println {
+    ($($arg:tt)*) => { writeln!(std::io::stdout().lock(), $($arg)*)? };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { write!(std::io::stdout().lock(), $($arg)*)? };
+}
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -295,9 +304,26 @@ fn main() {
         if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
             return; // the reader went away (`| head`): not an error
         }
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", causes(&e));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes, each said once: many errors already name their cause in their
+/// own message ("cannot read rules from ./rules: No such file or directory"), and
+/// repeating the chain after it said it twice.
+fn causes(e: &anyhow::Error) -> String {
+    let mut shown = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            if !shown.is_empty() {
+                shown.push_str(": ");
+            }
+            shown.push_str(&text);
+        }
+    }
+    shown
 }
 
 fn today() -> Day {
@@ -345,7 +371,7 @@ fn run(cli: Cli) -> Result<()> {
                     bail!("the daemon holds the store and shows members as of today only");
                 }
                 let card: serde_json::Value = serde_json::from_str(&remote.get(&format!("/api/members/{}", url_segment(id)))?)?;
-                println!("{}", serde_json::to_string_pretty(&card)?);
+                print!("{}", card["card"].as_str().unwrap_or_default());
             }
         },
         Command::Plugin(cmd) => {
@@ -408,15 +434,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Report { run_or_rule, format } => {
             let store = match open_store(&cli, &config) {
-                Ok(s) => s,
-                Err(e) if daemon_running(&e) => {
-                    println!("{}", remote::Remote::new(&config)?.get(&format!("/api/report/{}", url_segment(run_or_rule)))?);
-                    return Ok(());
-                }
+                Ok(s) => Ok(s),
+                Err(e) if daemon_running(&e) => Err(remote::Remote::new(&config)?),
                 Err(e) => return Err(e),
             };
             let window = config.campaigns.attribution_days;
-            let reports = rekindle::report::report_for(&store, run_or_rule, window)?;
+            let reports: Vec<rekindle::report::RuleReport> = match store {
+                Ok(store) => rekindle::report::report_for(&store, run_or_rule, window)?,
+                // the daemon's figures, printed as the store's would be
+                Err(remote) => serde_json::from_str(&remote.get(&format!("/api/report/{}", url_segment(run_or_rule)))?)?,
+            };
             if reports.is_empty() {
                 bail!("no run or rule {run_or_rule:?}");
             }
@@ -432,8 +459,21 @@ fn run(cli: Cli) -> Result<()> {
                     let remote = remote::Remote::new(&config)?;
                     match command {
                         OutboxCommand::Status => {
-                            println!("{}", remote.get("/api/outbox")?);
-                            println!("{}", remote.get("/api/runs")?);
+                            let counts: serde_json::Value = serde_json::from_str(&remote.get("/api/outbox")?)?;
+                            let runs: serde_json::Value = serde_json::from_str(&remote.get("/api/runs")?)?;
+                            let count = |k: &str| counts[k].as_u64().unwrap_or(0);
+                            let runs: Vec<RunLine> = runs
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|r| RunLine {
+                                    id: r["id"].as_u64().unwrap_or(0),
+                                    at: r["at"].as_i64().unwrap_or(0),
+                                    catch_up: r["catch_up"].as_bool().unwrap_or(false),
+                                    rules: r["rules"].as_array().into_iter().flatten().map(|x| (x["rule"].as_str().unwrap_or("").to_string(), x["messages"].as_u64().unwrap_or(0), x["held_out"].as_u64().unwrap_or(0))).collect(),
+                                })
+                                .collect();
+                            print_outbox_status((count("queued"), count("due"), count("dead_letters")), counts["next_due"].as_i64(), &runs)?;
                         }
                         OutboxCommand::DeadLetters => {
                             let list: serde_json::Value = serde_json::from_str(&remote.get("/api/outbox/dead-letters")?)?;
@@ -459,16 +499,11 @@ fn run(cli: Cli) -> Result<()> {
             let now = chrono::Utc::now().timestamp();
             match command {
                 OutboxCommand::Status => {
-                    let (queued, due, dead) = store.outbox_counts(now)?;
-                    println!("queued {queued}, due now {due}, dead letters {dead}");
-                    if let Some(t) = store.next_due()? {
-                        println!("next due {}", TsFmt(t));
-                    }
-                    let runs: Vec<_> = store.runs().collect::<Result<_, _>>()?;
-                    for r in runs.iter().rev().take(10) {
-                        let rules: Vec<String> = r.rules.iter().map(|x| format!("{} ({} messages, {} held out)", x.rule, x.messages, x.held_out.len())).collect();
-                        println!("run {} at {}{}: {}", r.id, TsFmt(r.at), if r.catch_up { " (catch-up)" } else { "" }, rules.join(", "));
-                    }
+                    let runs: Vec<RunLine> = store
+                        .runs()
+                        .map(|r| r.map(|r| RunLine { id: r.id, at: r.at, catch_up: r.catch_up, rules: r.rules.iter().map(|x| (x.rule.to_string(), u64::from(x.messages), x.held_out.len() as u64)).collect() }))
+                        .collect::<Result<_, _>>()?;
+                    print_outbox_status(store.outbox_counts(now)?, store.next_due()?, &runs)?;
                 }
                 OutboxCommand::DeadLetters => {
                     for item in store.dead_letters() {
@@ -840,65 +875,41 @@ fn show_member(store: &Store, config: &Config, id: &str, as_of: Day) -> Result<(
     let Some(member) = store.member(id)? else { bail!("no member {id:?} in {}", store.path().display()) };
     let pop = profiles(store, config, as_of)?;
     let idx = pop.ids.binary_search_by(|m| m.as_str().cmp(id)).map_err(|_| anyhow::anyhow!("member {id:?} vanished"))?;
-    let p = &pop.profiles[idx];
-    let m = &p.metrics;
-    let out = &mut std::io::stdout().lock();
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    writeln!(out, "member {id}  {}{}", member.name, if member.known { "" } else { " (bare: known only from orders or events)" })?;
-    writeln!(out, "  email {}  phone {}  city {}  tz {}", or_dash(&member.email), or_dash(&member.phone), or_dash(&member.city), if member.tz.is_empty() { config.members.default_timezone.as_str() } else { &member.tz })?;
     let channels: Vec<&str> = config.channels.keys().map(String::as_str).collect();
     let needs = rekindle::plugin::consents(&config.channels, &host_options(config))?;
-    let consent: Vec<String> = store.consent(id, &member, &channels, &needs)?.iter().map(|c| c.to_string()).collect();
-    writeln!(out, "  consent: {}", consent.join("  "))?;
-    writeln!(out, "  age {}  signed up {}", opt(m.age.map(|a| a.to_string())), opt(member.signup_ts.map(|t| TsFmt(t).to_string())))?;
-    writeln!(out, "\nas of {}", DayFmt(as_of))?;
-    writeln!(out, "  stage {}  recency {} days", m.stage.as_str(), opt(m.recency_days.map(|r| r.to_string())))?;
-    writeln!(out, "  orders {}  spend {}  aov {}", m.orders, CentsFmt(m.monetary), opt(m.aov().map(|a| CentsFmt(a).to_string())))?;
-    writeln!(out, "  first order {}  last order {}", opt(m.first_order.map(|d| DayFmt(d).to_string())), opt(m.last_order.map(|d| DayFmt(d).to_string())))?;
-    writeln!(out, "  RFM {}/{}/{}  value tier {}  price tier {}", opt(p.r.map(|v| v.to_string())), opt(p.f.map(|v| v.to_string())), opt(p.m.map(|v| v.to_string())), opt(p.value_tier.map(|t| t.as_str().into())), opt(p.price_tier.map(|t| t.as_str().into())))?;
-    writeln!(out, "  price sensitivity {} ({})", opt(m.price_sensitivity().map(|s| format!("{s:.2}"))), opt(p.sensitivity_tier.map(|t| t.as_str().into())))?;
-    writeln!(out, "  repurchase cycle {} days, due {}", opt(m.interval_median_days().map(|d| d.to_string())), yes_no(m.repurchase_due))?;
-    if let Some(x) = &p.prediction {
-        writeln!(
-            out,
-            "  p_alive {:.3} ({} churn risk)  expected purchases {:.2}  spend per purchase {}  predicted value {}",
-            x.p_alive,
-            x.churn_risk.as_str(),
-            x.expected_purchases,
-            CentsFmt(x.expected_spend_cents),
-            CentsFmt(x.predicted_value_cents)
-        )?;
-    }
-    writeln!(out, "  favourite category {}  brand {}", opt(m.top_category.as_ref().map(|t| t.to_string())), opt(m.top_brand.as_ref().map(|t| t.to_string())))?;
-    if let Some(h) = store.history(id)? {
-        let lines: Vec<_> = h.lines.iter().filter(|l| rekindle::domain::day_of(l.ts) <= as_of).collect();
-        writeln!(out, "\nlast orders")?;
-        let mut orders: Vec<&str> = Vec::new();
-        for l in lines.iter().rev() {
-            if !orders.contains(&l.order_id.as_str()) {
-                orders.push(&l.order_id);
-            }
-        }
-        for oid in orders.iter().take(5) {
-            let ls: Vec<_> = lines.iter().filter(|l| l.order_id == *oid).collect();
-            let total: i64 = ls.iter().map(|l| l.amount()).sum();
-            writeln!(out, "  {}  {oid}  {}", TsFmt(ls[0].ts), CentsFmt(total))?;
-            for l in ls {
-                let disc = if l.discount_ppm > 0 { format!("  -{}%", l.discount_ppm as f64 / 10_000.0) } else { String::new() };
-                writeln!(out, "      {} x{} @ {}{}  {}", l.sku, l.qty, CentsFmt(l.unit_price), disc, l.category)?;
-            }
-        }
-    }
-    if let Some(ev) = store.events(id)? {
-        writeln!(out, "\nbrowsing: {} events, last {}", ev.events.len(), opt(ev.events.last().map(|e| format!("{} {} {}", TsFmt(e.ts), e.kind.as_str(), e.sku))))?;
-    }
+    let (history, events) = (store.history(id)?, store.events(id)?);
+    let card = rekindle::population::MemberCard {
+        id,
+        member: &member,
+        profile: &pop.profiles[idx],
+        consent: &store.consent(id, &member, &channels, &needs)?,
+        history: history.as_ref(),
+        events: events.as_ref(),
+        as_of,
+        default_timezone: &config.members.default_timezone,
+    };
+    card.write(&mut std::io::stdout().lock())?;
     Ok(())
 }
 
-fn or_dash(s: &str) -> &str {
-    if s.is_empty() { "-" } else { s }
+/// One run as `outbox status` lists it: its rules with (messages, held out).
+struct RunLine {
+    id: u64,
+    at: rekindle::domain::Timestamp,
+    catch_up: bool,
+    rules: Vec<(String, u64, u64)>,
 }
 
-fn yes_no(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+/// `outbox status`, from the store or from the daemon's API alike.
+fn print_outbox_status((queued, due, dead): (u64, u64, u64), next_due: Option<rekindle::domain::Timestamp>, runs: &[RunLine]) -> Result<()> {
+    let out = &mut std::io::stdout().lock();
+    writeln!(out, "queued {queued}, due now {due}, dead letters {dead}")?;
+    if let Some(t) = next_due {
+        writeln!(out, "next due {}", TsFmt(t))?;
+    }
+    for r in runs.iter().rev().take(10) {
+        let rules: Vec<String> = r.rules.iter().map(|(rule, messages, held_out)| format!("{rule} ({messages} messages, {held_out} held out)")).collect();
+        writeln!(out, "run {} at {}{}: {}", r.id, TsFmt(r.at), if r.catch_up { " (catch-up)" } else { "" }, rules.join(", "))?;
+    }
+    Ok(())
 }

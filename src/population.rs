@@ -1,15 +1,16 @@
 //! Profiles of the whole member base as of a date: scans every member from the store,
 //! computes metrics in parallel, takes the population cut points, and writes the
-//! `profiles export` rows (CSV or NDJSON) and the `stats` summary.
+//! `profiles export` rows (CSV or NDJSON), the `stats` summary and one member's card.
 //!
 //! The export columns form one closed list ([`COLUMNS`]), so CSV, NDJSON and the docs
 //! never drift apart.
 
 use crate::config::ProfileConfig;
-use crate::domain::{CentsFmt, Day, DayFmt, Text};
+use crate::domain::{CentsFmt, Day, DayFmt, Text, TsFmt};
 use crate::predict::{DaySpend, FittedModel, PredictOptions, PurchaseHistory};
 use crate::profile::{metrics, CutPoints, Profile, Stage, Tier, ValueTier};
-use crate::store::model::{decode_for_profile, Member};
+use crate::store::consent::ChannelConsent;
+use crate::store::model::{decode_for_profile, EventHistory, Member, OrderHistory};
 use crate::store::{decode, Store, StoreError};
 use rayon::prelude::*;
 use std::io::Write;
@@ -338,4 +339,83 @@ pub fn write_stats(pop: &Population, out: &mut dyn Write) -> std::io::Result<()>
         )?;
     }
     Ok(())
+}
+
+/// One member's card (`member show`, and the daemon's member answer, so both print the
+/// same): contacts and consent, the profile as of a day, the last orders, browsing.
+pub struct MemberCard<'a> {
+    pub id: &'a str,
+    pub member: &'a Member,
+    pub profile: &'a Profile,
+    pub consent: &'a [ChannelConsent],
+    pub history: Option<&'a OrderHistory>,
+    pub events: Option<&'a EventHistory>,
+    pub as_of: Day,
+    /// The time zone of members without one (`[members] default_timezone`).
+    pub default_timezone: &'a str,
+}
+
+impl MemberCard<'_> {
+    pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let (id, member, p, m) = (self.id, self.member, self.profile, &self.profile.metrics);
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let or_dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+        writeln!(out, "member {id}  {}{}", member.name, if member.known { "" } else { " (bare: known only from orders or events)" })?;
+        let tz = if member.tz.is_empty() { self.default_timezone } else { &member.tz };
+        writeln!(out, "  email {}  phone {}  city {}  tz {tz}", or_dash(&member.email), or_dash(&member.phone), or_dash(&member.city))?;
+        let consent: Vec<String> = self.consent.iter().map(ToString::to_string).collect();
+        writeln!(out, "  consent: {}", consent.join("  "))?;
+        writeln!(out, "  age {}  signed up {}", opt(m.age.map(|a| a.to_string())), opt(member.signup_ts.map(|t| TsFmt(t).to_string())))?;
+        writeln!(out, "\nas of {}", DayFmt(self.as_of))?;
+        writeln!(out, "  stage {}  recency {} days", m.stage.as_str(), opt(m.recency_days.map(|r| r.to_string())))?;
+        writeln!(out, "  orders {}  spend {}  aov {}", m.orders, CentsFmt(m.monetary), opt(m.aov().map(|a| CentsFmt(a).to_string())))?;
+        writeln!(out, "  first order {}  last order {}", opt(m.first_order.map(|d| DayFmt(d).to_string())), opt(m.last_order.map(|d| DayFmt(d).to_string())))?;
+        let tier = |t: Option<&str>| opt(t.map(str::to_string));
+        writeln!(
+            out,
+            "  RFM {}/{}/{}  value tier {}  price tier {}",
+            opt(p.r.map(|v| v.to_string())),
+            opt(p.f.map(|v| v.to_string())),
+            opt(p.m.map(|v| v.to_string())),
+            tier(p.value_tier.map(|t| t.as_str())),
+            tier(p.price_tier.map(|t| t.as_str()))
+        )?;
+        writeln!(out, "  price sensitivity {} ({})", opt(m.price_sensitivity().map(|s| format!("{s:.2}"))), tier(p.sensitivity_tier.map(|t| t.as_str())))?;
+        writeln!(out, "  repurchase cycle {} days, due {}", opt(m.interval_median_days().map(|d| d.to_string())), if m.repurchase_due { "yes" } else { "no" })?;
+        if let Some(x) = &p.prediction {
+            writeln!(
+                out,
+                "  p_alive {:.3} ({} churn risk)  expected purchases {:.2}  spend per purchase {}  predicted value {}",
+                x.p_alive,
+                x.churn_risk.as_str(),
+                x.expected_purchases,
+                CentsFmt(x.expected_spend_cents),
+                CentsFmt(x.predicted_value_cents)
+            )?;
+        }
+        writeln!(out, "  favourite category {}  brand {}", opt(m.top_category.as_ref().map(|t| t.to_string())), opt(m.top_brand.as_ref().map(|t| t.to_string())))?;
+        if let Some(h) = self.history {
+            let lines: Vec<_> = h.lines.iter().filter(|l| crate::domain::day_of(l.ts) <= self.as_of).collect();
+            writeln!(out, "\nlast orders")?;
+            let mut orders: Vec<&str> = Vec::new();
+            for l in lines.iter().rev() {
+                if !orders.contains(&l.order_id.as_str()) {
+                    orders.push(&l.order_id);
+                }
+            }
+            for oid in orders.iter().take(5) {
+                let ls: Vec<_> = lines.iter().filter(|l| l.order_id == *oid).collect();
+                let total: i64 = ls.iter().map(|l| l.amount()).sum();
+                writeln!(out, "  {}  {oid}  {}", opt(ls.first().map(|l| TsFmt(l.ts).to_string())), CentsFmt(total))?;
+                for l in ls {
+                    let disc = if l.discount_ppm > 0 { format!("  -{}%", l.discount_ppm as f64 / 10_000.0) } else { String::new() };
+                    writeln!(out, "      {} x{} @ {}{}  {}", l.sku, l.qty, CentsFmt(l.unit_price), disc, l.category)?;
+                }
+            }
+        }
+        if let Some(ev) = self.events {
+            writeln!(out, "\nbrowsing: {} events, last {}", ev.events.len(), opt(ev.events.last().map(|e| format!("{} {} {}", TsFmt(e.ts), e.kind.as_str(), e.sku))))?;
+        }
+        Ok(())
+    }
 }

@@ -16,7 +16,7 @@ use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 
 /// The figures of one rule in one or more runs.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RuleReport {
     pub rule: String,
     pub runs: Vec<u64>,

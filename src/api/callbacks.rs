@@ -52,6 +52,10 @@ pub(super) async fn callback(State(api): State<Arc<Api>>, request: Request) -> R
             tracing::warn!(channel = %channel, "callback refused: {e}");
             return problem(StatusCode::FORBIDDEN, e);
         }
+        Err(e @ crate::plugin::PluginError::Busy { .. }) => {
+            tracing::warn!(channel = %channel, "callback not handled: {e}");
+            return problem(StatusCode::SERVICE_UNAVAILABLE, e);
+        }
         Err(e) => {
             tracing::warn!(channel = %channel, "callback refused: {e}");
             return problem(StatusCode::BAD_REQUEST, e);

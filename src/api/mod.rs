@@ -397,8 +397,8 @@ async fn runs(State(api): State<Arc<Api>>) -> Response {
 
 async fn outbox(State(api): State<Arc<Api>>) -> Response {
     let store = api.store.clone();
-    match blocking(move || store.outbox_counts(chrono::Utc::now().timestamp())).await {
-        Ok((queued, due, dead)) => Json(serde_json::json!({"queued": queued, "due": due, "dead_letters": dead})).into_response(),
+    match blocking(move || Ok((store.outbox_counts(chrono::Utc::now().timestamp())?, store.next_due()?))).await {
+        Ok(((queued, due, dead), next_due)) => Json(serde_json::json!({"queued": queued, "due": due, "dead_letters": dead, "next_due": next_due})).into_response(),
         Err(r) => r,
     }
 }

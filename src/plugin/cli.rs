@@ -296,7 +296,11 @@ impl Channel for Plugin {
                 Err(SendError::Retryable(format!("endpoint answered {}", response.status)))
             }
             Ok(response) => Err(SendError::Permanent(format!("endpoint answered {}", response.status))),
-            Err(err) => Err(SendError::Retryable(format!("{err:?}"))),
+            // waiting may help a timeout or a dropped connection
+            Err(http::HttpError::Timeout(why) | http::HttpError::Transport(why)) => Err(SendError::Retryable(why)),
+            // a URL outside the channel's grant, or an answer over its cap, stays so:
+            // the operator's configuration has to change
+            Err(http::HttpError::Denied(why) | http::HttpError::TooLarge(why)) => Err(SendError::Permanent(why)),
         }
     }
 }

@@ -82,29 +82,68 @@ pub struct Grants {
 }
 
 /// `[channels.NAME.limits]`: per-call bounds; a call over any of them fails
-/// that one send and nothing else.
+/// that one call and nothing else.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Linear memory of one plugin instance, MiB.
     pub memory_mib: u32,
-    /// CPU time the plugin's own code may use per call, milliseconds (host
-    /// calls excluded; they have `io_timeout_ms`).
+    /// The plugin's own computation per call, milliseconds, counted in wasmtime
+    /// fuel ([`FUEL_PER_CPU_MS`] units a millisecond), so neither host calls nor a
+    /// busy machine's scheduling delay count against it. Over it: permanent.
     pub cpu_ms: u32,
+    /// Wall-clock deadline of one call (send, validate-config, parse-callback),
+    /// host calls and waiting included. Over it: retryable.
+    pub wall_ms: u32,
+    /// Host calls (http, smtp, files, log, clock) one call may make. Over it: retryable.
+    pub max_host_calls: u32,
     /// Wall-clock bound on one host I/O call (HTTP request, SMTP submission).
     pub io_timeout_ms: u32,
-    /// Largest HTTP response body handed to the plugin, bytes.
+    /// Largest HTTP response handed to the plugin, headers and body, bytes.
     pub http_max_response_bytes: u32,
+    /// Bytes the granted folder may hold (`files.write`; files already there count).
+    pub files_max_bytes: u64,
+    /// Files the granted folder may hold.
+    pub files_max_count: u32,
 }
+
+/// Fuel (about one WebAssembly instruction a unit) per millisecond of `cpu_ms`:
+/// what a tight loop in a plugin burns in a millisecond of CPU on the benchmark
+/// machine when it is quiet (BENCHMARKS.md, "Plugin sandbox limits").
+pub const FUEL_PER_CPU_MS: u64 = 7_000_000;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             memory_mib: 32,
             cpu_ms: 1_000,
+            wall_ms: 30_000,
+            max_host_calls: 100,
             io_timeout_ms: 10_000,
             http_max_response_bytes: 1 << 20,
+            files_max_bytes: 256 << 20,
+            files_max_count: 20_000,
         }
+    }
+}
+
+impl Limits {
+    /// Every bad value of `[channels.NAME.limits]`, each naming its key.
+    pub fn problems(&self, channel: &str) -> Vec<String> {
+        let key = |name: &str| format!("[channels.{channel}.limits] {name}");
+        let mut problems = Vec::new();
+        if self.memory_mib == 0 || self.memory_mib > super::host::MAX_MEMORY_MIB {
+            problems.push(format!("{} must be 1..={}, got {}", key("memory_mib"), super::host::MAX_MEMORY_MIB, self.memory_mib));
+        }
+        for (name, value) in [("cpu_ms", self.cpu_ms), ("wall_ms", self.wall_ms), ("io_timeout_ms", self.io_timeout_ms)] {
+            if value == 0 {
+                problems.push(format!("{} must be above 0", key(name)));
+            }
+        }
+        if self.wall_ms < self.cpu_ms {
+            problems.push(format!("{} must be at least cpu_ms ({}), got {}", key("wall_ms"), self.cpu_ms, self.wall_ms));
+        }
+        problems
     }
 }
 
@@ -187,6 +226,20 @@ mod tests {
         let declared: ChannelConfig = toml::from_str("plugin = \"x.wasm\"\nconsent = \"none\"\n").unwrap();
         assert_eq!(declared.consent("shop", Some("shop")), Ok(Consent::None));
         assert!(toml::from_str::<ChannelConfig>("plugin = \"x.wasm\"\nconsent = \"maybe\"\n").is_err());
+
+        assert!(config.limits.problems("full").is_empty(), "{:?}", config.limits.problems("full"));
+        let bad_limits = [
+            ("memory_mib = 0", "[channels.x.limits] memory_mib must be 1..=1024, got 0"),
+            ("memory_mib = 2048", "[channels.x.limits] memory_mib must be 1..=1024, got 2048"),
+            ("cpu_ms = 0", "[channels.x.limits] cpu_ms must be above 0"),
+            ("wall_ms = 0", "[channels.x.limits] wall_ms must be above 0"),
+            ("io_timeout_ms = 0", "[channels.x.limits] io_timeout_ms must be above 0"),
+            ("cpu_ms = 5000\nwall_ms = 4000", "[channels.x.limits] wall_ms must be at least cpu_ms (5000), got 4000"),
+        ];
+        for (limits, expected) in bad_limits {
+            let config: ChannelConfig = toml::from_str(&format!("plugin = \"x.wasm\"\n[limits]\n{limits}\n")).expect(limits);
+            assert!(config.limits.problems("x").iter().any(|p| p == expected), "{limits}: {:?}", config.limits.problems("x"));
+        }
 
         let typo = "plugin = \"x.wasm\"\n[limits]\nmemory_mb = 16\n";
         let err = toml::from_str::<ChannelConfig>(typo).expect_err("unknown key");

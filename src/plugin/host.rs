@@ -1,31 +1,38 @@
 //! The wasmtime host: loads channel plugins, runs one call per message in a fresh sandbox.
 //!
-//! It owns the engine (pooling allocator, epoch interruption with a ticker
+//! It owns the engine (pooling allocator, fuel, epoch interruption with a ticker
 //! thread), the compiled-code cache, the import check at load, and the call
 //! path: every message gets a new `Store` instantiated from a pre-instantiated
-//! component, with its own memory limit, CPU deadline and host-I/O bounds, so
-//! recipients never share state and a trapped instance is never reused. The
-//! host implementations of the WIT imports live here and delegate I/O to
-//! `http` and `smtp`. This is the only place, with `cache`, that names wasmtime.
+//! component, with its own memory limit, fuel, wall-clock deadline and host-call
+//! count, so recipients never share state and a trapped instance is never reused.
+//! The host implementations of the WIT imports live here and delegate I/O to
+//! `http`, `smtp` and `files`; every value a plugin hands over is held to the caps
+//! of `bounds`. This is the only place, with `cache`, that names wasmtime.
+//!
+//! The limits of one call, each ending it with the reason: `cpu_ms` is fuel (the
+//! guest's own instructions, whatever the machine's load or the host calls);
+//! `wall_ms` is a deadline on the epoch ticker while the guest computes and a
+//! timeout on every host call it waits in; `max_host_calls` counts imports called.
 //!
 //! Calls are async (wasmtime runs the guest on a fiber): a plugin's HTTP or
 //! SMTP call awaits the I/O on the task that called `send`, with no thread
 //! handoff. A blocking thread per call (spawn_blocking, then block_on for each
 //! host call) cost several cross-thread wakes per message, each a scheduling
-//! delay on a busy machine. The guest's own CPU time still runs on the calling
-//! worker, bounded by the channel's `cpu_ms`.
+//! delay on a busy machine. Load-time calls (`describe`, `validate-config`) run
+//! on a real runtime too, parking the loading thread while they wait.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline};
 
-use super::config::{ChannelConfig, Limits};
+use super::bounds;
+use super::config::{ChannelConfig, Limits, FUEL_PER_CPU_MS};
+use super::files::FilesCapability;
 use super::http::{HttpCapability, HttpFailure};
 use super::http_cache::GetCache;
 use super::manifest::{Capabilities, PluginManifest};
@@ -38,9 +45,11 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "plugins/sdk/wit",
         world: "plugin",
+        // every import may trap: a call past its deadline or host-call cap ends there
         imports: {
-            "rekindle:channel/http.send": async,
-            "rekindle:channel/smtp.submit": async,
+            "rekindle:channel/http.send": async | trappable,
+            "rekindle:channel/smtp.submit": async | trappable,
+            default: trappable,
         },
         exports: { default: async },
     });
@@ -57,8 +66,6 @@ pub(crate) const MAX_CONCURRENT_CALLS: u32 = 128;
 pub(crate) const MAX_MEMORY_MIB: u32 = 1024;
 /// Memory of a pooled slot kept mapped between instances (see `SandboxEngine::new`).
 const KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
-/// Longest log line kept from a plugin.
-const MAX_LOG_LINE: usize = 2_048;
 
 /// The wasmtime engine shared by all channels, with its epoch ticker.
 pub(crate) struct SandboxEngine {
@@ -87,6 +94,8 @@ impl SandboxEngine {
             // one fiber stack per call in flight
             .total_stacks(MAX_CONCURRENT_CALLS);
         let mut config = wasmtime::Config::new();
+        // cpu_ms as fuel, the guest's own work; the epoch for the wall-clock deadline
+        config.consume_fuel(true);
         config.epoch_interruption(true);
         // Explicit bounds checks instead of guard pages. With guard pages, every
         // instance shrinks its slot back with mprotect and every memory.grow
@@ -146,13 +155,15 @@ impl SandboxEngine {
             exports,
             manifest: None,
         };
-        let manifest_text = complete(async {
+        let malformed = |reason: String| PluginError::Malformed { path: path.to_path_buf(), reason };
+        let manifest_text = block_on(async {
             let mut call = plugin.start(&self.engine, Sandbox::for_inspection()).await?;
             call.instance.rekindle_channel_channel().call_describe(&mut call.store).await.map_err(|err| call.fault(&err))
         })
-        .map_err(|fault| PluginError::Malformed { path: path.to_path_buf(), reason: format!("describe failed: {}", fault.reason) })?;
-        let manifest = PluginManifest::parse(&manifest_text)
-            .map_err(|reason| PluginError::Malformed { path: path.to_path_buf(), reason })?;
+        .map_err(&malformed)?
+        .map_err(|fault| malformed(format!("describe failed: {}", fault.reason)))?;
+        bounds::bytes("its manifest", manifest_text.len(), bounds::MAX_MANIFEST).map_err(&malformed)?;
+        let manifest = PluginManifest::parse(&manifest_text).map_err(&malformed)?;
         plugin.manifest = Some(manifest);
         Ok(plugin)
     }
@@ -211,7 +222,7 @@ pub(crate) struct Sandbox {
     /// The channel's opt-in GET cache (see `http_cache`).
     pub(crate) http_cache: Arc<GetCache>,
     pub(crate) smtp: Option<Arc<SmtpRelay>>,
-    pub(crate) files: Option<Arc<PathBuf>>,
+    pub(crate) files: Option<Arc<FilesCapability>>,
 }
 
 impl Sandbox {
@@ -235,32 +246,36 @@ impl LoadedPlugin {
         self.manifest.as_ref()
     }
 
-    /// A fresh instance under the sandbox's limits, for one call.
+    /// A fresh instance under the sandbox's limits, for one call. The fuel and
+    /// the wall-clock deadline start now, so instantiation counts too.
     pub(crate) async fn start(&self, engine: &Engine, sandbox: Sandbox) -> Result<Call, Fault> {
-        let cpu_budget = Duration::from_millis(u64::from(sandbox.limits.cpu_ms));
-        let memory_limit = sandbox.limits.memory_mib as usize * 1024 * 1024;
+        let limits = &sandbox.limits;
+        let fuel = u64::from(limits.cpu_ms) * FUEL_PER_CPU_MS;
+        let wall = Duration::from_millis(u64::from(limits.wall_ms));
+        let memory_limit = limits.memory_mib as usize * 1024 * 1024;
         let mut store = Store::new(
             engine,
             CallState {
                 sandbox,
                 limiter: MemoryLimiter { limit: memory_limit, exceeded: false },
-                started: Instant::now(),
-                host_time: Duration::ZERO,
-                cpu_budget,
-                cpu_exceeded: false,
+                deadline: Instant::now() + wall,
+                host_calls: 0,
+                stopped: None,
                 last_error_log: None,
             },
         );
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(ticks(cpu_budget));
+        if let Err(err) = store.set_fuel(fuel) {
+            return Err(fault(store.data(), &err, true));
+        }
+        store.set_epoch_deadline(ticks(wall));
         store.epoch_deadline_callback(|mut context| {
             let state = context.data_mut();
-            let guest_time = state.started.elapsed().saturating_sub(state.host_time);
-            if guest_time >= state.cpu_budget {
-                state.cpu_exceeded = true;
-                Err(wasmtime::format_err!("cpu limit reached"))
+            let left = state.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                Err(state.stop(Stop::Wall))
             } else {
-                Ok(UpdateDeadline::Continue(ticks(state.cpu_budget - guest_time)))
+                Ok(UpdateDeadline::Continue(ticks(left)))
             }
         });
         match self.pre.instantiate_async(&mut store).await {
@@ -283,17 +298,19 @@ impl Call {
     }
 }
 
-/// Drive a plugin call that does no host I/O (`describe` and
-/// `validate-config` at load) to its end on this thread. Such a call never
-/// waits on anything: it finishes on its first poll.
-fn complete<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut context = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::yield_now();
+/// Run a load-time call (`describe`, `validate-config`) to its end on this
+/// thread, which parks while the call waits on host I/O: on the runtime the
+/// thread belongs to (the daemon loads channels on one of its blocking threads),
+/// else on a current-thread runtime of its own. Not for an async worker thread
+/// (tokio refuses to block one).
+fn block_on<F: Future>(future: F) -> Result<F::Output, String> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => Ok(runtime.block_on(future)),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| runtime.block_on(future))
+            .map_err(|err| format!("cannot start an async runtime for the plugin: {err}")),
     }
 }
 
@@ -303,7 +320,19 @@ fn ticks(budget: Duration) -> u64 {
 
 fn fault(state: &CallState, err: &wasmtime::Error, instantiating: bool) -> Fault {
     let limits = &state.sandbox.limits;
-    if state.cpu_exceeded {
+    match state.stopped {
+        Some(Stop::Wall) => {
+            return Fault {
+                reason: format!("plugin stopped at its wall-clock limit of {} ms (after {} host calls)", limits.wall_ms, state.host_calls),
+                retryable: true,
+            }
+        }
+        Some(Stop::HostCalls) => {
+            return Fault { reason: format!("plugin stopped at its limit of {} host calls", limits.max_host_calls), retryable: true }
+        }
+        None => {}
+    }
+    if err.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
         return Fault { reason: format!("plugin stopped at its cpu limit of {} ms", limits.cpu_ms), retryable: false };
     }
     if state.limiter.exceeded {
@@ -352,46 +381,64 @@ impl ResourceLimiter for MemoryLimiter {
 pub(crate) struct CallState {
     sandbox: Sandbox,
     limiter: MemoryLimiter,
-    started: Instant,
-    /// Time spent in host calls; it does not count against the CPU budget.
-    host_time: Duration,
-    cpu_budget: Duration,
-    cpu_exceeded: bool,
+    /// The end of the call's `wall_ms`.
+    deadline: Instant,
+    host_calls: u32,
+    /// The limit that stopped the call, if one did (fuel and memory say so themselves).
+    stopped: Option<Stop>,
     last_error_log: Option<String>,
 }
 
+/// A limit the host enforces by trapping the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Wall,
+    HostCalls,
+}
+
 impl CallState {
-    /// Run host I/O outside the CPU budget: its wall time is host time.
-    /// `Err` when no async runtime drives this call (at load), where I/O has
-    /// nothing to run on.
-    async fn host_io<F: Future>(&mut self, io: F) -> Result<F::Output, String> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err("no runtime for host i/o in this context".to_string());
+    /// Record why the call stops; the trap to raise.
+    fn stop(&mut self, why: Stop) -> wasmtime::Error {
+        self.stopped = Some(why);
+        wasmtime::format_err!("{why:?} limit reached")
+    }
+
+    /// Count a host call; trap past the cap or the deadline.
+    fn enter(&mut self) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        if self.host_calls > self.sandbox.limits.max_host_calls {
+            return Err(self.stop(Stop::HostCalls));
         }
-        let started = Instant::now();
-        let output = io.await;
-        self.host_time += started.elapsed();
-        Ok(output)
+        if Instant::now() >= self.deadline {
+            return Err(self.stop(Stop::Wall));
+        }
+        Ok(())
+    }
+
+    /// Host I/O within what is left of the call's deadline; trap when it runs out.
+    async fn host_io<F: Future>(&mut self, io: F) -> wasmtime::Result<F::Output> {
+        match tokio::time::timeout_at(self.deadline.into(), io).await {
+            Ok(output) => Ok(output),
+            Err(_) => Err(self.stop(Stop::Wall)),
+        }
     }
 }
 
 impl wit::types::Host for CallState {}
 
 impl wit::http::Host for CallState {
-    async fn send(&mut self, request: wit::http::Request) -> Result<wit::http::Response, wit::http::HttpError> {
+    async fn send(&mut self, request: wit::http::Request) -> wasmtime::Result<Result<wit::http::Response, wit::http::HttpError>> {
+        self.enter()?;
         let Some(http) = self.sandbox.http.clone() else {
-            return Err(wit::http::HttpError::Denied("this channel has no http grant".to_string()));
+            return Ok(Err(wit::http::HttpError::Denied("this channel has no http grant".to_string())));
         };
         let wit::http::Request { method, url, mut headers, body } = request;
         let keep = GetCache::wanted(&method, &mut headers);
         if let Some((headers, body)) = keep.and_then(|_| self.sandbox.http_cache.get(&url)) {
-            return Ok(wit::http::Response { status: 200, headers, body });
+            return Ok(Ok(wit::http::Response { status: 200, headers, body }));
         }
-        let outcome = self
-            .host_io(http.send(&method, &url, &headers, body))
-            .await
-            .unwrap_or_else(|why| Err(HttpFailure::Transport(why)));
-        match outcome {
+        let outcome = self.host_io(http.send(&method, &url, &headers, body)).await?;
+        Ok(match outcome {
             Ok(response) => {
                 if let Some(keep) = keep.filter(|_| response.status == 200) {
                     self.sandbox.http_cache.put(&url, keep, &(response.headers.clone(), response.body.clone()));
@@ -405,71 +452,45 @@ impl wit::http::Host for CallState {
             Err(HttpFailure::Timeout(why)) => Err(wit::http::HttpError::Timeout(why)),
             Err(HttpFailure::Transport(why)) => Err(wit::http::HttpError::Transport(why)),
             Err(HttpFailure::TooLarge(why)) => Err(wit::http::HttpError::TooLarge(why)),
-        }
+        })
     }
 }
 
 impl wit::smtp::Host for CallState {
-    async fn submit(&mut self, mail_from: String, rcpt_to: Vec<String>, message: Vec<u8>) -> Result<String, wit::smtp::SmtpError> {
+    async fn submit(&mut self, mail_from: String, rcpt_to: Vec<String>, message: Vec<u8>) -> wasmtime::Result<Result<String, wit::smtp::SmtpError>> {
+        self.enter()?;
         let Some(relay) = self.sandbox.smtp.clone() else {
-            return Err(wit::smtp::SmtpError::Denied("this channel has no smtp relay".to_string()));
+            return Ok(Err(wit::smtp::SmtpError::Denied("this channel has no smtp relay".to_string())));
         };
-        let outcome = self
-            .host_io(relay.submit(&mail_from, &rcpt_to, &message))
-            .await
-            .unwrap_or_else(|why| Err(SmtpFailure::Transient(why)));
-        match outcome {
+        let within_caps = bounds::bytes("an envelope sender", mail_from.len(), bounds::MAX_ADDRESS)
+            .and_then(|()| bounds::count("envelope recipients", rcpt_to.len(), bounds::MAX_RECIPIENTS))
+            .and_then(|()| rcpt_to.iter().try_for_each(|rcpt| bounds::bytes("an envelope recipient", rcpt.len(), bounds::MAX_ADDRESS)))
+            .and_then(|()| bounds::bytes("a message", message.len(), bounds::MAX_MAIL));
+        if let Err(why) = within_caps {
+            return Ok(Err(wit::smtp::SmtpError::Permanent(why)));
+        }
+        Ok(match self.host_io(relay.submit(&mail_from, &rcpt_to, &message)).await? {
             Ok(reply) => Ok(reply),
             Err(SmtpFailure::Transient(why)) => Err(wit::smtp::SmtpError::Transient(why)),
             Err(SmtpFailure::Permanent(why)) => Err(wit::smtp::SmtpError::Permanent(why)),
-        }
+        })
     }
 }
 
 impl wit::files::Host for CallState {
-    fn write(&mut self, name: String, contents: Vec<u8>) -> Result<(), String> {
-        let Some(folder) = self.sandbox.files.clone() else {
-            return Err("this channel has no files grant".to_string());
-        };
-        check_file_name(&name)?;
-        let started = Instant::now();
-        let result = write_atomically(&folder, &name, &contents);
-        self.host_time += started.elapsed();
-        result
+    fn write(&mut self, name: String, contents: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        self.enter()?;
+        Ok(match &self.sandbox.files {
+            Some(files) => files.write(&name, &contents),
+            None => Err("this channel has no files grant".to_string()),
+        })
     }
-}
-
-/// A plain file name: no separators, no `..`, no hidden files.
-fn check_file_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+'));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("`{name}` is not a plain file name (letters, digits, . _ - @ +; no folders)"))
-    }
-}
-
-/// Write through a temporary file and rename, so a reader never sees half a message.
-fn write_atomically(folder: &Path, name: &str, contents: &[u8]) -> Result<(), String> {
-    let temporary = folder.join(format!(".{name}.tmp"));
-    std::fs::write(&temporary, contents)
-        .and_then(|()| std::fs::rename(&temporary, folder.join(name)))
-        .map_err(|err| format!("cannot write `{name}`: {err}"))
 }
 
 impl wit::log::Host for CallState {
-    fn log(&mut self, level: wit::log::Level, message: String) {
-        let mut line = message;
-        if line.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-        }
+    fn log(&mut self, level: wit::log::Level, message: String) -> wasmtime::Result<()> {
+        self.enter()?;
+        let line = bounds::clip(message, bounds::MAX_LOG_LINE);
         let channel = &self.sandbox.channel;
         match level {
             wit::log::Level::Debug => tracing::debug!(%channel, "{line}"),
@@ -480,12 +501,14 @@ impl wit::log::Host for CallState {
                 self.last_error_log = Some(line);
             }
         }
+        Ok(())
     }
 }
 
 impl wit::clock::Host for CallState {
-    fn now_unix_ms(&mut self) -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    fn now_unix_ms(&mut self) -> wasmtime::Result<i64> {
+        self.enter()?;
+        Ok(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
     }
 }
 
@@ -519,12 +542,7 @@ impl LoadedChannel {
         let mut problems = manifest.undeclared(plugin.imports);
         problems.extend(manifest.problems_with(name, config));
         let consent = config.consent(name, Some(&manifest.kind));
-        if config.limits.memory_mib == 0 || config.limits.memory_mib > MAX_MEMORY_MIB {
-            problems.push(format!("[channels.{name}.limits] memory_mib must be 1..={MAX_MEMORY_MIB}"));
-        }
-        if config.limits.cpu_ms == 0 || config.limits.io_timeout_ms == 0 {
-            problems.push(format!("[channels.{name}.limits] cpu_ms and io_timeout_ms must be above 0"));
-        }
+        problems.extend(config.limits.problems(name));
         for key in config.secrets.keys() {
             if config.settings.contains_key(key) {
                 problems.push(format!("[channels.{name}] `{key}` is both a setting and a secret"));
@@ -547,7 +565,7 @@ impl LoadedChannel {
         } else {
             None
         };
-        let smtp = match (&config.smtp, manifest.capabilities.smtp) {
+        let smtp = match (&config.smtp, manifest.capabilities.smtp || manifest.optional_capabilities.smtp) {
             (Some(relay), true) => match SmtpRelay::new(relay, io_timeout) {
                 Ok(relay) => Some(Arc::new(relay)),
                 Err(problem) => {
@@ -557,13 +575,13 @@ impl LoadedChannel {
             },
             _ => None,
         };
-        let files = match (&config.grants.files, manifest.capabilities.files) {
+        let files = match (&config.grants.files, manifest.capabilities.files || manifest.optional_capabilities.files) {
             (Some(folder), true) => {
-                let folder = base_dir.join(folder);
-                match std::fs::create_dir_all(&folder) {
-                    Ok(()) => Some(Arc::new(folder)),
-                    Err(err) => {
-                        problems.push(format!("[channels.{name}] grants.files {}: {err}", folder.display()));
+                let (max_bytes, max_count) = (config.limits.files_max_bytes, config.limits.files_max_count);
+                match FilesCapability::new(base_dir.join(folder), name, max_bytes, max_count) {
+                    Ok(files) => Some(Arc::new(files)),
+                    Err(problem) => {
+                        problems.push(format!("[channels.{name}] {problem}"));
                         None
                     }
                 }
@@ -582,13 +600,14 @@ impl LoadedChannel {
             .collect();
         let sandbox = Sandbox { channel: Arc::from(name), limits: config.limits.clone(), http, http_cache: Arc::default(), smtp, files };
         let channel = LoadedChannel { plugin, sandbox, config: plugin_config, consent };
-        let verdict = complete(async {
+        let verdict = block_on(async {
             let mut call = channel.plugin.start(sandbox_engine.engine(), channel.sandbox.clone()).await?;
             let outcome = call.instance.rekindle_channel_channel().call_validate_config(&mut call.store, &channel.config).await;
             outcome.map_err(|err| call.fault(&err))
         })
+        .map_err(|why| config_problem(vec![why]))?
         .map_err(|fault| config_problem(vec![format!("validate-config failed: {}", fault.reason)]))?;
-        verdict.map_err(config_problem)?;
+        verdict.map_err(|problems| config_problem(bounded_problems(problems)))?;
         Ok(channel)
     }
 
@@ -601,16 +620,17 @@ impl LoadedChannel {
             outcome.map_err(|err| call.fault(&err))
         };
         match outcome.await {
-            Ok(Ok(delivery)) => Ok(Delivery { provider_id: delivery.provider_id, metadata: delivery.metadata }),
-            Ok(Err(wit::types::SendError::Retryable(reason))) => Err(SendError::retryable(reason)),
-            Ok(Err(wit::types::SendError::Permanent(reason))) => Err(SendError::permanent(reason)),
+            Ok(Ok(delivery)) => bounded_delivery(delivery).map_err(|why| SendError::permanent(format!("plugin broke the contract: {why}"))),
+            Ok(Err(wit::types::SendError::Retryable(reason))) => Err(SendError::retryable(bounds::clip(reason, bounds::MAX_TEXT))),
+            Ok(Err(wit::types::SendError::Permanent(reason))) => Err(SendError::permanent(bounds::clip(reason, bounds::MAX_TEXT))),
             Err(fault) if fault.retryable => Err(SendError::retryable(fault.reason)),
             Err(fault) => Err(SendError::permanent(fault.reason)),
         }
     }
 
-    /// Parse one provider callback in a fresh instance.
-    pub(crate) async fn parse_callback(&self, engine: &Engine, request: CallbackRequest) -> Result<Vec<StatusUpdate>, String> {
+    /// Parse one provider callback in a fresh instance. A limit that a later try may
+    /// pass (wall clock, host calls, a full pool) is a [`Fault`] with `retryable`.
+    pub(crate) async fn parse_callback(&self, engine: &Engine, request: CallbackRequest) -> Result<Vec<StatusUpdate>, Fault> {
         let request = wit::types::CallbackRequest {
             method: request.method,
             path: request.path,
@@ -623,10 +643,11 @@ impl LoadedChannel {
                 call.instance.rekindle_channel_channel().call_parse_callback(&mut call.store, &self.config, &request).await;
             outcome.map_err(|err| call.fault(&err))
         };
+        let refused = |reason: String| Fault { reason, retryable: false };
         match outcome.await {
-            Ok(Ok(updates)) => Ok(updates.into_iter().map(from_wit_update).collect()),
-            Ok(Err(reason)) => Err(reason),
-            Err(fault) => Err(fault.reason),
+            Ok(Ok(updates)) => bounded_updates(updates).map_err(|why| refused(format!("plugin broke the contract: {why}"))),
+            Ok(Err(reason)) => Err(refused(bounds::clip(reason, bounds::MAX_TEXT))),
+            Err(fault) => Err(fault),
         }
     }
 }
@@ -647,10 +668,46 @@ fn to_wit_message(message: OutboundMessage) -> wit::types::OutboundMessage {
     }
 }
 
+/// A plugin's delivery within the caps of `bounds`, or what is over one.
+fn bounded_delivery(delivery: wit::types::Delivery) -> Result<Delivery, String> {
+    bounds::bytes("a provider id", delivery.provider_id.len(), bounds::MAX_ID)?;
+    bounds::count("metadata entries", delivery.metadata.len(), bounds::MAX_METADATA)?;
+    for (key, value) in &delivery.metadata {
+        bounds::bytes("a metadata key", key.len(), bounds::MAX_KEY)?;
+        bounds::bytes(&format!("metadata `{key}`"), value.len(), bounds::MAX_TEXT)?;
+    }
+    Ok(Delivery { provider_id: delivery.provider_id, metadata: delivery.metadata })
+}
+
+/// A callback's status updates within the caps of `bounds` (reasons cut), or what is over one.
+fn bounded_updates(updates: Vec<wit::types::StatusUpdate>) -> Result<Vec<StatusUpdate>, String> {
+    bounds::count("status updates", updates.len(), bounds::MAX_UPDATES)?;
+    updates
+        .into_iter()
+        .map(|update| {
+            for id in update.provider_id.iter().chain(&update.recipient) {
+                bounds::bytes("a status update's provider id or recipient", id.len(), bounds::MAX_ID)?;
+            }
+            Ok(from_wit_update(update))
+        })
+        .collect()
+}
+
+/// validate-config's problems, at most `MAX_PROBLEMS` of them, each cut to `MAX_TEXT`.
+fn bounded_problems(problems: Vec<String>) -> Vec<String> {
+    let more = problems.len().saturating_sub(bounds::MAX_PROBLEMS);
+    let mut shown: Vec<String> = problems.into_iter().take(bounds::MAX_PROBLEMS).map(|p| bounds::clip(p, bounds::MAX_TEXT)).collect();
+    if more > 0 {
+        shown.push(format!("and {more} more problems"));
+    }
+    shown
+}
+
 fn from_wit_update(update: wit::types::StatusUpdate) -> StatusUpdate {
     StatusUpdate {
         provider_id: update.provider_id,
         recipient: update.recipient,
+        reason: update.reason.map(|reason| bounds::clip(reason, bounds::MAX_TEXT)),
         state: match update.state {
             wit::types::DeliveryState::Accepted => DeliveryState::Accepted,
             wit::types::DeliveryState::Delivered => DeliveryState::Delivered,
@@ -658,21 +715,5 @@ fn from_wit_update(update: wit::types::StatusUpdate) -> StatusUpdate {
             wit::types::DeliveryState::Complained => DeliveryState::Complained,
             wit::types::DeliveryState::OptedOut => DeliveryState::OptedOut,
         },
-        reason: update.reason,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_are_plain() {
-        for good in ["msg-1.eml", "a_b.json", "x@y+z.eml"] {
-            assert!(check_file_name(good).is_ok(), "{good}");
-        }
-        for bad in ["", "../etc/passwd", "a/b", ".hidden", "a\\b", "ü.eml", &"x".repeat(201)] {
-            assert!(check_file_name(bad).is_err(), "{bad}");
-        }
     }
 }

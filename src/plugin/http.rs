@@ -7,12 +7,14 @@
 //! timeout and the response size cap. One reqwest client per channel, with
 //! TCP_NODELAY, so connections are reused across that channel's messages.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
+
+use super::bounds;
 
 /// One `grants.http` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,31 +71,65 @@ pub(crate) fn is_allowed(allowlist: &[AllowedOrigin], url: &Url) -> bool {
     allowlist.iter().any(|origin| origin.allows(url))
 }
 
-/// An address a host name may resolve to: public unicast only.
+/// IPv4 networks no granted host name may resolve to: IANA's special-purpose
+/// address registry (private, shared, loopback, link-local, protocol assignments,
+/// documentation, benchmarking, AS112, AMT, the old 6to4 relay), multicast and the
+/// reserved 240.0.0.0/4 with the broadcast address.
+const SPECIAL_V4: &[(Ipv4Addr, u8)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8),
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    (Ipv4Addr::new(100, 64, 0, 0), 10),
+    (Ipv4Addr::new(127, 0, 0, 0), 8),
+    (Ipv4Addr::new(169, 254, 0, 0), 16),
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    (Ipv4Addr::new(192, 0, 0, 0), 24),
+    (Ipv4Addr::new(192, 0, 2, 0), 24),
+    (Ipv4Addr::new(192, 31, 196, 0), 24),
+    (Ipv4Addr::new(192, 52, 193, 0), 24),
+    (Ipv4Addr::new(192, 88, 99, 0), 24),
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+    (Ipv4Addr::new(192, 175, 48, 0), 24),
+    (Ipv4Addr::new(198, 18, 0, 0), 15),
+    (Ipv4Addr::new(198, 51, 100, 0), 24),
+    (Ipv4Addr::new(203, 0, 113, 0), 24),
+    (Ipv4Addr::new(224, 0, 0, 0), 4),
+    (Ipv4Addr::new(240, 0, 0, 0), 4),
+];
+
+/// Global unicast IPv6 (2000::/3) networks of IANA's special-purpose registry that
+/// are still not for plugins: IETF protocol assignments (Teredo 2001::/32,
+/// benchmarking, ORCHID, AMT, AS112), documentation (2001:db8::/32, 3fff::/20),
+/// 6to4 (2002::/16, which tunnels to any IPv4 address) and direct AS112.
+const SPECIAL_V6: &[(Ipv6Addr, u8)] = &[
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23),
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16),
+    (Ipv6Addr::new(0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0), 48),
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20),
+];
+const GLOBAL_UNICAST_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3);
+/// NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 address the
+/// translator reaches, so the address is as public as that one. On an IPv6-only
+/// host with DNS64 every IPv4-only API resolves into it.
+const NAT64_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96);
+
+/// An address a host name may resolve to: public unicast only. IPv6 must be
+/// global unicast outside the special networks; IPv4-mapped and NAT64 addresses
+/// are judged by the IPv4 address inside, and everything else (IPv4-compatible
+/// `::a.b.c.d`, local-use NAT64 64:ff9b:1::/48, discard-only, ULA, link-local,
+/// site-local, multicast, SRv6) is refused.
 fn is_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
-        }
+        IpAddr::V4(v4) => !SPECIAL_V4.iter().any(|&(net, len)| (u32::from(v4) ^ u32::from(net)).checked_shr(32 - u32::from(len)).unwrap_or(0) == 0),
         IpAddr::V6(v6) => {
+            let within = |(net, len): (Ipv6Addr, u8)| (u128::from(v6) ^ u128::from(net)).checked_shr(128 - u32::from(len)).unwrap_or(0) == 0;
             if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
+                is_public(IpAddr::V4(v4))
+            } else if within(NAT64_V6) {
+                is_public(IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32)))
+            } else {
+                within(GLOBAL_UNICAST_V6) && !SPECIAL_V6.iter().any(|&special| within(special))
             }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
         }
     }
 }
@@ -199,6 +235,7 @@ impl HttpCapability {
         headers: &[(String, String)],
         body: Vec<u8>,
     ) -> Result<HttpResponse, HttpFailure> {
+        check_request(url, headers, &body).map_err(HttpFailure::Denied)?;
         let url = self.check(url)?;
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| HttpFailure::Transport(format!("bad http method `{method}`")))?;
@@ -209,18 +246,21 @@ impl HttpCapability {
         let exchange = async {
             let mut response = request.body(body).send().await.map_err(classify)?;
             let status = response.status().as_u16();
-            let headers = response
+            let headers: Vec<(String, String)> = response
                 .headers()
                 .iter()
                 .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
                 .collect();
-            if response.content_length().is_some_and(|len| len > self.max_response_bytes as u64) {
-                return Err(self.too_large());
+            // headers count toward the cap: a name, ": ", a value and CRLF each
+            let header_bytes: usize = headers.iter().map(|(name, value)| name.len() + value.len() + 4).sum();
+            let body_cap = self.max_response_bytes.checked_sub(header_bytes).ok_or_else(|| self.too_large(header_bytes))?;
+            if response.content_length().is_some_and(|len| len > body_cap as u64) {
+                return Err(self.too_large(header_bytes.saturating_add(response.content_length().unwrap_or(0) as usize)));
             }
             let mut body = Vec::new();
             while let Some(chunk) = response.chunk().await.map_err(classify)? {
-                if body.len() + chunk.len() > self.max_response_bytes {
-                    return Err(self.too_large());
+                if body.len() + chunk.len() > body_cap {
+                    return Err(self.too_large(header_bytes + body.len() + chunk.len()));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -230,8 +270,41 @@ impl HttpCapability {
         exchange.await
     }
 
-    fn too_large(&self) -> HttpFailure {
-        HttpFailure::TooLarge(format!("response body over the cap of {} bytes", self.max_response_bytes))
+    /// The response was `at_least` bytes (headers and body) or more.
+    fn too_large(&self, at_least: usize) -> HttpFailure {
+        HttpFailure::TooLarge(format!(
+            "response of at least {at_least} bytes (headers and body) over the cap of {} bytes",
+            self.max_response_bytes
+        ))
+    }
+}
+
+/// Headers the host writes itself: the connection's own (RFC 9110 7.6.1), the
+/// target host and the body's framing. A plugin that sets one is refused, so it can
+/// neither aim a granted connection at another virtual host nor smuggle a request.
+const HOST_OWNED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
+/// The request's size caps (`bounds`) and the headers only the host sets.
+fn check_request(url: &str, headers: &[(String, String)], body: &[u8]) -> Result<(), String> {
+    bounds::bytes("a request url", url.len(), bounds::MAX_URL)?;
+    bounds::count("request headers", headers.len(), bounds::MAX_HEADERS)?;
+    let header_bytes = headers.iter().map(|(name, value)| name.len() + value.len()).sum();
+    bounds::bytes("request headers", header_bytes, bounds::MAX_HEADER_BYTES)?;
+    bounds::bytes("a request body", body.len(), bounds::MAX_HTTP_BODY)?;
+    match headers.iter().find(|(name, _)| HOST_OWNED_HEADERS.iter().any(|owned| name.trim().eq_ignore_ascii_case(owned))) {
+        Some((name, _)) => Err(format!("the `{}` header is the host's to set", name.trim().to_ascii_lowercase())),
+        None => Ok(()),
     }
 }
 
@@ -292,26 +365,112 @@ mod tests {
         }
     }
 
+    /// IANA's IPv4 and IPv6 special-purpose registries, row by row, with public
+    /// neighbours on either side of the edges.
     #[test]
     fn only_public_addresses_count_as_public() {
         let cases = [
             ("93.184.216.34", true),
-            ("127.0.0.1", false),
+            ("8.8.8.8", true),
+            ("0.1.2.3", false),
             ("10.1.2.3", false),
-            ("172.16.0.1", false),
-            ("192.168.1.1", false),
-            ("169.254.169.254", false),
+            ("100.63.255.255", true),
             ("100.64.0.1", false),
-            ("0.0.0.0", false),
+            ("100.127.255.255", false),
+            ("100.128.0.0", true),
+            ("127.0.0.1", false),
+            ("169.254.169.254", false),
+            ("172.16.0.1", false),
+            ("172.31.255.255", false),
+            ("172.32.0.0", true),
+            ("192.0.0.9", false),
+            ("192.0.0.170", false),
+            ("192.0.1.1", true),
+            ("192.0.2.1", false),
+            ("192.31.196.1", false),
+            ("192.52.193.1", false),
+            ("192.88.99.1", false),
+            ("192.168.1.1", false),
+            ("192.175.48.1", false),
+            ("198.17.255.255", true),
+            ("198.18.0.1", false),
+            ("198.19.255.255", false),
+            ("198.20.0.0", true),
+            ("198.51.100.7", false),
+            ("203.0.113.7", false),
+            ("224.0.0.1", false),
+            ("239.255.255.255", false),
+            ("240.0.0.1", false),
+            ("255.255.255.255", false),
             ("2606:2800:220:1:248:1893:25c8:1946", true),
+            ("2a00:1450:4001:80b::200e", true),
+            ("::", false),
             ("::1", false),
+            ("::127.0.0.1", false),
+            ("::8.8.8.8", false),
+            ("::ffff:127.0.0.1", false),
+            ("::ffff:10.0.0.1", false),
+            ("::ffff:8.8.8.8", true),
+            ("::ffff:0:8.8.8.8", false),
+            ("64:ff9b::7f00:1", false),
+            ("64:ff9b::a00:1", false),
+            ("64:ff9b::c612:1", false),
+            ("64:ff9b::808:808", true),
+            ("64:ff9b:1::808:808", false),
+            ("100::1", false),
+            ("2001::1", false),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", false),
+            ("2001:2::1", false),
+            ("2001:1ff::1", false),
+            ("2001:200::1", true),
+            ("2001:db8::1", false),
+            ("2002:7f00:1::1", false),
+            ("2002:808:808::1", false),
+            ("2620:4f:8000::1", false),
+            ("2620:4f:8001::1", true),
+            ("3fff::1", false),
+            ("3fff:fff:ffff::1", false),
+            ("3fff:1000::1", true),
+            ("5f00::1", false),
+            ("fc00::1", false),
             ("fd00::1", false),
             ("fe80::1", false),
-            ("::ffff:127.0.0.1", false),
+            ("fec0::1", false),
+            ("ff02::1", false),
+            ("ff0e::1", false),
         ];
         for (ip, expected) in cases {
             let parsed: IpAddr = ip.parse().expect("test ip");
             assert_eq!(is_public(parsed), expected, "{ip}");
+        }
+    }
+
+    #[test]
+    fn requests_over_a_cap_or_setting_a_host_owned_header_are_refused() {
+        let header = |name: &str, value: &str| vec![(name.to_string(), value.to_string())];
+        let long_url = format!("https://api.example.com/{}", "a".repeat(bounds::MAX_URL));
+        let many: Vec<(String, String)> = (0..=bounds::MAX_HEADERS).map(|i| (format!("x-{i}"), "v".to_string())).collect();
+        // url, headers, body bytes, and a piece of the refusal (None: allowed)
+        type Case<'a> = (&'a str, Vec<(String, String)>, usize, Option<&'a str>);
+        let cases: Vec<Case> = vec![
+            ("https://api.example.com/", header("content-type", "application/json"), 10, None),
+            ("https://api.example.com/", header("authorization", "Bearer x"), 0, None),
+            (&long_url, vec![], 0, Some("a request url of")),
+            ("https://api.example.com/", many, 0, Some("65 request headers are over the cap of 64")),
+            ("https://api.example.com/", header("x-big", &"v".repeat(bounds::MAX_HEADER_BYTES)), 0, Some("request headers of")),
+            ("https://api.example.com/", vec![], bounds::MAX_HTTP_BODY + 1, Some("a request body of")),
+            ("https://api.example.com/", header("Host", "169.254.169.254"), 0, Some("the `host` header is the host's to set")),
+            ("https://api.example.com/", header("content-length", "0"), 0, Some("`content-length`")),
+            ("https://api.example.com/", header(" Transfer-Encoding", "chunked"), 0, Some("`transfer-encoding`")),
+            ("https://api.example.com/", header("connection", "close"), 0, Some("`connection`")),
+            ("https://api.example.com/", header("upgrade", "h2c"), 0, Some("`upgrade`")),
+        ];
+        for (url, headers, body, refused) in cases {
+            let outcome = check_request(url, &headers, &vec![0; body]);
+            match refused {
+                None => assert_eq!(outcome, Ok(()), "{headers:?}"),
+                Some(why) => assert!(outcome.as_ref().is_err_and(|e| e.contains(why)), "{headers:?}: {outcome:?}"),
+            }
         }
     }
 }

@@ -11,9 +11,11 @@
 //! endpoint; [`cli`] holds `rekindle plugin new|check|send`. The contract with
 //! plugin authors is the WIT in `plugins/sdk/wit` (see PLUGINS.md).
 
+mod bounds;
 mod cache;
 pub mod cli;
 pub mod config;
+mod files;
 mod host;
 mod http;
 mod http_cache;
@@ -129,6 +131,11 @@ pub enum PluginError {
     /// signature): the caller answers 403.
     #[error("channel `{channel}`: callback not authentic: {reason}")]
     Unauthenticated { channel: String, reason: String },
+    /// A callback the plugin could not finish within a limit a later try may pass
+    /// (its wall-clock deadline, its host calls, a full instance pool): the caller
+    /// answers 503, so the provider sends it again.
+    #[error("channel `{channel}`: callback not handled now: {reason}")]
+    Busy { channel: String, reason: String },
     #[error("plugin engine: {0}")]
     Engine(String),
     #[error("{0}")]
@@ -177,8 +184,11 @@ pub struct ChannelHost {
 impl ChannelHost {
     /// Load and check every channel. Fails on the first channel with a
     /// problem, listing all of that channel's problems. Compiling takes a
-    /// while on a cold cache: call it off the async runtime's worker threads
-    /// (or before starting it).
+    /// while on a cold cache, and each plugin's `describe` and `validate-config`
+    /// run to their end (within the channel's limits) on the runtime this thread
+    /// belongs to, or on one of their own: call it on a blocking thread
+    /// (`spawn_blocking`) or before starting a runtime, never on an async worker
+    /// (tokio panics when asked to block one).
     pub fn load(channels: &BTreeMap<String, ChannelConfig>, options: &HostOptions) -> Result<Self, PluginError> {
         let engine = host::SandboxEngine::new()?;
         let mut loaded = BTreeMap::new();
@@ -229,8 +239,10 @@ impl ChannelHost {
     }
 
     /// Send one message through `channel`. A plugin that loops, eats memory,
-    /// traps or panics fails this one send (permanent, with the reason); the
-    /// host and the other channels go on. The plugin runs on the calling task
+    /// traps or panics fails this one send (permanent, with the reason); one past
+    /// its wall-clock deadline or host-call cap fails it as retryable, so the
+    /// message follows the retry and dead-letter path. The host and the other
+    /// channels go on. The plugin runs on the calling task
     /// (its CPU time, at most the channel's `cpu_ms`, on this worker) and its
     /// HTTP and SMTP calls are awaited there.
     pub async fn send(&self, channel: &str, message: OutboundMessage) -> Result<Delivery, SendError> {
@@ -253,9 +265,10 @@ impl ChannelHost {
             .await
             .map_err(|_| PluginError::Engine("plugin host is shutting down".to_string()))?;
         let outcome = loaded.parse_callback(self.engine.engine(), request).await;
-        outcome.map_err(|reason| match reason.strip_prefix(UNAUTHENTICATED) {
+        outcome.map_err(|fault| match fault.reason.strip_prefix(UNAUTHENTICATED) {
+            _ if fault.retryable => PluginError::Busy { channel: channel.to_string(), reason: fault.reason },
             Some(why) => PluginError::Unauthenticated { channel: channel.to_string(), reason: why.to_string() },
-            None => PluginError::Config { channel: channel.to_string(), problems: vec![format!("callback rejected: {reason}")] },
+            None => PluginError::Config { channel: channel.to_string(), problems: vec![format!("callback rejected: {}", fault.reason)] },
         })
     }
 

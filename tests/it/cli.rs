@@ -154,3 +154,43 @@ fn a_custom_channel_without_a_consent_is_refused_naming_the_key() {
     let refused = rows.iter().filter(|r| &r[col("opted_in_email")] != "true").count();
     assert!(refused > 0 && sent + refused <= rows.len(), "members without email consent got nothing");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_every_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    drop(crate::support::sample_store(d, 1_000));
+    std::fs::write(d.join("config.toml"), "").unwrap();
+    // each prints far more than a pipe holds, so the writes after `head` left fail
+    for args in [
+        &["bundles", "mine", "--scope", "basket", "--min-support", "0.0002", "--min-confidence", "0.01"][..],
+        &["profiles", "export", "--format", "ndjson"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rekindle"))
+            .current_dir(d)
+            .arg("--db")
+            .arg(d.join("store"))
+            .args(args)
+            .env("REKINDLE_CONFIG", d.join("config.toml"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 16];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("panicked"), "{args:?}: {:?} {stderr}", out.status);
+    }
+}
+
+#[test]
+fn an_error_says_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "[campaigns]\nrules_dir = \"no-such-folder\"\n").unwrap();
+    let out = rekindle(dir.path(), &["rules", "check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no-such-folder"), "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}

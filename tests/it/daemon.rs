@@ -68,7 +68,7 @@ fn rule(id: &str, channels: &str) -> rekindle::rules::Rule {
     }
     text.push_str("[limits]\nquiet_hours = false\n");
     let mut set = rekindle::rules::RuleSet { rules: vec![], diagnostics: vec![], sources: Default::default(), failed: vec![] };
-    let names = rekindle::rules::ChannelNames { configured: vec!["s503".into(), "slow".into(), "closed".into(), "gone".into(), "files".into()] };
+    let names = rekindle::rules::ChannelNames { configured: vec!["s503".into(), "slow".into(), "closed".into(), "gone".into(), "files".into(), "stuck".into()] };
     rekindle::rules::add_file(&mut set, Path::new(&format!("{id}.toml")), text, &names);
     assert_eq!(set.errors(), 0, "{:?}", set.diagnostics);
     set.rules.pop().unwrap()
@@ -139,6 +139,29 @@ fn retryable_failures_back_off_and_end_as_dead_letters() {
     store.update_messages(&updates).unwrap();
     assert_eq!(store.dead_letters().count(), dead.len() - 3);
     assert_eq!(store.outbox_counts(now).unwrap().0, 3);
+}
+
+/// A plugin stopped at its wall-clock limit (here: calling a slow server in a loop)
+/// fails its send as retryable, so the message backs off and ends as a dead letter
+/// with the limit as its error, like any provider outage.
+#[test]
+fn a_send_past_its_wall_clock_limit_is_retried_then_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = sample_store(dir.path(), 300);
+    let sink = HttpSink::start();
+    let stuck = format!(
+        "[channels.stuck]\nplugin = \"{}\"\nconsent = \"none\"\nsettings = {{ mode = \"http-loop\", url = \"http://127.0.0.1:{}/slow?ms=100\" }}\ngrants = {{ http = [\"127.0.0.1:{}\"], files = \"{}\" }}\nlimits = {{ wall_ms = 300, cpu_ms = 100 }}\n",
+        crate::plugin_support::plugin("faulty").display(),
+        sink.port,
+        sink.port,
+        dir.path().join("files").display()
+    );
+    let messages = run_and_drain(&store, &config(&stuck), &rule("r-stuck", "\"stuck\""));
+    for (id, m) in &messages {
+        assert_eq!(m.state, MessageState::Dead, "{id} {m:?}");
+        assert_eq!(m.attempts, 2, "two attempts, then a dead letter");
+        assert!(m.errors.iter().all(|e| e.contains("wall-clock limit of 300 ms")), "{:?}", m.errors);
+    }
 }
 
 #[test]

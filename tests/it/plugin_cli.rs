@@ -47,6 +47,22 @@ fn a_scaffolded_plugin_tests_builds_and_checks_out_of_the_box() {
         assert!(output.contains(expected), "{expected:?} in\n{output}");
     }
 
+    // An endpoint outside the channel's http grant is a configuration error: the
+    // send fails as permanent, never retried (the first scaffold retried it).
+    let granted_port = free_port();
+    let outside = channels(vec![(
+        "hook",
+        toml::from_str::<rekindle::plugin::ChannelConfig>(&format!(
+            "plugin = {:?}\nsettings = {{ endpoint = \"http://127.0.0.1:9/hook\" }}\n[grants]\nhttp = [\"127.0.0.1:{granted_port}\"]\n",
+            wasm.display().to_string()
+        ))
+        .expect("config"),
+    )]);
+    let host = rekindle::plugin::ChannelHost::load(&outside, &HostOptions::default()).expect("load the scaffold");
+    let err = runtime().block_on(host.send("hook", message("c-1", "k-1"))).expect_err("outside the grant");
+    assert_eq!(err.kind, rekindle::plugin::SendErrorKind::Permanent, "{err}");
+    assert!(err.reason.contains("is not in this channel's http grant"), "{err}");
+
     // Against a channel that grants no http, check names the missing grant.
     let stingy = channels(vec![("hook", channel("file", "settings = { endpoint = \"http://127.0.0.1:9/\" }\n"))]);
     let (result, output) = run_to_string(PluginCommand::Check { file: wasm, channel: Some("hook".into()) }, &stingy);

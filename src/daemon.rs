@@ -9,11 +9,11 @@ use crate::config::Config;
 use crate::dispatch::{dispatch, DispatchStats, Observers};
 use crate::metrics::Metrics;
 use crate::domain::{day_of, Text, Timestamp};
-use crate::plan::report::context;
 use crate::plan::{plan, Fate, MemberBase, PlanSettings, Profiles};
 use crate::plugin::{ChannelHost, HostOptions};
-use crate::rules::template::Renderer;
+use crate::rules::render::Renderer;
 use crate::rules::{ChannelNames, Rule};
+use crate::store::codes::CodeGrant;
 use crate::store::model::Contact;
 use crate::store::outbox::{ChannelMessage, MessageState, OutboxMessage, RuleRun, RunRecord};
 use crate::store::{Store, StoreError};
@@ -33,6 +33,8 @@ pub enum DaemonError {
     Rules(#[from] crate::rules::RulesError),
     #[error("templates: {0}")]
     Template(#[from] minijinja::Error),
+    #[error(transparent)]
+    Codes(#[from] crate::store::codes::CodeError),
     #[error("scheduler: {0}")]
     Scheduler(String),
     #[error("{0}")]
@@ -136,18 +138,20 @@ pub enum DaemonRequest {
 pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles, rules: &[&Rule], now: Timestamp, catch_up: bool, settings: &PlanSettings, keep_contact_days: u32) -> Result<RunSummary, DaemonError> {
     let started = std::time::Instant::now();
     let as_of = day_of(now);
-    base.refresh_suppressions(store)?;
+    base.refresh(store)?;
     profiles.favourites = rules.iter().any(|r| r.audience.uses_favourites());
     profiles.recompute(base, as_of, settings);
-    let plans = plan(base, profiles, rules, now, settings);
+    let mut plans = plan(base, profiles, rules, now, settings);
     let owned: Vec<Rule> = rules.iter().map(|r| (*r).clone()).collect();
     let renderer = Renderer::new(&owned)?;
+    // a message whose template fails is skipped (its fate says why); the run goes on
+    let rendered = crate::plan::messages::render_run(base, profiles, rules, &mut plans, settings, &renderer);
     let run_id = store.next_run_id()?;
     let mut messages = Vec::new();
     let mut contacts = Vec::new();
     let mut record = RunRecord { id: run_id, at: now, as_of, catch_up, committed: true, rules: Vec::new() };
     let mut summary = RunSummary { run: run_id, catch_up, rules: Vec::new(), messages: 0, seconds: 0.0 };
-    for rp in &plans {
+    for (rp, rendered) in plans.iter().zip(rendered) {
         let rule = rules[rp.rule];
         let mut rr = RuleRun { rule: Text::from(rule.id.as_str()), funnel: Vec::new(), held_out: Vec::new(), skipped: Vec::new(), messages: 0 };
         for (m, fate) in &rp.fates {
@@ -158,12 +162,11 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
                 f => rr.skipped.push((id, f.reason().to_string())),
             }
         }
-        for msg in &rp.messages {
+        for (msg, rendered) in rp.messages.iter().zip(rendered) {
             let i = msg.member as usize;
             let member = &base.members[i];
             let mut channels = Vec::new();
-            for ch in &msg.channels {
-                let rendered = renderer.render(&rule.id, ch, &context(base, profiles, rule, msg, ch, settings))?;
+            for (ch, rendered) in msg.channels.iter().zip(rendered) {
                 let address = base.address(i, ch).into_owned();
                 channels.push(ChannelMessage { channel: Text::from(ch.as_str()), address, subject: rendered.subject, text: rendered.text, html: rendered.html });
             }
@@ -189,6 +192,19 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
         record.rules.push(rr);
     }
     summary.messages = messages.len();
+    // the codes_file codes the run hands out, recorded first: a crash before the run is
+    // written leaves them bound to their members (who get them back), never free
+    let grants: Vec<(String, CodeGrant)> = plans
+        .iter()
+        .flat_map(|rp| rp.messages.iter().map(move |m| (rp, m)))
+        .filter_map(|(rp, m)| Some((m.pool_code.clone()?, CodeGrant { member: base.ids[m.member as usize].clone(), rule: Text::from(rules[rp.rule].id.as_str()), run: run_id })))
+        .collect();
+    store.grant_codes(&grants)?;
+    for rp in &plans {
+        if let Some(c) = rp.codes_left.as_ref().filter(|c| c.few()) {
+            tracing::warn!(rule = %rules[rp.rule].id, file = %c.path.display(), left = c.left, of = c.total, warn_below = c.warn_below, "few coupon codes left");
+        }
+    }
     store.write_run(&record, &messages, &contacts, keep_contact_days)?;
     // the base's contact logs follow, so the next run counts these messages
     for (member, c) in contacts {

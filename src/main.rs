@@ -571,7 +571,7 @@ fn run(cli: Cli) -> Result<()> {
             let out = &mut std::io::stdout().lock();
             match format {
                 PreviewFormat::Table => {
-                    let renderer = rekindle::rules::template::Renderer::new(std::slice::from_ref(r))?;
+                    let renderer = rekindle::rules::render::Renderer::new(std::slice::from_ref(r))?;
                     rekindle::plan::report::preview_table(out, &base, &profiles, r, &plans[0], &settings, &renderer, *sample)?;
                 }
                 f => {
@@ -731,7 +731,7 @@ fn plan_inputs(
     let mut base = rekindle::plan::MemberBase::load(store, with_events, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
     base.consent = rekindle::plugin::consents(&config.channels, &host_options(config))?;
-    base.refresh_suppressions(store)?;
+    base.refresh(store)?;
     let key = rekindle::daemon::unsubscribe_key(store, config)?;
     let settings = rekindle::plan::PlanSettings::from_config(config, key);
     let favourites = rules.iter().any(|r| r.audience.uses_favourites());

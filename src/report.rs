@@ -21,6 +21,9 @@ pub struct RuleReport {
     pub rule: String,
     pub runs: Vec<u64>,
     pub audience: u64,
+    /// Matched members left out, per reason (no consent, cooldown, no coupon code left,
+    /// template failed...), in funnel order, over the runs.
+    pub skipped: Vec<(String, u64)>,
     pub held_out: u64,
     pub planned: u64,
     pub sent: u64,
@@ -40,27 +43,15 @@ pub struct RuleReport {
     pub revenue_cents: i64,
     pub holdout_converted: u64,
     pub holdout_revenue_cents: i64,
-    // JSON writes NaN (no holdout, nothing sent) as null; read back, null is NaN again
-    #[serde(deserialize_with = "nan_if_null")]
     pub treated_rate: f64,
-    #[serde(deserialize_with = "nan_if_null")]
     pub holdout_rate: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    pub absolute_lift: f64,
-    #[serde(deserialize_with = "nan_if_null_pair")]
-    pub absolute_lift_ci: (f64, f64),
+    /// Treated minus holdout conversion rate, with its 95% interval: None without a
+    /// holdout group or without sends (nothing to compare).
+    pub absolute_lift: Option<f64>,
+    pub absolute_lift_ci: Option<(f64, f64)>,
     pub relative_lift: Option<f64>,
     pub relative_lift_ci: Option<(f64, f64)>,
     pub revenue_per_message_cents: i64,
-}
-
-fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
-}
-
-fn nan_if_null_pair<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(f64, f64), D::Error> {
-    let (a, b) = <(Option<f64>, Option<f64>) as serde::Deserialize>::deserialize(d)?;
-    Ok((a.unwrap_or(f64::NAN), b.unwrap_or(f64::NAN)))
 }
 
 /// Orders of a member as (time of the order, amount), from its history.
@@ -107,6 +98,12 @@ pub fn report(store: &Store, runs: &[RunRecord], window_days: u32) -> Result<Vec
             let r = &mut reports[at];
             r.runs.push(run.id);
             r.audience += rr.funnel.iter().find(|(k, _)| k == "matched").map_or(0, |(_, n)| *n);
+            for (reason, n) in rr.funnel.iter().filter(|(k, n)| *n > 0 && !["matched", "held out", "to send"].contains(&k.as_str())) {
+                match r.skipped.iter_mut().find(|(k, _)| k == reason) {
+                    Some((_, total)) => *total += n,
+                    None => r.skipped.push((reason.clone(), *n)),
+                }
+            }
             r.held_out += rr.held_out.len() as u64;
             for ((rule, member), (state, ts, status)) in sent_at.iter().filter(|((rule, _), _)| rule == rr.rule.as_str()) {
                 r.planned += 1;
@@ -186,17 +183,20 @@ fn lift(r: &mut RuleReport) {
     let (n1, n0) = (r.sent as f64, r.held_out as f64);
     r.treated_rate = if n1 > 0.0 { r.converted as f64 / n1 } else { 0.0 };
     r.holdout_rate = if n0 > 0.0 { r.holdout_converted as f64 / n0 } else { 0.0 };
+    r.revenue_per_message_cents = if r.sent > 0 { r.revenue_cents / r.sent as i64 } else { 0 };
+    if n1 == 0.0 || n0 == 0.0 {
+        return;
+    }
     let (p1, p0) = (r.treated_rate, r.holdout_rate);
-    r.absolute_lift = p1 - p0;
-    let se = if n1 > 0.0 && n0 > 0.0 { (p1 * (1.0 - p1) / n1 + p0 * (1.0 - p0) / n0).sqrt() } else { f64::NAN };
-    r.absolute_lift_ci = (p1 - p0 - 1.96 * se, p1 - p0 + 1.96 * se);
+    let se = (p1 * (1.0 - p1) / n1 + p0 * (1.0 - p0) / n0).sqrt();
+    r.absolute_lift = Some(p1 - p0);
+    r.absolute_lift_ci = Some((p1 - p0 - 1.96 * se, p1 - p0 + 1.96 * se));
     if p0 > 0.0 && p1 > 0.0 {
         r.relative_lift = Some(p1 / p0 - 1.0);
         let se_log = ((1.0 - p1) / (n1 * p1) + (1.0 - p0) / (n0 * p0)).sqrt();
         let l = (p1 / p0).ln();
         r.relative_lift_ci = Some(((l - 1.96 * se_log).exp() - 1.0, (l + 1.96 * se_log).exp() - 1.0));
     }
-    r.revenue_per_message_cents = if r.sent > 0 { r.revenue_cents / r.sent as i64 } else { 0 };
 }
 
 /// The report as a table.
@@ -204,14 +204,49 @@ pub fn write_table(out: &mut dyn std::io::Write, reports: &[RuleReport], window_
     for r in reports {
         writeln!(out, "rule {} (runs {:?}), attribution window {window_days} days", r.rule, r.runs)?;
         writeln!(out, "  audience {}  held out {}  planned {}  sent {}  failed {}  pending {}", r.audience, r.held_out, r.planned, r.sent, r.failed, r.pending)?;
+        if !r.skipped.is_empty() {
+            let reasons: Vec<String> = r.skipped.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            writeln!(out, "  left out: {}", reasons.join(", "))?;
+        }
         writeln!(out, "  delivered {}  bounced {}  complained {}  unsubscribed {}", r.delivered, r.bounced, r.complained, r.unsubscribed)?;
         writeln!(out, "  converted {} of {} sent ({:.2}%), revenue {}, per message {}", r.converted, r.sent, 100.0 * r.treated_rate, CentsFmt(r.revenue_cents), CentsFmt(r.revenue_per_message_cents))?;
         writeln!(out, "  holdout converted {} of {} ({:.2}%), revenue {}", r.holdout_converted, r.held_out, 100.0 * r.holdout_rate, CentsFmt(r.holdout_revenue_cents))?;
-        let (lo, hi) = r.absolute_lift_ci;
-        writeln!(out, "  lift {:+.2} points (95% CI {:+.2} to {:+.2})", 100.0 * r.absolute_lift, 100.0 * lo, 100.0 * hi)?;
+        match (r.absolute_lift, r.absolute_lift_ci) {
+            (Some(lift), Some((lo, hi))) => writeln!(out, "  lift {:+.2} points (95% CI {:+.2} to {:+.2})", 100.0 * lift, 100.0 * lo, 100.0 * hi)?,
+            _ if r.held_out == 0 => writeln!(out, "  lift: no holdout group to compare with (the rule's holdout_percent is 0, or nobody was held out)")?,
+            _ => writeln!(out, "  lift: nothing sent yet to compare with the holdout")?,
+        }
         if let (Some(rel), Some((lo, hi))) = (r.relative_lift, r.relative_lift_ci) {
             writeln!(out, "  relative lift {:+.1}% (95% CI {:+.1}% to {:+.1}%)", 100.0 * rel, 100.0 * lo, 100.0 * hi)?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (sent, converted, held out, held out converted, what the lift line says)
+    const LIFT_LINES: &[(u64, u64, u64, u64, &str)] = &[
+        (1000, 300, 1000, 120, "lift +18.00 points (95% CI +14.52 to +21.48)"),
+        (1000, 300, 0, 0, "lift: no holdout group to compare with"),
+        (0, 0, 1000, 120, "lift: nothing sent yet"),
+        (0, 0, 0, 0, "lift: no holdout group to compare with"),
+        // rates of 0 and 1: a zero-width interval, still numbers
+        (10, 10, 10, 0, "lift +100.00 points (95% CI +100.00 to +100.00)"),
+    ];
+
+    #[test]
+    fn the_lift_line_never_prints_nan_and_says_why_there_is_no_lift() {
+        for &(sent, converted, held_out, holdout_converted, want) in LIFT_LINES {
+            let mut r = RuleReport { rule: "r".into(), sent, converted, held_out, holdout_converted, ..Default::default() };
+            lift(&mut r);
+            let mut out = Vec::new();
+            write_table(&mut out, &[r], 7).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains(want), "({sent}, {converted}, {held_out}, {holdout_converted}): {text}");
+            assert!(!text.contains("NaN") && !text.contains("inf"), "{text}");
+        }
+    }
 }

@@ -330,9 +330,12 @@ async fn rules_check(State(api): State<Arc<Api>>, Query(q): Query<CheckQuery>, b
         }
     } else {
         let Ok(text) = String::from_utf8(body.to_vec()) else { return problem(StatusCode::BAD_REQUEST, "the rule file is not UTF-8") };
-        let name = q.file.unwrap_or_else(|| "uploaded.toml".into());
+        // read as if it sat in the rules folder: the files it names are looked up there
+        // (and confined to it), whatever folder `file` names
+        let name = q.file.unwrap_or_default();
+        let name = std::path::Path::new(&name).file_name().unwrap_or("uploaded.toml".as_ref());
         let mut set = crate::rules::RuleSet { rules: Vec::new(), diagnostics: Vec::new(), sources: Default::default(), failed: Vec::new() };
-        crate::rules::add_file(&mut set, std::path::Path::new(&name), text, &channels);
+        crate::rules::add_file(&mut set, &api.rules_dir.join(name), text, &channels);
         set
     };
     let diagnostics: Vec<serde_json::Value> = set

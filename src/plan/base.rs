@@ -1,11 +1,14 @@
 //! The member base the planner evaluates: every member's record and order digest, their
 //! browsing events, the catalog, the mined co-purchase rules, the fitted value model and
-//! the contact log, read from the store once and held in memory. The daemon keeps one
-//! and evaluates every run against it; `rules preview` and `explain` load one per call.
+//! the contact log, read from the store once and held in memory; what changes between
+//! runs (unsubscribes, stopped addresses, coupon codes given) is re-read before each. The
+//! daemon keeps one and evaluates every run against it; `rules preview` and `explain`
+//! load one per call.
 
 use crate::bundles::OfferIndex;
 use crate::domain::{day_of, ConsentNeeds, Text};
 use crate::predict::FittedModel;
+use super::offer::IssuedCodes;
 use crate::rules::condition::{Bundles, EventFact};
 use crate::store::model::{ContactLog, EventHistory, Member, Product};
 use crate::store::{decode, RecordKind, Store, StoreError};
@@ -29,6 +32,8 @@ pub struct MemberBase {
     /// The consent each channel needs (which also picks the member's address there);
     /// the loader sets it from the channels' configuration.
     pub consent: ConsentNeeds,
+    /// The `codes_file` coupon codes given so far.
+    pub codes: IssuedCodes,
 }
 
 impl MemberBase {
@@ -79,15 +84,28 @@ impl MemberBase {
                 contacts.insert(at as u32, log);
             }
         }
-        let mut base = MemberBase { ids, members, events, catalog, bundles, model, contacts, suppressed: FxHashMap::default(), consent: ConsentNeeds::default() };
-        base.refresh_suppressions(store)?;
+        let mut base = MemberBase {
+            ids,
+            members,
+            events,
+            catalog,
+            bundles,
+            model,
+            contacts,
+            suppressed: FxHashMap::default(),
+            consent: ConsentNeeds::default(),
+            codes: IssuedCodes::default(),
+        };
+        base.refresh(store)?;
         Ok(base)
     }
 
-    /// Re-reads who must not be messaged on which channel: the members' unsubscribes,
-    /// and the addresses stopped by bounces, complaints and opt-outs. Cheap (both lists
-    /// are short); the daemon calls it before every run.
-    pub fn refresh_suppressions(&mut self, store: &Store) -> Result<(), StoreError> {
+    /// Re-reads what changes between runs without an import: who must not be messaged
+    /// on which channel (the members' unsubscribes, the addresses stopped by bounces,
+    /// complaints and opt-outs) and the coupon codes given. Cheap (the lists are short);
+    /// the daemon calls it before every run.
+    pub fn refresh(&mut self, store: &Store) -> Result<(), StoreError> {
+        self.codes = IssuedCodes::load(store, |id| self.index_of(id))?;
         let mut suppressed: FxHashMap<u32, Vec<Text>> = FxHashMap::default();
         for item in store.scan_suppressed() {
             let (id, channels) = item?;

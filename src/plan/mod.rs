@@ -4,12 +4,14 @@
 //! For the rules firing together, in priority order (higher first, then id), each
 //! matched member passes, in this order: consent for one of the rule's channels, not
 //! claimed by a higher-priority rule of the same run, the rule's cooldown, an available
-//! offer, the global frequency cap, the holdout group, the rule's audience limit, and
-//! quiet hours. The first step a member fails is its [`Fate`]; members who pass get a
-//! [`PlannedMessage`]. The planner is pure: it reads a [`MemberBase`] and writes nothing.
+//! offer, the global frequency cap, the holdout group, the rule's audience limit, quiet
+//! hours, and a code from the rule's `codes_file` when it has one. The first step a
+//! member fails is its [`Fate`]; members who pass get a [`PlannedMessage`]. The planner
+//! is pure: it reads a [`MemberBase`] and writes nothing.
 
 pub mod base;
 pub mod links;
+pub mod messages;
 pub mod offer;
 pub mod report;
 
@@ -18,7 +20,7 @@ use crate::domain::{Day, Text, Timestamp};
 use crate::predict::PredictOptions;
 use crate::profile::{CutPoints, Profile};
 use crate::rules::condition::Facts;
-use crate::rules::{Rule, WhenBlocked};
+use crate::rules::{Coupon, CouponCodes, Offer, Rule, WhenBlocked};
 pub use base::MemberBase;
 use chrono::{TimeZone, Timelike};
 use rayon::prelude::*;
@@ -34,11 +36,16 @@ pub enum Fate {
     Claimed { by: String },
     Cooldown { last: Timestamp },
     NoOffer { why: String },
+    /// Every code of the rule's `codes_file` (this many) has been given out.
+    NoCode { codes: usize },
     /// The frequency cap was reached (`skip`); `defer` plans a later send instead.
     Capped { recent: u32 },
     HeldOut,
     OverLimit,
     QuietHours,
+    /// Planned, but a template of the message failed (an error, or over its budget);
+    /// set when the run renders its messages ([`messages::render_run`]).
+    TemplateFailed { error: String },
 }
 
 impl Fate {
@@ -49,10 +56,12 @@ impl Fate {
             Fate::Claimed { .. } => "claimed by another rule",
             Fate::Cooldown { .. } => "cooldown",
             Fate::NoOffer { .. } => "no offer",
+            Fate::NoCode { .. } => "no coupon code left",
             Fate::Capped { .. } => "frequency cap",
             Fate::HeldOut => "held out",
             Fate::OverLimit => "over max_audience",
             Fate::QuietHours => "quiet hours",
+            Fate::TemplateFailed { .. } => "template failed",
         }
     }
 }
@@ -66,6 +75,9 @@ pub struct PlannedMessage {
     /// Not before this moment (quiet hours or a deferred cap).
     pub send_after: Timestamp,
     pub offer: offer::OfferValue,
+    /// The code drawn from the rule's `codes_file` (also `offer.code`): the run records
+    /// it as given to the member.
+    pub pool_code: Option<String>,
 }
 
 /// One rule's outcome.
@@ -75,12 +87,14 @@ pub struct RulePlan {
     /// Every matched member with its fate, in the order the planner took them.
     pub fates: Vec<(u32, Fate)>,
     pub messages: Vec<PlannedMessage>,
+    /// For a `codes_file` coupon: the codes left after this plan.
+    pub codes_left: Option<offer::CodesLeft>,
 }
 
 impl RulePlan {
     /// Counts per reason, in funnel order.
     pub fn funnel(&self) -> Vec<(&'static str, usize)> {
-        let order = ["no consent", "claimed by another rule", "cooldown", "no offer", "frequency cap", "held out", "over max_audience", "quiet hours", "to send"];
+        let order = ["no consent", "claimed by another rule", "cooldown", "no offer", "frequency cap", "held out", "over max_audience", "quiet hours", "no coupon code left", "template failed", "to send"];
         let mut counts = vec![0usize; order.len()];
         for (_, f) in &self.fates {
             if let Some(i) = order.iter().position(|r| *r == f.reason()) {
@@ -92,6 +106,28 @@ impl RulePlan {
 
     pub fn fate_of(&self, member: u32) -> Option<&Fate> {
         self.fates.iter().find(|(m, _)| *m == member).map(|(_, f)| f)
+    }
+
+    /// Takes the messages whose `errors[i]` is Some out of the plan: their members' fate
+    /// becomes [`Fate::TemplateFailed`] with that error.
+    pub fn fail_messages(&mut self, mut errors: Vec<Option<String>>) {
+        let mut kept = Vec::with_capacity(self.messages.len());
+        let mut new_index = vec![usize::MAX; self.messages.len()];
+        for (i, msg) in std::mem::take(&mut self.messages).into_iter().enumerate() {
+            if errors[i].is_none() {
+                new_index[i] = kept.len();
+                kept.push(msg);
+            }
+        }
+        self.messages = kept;
+        for (_, fate) in &mut self.fates {
+            if let Fate::Send { message } = *fate {
+                *fate = match errors[message].take() {
+                    Some(error) => Fate::TemplateFailed { error },
+                    None => Fate::Send { message: new_index[message] },
+                };
+            }
+        }
     }
 }
 
@@ -211,6 +247,7 @@ pub fn plan(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], now: Timest
     let mut planned: rustc_hash::FxHashMap<u32, Vec<Timestamp>> = Default::default();
     let mut out: Vec<RulePlan> = Vec::new();
     let mut audiences = base.audiences(rules, profiles);
+    let mut pools = offer::CodePools::new(&base.codes);
     for &ri in &order {
         let rule = rules[ri];
         let mut matched = std::mem::take(&mut audiences[ri]);
@@ -225,7 +262,11 @@ pub fn plan(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], now: Timest
             (None, None) => std::cmp::Ordering::Equal,
         });
         let offers = offer::OfferMaker::new(rule, base);
-        let mut rp = RulePlan { rule: ri, matched: matched.len(), fates: Vec::with_capacity(matched.len()), messages: Vec::new() };
+        let pool = match &rule.offer {
+            Offer::Coupon(Coupon { codes: CouponCodes::List { path, codes, warn_below }, .. }) => Some((path, codes, *warn_below)),
+            _ => None,
+        };
+        let mut rp = RulePlan { rule: ri, matched: matched.len(), fates: Vec::with_capacity(matched.len()), messages: Vec::new(), codes_left: None };
         let mut treated = 0usize;
         for &m in &matched {
             let facts = base.facts(m as usize, profiles);
@@ -245,7 +286,7 @@ pub fn plan(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], now: Timest
                 if rule.limits.max_audience.is_some_and(|max| treated >= max) {
                     break 'fate Fate::OverLimit;
                 }
-                let offer = match offers.offer_for(&facts, treated) {
+                let mut offer = match offers.offer_for(&facts) {
                     Ok(o) => o,
                     Err(why) => break 'fate Fate::NoOffer { why },
                 };
@@ -275,16 +316,32 @@ pub fn plan(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], now: Timest
                         }
                     }
                 }
+                // last, so only a member who gets a message uses up a code
+                let pool_code = match pool {
+                    Some((path, codes, _)) => match pools.draw(path, codes, m) {
+                        Some(code) => {
+                            offer.insert("code".into(), code.into());
+                            Some(code.to_string())
+                        }
+                        None => {
+                            // one of the members the rule would message: counts toward max_audience
+                            treated += 1;
+                            break 'fate Fate::NoCode { codes: codes.len() };
+                        }
+                    },
+                    None => None,
+                };
                 claimed.insert(m, ri);
                 planned.entry(m).or_default().push(send_after);
                 treated += 1;
                 let mut channels = rule.message.channels[first..].to_vec();
                 channels.retain(|c| facts.consents(c));
-                rp.messages.push(PlannedMessage { member: m, channels, send_after, offer });
+                rp.messages.push(PlannedMessage { member: m, channels, send_after, offer, pool_code });
                 Fate::Send { message: rp.messages.len() - 1 }
             };
             rp.fates.push((m, fate));
         }
+        rp.codes_left = pool.map(|(path, codes, warn_below)| offer::CodesLeft { path: path.clone(), left: pools.left(path, codes), total: codes.len(), warn_below });
         out.push(rp);
     }
     out.sort_by_key(|rp| rp.rule);

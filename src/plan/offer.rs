@@ -1,14 +1,19 @@
 //! Filling a rule's offer for one member (coupon code and value, the product for the
-//! member's price tier, the best co-purchase bundle).
+//! member's price tier, the best co-purchase bundle), and the pools of `codes_file`
+//! coupon codes: each code is handed out once, ever ([`IssuedCodes`] from the store,
+//! [`CodePools`] within one plan).
 
 use super::base::MemberBase;
 use super::stable_hash;
 use crate::bundles::OfferIndex;
-use crate::domain::{CentsFmt, DayFmt};
+use crate::domain::{CentsFmt, DayFmt, Text};
 use crate::profile::Tier;
 use crate::rules::condition::Facts;
 use crate::rules::{CouponCodes, CouponValue, Offer, Rule};
+use crate::store::{Store, StoreError};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
 
 /// An offer's template variables (`offer.*`).
 pub type OfferValue = Map<String, Value>;
@@ -31,22 +36,19 @@ impl<'a> OfferMaker<'a> {
         OfferMaker { rule, base, bundle_index }
     }
 
-    /// The offer for a member; `nth` counts the members given an offer before (code
-    /// lists hand out codes in that order). Err says why there is none.
-    pub fn offer_for(&self, f: &Facts, nth: usize) -> Result<OfferValue, String> {
+    /// The offer for a member (without the code of a `codes_file` coupon, which
+    /// [`CodePools::draw`] adds once the member is sure to get a message). Err says why
+    /// there is none.
+    pub fn offer_for(&self, f: &Facts) -> Result<OfferValue, String> {
         let mut o = Map::new();
         o.insert("kind".into(), self.rule.offer.kind().into());
         let tier = f.profile.price_tier.unwrap_or(Tier::Mid);
         match &self.rule.offer {
             Offer::None => {}
             Offer::Coupon(c) => {
-                let code = match &c.codes {
-                    CouponCodes::Pattern(p) => fill_pattern(p, &self.rule.id, f.id),
-                    CouponCodes::List { codes, path } => {
-                        codes.get(nth).cloned().ok_or_else(|| format!("the {} codes of {} are used up", codes.len(), path.display()))?
-                    }
-                };
-                o.insert("code".into(), code.into());
+                if let CouponCodes::Pattern(p) = &c.codes {
+                    o.insert("code".into(), fill_pattern(p, &self.rule.id, f.id).into());
+                }
                 let (amount, percent) = match &c.value {
                     CouponValue::Amount(a) => (Some(*a), None),
                     CouponValue::Percent(p) => (None, Some(*p)),
@@ -104,6 +106,98 @@ impl<'a> OfferMaker<'a> {
         o.insert("name".to_string(), p.map_or(sku.to_string(), |p| p.name.clone()).into());
         o.insert("url".to_string(), p.map(|p| p.url.clone()).unwrap_or_default().into());
         o.insert("price".to_string(), p.and_then(|p| p.price).map(|c| Value::from(CentsFmt(c).to_string())).unwrap_or(Value::Null));
+    }
+}
+
+/// The coupon codes given so far (the store's `G` records), as the planner needs them.
+#[derive(Debug, Default)]
+pub struct IssuedCodes {
+    /// Every code given; with the member (index) when that member may get it back: the run
+    /// that gave it never committed (a crash, a roll-back), so it never went out.
+    pub given: FxHashMap<Text, Option<u32>>,
+    /// The codes each member may get back.
+    pub held: FxHashMap<u32, Vec<Text>>,
+}
+
+impl IssuedCodes {
+    /// Reads every grant; `index_of` finds a member in the base.
+    pub fn load(store: &Store, index_of: impl Fn(&str) -> Option<usize>) -> Result<IssuedCodes, StoreError> {
+        let mut out = IssuedCodes::default();
+        let mut committed: FxHashMap<u64, bool> = FxHashMap::default();
+        for item in store.code_grants() {
+            let (code, grant) = item?;
+            let done = match committed.get(&grant.run) {
+                Some(&c) => c,
+                None => *committed.entry(grant.run).or_insert(store.run(grant.run)?.is_some_and(|r| r.committed)),
+            };
+            let holder = (!done).then(|| index_of(&grant.member)).flatten().map(|i| i as u32);
+            if let Some(m) = holder {
+                out.held.entry(m).or_default().push(Text::from(code.as_str()));
+            }
+            out.given.insert(Text::from(code), holder);
+        }
+        Ok(out)
+    }
+}
+
+/// The `codes_file` pools of the rules planned together: which code each member gets,
+/// so that no code goes to two members, in this plan or ever.
+pub struct CodePools<'a> {
+    issued: &'a IssuedCodes,
+    /// Per file: the next code to look at.
+    next: FxHashMap<&'a Path, usize>,
+    /// Per file, when some member may get a code back: the file's codes.
+    members: FxHashMap<&'a Path, FxHashSet<&'a str>>,
+    /// Codes drawn in this plan (two files may share codes).
+    drawn: FxHashSet<&'a str>,
+}
+
+impl<'a> CodePools<'a> {
+    pub fn new(issued: &'a IssuedCodes) -> CodePools<'a> {
+        CodePools { issued, next: FxHashMap::default(), members: FxHashMap::default(), drawn: FxHashSet::default() }
+    }
+
+    /// A code of `codes` (the file at `path`) for member `m`: one the member holds from a
+    /// run that never went out, else the first code nobody was given. None: the pool is
+    /// used up.
+    pub fn draw(&mut self, path: &'a Path, codes: &'a [String], m: u32) -> Option<&'a str> {
+        if let Some(held) = self.issued.held.get(&m) {
+            let in_file = self.members.entry(path).or_insert_with(|| codes.iter().map(String::as_str).collect());
+            if let Some(code) = held.iter().filter_map(|h| in_file.get(h.as_str()).copied()).find(|c| !self.drawn.contains(c)) {
+                self.drawn.insert(code);
+                return Some(code);
+            }
+        }
+        let next = self.next.entry(path).or_insert(0);
+        while let Some(code) = codes.get(*next) {
+            *next += 1;
+            if !self.issued.given.contains_key(code.as_str()) && self.drawn.insert(code) {
+                return Some(code);
+            }
+        }
+        None
+    }
+
+    /// The codes of the file nobody was given or drew in this plan.
+    pub fn left(&self, path: &Path, codes: &[String]) -> usize {
+        let next = self.next.get(path).copied().unwrap_or(0);
+        codes.iter().skip(next).filter(|c| !self.issued.given.contains_key(c.as_str()) && !self.drawn.contains(c.as_str())).count()
+    }
+}
+
+/// How many codes a rule's `codes_file` has left after a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodesLeft {
+    pub path: PathBuf,
+    pub left: usize,
+    pub total: usize,
+    /// `codes_warn_below`: fewer left than this is worth a warning.
+    pub warn_below: usize,
+}
+
+impl CodesLeft {
+    pub fn few(&self) -> bool {
+        self.left < self.warn_below
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{Fate, MemberBase, PlanSettings, PlannedMessage, Profiles, RulePlan};
 use crate::domain::TsFmt;
 use crate::rules::condition::{gender_name, ExplainLine};
-use crate::rules::template::{Rendered, Renderer};
+use crate::rules::render::{Rendered, Renderer};
 use crate::rules::Rule;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,13 +19,7 @@ pub fn context(base: &MemberBase, profiles: &Profiles, rule: &Rule, msg: &Planne
         "id": id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(),
         "gender": gender_name(m.gender), "age": p.metrics.age, "tz": m.tz.as_str(),
     });
-    minijinja::Value::from(minijinja::value::Serde(serde_json::json!({
-        "member": member,
-        "profile": crate::population::profile_json(id, p),
-        "offer": msg.offer,
-        "rule": { "id": rule.id, "name": rule.name },
-        "unsubscribe_url": settings.links.unsubscribe_url(id, channel),
-    })))
+    crate::rules::template::variables(member, crate::population::profile_json(id, p), &msg.offer, (&rule.id, &rule.name), settings.links.unsubscribe_url(id, channel))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,6 +64,10 @@ pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles
     for msg in &rp.messages {
         *channels.entry(msg.channels[0].as_str()).or_default() += 1;
     }
+    if let Some(c) = &rp.codes_left {
+        let few = if c.few() { format!(" (fewer than codes_warn_below = {}: add codes)", c.warn_below) } else { String::new() };
+        writeln!(out, "\ncoupon codes: {} of {} in {} left after this run{few}", c.left, c.total, c.path.display())?;
+    }
     writeln!(out, "\nby channel")?;
     for (c, n) in &channels {
         writeln!(out, "  {c:<22} {n:>10}")?;
@@ -78,9 +76,9 @@ pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles
         let picked: Vec<&PlannedMessage> = rp.messages.iter().filter(|m| &m.channels[0] == channel).take(sample).collect();
         for msg in picked {
             writeln!(out, "\n--- sample: {} to member {} (send after {}) ---", channel, base.ids[msg.member as usize], TsFmt(msg.send_after))?;
-            match renderer.render(&rule.id, channel, &context(base, profiles, rule, msg, channel, settings)) {
+            match renderer.render(&rule.id, channel, context(base, profiles, rule, msg, channel, settings)) {
                 Ok(r) => write_rendered(out, &r)?,
-                Err(e) => writeln!(out, "template error: {e:#}")?,
+                Err(e) => writeln!(out, "template failed: {e}")?,
             }
         }
     }
@@ -180,12 +178,24 @@ pub fn explain(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, memb
         None => "not in the audience".to_string(),
         Some(Fate::Send { message }) => {
             let m = &rp.messages[*message];
-            format!("gets a message on {} (fallback: {}) after {}", m.channels[0], m.channels[1..].join(", "), TsFmt(m.send_after))
+            let fallback = match &m.channels[1..] {
+                [] => String::new(),
+                rest => format!(" (fallback: {})", rest.join(", ")),
+            };
+            format!("gets a message on {}{fallback} after {}", m.channels[0], TsFmt(m.send_after))
         }
         Some(Fate::Claimed { by }) => format!("left out: rule {by} has a higher priority in the same run"),
         Some(Fate::Cooldown { last }) => format!("left out: this rule messaged the member at {}, within its cooldown", TsFmt(*last)),
         Some(Fate::NoOffer { why }) => format!("left out: no offer ({why})"),
+        Some(Fate::NoCode { codes }) => {
+            let file = match &rule.offer {
+                crate::rules::Offer::Coupon(crate::rules::Coupon { codes: crate::rules::CouponCodes::List { path, .. }, .. }) => path.display().to_string(),
+                _ => String::new(),
+            };
+            format!("left out: no coupon code left (all {codes} codes of {file} are given out)")
+        }
         Some(Fate::Capped { recent }) => format!("left out: frequency cap ({recent} recent messages)"),
+        Some(Fate::TemplateFailed { error }) => format!("left out: the template failed ({error})"),
         Some(f) => format!("left out: {}", f.reason()),
     };
     writeln!(out, "  verdict         {verdict}")

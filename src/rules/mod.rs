@@ -8,7 +8,8 @@
 //! - [`tree`]: the spanned TOML tree of a file.
 //! - [`read`]: the strict reader that turns a tree into a [`Rule`] or diagnostics.
 //! - [`condition`]: audience conditions, their evaluation and their explanation.
-//! - [`template`]: message templates: checking variables, rendering.
+//! - [`template`]: message templates: their variables and the static check.
+//! - [`render`]: rendering under a budget (fuel, output size, a deadline per message).
 //! - [`diagnostic`]: file/line/column reports with a source snippet and a hint.
 //!
 //! [`load_dir`] reads every `*.toml` file of a folder; a file with errors yields no rule
@@ -17,6 +18,7 @@
 pub mod condition;
 pub mod diagnostic;
 mod read;
+pub mod render;
 pub mod template;
 pub mod tree;
 
@@ -115,8 +117,10 @@ pub enum CouponCodes {
     /// A pattern such as `WB-{code:8}`: the placeholder becomes characters derived from
     /// the rule and member, so a member's code is stable across previews and runs.
     Pattern(String),
-    /// Codes read from a file, one per line, handed out in audience order.
-    List { path: PathBuf, codes: Vec<String> },
+    /// Codes read from a file, one per line (duplicates dropped), each handed out once
+    /// in audience order; the store records who got which. Fewer than `warn_below` left
+    /// after a run is warned about.
+    List { path: PathBuf, codes: Vec<String>, warn_below: usize },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,11 +262,38 @@ pub fn load(path: &Path, channels: &ChannelNames) -> Result<RuleSet, RulesError>
     };
     let mut set = RuleSet { rules: Vec::new(), diagnostics: Vec::new(), sources: Sources::default(), failed: Vec::new() };
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| RulesError::Read { path: file.clone(), source })?;
-        add_file(&mut set, &file, text, channels);
+        match read_capped(&file, MAX_RULE_FILE) {
+            Ok(text) => add_file(&mut set, &file, text, channels),
+            Err(err) => {
+                // this file fails alone, like a file with errors
+                let id = set.sources.add(file.display().to_string(), String::new());
+                set.diagnostics.push(Diagnostic::error(id, 0..0, format!("cannot read {}: {err}", file.display())));
+                set.failed.push(file);
+            }
+        }
     }
     check_duplicates(&mut set);
     Ok(set)
+}
+
+/// The largest rule file read.
+const MAX_RULE_FILE: u64 = 4 << 20;
+
+/// A regular file's text (symbolic links followed), refused past `max_bytes` (before reading it all) and when not
+/// UTF-8.
+fn read_capped(path: &Path, max_bytes: u64) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    // a FIFO would block the open: look first
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    file.take(max_bytes + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max_bytes {
+        return Err(Error::new(ErrorKind::InvalidData, format!("larger than the limit of {} KiB", max_bytes / 1024)));
+    }
+    Ok(text)
 }
 
 /// Reads one file's text into the set.

@@ -49,6 +49,11 @@ impl<'a> Reader<'a> {
         self.diags.last_mut().expect("just pushed")
     }
 
+    fn warn(&mut self, span: &Span, message: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::warning(self.file, span.clone(), message));
+        self.diags.last_mut().expect("just pushed")
+    }
+
     fn type_err(&mut self, v: &Spanned, expected: &str) {
         let found = v.node.type_name();
         self.err(&v.span, format!("expected {expected}, found {found}")).label = format!("this is {found}");
@@ -571,7 +576,7 @@ impl<'a> Reader<'a> {
         };
         let kind = *kind.first()?;
         let allowed: &[&str] = match kind {
-            "coupon" => &["type", "code", "codes_file", "amount", "percent", "amount_by_price_tier", "percent_by_price_tier", "min_spend", "valid_days"],
+            "coupon" => &["type", "code", "codes_file", "codes_warn_below", "amount", "percent", "amount_by_price_tier", "percent_by_price_tier", "min_spend", "valid_days"],
             "product" => &["type", "by_price_tier"],
             "bundle" => &["type", "scope", "min_confidence", "min_lift", "lookback_days"],
             _ => &["type"],
@@ -586,6 +591,10 @@ impl<'a> Reader<'a> {
             "coupon" => {
                 let codes = match (get("code"), get("codes_file")) {
                     (Some(e), None) => {
+                        if let Some(w) = get("codes_warn_below") {
+                            self.err(&w.key_span, "`codes_warn_below` goes with `codes_file`, not with a `code` pattern (which never runs out)");
+                            ok = false;
+                        }
                         let p = self.string(&e.value).unwrap_or("");
                         if let Err(msg) = coupon_pattern_check(p) {
                             self.err(&e.value.span, msg).help = Some("e.g. code = \"WB-{code:8}\" (8 characters derived from rule and member)".into());
@@ -594,23 +603,23 @@ impl<'a> Reader<'a> {
                         CouponCodes::Pattern(p.to_string())
                     }
                     (None, Some(e)) => {
-                        let rel = self.string(&e.value)?;
-                        let path = self.path.parent().unwrap_or(Path::new(".")).join(rel);
-                        match std::fs::read_to_string(&path) {
-                            Ok(text) => {
-                                let codes: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
-                                if codes.is_empty() {
-                                    self.err(&e.value.span, format!("{} holds no codes", path.display()));
-                                    return None;
-                                }
-                                CouponCodes::List { path, codes }
-                            }
-                            Err(err) => {
-                                self.err(&e.value.span, format!("cannot read {}: {err}", path.display())).help =
-                                    Some("the path is relative to the rule file".into());
-                                return None;
-                            }
+                        let (path, text) = self.folder_file(e, MAX_CODES_FILE)?;
+                        let mut seen = std::collections::HashSet::new();
+                        let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+                        let (codes, repeated): (Vec<&str>, Vec<&str>) = lines.partition(|c| seen.insert(*c));
+                        if codes.is_empty() {
+                            self.err(&e.value.span, format!("{} holds no codes", path.display()));
+                            return None;
                         }
+                        if let Some(first) = repeated.first() {
+                            let d = self.warn(&e.value.span, format!("{} lists {} codes more than once (the first: {first:?}); each is handed out once", path.display(), repeated.len()));
+                            d.help = Some("a single-use code must appear once in the file".into());
+                        }
+                        let warn_below = match get("codes_warn_below") {
+                            Some(w) => self.int(&w.value, 0, i64::from(u32::MAX))? as usize,
+                            None => codes.len().div_ceil(10),
+                        };
+                        CouponCodes::List { path, codes: codes.into_iter().map(String::from).collect(), warn_below }
                     }
                     (Some(a), Some(_)) => {
                         self.err(&a.key_span, "a coupon has `code` or `codes_file`, not both");
@@ -788,18 +797,12 @@ impl<'a> Reader<'a> {
                 continue;
             };
             let text = if from_file {
-                let path = self.path.parent().unwrap_or(Path::new(".")).join(s);
-                match std::fs::read_to_string(&path) {
-                    Ok(t) => {
-                        self.check_template_file(&path, &t, offer_kind, &p.value.span);
-                        t
-                    }
-                    Err(err) => {
-                        self.err(&p.value.span, format!("cannot read {}: {err}", path.display())).help = Some("the path is relative to the rule file".into());
-                        ok = false;
-                        continue;
-                    }
-                }
+                let Some((path, t)) = self.folder_file(p, MAX_TEMPLATE_FILE) else {
+                    ok = false;
+                    continue;
+                };
+                self.check_template_file(&path, &t, offer_kind, &p.value.span);
+                t
             } else {
                 let located = Located {
                     source: s,
@@ -824,6 +827,48 @@ impl<'a> Reader<'a> {
             return None;
         };
         ok.then(|| ChannelTemplate { subject: parts.remove("subject"), text, html: parts.remove("html") })
+    }
+
+    /// The file a key such as `text_file` names, read: a relative path that stays inside
+    /// the rule file's folder, lexically (no `..` above it) and once symbolic links are
+    /// resolved, naming a regular file of at most `max_bytes`.
+    fn folder_file(&mut self, e: &Entry<'a>, max_bytes: u64) -> Option<(PathBuf, String)> {
+        let rel = self.string(&e.value)?;
+        let folder = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let path = folder.join(rel);
+        let outside = |r: &mut Self, why: String| {
+            let d = r.err(&e.value.span, format!("`{}` must name a file inside the rules folder: {why}", e.key));
+            d.label = "outside the rules folder".into();
+            d.help = Some("template and code files live beside the rule file or in a folder below it; the path is relative to the rule file".into());
+        };
+        if Path::new(rel).has_root() || Path::new(rel).is_absolute() {
+            outside(self, format!("{rel:?} is an absolute path"));
+            return None;
+        }
+        if !stays_below(Path::new(rel)) {
+            outside(self, format!("{rel:?} climbs out of it with `..`"));
+            return None;
+        }
+        let canonical = folder.canonicalize().and_then(|f| Ok((f, path.canonicalize()?)));
+        let (folder_real, real) = match canonical {
+            Ok(pair) => pair,
+            Err(err) => {
+                self.err(&e.value.span, format!("cannot read {}: {err}", path.display())).help = Some("the path is relative to the rule file".into());
+                return None;
+            }
+        };
+        if !real.starts_with(&folder_real) {
+            outside(self, format!("{rel:?} is a symbolic link (or passes through one) to {}", real.display()));
+            return None;
+        }
+        let read = read_capped(&real, max_bytes);
+        match read {
+            Ok(text) => Some((path, text)),
+            Err(err) => {
+                self.err(&e.value.span, format!("cannot read {}: {err}", path.display())).help = Some("the path is relative to the rule file".into());
+                None
+            }
+        }
     }
 
     /// Template files are checked in their own file; problems are reported against the
@@ -907,6 +952,26 @@ impl<'a> Reader<'a> {
             }
         }
     }
+}
+
+/// The largest template file (`text_file`, `html_file`) read.
+const MAX_TEMPLATE_FILE: u64 = 1 << 20;
+/// The largest `codes_file` read (about a million codes).
+const MAX_CODES_FILE: u64 = 32 << 20;
+
+/// Whether a relative path never climbs above its start (`a/../b` does not, `a/../../b`
+/// does).
+fn stays_below(rel: &Path) -> bool {
+    let mut depth = 0usize;
+    for c in rel.components() {
+        match c {
+            std::path::Component::Normal(_) => depth += 1,
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if depth > 0 => depth -= 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The `type` of an `[offer]` table when it names a known offer type.

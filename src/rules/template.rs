@@ -1,12 +1,14 @@
-//! Message templates in minijinja (Jinja syntax): the static check `rules check` runs
-//! (syntax errors and unknown variables, with their position in the rule file) and the
-//! rendering of one member's message.
+//! Message templates in minijinja (Jinja syntax): the variables a message gets, and the
+//! static check `rules check` runs: syntax errors, unknown variables, and one render for
+//! a sample member within the budget of [`super::render`], each with its position in
+//! the rule file.
 //!
 //! Variables: `member.*` (the member's record), `profile.*` (every `profiles export`
 //! column), `offer.*` (by offer kind), `rule.id`, `rule.name` and `unsubscribe_url`.
 
+use super::render::{environment, Renderer};
 use super::tree::Span;
-use serde::Serialize;
+use serde_json::{json, Map, Value};
 
 /// The parts of one channel's message, each a template.
 #[derive(Debug, Clone)]
@@ -72,7 +74,80 @@ pub struct TemplateProblem {
     pub help: Option<String>,
 }
 
-/// Checks syntax and every variable the template reads.
+/// The variables of one message.
+pub fn variables(member: Value, profile: Map<String, Value>, offer: &Map<String, Value>, rule: (&str, &str), unsubscribe_url: String) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(json!({
+        "member": member,
+        "profile": profile,
+        "offer": offer,
+        "rule": { "id": rule.0, "name": rule.1 },
+        "unsubscribe_url": unsubscribe_url,
+    })))
+}
+
+/// The variables of a sample member, at the long end of real values, with every field of
+/// an offer of `offer_kind` (`rules check` renders each template once with them).
+pub fn sample_variables(offer_kind: Option<&str>) -> minijinja::Value {
+    use crate::profile::{Metrics, Profile, Stage, Tier, ValueTier};
+    use crate::store::model::Gender;
+    let name = "欧阳 Alexandra Montgomery-Smith";
+    let member = json!({
+        "id": "m-2024-000000123456", "name": name, "email": "alexandra.montgomery-smith@example.com",
+        "phone": "+8613800138000", "city": "乌鲁木齐 Ürümqi", "gender": "female", "age": 42, "tz": "Asia/Shanghai",
+    });
+    let metrics = Metrics {
+        orders: 37,
+        monetary: 1_234_567,
+        first_order: Some(19_000),
+        last_order: Some(20_200),
+        recency_days: Some(200),
+        stage: Stage::Sleeping,
+        interval_median_x2: Some(91),
+        repurchase_due: true,
+        discounted_orders: 12,
+        top_category: Some("Tea & Teaware / Gift Sets".into()),
+        top_brand: Some("Montgomery Heritage Tea Company".into()),
+        age: Some(42),
+        gender: Gender::Female,
+        consent_email: true,
+        consent_sms: true,
+    };
+    let prediction = crate::predict::MemberPrediction {
+        p_alive: 0.4321,
+        expected_purchases: 1.2345,
+        expected_spend_cents: 45_678,
+        predicted_value_cents: 56_789,
+        churn_risk: crate::predict::ChurnRisk::Medium,
+    };
+    let profile = Profile {
+        metrics,
+        r: Some(2),
+        f: Some(4),
+        m: Some(5),
+        value_tier: Some(ValueTier::AtRisk),
+        price_tier: Some(Tier::High),
+        sensitivity_tier: Some(Tier::Mid),
+        prediction: Some(prediction),
+    };
+    let mut offer = Map::new();
+    for field in offer_kind.map_or(&[][..], offer_fields) {
+        let value: Value = match *field {
+            "kind" => offer_kind.unwrap_or("none").into(),
+            "percent" => 15.into(),
+            "support" | "confidence" | "lift" => 0.4567.into(),
+            "value" | "amount" | "min_spend" | "price" => "1299.90".into(),
+            "valid_until" => "2026-12-31".into(),
+            "url" | "antecedent_url" => "https://shop.example/products/montgomery-heritage-oolong-gift-set-250g".into(),
+            _ => "MONTGOMERY-HERITAGE-OOLONG-GIFT-SET-250G".into(),
+        };
+        offer.insert(field.to_string(), value);
+    }
+    let url = format!("https://shop.example/u/{}", "A".repeat(120));
+    variables(member, crate::population::profile_json("m-2024-000000123456", &profile), &offer, ("sample-rule", name), url)
+}
+
+/// Checks syntax and every variable the template reads, then renders it once for a
+/// sample member within the render budget.
 /// `offer_kind` None: the offer is broken (already reported); its fields are not checked.
 pub fn check(t: &Located, offer_kind: Option<&str>) -> Vec<TemplateProblem> {
     let env = environment();
@@ -131,6 +206,20 @@ pub fn check(t: &Located, offer_kind: Option<&str>) -> Vec<TemplateProblem> {
             }
         }
     }
+    if out.is_empty() {
+        // a budget a sample member already exceeds is seen here, not on every member of a run
+        if let Err(e) = Renderer::render_source(t.source, sample_variables(offer_kind)) {
+            out.push(TemplateProblem {
+                message: format!("rendering for a sample member fails: {e}"),
+                span: t.span(e.range.clone()),
+                help: Some(if e.over_budget() {
+                    "templates run within a budget of time, work and size per message; loop over less, build shorter strings".into()
+                } else {
+                    "rules check renders every template once for a sample member with every variable set (RULES.md, Templates)".into()
+                }),
+            });
+        }
+    }
     out
 }
 
@@ -148,54 +237,4 @@ fn find_var(source: &str, var: &str) -> Option<std::ops::Range<usize>> {
         from = at + var.len();
     }
     None
-}
-
-fn environment() -> minijinja::Environment<'static> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env
-}
-
-/// Compiled templates of every rule, rendered many times per run.
-pub struct Renderer {
-    env: minijinja::Environment<'static>,
-}
-
-/// A rendered message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Rendered {
-    pub subject: Option<String>,
-    pub text: String,
-    pub html: Option<String>,
-}
-
-impl Renderer {
-    pub fn new(rules: &[super::Rule]) -> Result<Renderer, minijinja::Error> {
-        let mut env = environment();
-        for rule in rules {
-            for (channel, t) in &rule.message.templates {
-                let base = format!("{}/{channel}", rule.id);
-                env.add_template_owned(format!("{base}/text"), t.text.clone())?;
-                if let Some(s) = &t.subject {
-                    env.add_template_owned(format!("{base}/subject"), s.clone())?;
-                }
-                if let Some(h) = &t.html {
-                    env.add_template_owned(format!("{base}/html"), h.clone())?;
-                }
-            }
-        }
-        Ok(Renderer { env })
-    }
-
-    /// Renders a rule's message for one channel.
-    pub fn render(&self, rule: &str, channel: &str, ctx: &minijinja::Value) -> Result<Rendered, minijinja::Error> {
-        let part = |name: &str| -> Result<Option<String>, minijinja::Error> {
-            match self.env.get_template(&format!("{rule}/{channel}/{name}")) {
-                Ok(t) => t.render(ctx).map(Some),
-                Err(e) if e.kind() == minijinja::ErrorKind::TemplateNotFound => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
-        Ok(Rendered { subject: part("subject")?, text: part("text")?.unwrap_or_default(), html: part("html")? })
-    }
 }

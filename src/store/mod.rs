@@ -18,6 +18,7 @@
 //! | `C` member_id               | [`ContactLog`]: messages planned for the member |
 //! | `K` name                    | a random secret the store generated (link signing) |
 //! | `U` member_id               | channels the member unsubscribed from (with when) |
+//! | `G` code                    | [`codes::CodeGrant`]: who a `codes_file` coupon code went to |
 //!
 //! The outbox (`R X Q D L`) is described in [`outbox`], delivery feedback (`S I W`) in
 //! [`feedback`].
@@ -26,6 +27,7 @@
 //! profile engine reads; `H` gives one member's lines in time order.
 
 pub mod bulk;
+pub mod codes;
 pub mod consent;
 pub mod feedback;
 pub mod import;

@@ -340,3 +340,22 @@ fn the_daemon_keeps_co_purchase_rules_and_the_value_model_fresh() {
     assert_eq!(later.as_of, today + 7);
     assert_eq!(base.model.as_ref().unwrap().as_of_day, today + 7);
 }
+
+#[test]
+fn sigterm_stops_the_daemon_while_its_runs_render_a_runaway_template() {
+    let (dir, rules) = daemon_dir(300);
+    let d = dir.path();
+    // passes `rules check` (its sample member is spared) and runs away for every real
+    // member: a run rendered it without end and SIGTERM waited for the run
+    let runaway = "{% if member.id != 'm-2024-000000123456' %}{% set s = 'a' * 300000 %}{% for c in member.name * 1000 %}{% if s is lower %}{% endif %}{% endfor %}{% endif %}x";
+    std::fs::write(rules.join("runaway.toml"), format!("schedule = \"* * * * * *\"\n[audience]\n[message]\nchannels = [\"files\"]\n[message.files]\ntext = \"{runaway}\"\n[limits]\nquiet_hours = false\n")).unwrap();
+    let child = daemon(d);
+    wait_for("a run that skipped the failing messages", || log(d).contains("messages not sent: their template failed"));
+    // runs fire every second and each spends about 2 s on failing renders: SIGTERM
+    // lands during one
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    stop(child);
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped after {:?}", started.elapsed());
+    assert!(log(d).contains("ran out of fuel") || log(d).contains("rendering took over"), "{}", log(d));
+}

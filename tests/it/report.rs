@@ -76,7 +76,7 @@ fn the_report_finds_a_planted_lift_within_its_confidence_interval() {
     assert_eq!((r.converted, r.holdout_converted), (t_buy, h_buy), "every planted order is attributed");
     assert_eq!(r.revenue_cents, t_buy as i64 * 10_000);
     let planted = 0.30 - 0.12;
-    let (lo, hi) = r.absolute_lift_ci;
+    let (lo, hi) = r.absolute_lift_ci.unwrap();
     assert!(lo < planted && planted < hi, "planted lift {planted} outside [{lo}, {hi}]");
     assert!(lo > 0.0, "a real effect of this size is significant");
     let (rlo, rhi) = r.relative_lift_ci.unwrap();

@@ -64,6 +64,67 @@ fn a_broken_file_never_takes_down_the_valid_rules() {
     let set = load(dir.path());
     assert_eq!(set.rules.len(), good);
     assert!(set.diagnostics.iter().any(|d| d.message.contains("already used")));
+    // files that cannot be read as text fail alone (they took the folder, and the
+    // daemon's reload, down): not UTF-8, a FIFO (which would block an open), too large
+    std::fs::write(dir.path().join("latin1.toml"), b"name = \"caf\xe9\"\n").unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(dir.path().join("fifo.toml")).status().unwrap().success());
+    std::fs::write(dir.path().join("huge.toml"), format!("# {}\n", "x".repeat(5 << 20))).unwrap();
+    let set = load(dir.path());
+    assert_eq!(set.rules.len(), good);
+    for (file, why) in [("latin1.toml", "valid UTF-8"), ("fifo.toml", "not a regular file"), ("huge.toml", "larger than the limit")] {
+        assert!(set.diagnostics.iter().any(|d| set.sources.name(d.file).ends_with(file) && d.message.contains(why)), "{file}: {:?}", set.diagnostics);
+    }
+}
+
+#[test]
+fn template_and_code_files_are_read_only_inside_the_rules_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rules, outside) = (dir.path().join("rules"), dir.path().join("outside"));
+    std::fs::create_dir_all(rules.join("templates")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    std::fs::write(rules.join("templates/ok.txt"), "hello {{ member.name }}\n").unwrap();
+    std::os::unix::fs::symlink("../outside/secret.txt", rules.join("link-out.txt")).unwrap();
+    std::os::unix::fs::symlink("../outside", rules.join("dir-out")).unwrap();
+    std::os::unix::fs::symlink("templates/ok.txt", rules.join("link-in.txt")).unwrap();
+    std::fs::write(rules.join("big.txt"), "x".repeat((1 << 20) + 1)).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(rules.join("fifo.txt")).status().unwrap().success());
+    // (text_file, the error, or None when the file is read)
+    let cases: &[(&str, Option<&str>)] = &[
+        ("templates/ok.txt", None),
+        ("./templates/../templates/ok.txt", None),
+        ("link-in.txt", None),
+        ("link-out.txt", Some("is a symbolic link (or passes through one) to")),
+        ("dir-out/secret.txt", Some("is a symbolic link (or passes through one) to")),
+        ("../outside/secret.txt", Some("climbs out of it with `..`")),
+        ("/etc/passwd", Some("is an absolute path")),
+        ("templates/missing.txt", Some("cannot read")),
+        ("big.txt", Some("larger than the limit of 1024 KiB")),
+        ("fifo.txt", Some("not a regular file")),
+        ("templates", Some("not a regular file")),
+    ];
+    for (file, want) in cases {
+        let text = format!("[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext_file = {file:?}\n");
+        let path = rules.join("r.toml");
+        std::fs::write(&path, &text).unwrap();
+        let set = load(&path);
+        let messages: Vec<&str> = set.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        match want {
+            None => {
+                assert_eq!(set.errors(), 0, "{file}: {messages:?}");
+                assert_eq!(set.rules[0].message.templates["shop"].text, "hello {{ member.name }}\n");
+            }
+            Some(want) => {
+                assert!(set.rules.is_empty() && messages.iter().any(|m| m.contains(want)), "{file}: {messages:?}");
+                assert!(!messages.iter().any(|m| m.contains("root:x")), "{file}: nothing of the file shows: {messages:?}");
+            }
+        }
+    }
+    // codes files are held to the same rule
+    let text = "[audience]\n[offer]\ntype = \"coupon\"\ncodes_file = \"link-out.txt\"\namount = 5\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n";
+    std::fs::write(rules.join("r.toml"), text).unwrap();
+    let set = load(&rules.join("r.toml"));
+    assert!(set.rules.is_empty() && set.diagnostics.iter().any(|d| d.message.contains("`codes_file` must name a file inside the rules folder")), "{:?}", set.diagnostics);
 }
 
 #[test]
@@ -145,7 +206,7 @@ fn every_shipped_rule_previews_on_generated_data() {
     assert_eq!(set.errors(), 0);
     assert!(set.rules.len() >= 10, "the playbook ships at least ten rules");
     let (base, profiles, settings) = inputs(&w);
-    let renderer = rekindle::rules::template::Renderer::new(&set.rules).unwrap();
+    let renderer = rekindle::rules::render::Renderer::new(&set.rules).unwrap();
     for r in &set.rules {
         let plans = plan(&base, &profiles, &[r], noon(), &settings);
         let rp = &plans[0];
@@ -155,7 +216,7 @@ fn every_shipped_rule_previews_on_generated_data() {
         for msg in rp.messages.iter().take(20) {
             let channel = &msg.channels[0];
             let ctx = rekindle::plan::report::context(&base, &profiles, r, msg, channel, &settings);
-            let out = renderer.render(&r.id, channel, &ctx).unwrap_or_else(|e| panic!("{}: {e:#}", r.id));
+            let out = renderer.render(&r.id, channel, ctx).unwrap_or_else(|e| panic!("{}: {e}", r.id));
             assert!(!out.text.trim().is_empty());
             if channel == "email" {
                 assert!(out.text.contains("/u/"), "{}: emails carry the unsubscribe link", r.id);
@@ -311,4 +372,272 @@ fn explain_walks_a_member_through_a_rule() {
     assert!(yes.contains("in the audience") && yes.contains("gets a message on email"), "{yes}");
     let no = text(outside);
     assert!(no.contains("[FAIL] stage in [silent, sleeping]") && no.contains("member: active"), "{no}");
+}
+
+#[test]
+fn explain_names_fallback_channels_only_when_there_are_some() {
+    let w = world(500);
+    let (base, profiles, settings) = inputs(&w);
+    // (channels, what the verdict says after "gets a message on ")
+    let cases = [("\"shop\"", "shop after "), ("\"shop\", \"email\"", "shop (fallback: email) after ")];
+    for (channels, want) in cases {
+        let mut text = format!("[audience]\nconsent = [\"email\"]\n[message]\nchannels = [{channels}]\n");
+        for c in channels.split(", ") {
+            text.push_str(&format!("[message.{}]\ntext = \"x\"\n", c.trim_matches('"')));
+        }
+        text.push_str("[limits]\nquiet_hours = false\n");
+        let r = rule("fallback", &text);
+        let p = plan(&base, &profiles, &[&r], noon(), &settings);
+        let mut out = Vec::new();
+        rekindle::plan::report::explain(&mut out, &base, &profiles, p[0].messages[0].member, &r, &p[0], &settings, noon()).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains(&format!("gets a message on {want}")), "{channels}: {out}");
+        assert!(!out.contains("(fallback: )"), "{out}");
+    }
+}
+
+/// A valid rule on the shop channel whose text template is then replaced by `text`
+/// (unchecked, as if the check had missed it).
+fn rule_with_text(id: &str, text: &str) -> Rule {
+    let mut r = rule(id, "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\nquiet_hours = false\n");
+    r.message.templates.get_mut("shop").unwrap().text = text.to_string();
+    r
+}
+
+#[test]
+fn hostile_templates_fail_within_their_budget_instead_of_hanging() {
+    use rekindle::rules::render::Problem;
+    let w = world(200);
+    let (base, profiles, settings) = inputs(&w);
+    // (template, stopped by the budget (fuel, size, deadline) or a clear error) — each
+    // ran for minutes or without end (100% CPU, memory growing) before the budget
+    let hostile: &[(&str, bool)] = &[
+        // the issue's: three nested loops over a long string
+        ("{% set s = member.name * 100 %}{% for a in s %}{% for b in s %}{% for c in s %}{% endfor %}{% endfor %}{% endfor %}", true),
+        ("{% set s = member.name * 40 %}{% for a in s %}{% for b in s %}{% for c in s %}{{ a }}{{ b }}{{ c }}{% endfor %}{% endfor %}{% endfor %}", true),
+        ("{{ 'x' * 10**9 }}", true),
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", true),
+        ("{{ range(100000)|join(',') * 1000 }}", true),
+        ("{% set n = namespace(s='x') %}{% for i in range(64) %}{% set n.s = n.s ~ n.s %}{% endfor %}{{ n.s|length }}", true),
+        // O(n) work fuel counts as one step: stopped by fuel or the deadline
+        ("{% set s = 'a' * 300000 %}{% for i in range(5000) %}{% if s is lower %}{% endif %}{% endfor %}", true),
+        ("{% set s = '张' * 100000 %}{% for i in range(5000) %}{{ s[-1] }}{% endfor %}", true),
+        ("{% for i in range(100000) %}{{ profile }}{% endfor %}", true),
+        ("{% for i in range(10**9) %}{{ i }}{% endfor %}", false),
+        ("{% macro twice(n) %}{{ twice(n + 1) }}{{ twice(n + 1) }}{% endmacro %}{{ twice(0) }}", false),
+    ];
+    let plans = plan(&base, &profiles, &[&rule_with_text("probe", "x")], noon(), &settings);
+    let msg = &plans[0].messages[0];
+    for &(text, budget) in hostile {
+        let r = rule_with_text("hostile", text);
+        let renderer = rekindle::rules::render::Renderer::new(std::slice::from_ref(&r)).unwrap();
+        let vars = rekindle::plan::report::context(&base, &profiles, &r, msg, "shop", &settings);
+        let started = std::time::Instant::now();
+        let result = renderer.render(&r.id, "shop", vars);
+        let took = started.elapsed();
+        let e = result.expect_err(text);
+        assert_eq!(e.over_budget(), budget, "{text}: {e}");
+        if !budget {
+            assert!(matches!(e.problem, Problem::Template(_)), "{text}: {e}");
+        }
+        // a hang guard, not a benchmark: the deadline is 200 ms
+        assert!(took < std::time::Duration::from_secs(3), "{text}: {took:?}");
+    }
+}
+
+#[test]
+fn a_template_failing_for_some_members_skips_them_and_the_run_goes_on() {
+    let w = world(600);
+    let (mut base, mut profiles, settings) = inputs(&w);
+    // the sample member `rules check` renders (id ...56) passes; ids ending in 7 do not
+    let r = rule("picky", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"{% if member.id[-1] == '7' %}{{ 'x' * 10**9 }}{% endif %}hi {{ member.name }}\"\n[limits]\nquiet_hours = false\n");
+    let planned = plan(&base, &profiles, &[&r], noon(), &settings)[0].messages.len();
+    let summary = rekindle::daemon::execute_run(&w.store, &mut base, &mut profiles, &[&r], noon(), false, &settings, 30).unwrap();
+    let record = w.store.run(summary.run).unwrap().unwrap();
+    let failed: Vec<&str> = record.rules[0].skipped.iter().filter(|(_, why)| why == "template failed").map(|(m, _)| m.as_str()).collect();
+    assert!(!failed.is_empty() && failed.iter().all(|m| m.ends_with('7')), "{failed:?}");
+    let funnel = |step: &str| record.rules[0].funnel.iter().find(|(k, _)| k == step).map(|(_, n)| *n);
+    assert_eq!(funnel("template failed"), Some(failed.len() as u64));
+    assert_eq!(funnel("to send"), Some((planned - failed.len()) as u64));
+    let written: Vec<String> = w.store.run_messages(summary.run).map(|m| m.unwrap().1.member.to_string()).collect();
+    assert_eq!(written.len(), planned - failed.len(), "every other member's message is written");
+    assert!(written.iter().all(|m| !m.ends_with('7')));
+    assert_eq!(summary.messages, written.len());
+}
+
+#[test]
+fn a_rule_whose_failed_renders_take_too_long_stops_rendering_for_the_run() {
+    use rekindle::plan::messages::render_run;
+    let w = world(400);
+    let (base, profiles, settings) = inputs(&w);
+    let mut slow = rule_with_text("slow", "{% set s = 'a' * 300000 %}{% for i in range(5000) %}{% if s is lower %}{% endif %}{% endfor %}");
+    slow.priority = 1;
+    slow.audience = rekindle::rules::Condition::Stage(vec![Stage::Sleeping, Stage::Dormant, Stage::Lost]);
+    let fine = rule_with_text("fine", "hello {{ member.name }}");
+    let mut plans = plan(&base, &profiles, &[&slow, &fine], noon(), &settings);
+    let planned = plans[0].messages.len();
+    assert!(planned >= 50, "{planned}");
+    let renderer = rekindle::rules::render::Renderer::new(&[slow.clone(), fine.clone()]).unwrap();
+    let rendered = render_run(&base, &profiles, &[&slow, &fine], &mut plans, &settings, &renderer);
+    assert!(rendered[0].is_empty() && plans[0].messages.is_empty());
+    let errors: Vec<&str> = plans[0]
+        .fates
+        .iter()
+        .filter_map(|(_, f)| match f {
+            Fate::TemplateFailed { error } => Some(error.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), planned, "every message of the rule failed");
+    // each failed render took 0.1-0.2 s (fuel or the deadline); after 2 s of them the
+    // rest were not rendered at all (rendering them all took over 20 s)
+    let not_rendered = errors.iter().filter(|e| e.contains("not rendered: the rule's failed renders took over 2 s")).count();
+    assert!(not_rendered > planned / 2, "{not_rendered} of {planned}: {:?}", &errors[..3]);
+    // the other rule of the run is not affected
+    assert!(!plans[1].messages.is_empty() && rendered[1].len() == plans[1].messages.len());
+    assert!(rendered[1].iter().all(|m| m[0].text.starts_with("hello ")));
+}
+
+/// A rules folder with `codes` in `codes.txt` and one rule per (id, extra rule text),
+/// each a coupon from that file on the shop channel.
+fn code_rules(dir: &Path, codes: &[String], rules: &[(&str, &str)]) -> RuleSet {
+    std::fs::write(dir.join("codes.txt"), codes.join("\n")).unwrap();
+    for (id, extra) in rules {
+        let text = format!("{extra}\n[audience]\norders = {{ min = 1 }}\n[offer]\ntype = \"coupon\"\ncodes_file = \"codes.txt\"\namount = 10\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"{{{{ offer.code }}}}\"\n");
+        std::fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+    }
+    let set = load(dir);
+    assert_eq!(set.errors(), 0, "{:?}", set.diagnostics);
+    set
+}
+
+/// (member, code) of every message a run wrote.
+fn codes_sent(store: &rekindle::store::Store, run: u64) -> Vec<(String, String)> {
+    store
+        .run_messages(run)
+        .map(|m| {
+            let m = m.unwrap().1;
+            (m.member.to_string(), m.channels[0].text.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn a_codes_file_code_goes_to_one_member_only_across_runs() {
+    let mut w = world(300);
+    w.config.campaigns.frequency_cap.messages = 1000;
+    let rules_dir = tempfile::tempdir().unwrap();
+    let codes: Vec<String> = (0..30).map(|i| format!("SINGLE-{i:03}")).collect();
+    let set = code_rules(rules_dir.path(), &codes, &[("once", "[limits]\nquiet_hours = false\nmax_audience = 12")]);
+    let r = &set.rules[0];
+    let (mut base, mut profiles, settings) = inputs(&w);
+    let mut given: Vec<(String, String)> = Vec::new();
+    let mut runs = Vec::new();
+    // the pool of 30 lasts two runs of 12 and half of a third
+    for (hour, expect) in [(0, 12), (1, 12), (2, 6), (3, 0)] {
+        let s = rekindle::daemon::execute_run(&w.store, &mut base, &mut profiles, &[r], noon() + hour * 3600, false, &settings, 30).unwrap();
+        let sent = codes_sent(&w.store, s.run);
+        assert_eq!(sent.len(), expect, "run {hour}");
+        given.extend(sent);
+        runs.push(w.store.run(s.run).unwrap().unwrap());
+    }
+    let mut distinct: Vec<&String> = given.iter().map(|(_, c)| c).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 30, "every code was given exactly once: {given:?}");
+    // the runs that found the pool empty say so, as a skip reason like any other; the
+    // members left without a code are those max_audience would have messaged
+    let funnel = |run: usize, step: &str| runs[run].rules[0].funnel.iter().find(|(k, _)| k == step).map(|(_, n)| *n);
+    assert_eq!((funnel(2, "to send"), funnel(2, "no coupon code left")), (Some(6), Some(6)));
+    assert_eq!((funnel(3, "to send"), funnel(3, "no coupon code left")), (Some(0), Some(12)));
+    assert!(runs[3].rules[0].skipped.iter().filter(|(_, why)| why == "no coupon code left").count() == 12);
+    let reports = rekindle::report::report(&w.store, &runs, 7).unwrap();
+    assert!(reports[0].skipped.contains(&("no coupon code left".to_string(), 18)), "{:?}", reports[0].skipped);
+    let mut table = Vec::new();
+    rekindle::report::write_table(&mut table, &reports, 7).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    assert!(table.contains("no coupon code left 18"), "{table}");
+    // explain and preview, planned now, tell the same
+    let p = plan(&base, &profiles, &[r], noon() + 4 * 3600, &settings);
+    let (m, _) = p[0].fates.iter().find(|(_, f)| matches!(f, Fate::NoCode { codes: 30 })).unwrap();
+    let mut out = Vec::new();
+    rekindle::plan::report::explain(&mut out, &base, &profiles, *m, r, &p[0], &settings, noon()).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("left out: no coupon code left (all 30 codes of ") && out.contains("codes.txt are given out)"), "{out}");
+    let renderer = rekindle::rules::render::Renderer::new(std::slice::from_ref(r)).unwrap();
+    let mut out = Vec::new();
+    rekindle::plan::report::preview_table(&mut out, &base, &profiles, r, &p[0], &settings, &renderer, 1).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("no coupon code left") && out.contains("coupon codes: 0 of 30 in ") && out.contains("(fewer than codes_warn_below = 3: add codes)"), "{out}");
+}
+
+#[test]
+fn codes_of_a_rolled_back_run_go_back_to_their_members_and_nobody_else() {
+    let mut w = world(300);
+    w.config.campaigns.frequency_cap.messages = 1000;
+    let rules_dir = tempfile::tempdir().unwrap();
+    let codes: Vec<String> = (0..40).map(|i| format!("ONCE-{i:03}")).collect();
+    let limits = |order: &str| format!("[limits]\nquiet_hours = false\nmax_audience = 10\norder_by = \"{order}\"");
+    let (top, bottom) = (limits("monetary desc"), limits("monetary asc"));
+    let set = code_rules(rules_dir.path(), &codes, &[("top", &top), ("bottom", &bottom)]);
+    let (top, bottom) = (set.get("top").unwrap(), set.get("bottom").unwrap());
+    let (mut base, mut profiles, settings) = inputs(&w);
+    let mut run = |r: &Rule, hour: i64| -> Vec<(String, String)> {
+        let s = rekindle::daemon::execute_run(&w.store, &mut base, &mut profiles, &[r], noon() + hour * 3600, false, &settings, 30).unwrap();
+        codes_sent(&w.store, s.run)
+    };
+    let first = run(top, 0);
+    assert_eq!(first.len(), 10);
+    // a crash before the commit: the run is rolled back, its messages never went out
+    let run_id = w.store.runs().last().unwrap().unwrap().id;
+    let mut rec = w.store.run(run_id).unwrap().unwrap();
+    rec.committed = false;
+    w.store.put_run_record_for_tests(&rec).unwrap();
+    assert_eq!(w.store.roll_back_unfinished_runs().unwrap(), vec![run_id]);
+    // other members planned now do not get those codes...
+    let others = run(bottom, 1);
+    assert_eq!(others.len(), 10);
+    assert!(others.iter().all(|(m, c)| !first.iter().any(|(fm, fc)| fc == c || fm == m)), "{others:?} vs {first:?}");
+    // ...their own members get them back when planned again
+    let again = run(top, 2);
+    let mut a = again.clone();
+    let mut f = first.clone();
+    a.sort();
+    f.sort();
+    assert_eq!(a, f, "the same members, the same codes");
+    // and the store refuses to hand a code to a second member, whatever asks
+    let grant = |member: &str| rekindle::store::codes::CodeGrant { member: member.into(), rule: "top".into(), run: 99 };
+    let (member, code) = &first[0];
+    assert!(w.store.grant_codes(&[(code.clone(), grant(member))]).is_ok(), "its own member may get it again");
+    let err = w.store.grant_codes(&[("FRESH-1".into(), grant("someone")), (code.clone(), grant("someone-else"))]).unwrap_err();
+    assert!(err.to_string().contains(&format!("already given to member {member}")), "{err}");
+    assert!(!w.store.code_grants().any(|g| g.unwrap().0 == "FRESH-1"), "nothing of a refused batch is written");
+}
+
+#[test]
+fn a_codes_file_lists_each_code_once_and_says_when_few_are_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |extra: &str| format!("[audience]\n[offer]\ntype = \"coupon\"\ncodes_file = \"codes.txt\"\namount = 5\n{extra}\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"{{{{ offer.code }}}}\"\n");
+    // (codes file, extra offer keys, codes kept, warn below, warnings)
+    let cases: &[(&str, &str, usize, usize, &[&str])] = &[
+        ("A\nB\nC\n", "", 3, 1, &[]),
+        ("# header\nA\n\n  B  \nA\nC\nB\n", "", 3, 1, &["lists 2 codes more than once (the first: \"A\"); each is handed out once"]),
+        ("X\n", "codes_warn_below = 0", 1, 0, &[]),
+        (&(0..250).map(|i| format!("C{i}\n")).collect::<String>(), "", 250, 25, &[]),
+        (&(0..250).map(|i| format!("C{i}\n")).collect::<String>(), "codes_warn_below = 100", 250, 100, &[]),
+    ];
+    for (codes, extra, kept, warn, warnings) in cases {
+        std::fs::write(dir.path().join("codes.txt"), codes).unwrap();
+        std::fs::write(dir.path().join("r.toml"), rule(extra)).unwrap();
+        let set = load(&dir.path().join("r.toml"));
+        assert_eq!(set.errors(), 0, "{:?}", set.diagnostics);
+        let messages: Vec<&str> = set.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages.len(), warnings.len(), "{messages:?}");
+        for (m, w) in messages.iter().zip(*warnings) {
+            assert!(m.ends_with(w), "{m}");
+        }
+        let rekindle::rules::Offer::Coupon(c) = &set.rules[0].offer else { panic!() };
+        let rekindle::rules::CouponCodes::List { codes, warn_below, .. } = &c.codes else { panic!() };
+        assert_eq!((codes.len(), *warn_below), (*kept, *warn), "{codes:?}");
+    }
 }

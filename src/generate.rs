@@ -139,7 +139,7 @@ pub fn generate(dir: &Path, opts: &GenerateOptions) -> std::io::Result<GenerateS
 
     let mut w = create(dir, "members.csv")?;
     writeln!(w, "member_id,name,email,phone,gender,birth_year,city,signup_ts,opted_in_email,opted_in_sms,tz")?;
-    for i in 0..n_mem {
+    for (i, &signed_up) in signup.iter().enumerate() {
         let g = match rng.below(100) {
             0..=54 => "f",
             55..=94 => "m",
@@ -152,7 +152,7 @@ pub fn generate(dir: &Path, opts: &GenerateOptions) -> std::io::Result<GenerateS
             "m{i:07},{name},m{i:07}@example.com,+86138{i:08},{g},{},{},{},{},{},{tz}",
             1960 + rng.below(46),
             CITIES[rng.below(CITIES.len() as u64) as usize],
-            TsFmt(signup[i]),
+            TsFmt(signed_up),
             rng.f64() < 0.7,
             rng.f64() < 0.5,
         )?;

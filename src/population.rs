@@ -234,17 +234,17 @@ fn write_row(buf: &mut Vec<u8>, id: &str, p: &Profile, format: ExportFormat) {
     if format == ExportFormat::Ndjson {
         buf.push(b'{');
     }
-    for i in 0..COLUMNS.len() {
+    for (i, (name, cell)) in COLUMNS.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
         if format == ExportFormat::Ndjson {
             buf.push(b'"');
-            buf.extend_from_slice(COLUMNS[i].0.as_bytes());
+            buf.extend_from_slice(name.as_bytes());
             buf.extend_from_slice(b"\":");
         }
         let json = format == ExportFormat::Ndjson;
-        match (COLUMNS[i].1)(id, p) {
+        match cell(id, p) {
             Cell::Null if json => buf.extend_from_slice(b"null"),
             Cell::Null => {}
             Cell::Int(v) => buf.extend_from_slice(ib.format(v).as_bytes()),

@@ -404,19 +404,28 @@ impl<'s> OrderLoader<'s> {
         self.store.bump_member_generation()?;
         self.note_owners(&last)?;
         let mut stats = WriteStats::default();
-        // orders that changed owner against the store take their stored lines along
+        // orders that changed owner against the store take their stored lines along; each
+        // former owner's history is read once, however many of its orders moved
         let mut extra: FxHashMap<Text, Extra> = FxHashMap::default();
+        let mut moving: FxHashMap<&Text, FxHashMap<&Text, Text>> = FxHashMap::default();
         let changed = std::mem::take(&mut self.changed);
         for (order, before) in &changed {
             let Some(old) = before else { continue };
             let new = self.owner(order).cloned().unwrap_or_else(|| old.clone());
-            if new == *old {
-                continue;
+            if new != *old {
+                moving.entry(old).or_default().insert(order, new);
             }
-            stats.moved_orders += 1;
+        }
+        for (old, orders) in moving {
+            stats.moved_orders += orders.len() as u64;
+            let ids: Vec<Text> = orders.keys().map(|o| (*o).clone()).collect();
             let mut hist = self.store.history(old)?.unwrap_or_default();
-            extra.entry(new).or_default().incoming.extend(hist.take_orders(std::slice::from_ref(order)));
-            extra.entry(old.clone()).or_default().remove_orders.push(order.clone());
+            for line in hist.take_orders(&ids) {
+                if let Some(new) = orders.get(&line.order_id) {
+                    extra.entry(new.clone()).or_default().incoming.push(line);
+                }
+            }
+            extra.entry(old.clone()).or_default().remove_orders.extend(ids);
         }
         let runs = std::mem::replace(&mut self.runs, Runs::new());
         tracing::debug!(runs = runs.files.len(), "merging the sorted runs and writing the members");

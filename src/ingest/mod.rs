@@ -612,8 +612,7 @@ impl CsvParser {
 /// only read their row, so nothing is left half-changed by the unwinding.
 fn row_or_bug(parse: impl FnOnce() -> Result<Row, String> + std::panic::UnwindSafe) -> Result<Row, String> {
     std::panic::catch_unwind(parse).unwrap_or_else(|panic| {
-        let message = panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("no message");
-        Err(format!("rekindle panicked on this row ({message}); a bug, please report it with the row"))
+        Err(format!("rekindle panicked on this row ({}); a bug, please report it with the row", crate::store::panic_message(panic.as_ref())))
     })
 }
 

@@ -24,4 +24,5 @@ mod profiles;
 mod public;
 mod report;
 mod rules;
+mod store;
 mod support;

@@ -258,8 +258,18 @@ pub fn load(path: &Path, channels: &ChannelNames) -> Result<RuleSet, RulesError>
     };
     let mut set = RuleSet { rules: Vec::new(), diagnostics: Vec::new(), sources: Sources::default(), failed: Vec::new() };
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| RulesError::Read { path: file.clone(), source })?;
-        add_file(&mut set, &file, text, channels);
+        let bytes = std::fs::read(&file).map_err(|source| RulesError::Read { path: file.clone(), source })?;
+        match String::from_utf8(bytes) {
+            Ok(text) => add_file(&mut set, &file, text, channels),
+            Err(e) => {
+                // that file's error, not the folder's: the other rules still load
+                let at = e.utf8_error().valid_up_to();
+                let id = set.sources.add(file.display().to_string(), String::from_utf8_lossy(e.as_bytes()).into_owned());
+                let replacement = '\u{fffd}'.len_utf8();
+                set.diagnostics.push(Diagnostic::error(id, at..at + replacement, "the file is not valid UTF-8").label("this byte").help("save the file as UTF-8"));
+                set.failed.push(file);
+            }
+        }
     }
     check_duplicates(&mut set);
     Ok(set)

@@ -10,6 +10,7 @@ mod daemon;
 mod daemon_crash;
 mod feedback;
 mod fuzz_callbacks;
+mod fuzz_inputs;
 mod import;
 mod listener;
 mod long;

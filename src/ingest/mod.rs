@@ -98,6 +98,15 @@ fn parse_row(kind: Kind, f: &Fields) -> Result<Row, String> {
 /// NDJSON lines (blank ones aside) whose keys decide the kind of the file.
 const DETECT_LINES: usize = 64;
 
+/// The NDJSON objects whose keys say one kind: how many, the first one's keys (its
+/// unknown ones are reported) and the kind's columns any of them had.
+struct Vote {
+    kind: Kind,
+    count: usize,
+    first_keys: Vec<String>,
+    columns: Vec<String>,
+}
+
 /// A chunk from the reader: records to parse, rows, bad rows, and how far into the input
 /// it got.
 struct Chunk {
@@ -441,7 +450,7 @@ impl Reader {
         let io = |source| IngestError::Io { path: path.into(), source };
         let mut ahead: Vec<Vec<u8>> = Vec::new();
         let mut pos = 0u64;
-        let (mut rows, mut votes) = (0, Vec::<(Kind, usize, Vec<String>, Vec<String>)>::new());
+        let (mut rows, mut votes) = (0, Vec::<Vote>::new());
         let mut first_keys: Option<Vec<String>> = None;
         while rows < DETECT_LINES {
             let mut line = Vec::new();
@@ -455,16 +464,15 @@ impl Reader {
                 if let Ok(obj) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&line) {
                     let keys: Vec<String> = obj.keys().cloned().collect();
                     if let Some(kind) = Kind::detect(keys.iter().map(String::as_str)) {
-                        // a kind's votes, the first voter's keys and the kind's columns any voter had
-                        let i = votes.iter().position(|v| v.0 == kind).unwrap_or_else(|| {
-                            votes.push((kind, 0, keys.clone(), Vec::new()));
+                        let i = votes.iter().position(|v| v.kind == kind).unwrap_or_else(|| {
+                            votes.push(Vote { kind, count: 0, first_keys: keys.clone(), columns: Vec::new() });
                             votes.len() - 1
                         });
-                        let (_, n, _, columns) = &mut votes[i];
-                        *n += 1;
+                        let vote = &mut votes[i];
+                        vote.count += 1;
                         for c in kind.columns() {
-                            if obj.contains_key(*c) && !columns.iter().any(|have| have == c) {
-                                columns.push(c.to_string());
+                            if obj.contains_key(*c) && !vote.columns.iter().any(|have| have == c) {
+                                vote.columns.push(c.to_string());
                             }
                         }
                     }
@@ -483,7 +491,7 @@ impl Reader {
             Some(k) => (k, Vec::new()),
             None => {
                 // most votes; of equal counts, the kind seen first
-                let Some((kind, _, keys, columns)) = votes.into_iter().rev().max_by_key(|v| v.1) else {
+                let Some(Vote { kind, first_keys: keys, columns, .. }) = votes.into_iter().rev().max_by_key(|v| v.count) else {
                     return Err(match first_keys {
                         Some(keys) => IngestError::UnknownKind { path: path.into(), columns: shown(&keys) },
                         None => IngestError::BadHeader { path: path.into(), reason: format!("none of the first {rows} lines is a JSON object") },

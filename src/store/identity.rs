@@ -157,18 +157,38 @@ impl Store {
     /// is behind only means a loss since then would go unnoticed, so a failure to write
     /// it is logged, not returned.
     pub(super) fn flush_and_witness(&self) -> Result<(), StoreError> {
-        let mut written = self.witness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let marks = self.marks_now(written.as_ref().is_some_and(|w| w.marks.had_members))?;
+        let witness = || self.witness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let had_members = witness().as_ref().is_some_and(|w| w.marks.had_members);
+        let marks = self.marks_now(had_members)?;
         self.db.flush()?;
-        if written.as_ref().is_some_and(|w| w.marks == marks && w.id == self.id) {
-            return Ok(());
-        }
-        let witness = Witness { id: self.id.clone(), marks };
-        match witness.write(&self.path) {
-            Ok(()) => *written = Some(witness),
+        let mut written = witness();
+        // flushes that ran side by side each made their marks durable: keep the highest
+        let marks = match written.as_ref().filter(|w| w.id == self.id) {
+            Some(w) if w.marks.reach(&marks) => return Ok(()),
+            Some(w) => w.marks.highest(&marks),
+            None => marks,
+        };
+        let raised = Witness { id: self.id.clone(), marks };
+        match raised.write(&self.path) {
+            Ok(()) => *written = Some(raised),
             Err(e) => tracing::warn!(path = %file(&self.path).display(), "cannot write the store's identity file (a later loss of data would go unnoticed): {e}"),
         }
         Ok(())
+    }
+}
+
+impl Marks {
+    /// Whether these marks are at or past `other` in every count.
+    fn reach(&self, other: &Marks) -> bool {
+        self.member_generation >= other.member_generation && self.runs >= other.runs && self.had_members >= other.had_members
+    }
+
+    fn highest(&self, other: &Marks) -> Marks {
+        Marks {
+            member_generation: self.member_generation.max(other.member_generation),
+            runs: self.runs.max(other.runs),
+            had_members: self.had_members || other.had_members,
+        }
     }
 }
 

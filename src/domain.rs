@@ -145,12 +145,16 @@ pub fn parse_date(s: &str) -> Result<Day, String> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return Err(format!("bad date {s:?}: expected YYYY-MM-DD"));
     }
-    let (y, m, d) = (digits(&b[0..4]), digits(&b[5..7]), digits(&b[8..10]));
-    match (y, m, d) {
-        (Some(y), Some(m), Some(d)) if (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y as i32, m) => {
-            Ok(days_from_civil(y as i32, m, d))
-        }
-        _ => Err(format!("bad date {s:?}: no such calendar date")),
+    date_of(b).ok_or_else(|| format!("bad date {s:?}: no such calendar date"))
+}
+
+/// The day of the 10 bytes `YYYY-MM-DD`. Bytes, not text: the input may hold a
+/// multi-byte character anywhere, and no slice of it may split one.
+fn date_of(b: &[u8]) -> Option<Day> {
+    let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *b else { return None };
+    match (digits(&[y0, y1, y2, y3]), digits(&[m0, m1]), digits(&[d0, d1])) {
+        (Some(y), Some(m), Some(d)) if (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y as i32, m) => Some(days_from_civil(y as i32, m, d)),
+        _ => None,
     }
 }
 
@@ -163,7 +167,7 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
     if b.len() < 10 {
         return Err(bad("expected YYYY-MM-DDTHH:MM:SSZ"));
     }
-    let day = parse_date(&s[..10]).map_err(|_| bad("bad date part"))?;
+    let day = date_of(&b[..10]).ok_or_else(|| bad("bad date part"))?;
     if b.len() == 10 {
         return Ok(i64::from(day) * 86_400);
     }
@@ -231,12 +235,15 @@ pub fn parse_scaled(s: &str, max_places: u32) -> Result<i64, String> {
     if frac.len() as u32 > max_places {
         return Err(format!("{s:?} has more than {max_places} decimal places"));
     }
+    let too_large = || format!("{s:?} is too large");
     if int.len() > 15 {
-        return Err(format!("{s:?} is too large"));
+        return Err(too_large());
     }
     let mut n: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| format!("{s:?} is not a decimal number"))? };
+    // 15 integer digits and 4 places pass the checks above but not an i64
     for i in 0..max_places as usize {
-        n = n * 10 + frac.as_bytes().get(i).map_or(0, |c| i64::from(c - b'0'));
+        let digit = frac.as_bytes().get(i).map_or(0, |c| i64::from(c - b'0'));
+        n = n.checked_mul(10).and_then(|n| n.checked_add(digit)).ok_or_else(too_large)?;
     }
     Ok(n)
 }
@@ -316,6 +323,34 @@ mod tests {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
         assert_eq!(TsFmt(base + 3661).to_string(), "2025-03-01T01:01:01Z");
+    }
+
+    #[test]
+    fn a_multibyte_character_anywhere_in_a_timestamp_is_an_error_not_a_panic() {
+        for valid in ["2025-03-14T09:29:26Z", "2025-03-14 09:29:26.5+08:00", "2025-03-14T09:29", "2025-03-14"] {
+            assert!(parse_timestamp(valid).is_ok(), "{valid}");
+            for odd in ["é", "退", "😀"] {
+                for at in 0..=valid.len() {
+                    let inserted = format!("{}{odd}{}", &valid[..at], &valid[at..]);
+                    assert!(parse_timestamp(&inserted).is_err(), "{inserted}");
+                    if at < valid.len() {
+                        let replaced = format!("{}{odd}{}", &valid[..at], &valid[at + 1..]);
+                        assert!(parse_timestamp(&replaced).is_err(), "{replaced}");
+                    }
+                }
+            }
+        }
+        // the report's own example
+        assert!(parse_timestamp("2025-03-1é4T09:29:26Z").unwrap_err().contains("bad date part"));
+    }
+
+    #[test]
+    fn decimals_too_large_for_an_i64_are_errors_not_overflows() {
+        for (text, places) in [("999999999999999.9999", 4), ("999999999999999", 4), ("922337203685477.5808", 4)] {
+            assert!(parse_scaled(text, places).unwrap_err().contains("too large"), "{text}");
+        }
+        assert_eq!(parse_scaled("922337203685477.5807", 4), Ok(i64::MAX));
+        assert_eq!(parse_scaled("999999999999999.99", 2), Ok(99_999_999_999_999_999));
     }
 
     #[test]

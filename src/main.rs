@@ -668,7 +668,7 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Whether opening the store failed because another process (the daemon) holds it.
 fn daemon_running(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<rekindle::store::StoreError>(), Some(rekindle::store::StoreError::Open { .. }))
+    matches!(e.downcast_ref::<rekindle::store::StoreError>(), Some(rekindle::store::StoreError::Locked { .. }))
 }
 
 /// The store, or (when the daemon holds it) the way to the daemon's API.

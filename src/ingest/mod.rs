@@ -95,6 +95,18 @@ fn parse_row(kind: Kind, f: &Fields) -> Result<Row, String> {
     }
 }
 
+/// NDJSON lines (blank ones aside) whose keys decide the kind of the file.
+const DETECT_LINES: usize = 64;
+
+/// The NDJSON objects whose keys say one kind: how many, the first one's keys (its
+/// unknown ones are reported) and the kind's columns any of them had.
+struct Vote {
+    kind: Kind,
+    count: usize,
+    first_keys: Vec<String>,
+    columns: Vec<String>,
+}
+
 /// A chunk from the reader: records to parse, rows, bad rows, and how far into the input
 /// it got.
 struct Chunk {
@@ -371,12 +383,22 @@ impl<'scope, 's: 'scope> Pending<'scope, 's> {
     }
 }
 
+/// Column names as an error shows them: the first 20, each cut to 40 characters (a
+/// header whose broken quote swallowed the file is one long name).
+fn shown(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = names.iter().take(20).map(|n| if n.chars().count() > 40 { format!("{}...", n.chars().take(40).collect::<String>()) } else { n.clone() }).collect();
+    if names.len() > 20 {
+        out.push(format!("... {} more", names.len() - 20));
+    }
+    out
+}
+
 /// Maps the file's columns to the kind's: `index[i]` is the file column of kind column i.
 #[allow(clippy::type_complexity)]
 fn map_columns(path: &Path, names: &[String], forced: Option<Kind>) -> Result<(Kind, Vec<Option<usize>>, Vec<String>), IngestError> {
     let kind = forced
         .or_else(|| Kind::detect(names.iter().map(String::as_str)))
-        .ok_or_else(|| IngestError::UnknownKind { path: path.into(), columns: names.to_vec() })?;
+        .ok_or_else(|| IngestError::UnknownKind { path: path.into(), columns: shown(names) })?;
     let index: Vec<Option<usize>> = kind.columns().iter().map(|c| names.iter().position(|n| n == c)).collect();
     for req in kind.required() {
         if !names.iter().any(|n| n == req) {
@@ -389,7 +411,8 @@ fn map_columns(path: &Path, names: &[String], forced: Option<Kind>) -> Result<(K
 
 enum Source {
     Csv { rdr: csv::Reader<File>, raw: File, parser: CsvParser },
-    Ndjson { input: Box<dyn BufRead + Send>, line: u64, buf: Vec<u8>, pos: u64, pending: Option<Vec<u8>> },
+    /// `ahead`: the lines read to tell the kind, last first, to be read again as rows.
+    Ndjson { input: Box<dyn BufRead + Send>, line: u64, buf: Vec<u8>, pos: u64, ahead: Vec<Vec<u8>> },
 }
 
 struct Reader {
@@ -420,34 +443,68 @@ impl Reader {
         Ok(Reader { kind, unknown, source: Source::Csv { rdr, raw, parser: CsvParser { kind, index, width } } })
     }
 
+    /// The kind is the one most of the first [`DETECT_LINES`] objects' keys say (an NDJSON
+    /// file has no header: its first line is a row like any other, and one damaged row
+    /// must not decide how the rest are read). The lines read to tell are rows too.
     fn ndjson(mut input: impl BufRead + Send + 'static, path: &Path, forced: Option<Kind>) -> Result<Reader, IngestError> {
-        // the first object's keys play the part of the header
-        let mut first = Vec::new();
-        let mut skipped = 0u64;
-        loop {
-            first.clear();
-            let n = input.read_until(b'\n', &mut first).map_err(|source| IngestError::Io { path: path.into(), source })?;
+        let io = |source| IngestError::Io { path: path.into(), source };
+        let mut ahead: Vec<Vec<u8>> = Vec::new();
+        let mut pos = 0u64;
+        let (mut rows, mut votes) = (0, Vec::<Vote>::new());
+        let mut first_keys: Option<Vec<String>> = None;
+        while rows < DETECT_LINES {
+            let mut line = Vec::new();
+            let n = input.read_until(b'\n', &mut line).map_err(io)?;
             if n == 0 {
-                return Err(IngestError::Empty { path: path.into() });
-            }
-            if first.iter().any(|b| !b.is_ascii_whitespace()) {
                 break;
             }
-            skipped += 1;
+            pos += n as u64;
+            if line.iter().any(|b| !b.is_ascii_whitespace()) {
+                rows += 1;
+                if let Ok(obj) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&line) {
+                    let keys: Vec<String> = obj.keys().cloned().collect();
+                    if let Some(kind) = Kind::detect(keys.iter().map(String::as_str)) {
+                        let i = votes.iter().position(|v| v.kind == kind).unwrap_or_else(|| {
+                            votes.push(Vote { kind, count: 0, first_keys: keys.clone(), columns: Vec::new() });
+                            votes.len() - 1
+                        });
+                        let vote = &mut votes[i];
+                        vote.count += 1;
+                        for c in kind.columns() {
+                            if obj.contains_key(*c) && !vote.columns.iter().any(|have| have == c) {
+                                vote.columns.push(c.to_string());
+                            }
+                        }
+                    }
+                    first_keys.get_or_insert(keys);
+                }
+            }
+            ahead.push(line);
+            if forced.is_some() && rows > 0 {
+                break;
+            }
         }
-        let names: Vec<String> = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&first) {
-            Ok(obj) => obj.keys().cloned().collect(),
-            Err(e) => return Err(IngestError::BadHeader { path: path.into(), reason: format!("first line is not a JSON object: {e}") }),
+        if rows == 0 {
+            return Err(IngestError::Empty { path: path.into() });
+        }
+        let (kind, unknown) = match forced {
+            Some(k) => (k, Vec::new()),
+            None => {
+                // most votes; of equal counts, the kind seen first
+                let Some(Vote { kind, first_keys: keys, columns, .. }) = votes.into_iter().rev().max_by_key(|v| v.count) else {
+                    return Err(match first_keys {
+                        Some(keys) => IngestError::UnknownKind { path: path.into(), columns: shown(&keys) },
+                        None => IngestError::BadHeader { path: path.into(), reason: format!("none of the first {rows} lines is a JSON object") },
+                    });
+                };
+                // a required field no voter had fails the file; one missing in some rows fails those rows
+                map_columns(path, &columns, Some(kind))?;
+                let unknown = keys.into_iter().filter(|k| !kind.columns().contains(&k.as_str())).collect();
+                (kind, unknown)
+            }
         };
-        let (kind, _, unknown) = match forced {
-            Some(k) => (k, Vec::new(), Vec::new()),
-            None => map_columns(path, &names, None)?,
-        };
-        Ok(Reader {
-            kind,
-            unknown,
-            source: Source::Ndjson { input: Box::new(input), line: skipped, buf: Vec::new(), pos: first.len() as u64, pending: Some(first) },
-        })
+        ahead.reverse();
+        Ok(Reader { kind, unknown, source: Source::Ndjson { input: Box::new(input), line: 0, buf: Vec::new(), pos, ahead } })
     }
 
     /// How the receiver parses this file's CSV records (None for NDJSON, parsed here).
@@ -509,10 +566,10 @@ impl Reader {
                 chunk.records = records;
                 chunk.position = rdr.position().byte();
             }
-            Source::Ndjson { input, line, buf, pos, pending } => {
+            Source::Ndjson { input, line, buf, pos, ahead } => {
                 while chunk.read < max_rows as u64 {
                     buf.clear();
-                    if let Some(p) = pending.take() {
+                    if let Some(p) = ahead.pop() {
                         *buf = p;
                     } else {
                         let n = input.read_until(b'\n', buf).map_err(|source| IngestError::Io { path: file.into(), source })?;
@@ -526,7 +583,9 @@ impl Reader {
                         continue;
                     }
                     chunk.read += 1;
-                    match ndjson_row(self.kind, buf) {
+                    let kind = self.kind;
+                    let line_text: &[u8] = buf;
+                    match row_or_bug(|| ndjson_row(kind, line_text)) {
                         Ok(row) => chunk.rows.push(row),
                         Err(reason) => chunk.bad.push(bad(*line, reason)),
                     }
@@ -552,8 +611,17 @@ impl CsvParser {
         if record.len() != self.width {
             return Err(format!("expected {} fields, found {}", self.width, record.len()));
         }
-        fields_from_csv(self.kind, record, &self.index).and_then(|f| parse_row(self.kind, &f))
+        row_or_bug(|| fields_from_csv(self.kind, record, &self.index).and_then(|f| parse_row(self.kind, &f)))
     }
+}
+
+/// Runs a row parser; a panic in it (a bug: a bad field must be an `Err`) makes this one
+/// row bad, with the panic's message, instead of losing the rest of the file. Parsers
+/// only read their row, so nothing is left half-changed by the unwinding.
+fn row_or_bug(parse: impl FnOnce() -> Result<Row, String> + std::panic::UnwindSafe) -> Result<Row, String> {
+    std::panic::catch_unwind(parse).unwrap_or_else(|panic| {
+        Err(format!("rekindle panicked on this row ({}); a bug, please report it with the row", crate::store::panic_message(panic.as_ref())))
+    })
 }
 
 fn fields_from_csv<'r>(kind: Kind, record: &'r csv::ByteRecord, index: &[Option<usize>]) -> Result<Fields<'r>, String> {
@@ -601,4 +669,19 @@ fn next_line_offset(file: &File, from: u64) -> std::io::Result<u64> {
     let mut skipped = Vec::new();
     let n = r.read_until(b'\n', &mut skipped)?;
     Ok(from + n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_row_parser_makes_one_bad_row_with_its_message() {
+        for panic in [row_or_bug(|| panic!("byte index 10 is not a char boundary")), row_or_bug(|| panic!("{} overflowed", "qty"))] {
+            let reason = panic.err().expect("a bad row");
+            assert!(reason.starts_with("rekindle panicked on this row (") && reason.contains("a bug"), "{reason}");
+            assert!(reason.contains("char boundary") || reason.contains("qty overflowed"), "{reason}");
+        }
+        assert!(row_or_bug(|| Err("qty: bad".into())).is_err_and(|e| e == "qty: bad"));
+    }
 }

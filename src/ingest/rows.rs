@@ -4,7 +4,7 @@
 //! A row arrives as [`Fields`]: the values of the kind's columns in column order, whatever
 //! the file's own column order or format (CSV or NDJSON) was.
 
-use crate::domain::{check_id, parse_bool, parse_scaled, parse_timestamp, Text, Timestamp};
+use crate::domain::{check_id, parse_bool, parse_scaled, parse_timestamp, Cents, Text, Timestamp};
 use crate::store::model::{Event, EventKind, Gender, Member, OrderLine, Product};
 
 /// The four kinds of input file.
@@ -162,6 +162,11 @@ pub fn parse_member(f: &Fields) -> Result<MemberRow, String> {
     Ok(MemberRow { id, attrs, present })
 }
 
+/// The largest line amount (unit_price x qty) an order line may have, in cents: one
+/// hundred billion in the shop's currency. Any sum of a member's lines stays far inside
+/// an i64 (a line beyond it would wrap the amount, in a release build silently).
+pub const MAX_LINE_CENTS: Cents = 10_000_000_000_000;
+
 /// An orders.csv row: the line and the member it belongs to.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OrderRow {
@@ -180,6 +185,9 @@ pub fn parse_order(f: &Fields) -> Result<OrderRow, String> {
         Ok(q) if q >= 1 => q,
         _ => return Err(format!("qty: {qty_s:?} is not an integer >= 1")),
     };
+    if i128::from(unit_price) * i128::from(qty) > i128::from(MAX_LINE_CENTS) {
+        return Err(format!("unit_price x qty is over {}: not an order line this store can add up", crate::domain::CentsFmt(MAX_LINE_CENTS)));
+    }
     let discount_ppm = match f.get(8) {
         None => 0,
         Some(s) => {
@@ -271,6 +279,26 @@ mod tests {
             let err = parse_order(&fields(Kind::Orders, &vals)).unwrap_err();
             assert!(err.starts_with(why), "{err}");
         }
+    }
+
+    #[test]
+    fn fields_that_would_panic_or_overflow_are_bad_rows() {
+        for (vals, why) in [
+            (["o1", "m1", "2025-03-1é4T09:29:26Z", "s", "", "", "1", "1", ""], "ts: bad timestamp"),
+            (["o1", "m1", "2025-01-02T03:04:05Z", "s", "", "", "1", "1", "999999999999999.9999"], "discount_pct: \"999999999999999.9999\" is too large"),
+            (["o1", "m1", "2025-01-02T03:04:05Z", "s", "", "", "999999999999999.99", "4294967295", ""], "unit_price x qty is over"),
+            (["o1", "m1", "2025-01-02T03:04:05Z", "s", "", "", "100000000000.01", "1", ""], "unit_price x qty is over"),
+        ] {
+            let err = parse_order(&fields(Kind::Orders, &vals)).unwrap_err();
+            assert!(err.starts_with(why), "{err}");
+        }
+        let largest = parse_order(&fields(Kind::Orders, &["o1", "m1", "2025-01-02T03:04:05Z", "s", "c", "b", "50000000000.00", "2", "0.0001"])).unwrap();
+        assert_eq!(largest.line.unit_price * i64::from(largest.line.qty), MAX_LINE_CENTS);
+        assert!(largest.line.amount() > 0);
+        let signup = parse_member(&fields(Kind::Members, &["m1", "", "", "", "", "", "", "2025-03-1é4T09:29:26Z"])).unwrap_err();
+        assert!(signup.starts_with("signup_ts: bad timestamp"), "{signup}");
+        let event = parse_event(&fields(Kind::Events, &["m1", "2025-03-1é4T09:29:26Z", "view", "s"])).unwrap_err();
+        assert!(event.starts_with("ts: bad timestamp"), "{event}");
     }
 
     #[test]

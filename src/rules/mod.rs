@@ -262,8 +262,16 @@ pub fn load(path: &Path, channels: &ChannelNames) -> Result<RuleSet, RulesError>
     };
     let mut set = RuleSet { rules: Vec::new(), diagnostics: Vec::new(), sources: Sources::default(), failed: Vec::new() };
     for file in files {
-        match read_capped(&file, MAX_RULE_FILE) {
-            Ok(text) => add_file(&mut set, &file, text, channels),
+        match read_capped_bytes(&file, MAX_RULE_FILE).map(String::from_utf8) {
+            Ok(Ok(text)) => add_file(&mut set, &file, text, channels),
+            Ok(Err(e)) => {
+                // that file's error, not the folder's: the other rules still load
+                let at = e.utf8_error().valid_up_to();
+                let id = set.sources.add(file.display().to_string(), String::from_utf8_lossy(e.as_bytes()).into_owned());
+                let replacement = '\u{fffd}'.len_utf8();
+                set.diagnostics.push(Diagnostic::error(id, at..at + replacement, "the file is not valid UTF-8").label("this byte").help("save the file as UTF-8"));
+                set.failed.push(file);
+            }
             Err(err) => {
                 // this file fails alone, like a file with errors
                 let id = set.sources.add(file.display().to_string(), String::new());
@@ -282,18 +290,23 @@ const MAX_RULE_FILE: u64 = 4 << 20;
 /// A regular file's text (symbolic links followed), refused past `max_bytes` (before reading it all) and when not
 /// UTF-8.
 fn read_capped(path: &Path, max_bytes: u64) -> std::io::Result<String> {
+    String::from_utf8(read_capped_bytes(path, max_bytes)?).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not valid UTF-8 at byte {}", e.utf8_error().valid_up_to())))
+}
+
+/// A regular file's bytes, refused past `max_bytes`.
+fn read_capped_bytes(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
     // a FIFO would block the open: look first
     if !std::fs::metadata(path)?.is_file() {
         return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
     }
     let file = std::fs::File::open(path)?;
-    let mut text = String::new();
-    file.take(max_bytes + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > max_bytes {
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
         return Err(Error::new(ErrorKind::InvalidData, format!("larger than the limit of {} KiB", max_bytes / 1024)));
     }
-    Ok(text)
+    Ok(bytes)
 }
 
 /// Reads one file's text into the set.

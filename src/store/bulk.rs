@@ -225,7 +225,7 @@ impl<T: MemberRow> Merge<T> {
 /// Merges a batch's (hash, owner, row) entries, sorted by (hash, row), into a bucket's
 /// (hash, owner) list sorted by hash: the last entry of a hash owns the order. Returns the
 /// new list, whether it differs, and a row of each order that named more than one owner.
-fn merge_owners(old: BucketOwners, new: &[(u64, u32, u32)]) -> (BucketOwners, bool, Vec<u32>) {
+fn merge_owners(old: BucketOwners, new: OwnerGroup) -> (BucketOwners, bool, Vec<u32>) {
     let mut out = Vec::with_capacity(old.len() + new.len());
     let (mut dirty, mut changed) = (false, Vec::new());
     let mut old = old.into_iter().peekable();
@@ -266,6 +266,9 @@ impl Store {
 
 /// An owner bucket in memory: (order hash, index into the loader's owners) sorted by hash.
 type BucketOwners = Vec<(u64, u32)>;
+
+/// One bucket's orders of this import: (order hash, owner index, row index) sorted by hash.
+type OwnerGroup<'a> = &'a [(u64, u32, u32)];
 
 /// A member's rows of this import, with the orders moved in or out.
 type MemberWork = (Text, Vec<OrderLine>, Extra);
@@ -362,7 +365,7 @@ impl<'s> OrderLoader<'s> {
             let compact = stored.into_iter().map(|(h, m)| (h, self.intern(&m))).collect();
             self.buckets[b as usize] = Some(compact);
         }
-        let work: Vec<(u32, BucketOwners, &[(u64, u32, u32)])> = groups
+        let work: Vec<(u32, BucketOwners, OwnerGroup)> = groups
             .into_iter()
             .map(|g| {
                 let b = bucket_of(g[0].0);
@@ -404,19 +407,28 @@ impl<'s> OrderLoader<'s> {
         self.store.bump_member_generation()?;
         self.note_owners(&last)?;
         let mut stats = WriteStats::default();
-        // orders that changed owner against the store take their stored lines along
+        // orders that changed owner against the store take their stored lines along; each
+        // former owner's history is read once, however many of its orders moved
         let mut extra: FxHashMap<Text, Extra> = FxHashMap::default();
+        let mut moving: FxHashMap<&Text, FxHashMap<&Text, Text>> = FxHashMap::default();
         let changed = std::mem::take(&mut self.changed);
         for (order, before) in &changed {
             let Some(old) = before else { continue };
             let new = self.owner(order).cloned().unwrap_or_else(|| old.clone());
-            if new == *old {
-                continue;
+            if new != *old {
+                moving.entry(old).or_default().insert(order, new);
             }
-            stats.moved_orders += 1;
+        }
+        for (old, orders) in moving {
+            stats.moved_orders += orders.len() as u64;
+            let ids: Vec<Text> = orders.keys().map(|o| (*o).clone()).collect();
             let mut hist = self.store.history(old)?.unwrap_or_default();
-            extra.entry(new).or_default().incoming.extend(hist.take_orders(std::slice::from_ref(order)));
-            extra.entry(old.clone()).or_default().remove_orders.push(order.clone());
+            for line in hist.take_orders(&ids) {
+                if let Some(new) = orders.get(&line.order_id) {
+                    extra.entry(new.clone()).or_default().incoming.push(line);
+                }
+            }
+            extra.entry(old.clone()).or_default().remove_orders.extend(ids);
         }
         let runs = std::mem::replace(&mut self.runs, Runs::new());
         tracing::debug!(runs = runs.files.len(), "merging the sorted runs and writing the members");

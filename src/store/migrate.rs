@@ -5,6 +5,8 @@
 //! conditions); every member's digest is rebuilt from its order history.
 //! 2 -> 3: the member generation (`\0member-gen`) that keeps the member snapshot file
 //! honest; nothing to convert, but no rekindle without it may write members any more.
+//! 3 -> 4: the store's identity (`\0store-id`, a random id; see `identity.rs`), which
+//! the files beside the store carry and the identity file in its folder checks.
 
 use super::model::{Digest, Gender, Member, OrderHistory};
 use super::{decode, encode, key, Store, StoreError, HISTORY, MEMBER};
@@ -19,6 +21,10 @@ pub(super) fn upgrade(store: &Store, found: u32) -> Result<(), StoreError> {
     if found < 2 {
         tracing::info!(path = %store.path().display(), "upgrading the store from format 1 to 2: rebuilding order digests");
         digest_skus(store)?;
+    }
+    if store.db.get(super::identity::STORE_ID)?.is_none() {
+        tracing::info!(path = %store.path().display(), "upgrading the store to format 4: giving it an identity");
+        store.create_id()?;
     }
     Ok(())
 }
@@ -38,8 +44,11 @@ struct MemberV1 {
     tz: Text,
     known: bool,
     #[allow(dead_code)] // read to consume the bytes; rebuilt from the history
-    digest: (Vec<(Day, Cents, bool, u16, u16)>, Vec<(u32, Cents)>, Vec<(u32, Cents)>, Vec<Text>, Vec<Text>),
+    digest: DigestV1,
 }
+
+/// Format 1's order digest, field by field (orders, categories, brands, and their names).
+type DigestV1 = (Vec<(Day, Cents, bool, u16, u16)>, Vec<(u32, Cents)>, Vec<(u32, Cents)>, Vec<Text>, Vec<Text>);
 
 fn digest_skus(store: &Store) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();

@@ -1,11 +1,13 @@
 //! The only module that knows sled: the key layout, the value codec, the format version
-//! and the atomic batches that imports write.
+//! and the atomic batches that imports write; and opening a store, which tells a store
+//! another process holds from a damaged one and refuses one that lost data.
 //!
 //! Key layout (one sled tree, so a batch that touches several kinds stays atomic):
 //!
 //! | key                         | value                    |
 //! |-----------------------------|--------------------------|
 //! | `\0format`                  | `rekindle-store <N>`     |
+//! | `\0store-id`                | the store's random id ([`identity`]) |
 //! | `\0member-count`            | members the last full scan saw (a capacity hint) |
 //! | `\0member-gen`              | bumped before member records change (the [`snapshot`] file's key) |
 //! | `M` member_id               | [`Member`] with digest   |
@@ -30,6 +32,7 @@ pub mod bulk;
 pub mod codes;
 pub mod consent;
 pub mod feedback;
+mod identity;
 pub mod import;
 mod migrate;
 pub mod model;
@@ -41,7 +44,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped on every incompatible change of keys or values.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 const FORMAT_KEY: &[u8] = b"\0format";
 const MEMBER_COUNT_HINT: &[u8] = b"\0member-count";
 const FORMAT_PREFIX: &str = "rekindle-store ";
@@ -57,18 +60,28 @@ pub(crate) const CONTACTS: u8 = b'C';
 pub(crate) const SECRET: u8 = b'K';
 pub(crate) const SUPPRESSED: u8 = b'U';
 
+/// What to do with a store that is damaged or lost data.
+const RESTORE: &str = "restore the store's folder from a backup, or move it away and import your files again to start afresh";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store at {path}: {source} (is another rekindle process using it?)")]
+    #[error("the store at {path} is in use by another rekindle process (is the daemon running?)")]
+    Locked { path: PathBuf },
+    #[error("cannot open the store at {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
+    #[error("the store at {path} is damaged: {what}; {RESTORE}")]
+    Damaged { path: PathBuf, what: String },
+    #[error("the store at {path} has lost data: {what} (sled's files there were damaged, truncated or removed after rekindle last wrote them); {RESTORE} (if you restored them from a backup on purpose, delete its rekindle-identity file to accept them)")]
+    LostData { path: PathBuf, what: String },
     #[error("{path} is not a rekindle store (it has data but no format marker); refusing to touch it")]
     Foreign { path: PathBuf },
     #[error("the store at {path} has format {found}, this rekindle reads format {FORMAT_VERSION}; use a newer rekindle")]
     TooNew { path: PathBuf, found: u32 },
     #[error("the store at {path} has an unreadable format marker {marker:?}")]
     BadMarker { path: PathBuf, marker: String },
-    #[error("store i/o failed: {0}")]
-    Sled(#[from] sled::Error),
+    /// sled failed after the store was open (no source: the message says it all).
+    #[error("{}", sled_error(.0))]
+    Sled(sled::Error),
     #[error("the store writer thread stopped")]
     WriterGone,
     #[error("temporary import files: {0}")]
@@ -77,11 +90,95 @@ pub enum StoreError {
     Corrupt { key: String, source: postcard::Error },
 }
 
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        StoreError::Sled(e)
+    }
+}
+
+/// sled's error in words (its `Display` of corruption is a debug dump).
+fn sled_error(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Corruption { at: Some(sled::DiskPtr::Inline(offset)), .. } => format!("the store is damaged: sled read corrupt data at byte {offset} of its file `db`; {RESTORE}"),
+        sled::Error::Corruption { at: Some(sled::DiskPtr::Blob(_, blob)), .. } => format!("the store is damaged: sled read a corrupt value file `blobs/{blob}`; {RESTORE}"),
+        sled::Error::Corruption { at: None, .. } => format!("the store is damaged: sled read corrupt data; {RESTORE}"),
+        other => format!("store i/o failed: {other}"),
+    }
+}
+
+/// Tells why sled could not open a store: another process holds its lock, its files
+/// are damaged (naming the file where sled says), or plain I/O.
+fn open_error(path: &Path, e: sled::Error) -> StoreError {
+    let damaged = |what: String| StoreError::Damaged { path: path.into(), what };
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::Locked { path: path.into() },
+        sled::Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof) => damaged(format!("sled cannot read its files: {io}")),
+        sled::Error::Corruption { at: None, .. } => {
+            // sled does not say which file (its log names it): list them with their sizes
+            let mut files: Vec<String> = std::fs::read_dir(path)
+                .map(|dir| {
+                    dir.filter_map(|e| e.ok())
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                        .map(|e| format!("{} ({} bytes)", e.file_name().to_string_lossy(), e.metadata().map_or(0, |m| m.len())))
+                        .filter(|f| f.starts_with("db ") || f.starts_with("conf ") || f.starts_with("snap."))
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            damaged(format!("sled found corrupt data in its files in that folder: {}", files.join(", ")))
+        }
+        sled::Error::Corruption { at: Some(sled::DiskPtr::Inline(offset)), .. } => damaged(format!("sled found corrupt data at byte {offset} of {}", path.join("db").display())),
+        sled::Error::Corruption { at: Some(sled::DiskPtr::Blob(_, blob)), .. } => damaged(format!("sled found a corrupt value file {}", path.join("blobs").join(blob.to_string()).display())),
+        sled::Error::Unsupported(why) => damaged(format!("sled's settings file {} does not match its data ({why})", path.join("conf").display())),
+        sled::Error::ReportableBug(why) => damaged(format!("sled refused its files: {why}")),
+        other => StoreError::Open { path: path.into(), source: other },
+    }
+}
+
+/// Opens sled. sled panics on some damage (a garbled page table in `db`): that is a
+/// damaged store too, reported as one without printing the panic.
+fn open_sled(path: &Path, cache_mb: u64) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new().path(path).cache_capacity(cache_mb * 1024 * 1024).mode(sled::Mode::HighThroughput);
+    match quietly(std::panic::AssertUnwindSafe(move || config.open())) {
+        Ok(opened) => opened.map_err(|e| open_error(path, e)),
+        Err(panic) => Err(StoreError::Damaged { path: path.into(), what: format!("sled stopped reading its files ({panic}) in {}", path.join("db").display()) }),
+    }
+}
+
+/// A panic's message.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("no message")
+}
+
+/// Runs `f`, turning a panic into its message without printing it (the panic hook is
+/// told to keep quiet on this thread only).
+fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
+    use std::cell::Cell;
+    thread_local!(static QUIET: Cell<bool> = const { Cell::new(false) });
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.get() {
+                previous(info)
+            }
+        }));
+    });
+    QUIET.set(true);
+    let result = std::panic::catch_unwind(f);
+    QUIET.set(false);
+    result.map_err(|panic| panic_message(panic.as_ref()).to_string())
+}
+
 /// An open rekindle store.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: sled::Db,
     path: PathBuf,
+    /// The store's random id, in hex ([`identity`]).
+    id: String,
+    /// The identity file as last written.
+    witness: std::sync::Arc<std::sync::Mutex<Option<identity::Witness>>>,
     /// What is parked (`J`), per channel; its lock orders parking against
     /// recording sends (see [`Store::message_or_park`]).
     parked: std::sync::Arc<std::sync::Mutex<feedback::ParkedCounts>>,
@@ -107,7 +204,7 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
 }
 
 impl Store {
-    /// Opens (or creates) the store; refuses a foreign or newer one.
+    /// Opens (or creates) the store; refuses a foreign, newer, damaged or emptied one.
     pub fn open(path: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         // sled lets go of its lock a moment after the last handle is dropped (its IO
         // threads drop their file handles last): a store this process had open is retried
@@ -116,21 +213,28 @@ impl Store {
         let reopening = || OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|p| p == path);
         let started = std::time::Instant::now();
         let db = loop {
-            let opened = sled::Config::new().path(path).cache_capacity(cache_mb * 1024 * 1024).mode(sled::Mode::HighThroughput).open();
-            match opened {
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && started.elapsed() < std::time::Duration::from_secs(2) && reopening() => {
+            match open_sled(path, cache_mb) {
+                Err(StoreError::Locked { .. }) if started.elapsed() < std::time::Duration::from_secs(2) && reopening() => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                other => break other.map_err(|source| StoreError::Open { path: path.into(), source })?,
+                other => break other?,
             }
         };
         if !reopening() {
             OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(path.to_path_buf());
         }
-        let store = Store { db, path: path.into(), parked: Default::default() };
+        let witness = identity::Witness::read(path);
+        let store = Store { db, path: path.into(), id: String::new(), witness: Default::default(), parked: Default::default() };
+        // before anything is written: an emptied store would get a fresh format marker
+        if let Some(w) = &witness {
+            store.check_witness(w)?;
+        }
         store.check_format()?;
+        let store = Store { id: store.load_id()?, ..store };
+        *store.witness.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = witness;
+        store.flush()?;
         store.count_parked()?;
-        tracing::debug!(path = %path.display(), cache_mb, "store open");
+        tracing::debug!(path = %path.display(), cache_mb, id = %store.id, "store open");
         Ok(store)
     }
 
@@ -153,6 +257,7 @@ impl Store {
                 Ok(())
             }
             None if self.db.is_empty() && self.db.tree_names().len() <= 1 => {
+                self.create_id()?;
                 self.db.insert(FORMAT_KEY, format!("{FORMAT_PREFIX}{FORMAT_VERSION}").as_bytes())?;
                 self.db.flush()?;
                 Ok(())
@@ -165,10 +270,9 @@ impl Store {
         &self.path
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable (and raises the identity file's marks to it).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.flush_and_witness()
     }
 
     fn get<T: DeserializeOwned>(&self, kind: u8, id: &str) -> Result<Option<T>, StoreError> {
@@ -400,7 +504,7 @@ mod tests {
         let started = std::time::Instant::now();
         let opened = loop {
             match Store::open(&foreign, 16) {
-                Err(StoreError::Open { .. }) if started.elapsed() < std::time::Duration::from_secs(5) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(StoreError::Locked { .. }) if started.elapsed() < std::time::Duration::from_secs(5) => std::thread::sleep(std::time::Duration::from_millis(10)),
                 other => break other,
             }
         };

@@ -109,7 +109,12 @@ impl OrderHistory {
 
     /// Removes every line of the given orders and returns them.
     pub fn take_orders(&mut self, order_ids: &[Text]) -> Vec<OrderLine> {
-        let (taken, kept) = std::mem::take(&mut self.lines).into_iter().partition(|l| order_ids.contains(&l.order_id));
+        // a set once the list is long: a member whose thousands of orders all moved away
+        let set: Option<rustc_hash::FxHashSet<&str>> = (order_ids.len() > 16).then(|| order_ids.iter().map(Text::as_str).collect());
+        let (taken, kept) = std::mem::take(&mut self.lines).into_iter().partition(|l| match &set {
+            Some(set) => set.contains(l.order_id.as_str()),
+            None => order_ids.contains(&l.order_id),
+        });
         self.lines = kept;
         taken
     }
@@ -129,18 +134,23 @@ impl OrderHistory {
         orders.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut d = Digest::default();
         let (mut categories, mut brands, mut skus) = (Names::default(), Names::default(), Names::default());
-        for (ts, _, run) in orders {
+        for (number, (ts, _, run)) in (1..).zip(orders) {
             let mut od = OrderDigest { day: day_of(ts), amount: 0, discounted: false, categories: 0, brands: 0, skus: 0 };
             let (c0, b0, s0) = (d.category_spend.len(), d.brand_spend.len(), d.order_skus.len());
+            // an order of a few lines looks through its entries; a long one keeps an index
+            let order = Order { number, long: run.len() > LOOK_THROUGH };
             for &i in run {
                 let l = &self.lines[i];
                 let amount = l.amount();
-                od.amount += amount;
+                // saturating: a hostile file can hold enough of the largest lines to wrap
+                od.amount = od.amount.saturating_add(amount);
                 od.discounted |= l.discount_ppm > 0;
-                add_spend(&mut d.category_spend, c0, &mut categories, &l.category, amount);
-                add_spend(&mut d.brand_spend, b0, &mut brands, &l.brand, amount);
+                add_spend(&mut d.category_spend, c0, &mut categories, order, &l.category, amount);
+                add_spend(&mut d.brand_spend, b0, &mut brands, order, &l.brand, amount);
                 let sku = skus.index(&l.sku);
-                if !d.order_skus[s0..].contains(&sku) {
+                let listed = d.order_skus.len() - s0;
+                if skus.in_order(sku, order, d.order_skus[s0..].iter().copied()).is_none() && listed < PER_ORDER {
+                    skus.list(sku, order, listed);
                     d.order_skus.push(sku);
                 }
             }
@@ -156,15 +166,39 @@ impl OrderHistory {
 
 /// The distinct names of a digest by index. A name is looked for by its length and first
 /// 16 bytes (compared as numbers), its full text only when longer: digests are built for
-/// every member an import touches.
+/// every member an import touches. Past [`LOOK_THROUGH`] names a hash map finds them (a
+/// member with 100,000 skus took 30 s to look through, quadratic).
 #[derive(Default)]
 struct Names {
     names: Vec<Text>,
     keys: Vec<(usize, u128)>,
+    by_name: Option<rustc_hash::FxHashMap<Text, u32>>,
+    /// Per name, for long orders: the order that last listed it and where among that
+    /// order's entries.
+    listed: Vec<(u32, u32)>,
+}
+
+/// Names (of a member) or entries (of an order) looked through one by one before an
+/// index takes over.
+const LOOK_THROUGH: usize = 64;
+
+/// The order being digested: its number (from 1) and whether it is long.
+#[derive(Clone, Copy)]
+struct Order {
+    number: u32,
+    long: bool,
 }
 
 impl Names {
     fn index(&mut self, name: &str) -> u32 {
+        if let Some(map) = &mut self.by_name {
+            if let Some(&i) = map.get(name) {
+                return i;
+            }
+            map.insert(name.into(), self.names.len() as u32);
+            self.names.push(name.into());
+            return self.names.len() as u32 - 1;
+        }
         let key = (name.len(), crate::domain::prefix_16(name));
         let found = self.keys.iter().enumerate().position(|(i, k)| *k == key && (name.len() <= 16 || self.names[i] == name));
         (match found {
@@ -172,21 +206,52 @@ impl Names {
             None => {
                 self.names.push(name.into());
                 self.keys.push(key);
+                if self.names.len() > LOOK_THROUGH {
+                    self.by_name = Some(self.names.iter().cloned().zip(0..).collect());
+                }
                 self.names.len() - 1
             }
         }) as u32
     }
+
+    /// Where name `i` is among `entries`, the order's entries so far (name indexes).
+    fn in_order(&self, i: u32, order: Order, mut entries: impl Iterator<Item = u32>) -> Option<usize> {
+        if !order.long {
+            return entries.position(|e| e == i);
+        }
+        let &(last, at) = self.listed.get(i as usize)?;
+        (last == order.number).then_some(at as usize)
+    }
+
+    /// Notes that a long order lists name `i` at `at`.
+    fn list(&mut self, i: u32, order: Order, at: usize) {
+        if order.long {
+            if self.listed.len() < self.names.len() {
+                self.listed.resize(self.names.len(), (0, 0));
+            }
+            self.listed[i as usize] = (order.number, at as u32);
+        }
+    }
 }
 
+/// The most categories, brands and skus one order lists in a digest (its counts are
+/// u16): an order with more (only a hostile file has one) lists its first ones.
+const PER_ORDER: usize = u16::MAX as usize;
+
 /// Adds spend on `name` to the current order's entries (those from `start` on).
-fn add_spend(spend: &mut Vec<(u32, Cents)>, start: usize, names: &mut Names, name: &str, amount: Cents) {
+fn add_spend(spend: &mut Vec<(u32, Cents)>, start: usize, names: &mut Names, order: Order, name: &str, amount: Cents) {
     if name.is_empty() {
         return;
     }
-    let idx = names.index(name);
-    match spend[start..].iter_mut().find(|(i, _)| *i == idx) {
-        Some((_, s)) => *s += amount,
-        None => spend.push((idx, amount)),
+    let i = names.index(name);
+    let listed = spend.len() - start;
+    match names.in_order(i, order, spend[start..].iter().map(|&(e, _)| e)) {
+        Some(at) => spend[start + at].1 = spend[start + at].1.saturating_add(amount),
+        None if listed < PER_ORDER => {
+            names.list(i, order, listed);
+            spend.push((i, amount));
+        }
+        None => {}
     }
 }
 
@@ -346,6 +411,57 @@ mod tests {
         let again: Vec<u32> = all.iter().map(|n| names.index(n)).collect();
         assert_eq!(again, first);
         assert_eq!(names.names, all);
+    }
+
+    #[test]
+    fn orders_with_hundreds_of_names_get_the_digest_a_plain_count_gives() {
+        // o1: 300 skus over 150 categories (two lines each); o2 reuses some of the names;
+        // then 100 short orders of two lines in one new category each (past 64 names, so
+        // the member's names are in a map while the orders look through their entries)
+        let cat = |l: OrderLine, c: String| OrderLine { category: c.as_str().into(), ..l };
+        let mut lines = Vec::new();
+        for i in 0..300 {
+            lines.push(cat(line("o1", &format!("sku-{i}"), 0, 100, 1, 0), format!("category-{}", i % 150)));
+        }
+        for i in 0..80 {
+            lines.push(cat(line("o2", &format!("sku-{}", i * 3), 86_400, 7, 1, 0), format!("category-{}", i % 40)));
+        }
+        for i in 0..100 {
+            let order = format!("p{i:03}");
+            lines.push(cat(line(&order, &format!("sku-{i}"), 2 * 86_400, 3, 1, 0), format!("short-{i}")));
+            lines.push(cat(line(&order, &format!("new-{i}"), 2 * 86_400, 4, 2, 0), format!("short-{i}")));
+        }
+        let d = OrderHistory { lines: lines.clone() }.digest();
+        let mut order_ids: Vec<&str> = vec!["o1", "o2"];
+        let short: Vec<String> = (0..100).map(|i| format!("p{i:03}")).collect();
+        order_ids.extend(short.iter().map(String::as_str));
+        assert_eq!(d.orders.len(), order_ids.len());
+        let (mut at, mut sku_at) = (0, 0);
+        for (o, order_id) in d.orders.iter().zip(order_ids) {
+            let mut plain: std::collections::BTreeMap<&str, Cents> = Default::default();
+            let mut skus: std::collections::BTreeSet<&str> = Default::default();
+            for l in lines.iter().filter(|l| l.order_id == order_id) {
+                *plain.entry(l.category.as_str()).or_default() += l.amount();
+                skus.insert(l.sku.as_str());
+            }
+            let listed: std::collections::BTreeMap<&str, Cents> =
+                d.category_spend[at..at + o.categories as usize].iter().map(|&(i, s)| (d.category_names[i as usize].as_str(), s)).collect();
+            assert_eq!(listed, plain, "{order_id}");
+            let listed_skus: std::collections::BTreeSet<&str> = d.order_skus[sku_at..sku_at + o.skus as usize].iter().map(|&i| d.sku_names[i as usize].as_str()).collect();
+            assert_eq!((listed_skus.len(), listed_skus), (o.skus as usize, skus), "{order_id}");
+            (at, sku_at) = (at + o.categories as usize, sku_at + o.skus as usize);
+        }
+        assert_eq!((at, sku_at), (d.category_spend.len(), d.order_skus.len()));
+        assert_eq!(d.category_names.len(), 250, "o2's categories are o1's names again");
+        assert_eq!(d.sku_names.len(), 400);
+    }
+
+    #[test]
+    fn amounts_too_large_to_add_saturate_instead_of_overflowing() {
+        let lines = vec![line("o1", "a", 0, i64::MAX / 2, 1, 0), line("o1", "b", 0, i64::MAX / 2, 1, 0), line("o1", "c", 0, i64::MAX / 2, 1, 0)];
+        let d = OrderHistory { lines }.digest();
+        assert_eq!(d.orders[0].amount, i64::MAX);
+        assert_eq!(d.category_spend, [(0, i64::MAX)]);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(crate) const MESSAGE: u8 = b'X';
 pub(crate) const QUEUE: u8 = b'Q';
 pub(crate) const DEAD: u8 = b'D';
 pub(crate) const LAST_RUN: u8 = b'L';
+/// The run counter (the identity file keeps its high-water mark).
+pub(crate) const NEXT_RUN: &[u8] = b"\0next-run";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetryError {
@@ -154,7 +156,7 @@ const PER_BATCH: usize = 1000;
 impl Store {
     /// A fresh run id (monotonic, durable across restarts).
     pub fn next_run_id(&self) -> Result<u64, StoreError> {
-        let next = self.db.update_and_fetch(b"\0next-run", |old| {
+        let next = self.db.update_and_fetch(NEXT_RUN, |old| {
             let n = old.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0) + 1;
             Some(n.to_be_bytes().to_vec())
         })?;

@@ -4,22 +4,27 @@
 //! iterating a million sled keys costs about 2 s of CPU, reading the same records from
 //! one file a tenth of that.
 //!
-//! The file is a cache. It carries the store's member generation (`\0member-gen`), which
-//! every write of member records bumps before it writes; a file whose generation differs
-//! is ignored, and the next full scan of sled writes a fresh one (to a temporary file,
-//! renamed into place). Format 3 of the store introduced the generation, so no older
-//! rekindle can change members behind the file's back.
+//! The file is a cache. It carries the store's id and member generation
+//! (`\0member-gen`), which every write of member records bumps before it writes; a file
+//! of another store (one deleted and created again at the same path restarts the
+//! generation) or of another generation is ignored, and the next full scan of sled
+//! writes a fresh one (to a temporary file, renamed into place). Format 3 of the store
+//! introduced the generation, so no older rekindle can change members behind the file's
+//! back; format 4 the id.
 //!
-//! Layout: the magic line, then generation, member count and data length (u64 LE each),
-//! then per member `[u32 LE key length][key][u32 LE value length][value]` in key order.
+//! Layout: the magic line, the store id (32 hex digits), then generation, member count
+//! and data length (u64 LE each), then per member `[u32 LE key length][key][u32 LE value
+//! length][value]` in key order.
 
 use super::{in_chunks, Store, StoreError};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-const MAGIC: &[u8] = b"rekindle-members 1\n";
+const MAGIC: &[u8] = b"rekindle-members 2\n";
 const GENERATION: &[u8] = b"\0member-gen";
-const HEADER: usize = MAGIC.len() + 24;
+/// Where the generation, count and length start.
+const FIELDS: usize = MAGIC.len() + 32;
+const HEADER: usize = FIELDS + 24;
 /// Members handed over at a time.
 const CHUNK: usize = 16_384;
 
@@ -39,7 +44,7 @@ impl Store {
         Ok(())
     }
 
-    fn member_generation(&self) -> Result<u64, StoreError> {
+    pub(super) fn member_generation(&self) -> Result<u64, StoreError> {
         Ok(self.db.get(GENERATION)?.and_then(|b| b.as_ref().try_into().ok()).map(u64::from_le_bytes).unwrap_or(0))
     }
 
@@ -52,9 +57,15 @@ impl Store {
     /// way. The callback sees each member exactly once either way.
     pub(crate) fn member_chunks(&self, mut f: impl FnMut(&[(&[u8], &[u8])]) -> Result<(), StoreError>) -> Result<(), StoreError> {
         let generation = self.member_generation()?;
-        if let Some((file, count)) = self.open_snapshot(generation) {
+        if let Some((file, count, length)) = self.open_snapshot(generation) {
             tracing::debug!(members = count, "reading members from the snapshot");
-            return read_snapshot(file, count, &mut f);
+            let read = read_snapshot(file, count, length, &mut f);
+            if let Err(e) = &read {
+                // a cache: the next scan reads sled and writes it afresh
+                tracing::warn!(path = %self.snapshot_path().display(), "removing the member snapshot after a failed read: {e}");
+                let _ = std::fs::remove_file(self.snapshot_path());
+            }
+            return read;
         }
         // from sled; the snapshot is written beside (a failure to write it only costs speed)
         let path = self.snapshot_path();
@@ -87,6 +98,7 @@ impl Store {
                 let mut file = w.into_inner().map_err(|e| e.into_error())?;
                 file.seek(SeekFrom::Start(0))?;
                 let mut header = MAGIC.to_vec();
+                header.extend_from_slice(self.id.as_bytes());
                 for n in [generation, count, length] {
                     header.extend_from_slice(&n.to_le_bytes());
                 }
@@ -107,29 +119,36 @@ impl Store {
         Ok(())
     }
 
-    /// The snapshot file if it is whole and of this generation, with its member count.
-    fn open_snapshot(&self, generation: u64) -> Option<(std::fs::File, u64)> {
+    /// The snapshot file if it is whole, of this store and of this generation, with its
+    /// member count and data length.
+    fn open_snapshot(&self, generation: u64) -> Option<(std::fs::File, u64, u64)> {
         let mut file = std::fs::File::open(self.snapshot_path()).ok()?;
         let mut header = [0u8; HEADER];
         file.read_exact(&mut header).ok()?;
-        let field = |i: usize| u64::from_le_bytes(header[MAGIC.len() + 8 * i..MAGIC.len() + 8 * (i + 1)].try_into().unwrap_or([0; 8]));
+        let field = |i: usize| u64::from_le_bytes(header[FIELDS + 8 * i..FIELDS + 8 * (i + 1)].try_into().unwrap_or([0; 8]));
         let length = file.metadata().ok()?.len();
-        (header.starts_with(MAGIC) && field(0) == generation && length == HEADER as u64 + field(2)).then(|| (file, field(1)))
+        let ours = header.starts_with(MAGIC) && &header[MAGIC.len()..FIELDS] == self.id.as_bytes();
+        if !ours {
+            tracing::debug!(path = %self.snapshot_path().display(), "ignoring a member snapshot of another store");
+        }
+        (ours && field(0) == generation && length == HEADER as u64 + field(2)).then(|| (file, field(1), field(2)))
     }
 }
 
 /// Streams the snapshot's members, parsing the next chunk on another thread meanwhile.
+/// `length`: the data's length, which no record may run past (a damaged length field
+/// must not make it allocate gigabytes).
 #[allow(clippy::type_complexity)]
-fn read_snapshot(file: std::fs::File, count: u64, f: &mut dyn FnMut(&[(&[u8], &[u8])]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+fn read_snapshot(file: std::fs::File, count: u64, length: u64, f: &mut dyn FnMut(&[(&[u8], &[u8])]) -> Result<(), StoreError>) -> Result<(), StoreError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Chunk>>(2);
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut r = BufReader::with_capacity(1 << 20, file);
-            let mut left = count;
+            let (mut left, mut bytes) = (count, length);
             while left > 0 {
                 let n = left.min(CHUNK as u64);
                 left -= n;
-                let chunk = read_chunk(&mut r, n as usize);
+                let chunk = read_chunk(&mut r, n as usize, &mut bytes);
                 let failed = chunk.is_err();
                 if tx.send(chunk).is_err() || failed {
                     return;
@@ -145,13 +164,15 @@ fn read_snapshot(file: std::fs::File, count: u64, f: &mut dyn FnMut(&[(&[u8], &[
     })
 }
 
-fn read_chunk(r: &mut impl Read, n: usize) -> std::io::Result<Chunk> {
+fn read_chunk(r: &mut impl Read, n: usize, bytes: &mut u64) -> std::io::Result<Chunk> {
     let mut chunk = Chunk { data: Vec::new(), spans: Vec::with_capacity(n) };
     let mut field = |data: &mut Vec<u8>| -> std::io::Result<std::ops::Range<usize>> {
         let mut len = [0u8; 4];
         r.read_exact(&mut len)?;
+        let len = u32::from_le_bytes(len);
+        *bytes = bytes.checked_sub(4 + u64::from(len)).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "a record runs past the data"))?;
         let start = data.len();
-        data.resize(start + u32::from_le_bytes(len) as usize, 0);
+        data.resize(start + len as usize, 0);
         r.read_exact(&mut data[start..])?;
         Ok(start..data.len())
     };

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The DuckDB side of `bench_rules`: the sleeping win-back audience of rules/sleeping-winback.toml
-straight from the CSV files (DATA_FORMAT.md semantics), timed after loading.
+straight from the CSV files (DATA.md semantics), timed after loading.
 
   bench_rules_duckdb.py DATA_DIR AS_OF   -> prints 'load_s=.. audience_s=.. audience=N'
 

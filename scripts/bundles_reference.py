@@ -5,7 +5,7 @@ Reads transactions (one per line, items separated by tabs), mines rules with pyf
 (Borgelt's C code) or mlxtend (fpgrowth + association_rules), and writes one JSON object
 per rule: antecedent (sorted list), consequent, count, antecedent_count,
 consequent_count, support, confidence, lift. The figures written are the ones the
-library computed; the thresholds of DATA_FORMAT.md (support >= S, confidence >= C,
+library computed; the thresholds of DATA.md (support >= S, confidence >= C,
 lift >= L, all inclusive) are applied here from exact counts, the library being run with
 slightly lower thresholds so that its own rounding at the boundary cannot drop a rule.
 

@@ -71,11 +71,21 @@ impl Default for StoreConfig {
 pub struct MembersConfig {
     /// IANA time zone for members whose `tz` is empty.
     pub default_timezone: String,
+    /// ISO 3166 country whose national numbers phones without a country code are read in
+    /// ("CN": `13800138000` is stored as `+8613800138000`); "" keeps phones as given.
+    pub phone_region: String,
 }
 
 impl Default for MembersConfig {
     fn default() -> Self {
-        MembersConfig { default_timezone: "Asia/Shanghai".into() }
+        MembersConfig { default_timezone: "Asia/Shanghai".into(), phone_region: "CN".into() }
+    }
+}
+
+impl MembersConfig {
+    /// The region phones are read in; `None` when turned off (or invalid: `check` says so).
+    pub fn phone_region(&self) -> Option<crate::domain::PhoneRegion> {
+        self.phone_region.parse().ok()
     }
 }
 
@@ -155,7 +165,7 @@ impl CampaignsConfig {
     }
 }
 
-/// Thresholds of the member metrics (DATA_FORMAT.md, "Member metrics").
+/// Thresholds of the member metrics (DATA.md, "Member metrics").
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProfileConfig {
@@ -306,6 +316,11 @@ impl Config {
                 self.members.default_timezone
             ));
         }
+        if !self.members.phone_region.is_empty() {
+            if let Err(e) = self.members.phone_region.parse::<crate::domain::PhoneRegion>() {
+                out.push(format!("members.phone_region: {e}, or \"\" to keep phones as given"));
+            }
+        }
         if self.store.cache_mb == 0 {
             out.push("store.cache_mb: must be at least 1".into());
         }
@@ -367,11 +382,11 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let err = Config::parse(
-            "[profile]\nprice_tier_percentiles = [80, 30]\nrepurchase_factor = -1.0\n[members]\ndefault_timezone = \"Mars/Base\"\n",
+            "[profile]\nprice_tier_percentiles = [80, 30]\nrepurchase_factor = -1.0\n[members]\ndefault_timezone = \"Mars/Base\"\nphone_region = \"Mars\"\n",
         )
         .unwrap_err();
         let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
     }
 
     #[test]

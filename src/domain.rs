@@ -16,7 +16,7 @@ pub type Cents = i64;
 /// A short string kept inline (no allocation up to 24 bytes): ids, skus, categories.
 pub type Text = compact_str::CompactString;
 
-/// Longest accepted member id (DATA_FORMAT.md: 1..64 characters).
+/// Longest accepted member id (DATA.md: 1..64 characters).
 pub const MAX_ID_CHARS: usize = 64;
 
 /// The consent a channel needs, and so the member's address it uses: `email` (the
@@ -248,7 +248,7 @@ pub fn parse_scaled(s: &str, max_places: u32) -> Result<i64, String> {
     Ok(n)
 }
 
-/// Parses the boolean spellings of DATA_FORMAT.md: `true`/`false`/`1`/`0` (any case).
+/// Parses the boolean spellings of DATA.md: `true`/`false`/`1`/`0` (any case).
 pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim() {
         "1" => Ok(true),
@@ -293,6 +293,48 @@ pub fn div_round_half_away(num: i128, den: i128) -> i128 {
     } else {
         q
     }
+}
+
+/// The country whose national numbers members' phones are written in (`[members]
+/// phone_region`, an ISO 3166 code such as "CN"): read in it, `138 0013 8000` is
+/// `+8613800138000`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhoneRegion(phonenumber::country::Id);
+
+impl std::str::FromStr for PhoneRegion {
+    type Err = String;
+
+    fn from_str(code: &str) -> Result<Self, String> {
+        code.parse().map(PhoneRegion).map_err(|_| format!("{code:?} is not an ISO 3166 country code (like \"CN\")"))
+    }
+}
+
+impl PhoneRegion {
+    /// `raw` in E.164 (`+8613800138000`). A number already in it (`+` and 8 to 15 digits)
+    /// is kept as it is, without a lookup; others are read as written in this region:
+    /// spaces, dashes, brackets, full-width digits (`１３８…`) and the `0086`/`86`
+    /// prefixes are understood. `None` when it is not a valid number there.
+    pub fn e164(self, raw: &str) -> Option<String> {
+        if is_e164(raw) {
+            return Some(raw.to_string());
+        }
+        // full-width forms (U+FF01..FF5E) are ASCII shifted; an ideographic space is a space
+        let folded: String = raw
+            .chars()
+            .map(|c| match c {
+                '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xfee0).unwrap_or(c),
+                '\u{3000}' => ' ',
+                c => c,
+            })
+            .collect();
+        let number = phonenumber::parse(Some(self.0), &folded).ok().filter(phonenumber::is_valid)?;
+        Some(number.format().mode(phonenumber::Mode::E164).to_string())
+    }
+}
+
+/// Whether `s` is `+` and 8 to 15 digits.
+pub fn is_e164(s: &str) -> bool {
+    s.strip_prefix('+').is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -374,4 +416,31 @@ mod tests {
         assert_eq!(div_round_half_away(15, 10), 2);
         assert_eq!(div_round_half_away(25, 10), 3);
     }
+
+    #[test]
+    fn phones_are_read_in_the_region_and_kept_when_already_e164() {
+        let cn: PhoneRegion = "CN".parse().unwrap();
+        for (raw, want) in [
+            ("13800138000", Some("+8613800138000")),
+            ("138 0013 8000", Some("+8613800138000")),
+            ("138-0013-8000", Some("+8613800138000")),
+            ("+86 138 0013 8000", Some("+8613800138000")),
+            ("86 13800138000", Some("+8613800138000")),
+            ("0086-13800138000", Some("+8613800138000")),
+            ("１３８００１３８０００", Some("+8613800138000")),
+            ("＋８６　１３８００１３８０００", Some("+8613800138000")),
+            ("(010) 1234 5678", Some("+861012345678")),
+            ("+8613800138000", Some("+8613800138000")),
+            ("+16502530000", Some("+16502530000")),
+            ("12345", None),
+            ("not a number", None),
+            ("", None),
+        ] {
+            assert_eq!(cn.e164(raw).as_deref(), want, "{raw}");
+        }
+        let us: PhoneRegion = "US".parse().unwrap();
+        assert_eq!(us.e164("(650) 253-0000").as_deref(), Some("+16502530000"));
+        assert!("XX".parse::<PhoneRegion>().is_err());
+    }
 }
+

@@ -1,4 +1,4 @@
-//! A deterministic generator of realistic sample data in the format of DATA_FORMAT.md, for
+//! A deterministic generator of realistic sample data in the format of DATA.md, for
 //! the README demo, the tests and the benchmarks: members with very different purchase
 //! rates and an active window that ends when they churn, a personal price level and taste
 //! for discounts, Zipf-like product popularity, baskets with planted co-purchase pairs,

@@ -144,7 +144,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ProfilesCommand {
-    /// One row per member with every metric of DATA_FORMAT.md.
+    /// One row per member with every metric of DATA.md.
     Export {
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
@@ -341,7 +341,7 @@ fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Import { files, kind, rejects, show_bad } => {
             let bad_total = match store_or_daemon(&cli, &config)? {
-                Ok(store) => import(&store, files, *kind, rejects.as_deref(), *show_bad)?,
+                Ok(store) => import(&store, files, *kind, config.members.phone_region(), rejects.as_deref(), *show_bad)?,
                 Err(remote) => {
                     if rejects.is_some() {
                         bail!("--rejects needs the store; the daemon holds it (its API reports bad rows on the terminal)");
@@ -624,7 +624,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("generated {} members, {} order lines, {} events into {}", s.members, s.lines, s.events, dir.display());
             let store = open_store(&cli, &config)?;
             let files: Vec<PathBuf> = ["members.csv", "products.csv", "orders.csv", "events.csv"].iter().map(|f| dir.join(f)).collect();
-            import(&store, &files, None, None, 20)?;
+            import(&store, &files, None, config.members.phone_region(), None, 20)?;
             let as_of = rekindle::domain::day_of(opts.end);
             println!();
             let pop = Population::compute(&store, as_of, &config.profile)?;
@@ -811,7 +811,7 @@ fn bundles(store: &Store, command: &BundlesCommand) -> Result<()> {
 }
 
 /// Imports files, prints a summary line per file, returns the number of bad rows.
-fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, rejects: Option<&Path>, show_bad: usize) -> Result<u64> {
+fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, phone_region: Option<rekindle::domain::PhoneRegion>, rejects: Option<&Path>, show_bad: usize) -> Result<u64> {
     let mut rejects_out = match rejects {
         Some(p) => {
             let mut w = csv::Writer::from_path(p).with_context(|| format!("creating {}", p.display()))?;
@@ -820,7 +820,7 @@ fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, rejects: Option<
         }
         None => None,
     };
-    let opts = ImportOptions { kind, progress: std::io::stderr().is_terminal(), ..Default::default() };
+    let opts = ImportOptions { kind, phone_region, progress: std::io::stderr().is_terminal(), ..Default::default() };
     let mut bad_total = 0;
     let mut failed = Vec::new();
     for file in files {

@@ -193,7 +193,7 @@ fn opt<'a, T>(v: Option<T>, f: impl FnOnce(T) -> Cell<'a>) -> Cell<'a> {
     v.map_or(Cell::Null, f)
 }
 
-/// The export columns, named as in DATA_FORMAT.md.
+/// The export columns, named as in DATA.md.
 /// The names of the export columns, in order.
 pub fn column_names() -> impl Iterator<Item = &'static str> {
     COLUMNS.iter().map(|(name, _)| *name)

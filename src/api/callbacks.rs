@@ -46,7 +46,7 @@ pub(super) async fn callback(State(api): State<Arc<Api>>, request: Request) -> R
     };
     let headers = parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
     let request = CallbackRequest { method: parts.method.as_str().to_string(), path, headers, body: body.to_vec() };
-    let updates = match api.host.parse_callback(&channel, request).await {
+    let mut updates = match api.host.parse_callback(&channel, request).await {
         Ok(u) => u,
         Err(e @ crate::plugin::PluginError::Unauthenticated { .. }) => {
             tracing::warn!(channel = %channel, "callback refused: {e}");
@@ -61,6 +61,16 @@ pub(super) async fn callback(State(api): State<Arc<Api>>, request: Request) -> R
             return problem(StatusCode::BAD_REQUEST, e);
         }
     };
+    // a number a gateway reports without its country code (Kannel's `from`) is the number
+    // rekindle sent to, as members' phones are stored in E.164
+    let texts = api.host.consents().ok().and_then(|needs| needs.of(&channel)) == Some(crate::domain::Consent::Sms);
+    if let Some(region) = api.phone_region.filter(|_| texts) {
+        for r in updates.iter_mut().filter_map(|u| u.recipient.as_mut()) {
+            if let Some(e164) = region.e164(r) {
+                *r = e164;
+            }
+        }
+    }
     for u in &updates {
         api.observers.metrics.observe_feedback(&channel, crate::store::feedback::DeliveryState::from(u.state).name());
     }

@@ -144,6 +144,8 @@ pub struct Api {
     observers: Observers,
     /// The daemon loop (None: a stand-alone API without scheduling, for tests).
     daemon: Option<mpsc::Sender<DaemonRequest>>,
+    /// The region members' phones are read in (`[members] phone_region`).
+    phone_region: Option<crate::domain::PhoneRegion>,
     /// One ingest at a time: two requests touching one member must not interleave.
     ingest: tokio::sync::Mutex<()>,
     /// Failed attempts per client on the public routes.
@@ -164,6 +166,7 @@ impl Api {
             callbacks: Default::default(),
             observers,
             daemon,
+            phone_region: config.members.phone_region(),
             ingest: tokio::sync::Mutex::new(()),
             failures: Arc::new(limit::FailureLimits::new(
                 limit::TrustedProxies::new(&config.api.trusted_proxies),
@@ -274,10 +277,10 @@ async fn ingest(State(api): State<Arc<Api>>, Query(q): Query<IngestQuery>, body:
         },
     };
     let _one_at_a_time = api.ingest.lock().await;
-    let store = api.store.clone();
+    let (store, phone_region) = (api.store.clone(), api.phone_region);
     let result = tokio::task::spawn_blocking(move || {
         let mut bad = Vec::new();
-        let summary = crate::ingest::import_ndjson(&store, std::io::Cursor::new(body), "request", kind, &mut |b| {
+        let summary = crate::ingest::import_ndjson(&store, std::io::Cursor::new(body), "request", kind, phone_region, &mut |b| {
             if bad.len() < 1000 {
                 bad.push(serde_json::json!({ "line": b.line, "reason": b.reason }));
             }

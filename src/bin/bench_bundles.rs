@@ -1,6 +1,6 @@
 //! Benchmark of bundle-rule mining against pyfim and mlxtend on the same baskets.
 //!
-//! Reads an orders.csv (DATA_FORMAT.md), builds the transactions of one scope, mines
+//! Reads an orders.csv (DATA.md), builds the transactions of one scope, mines
 //! pair rules with rekindle (best of --repeat runs), then writes the same transactions
 //! to a temp file and times pyfim (Borgelt's C code) and mlxtend through
 //! scripts/bundles_reference.py, each on baskets already in memory. Prints times, ratios,
@@ -22,7 +22,7 @@ use std::time::Instant;
 #[derive(Parser)]
 #[command(about = "Time rekindle's rule mining against pyfim and mlxtend on one orders.csv")]
 struct Args {
-    /// orders.csv in the format of DATA_FORMAT.md
+    /// orders.csv in the format of DATA.md
     orders: PathBuf,
     /// basket (one order) or member (all a member bought)
     #[arg(long, default_value = "basket")]

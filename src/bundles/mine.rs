@@ -1,5 +1,5 @@
 //! Association rule mining: A -> B for every frequent pair (both directions), and
-//! {A,B} -> C behind an option, with the measures of DATA_FORMAT.md.
+//! {A,B} -> C behind an option, with the measures of DATA.md.
 //!
 //! How it stays fast and small:
 //! 1. Items below the support threshold cannot be in a kept rule (support is

@@ -4,7 +4,7 @@
 //! side) feeds a [`Transactions`](crate::bundles::Transactions) set in either scope —
 //! `basket` (one order) or `member` (every distinct SKU a member bought up to the as-of
 //! date) — and gets plain rules back.
-//! Definitions (support, confidence, lift, both directions) follow DATA_FORMAT.md,
+//! Definitions (support, confidence, lift, both directions) follow DATA.md,
 //! section "Association rules". The as-of date and the lookback window are the
 //! caller's choice of lines; nothing here knows about time.
 //!

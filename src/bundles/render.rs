@@ -1,7 +1,7 @@
 //! Text output of rules and audiences: an aligned table for people and RFC 4180 CSV for
 //! tools. Pure string building; the CLI decides where it goes.
 //!
-//! Figures carry at least 6 significant digits (DATA_FORMAT.md): the table rounds to 6,
+//! Figures carry at least 6 significant digits (DATA.md): the table rounds to 6,
 //! the CSV prints the shortest text that reads back as the same f64, padded with zeros
 //! to 6 significant digits. An antecedent of two items prints as `A+B`.
 

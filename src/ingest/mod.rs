@@ -7,6 +7,7 @@
 
 pub mod rows;
 
+use crate::domain::PhoneRegion;
 use crate::store::bulk::{Background, EventLoader, OrderLoader};
 use crate::store::import::WriteStats;
 use crate::store::{Store, StoreError};
@@ -54,11 +55,14 @@ pub struct ImportOptions {
     pub chunk_rows: usize,
     /// Draw a progress bar (only shown on a terminal).
     pub progress: bool,
+    /// Members' phones without a country code are read in this region and stored in
+    /// E.164; `None` keeps them as given.
+    pub phone_region: Option<PhoneRegion>,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { kind: None, chunk_rows: 50_000, progress: true }
+        ImportOptions { kind: None, chunk_rows: 50_000, progress: true, phone_region: None }
     }
 }
 
@@ -86,9 +90,16 @@ enum Row {
     Product(rows::ProductRow),
 }
 
-fn parse_row(kind: Kind, f: &Fields) -> Result<Row, String> {
+fn parse_row(kind: Kind, f: &Fields, phones: Option<PhoneRegion>) -> Result<Row, String> {
     match kind {
-        Kind::Members => parse_member(f).map(|m| Row::Member(Box::new(m))),
+        Kind::Members => parse_member(f).map(|mut m| {
+            // a phone not understood stays as given: the member is not lost over it, and
+            // the SMS channel refuses the number with its reason
+            if let Some(e164) = phones.and_then(|region| region.e164(&m.attrs.phone)) {
+                m.attrs.phone = e164;
+            }
+            Row::Member(Box::new(m))
+        }),
         Kind::Orders => parse_order(f).map(Row::Order),
         Kind::Events => parse_event(f).map(Row::Event),
         Kind::Products => parse_product(f).map(Row::Product),
@@ -142,9 +153,9 @@ pub fn import_file(
     let name = path.display().to_string();
     let bar = progress_bar(opts.progress, len, &name);
     let reader = if ndjson {
-        Reader::ndjson(BufReader::with_capacity(1 << 20, file), path, opts.kind)?
+        Reader::ndjson(BufReader::with_capacity(1 << 20, file), path, opts.kind, opts.phone_region)?
     } else {
-        Reader::csv(file, path, opts.kind)?
+        Reader::csv(file, path, opts.kind, opts.phone_region)?
     };
     let summary = run(store, reader, opts.chunk_rows, &name, on_bad, |p| match p {
         Progress::Read(bytes) => bar.set_position(bytes),
@@ -167,9 +178,10 @@ pub fn import_ndjson(
     input: impl BufRead + Send + 'static,
     name: &str,
     kind: Option<Kind>,
+    phone_region: Option<PhoneRegion>,
     on_bad: &mut dyn FnMut(&BadRow),
 ) -> Result<FileSummary, IngestError> {
-    let reader = Reader::ndjson(input, Path::new(name), kind)?;
+    let reader = Reader::ndjson(input, Path::new(name), kind, phone_region)?;
     run(store, reader, 10_000, name, on_bad, |_| {})
 }
 
@@ -417,12 +429,13 @@ enum Source {
 
 struct Reader {
     kind: Kind,
+    phones: Option<PhoneRegion>,
     unknown: Vec<String>,
     source: Source,
 }
 
 impl Reader {
-    fn csv(file: File, path: &Path, forced: Option<Kind>) -> Result<Reader, IngestError> {
+    fn csv(file: File, path: &Path, forced: Option<Kind>, phones: Option<PhoneRegion>) -> Result<Reader, IngestError> {
         let raw = file.try_clone().map_err(|source| IngestError::Io { path: path.into(), source })?;
         let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).buffer_capacity(1 << 20).from_reader(file);
         let headers = rdr
@@ -440,13 +453,13 @@ impl Reader {
         }
         let (kind, index, unknown) = map_columns(path, &names, forced)?;
         let width = names.len();
-        Ok(Reader { kind, unknown, source: Source::Csv { rdr, raw, parser: CsvParser { kind, index, width } } })
+        Ok(Reader { kind, phones, unknown, source: Source::Csv { rdr, raw, parser: CsvParser { kind, index, width, phones } } })
     }
 
     /// The kind is the one most of the first [`DETECT_LINES`] objects' keys say (an NDJSON
     /// file has no header: its first line is a row like any other, and one damaged row
     /// must not decide how the rest are read). The lines read to tell are rows too.
-    fn ndjson(mut input: impl BufRead + Send + 'static, path: &Path, forced: Option<Kind>) -> Result<Reader, IngestError> {
+    fn ndjson(mut input: impl BufRead + Send + 'static, path: &Path, forced: Option<Kind>, phones: Option<PhoneRegion>) -> Result<Reader, IngestError> {
         let io = |source| IngestError::Io { path: path.into(), source };
         let mut ahead: Vec<Vec<u8>> = Vec::new();
         let mut pos = 0u64;
@@ -504,7 +517,7 @@ impl Reader {
             }
         };
         ahead.reverse();
-        Ok(Reader { kind, unknown, source: Source::Ndjson { input: Box::new(input), line: 0, buf: Vec::new(), pos, ahead } })
+        Ok(Reader { kind, phones, unknown, source: Source::Ndjson { input: Box::new(input), line: 0, buf: Vec::new(), pos, ahead } })
     }
 
     /// How the receiver parses this file's CSV records (None for NDJSON, parsed here).
@@ -583,9 +596,9 @@ impl Reader {
                         continue;
                     }
                     chunk.read += 1;
-                    let kind = self.kind;
+                    let (kind, phones) = (self.kind, self.phones);
                     let line_text: &[u8] = buf;
-                    match row_or_bug(|| ndjson_row(kind, line_text)) {
+                    match row_or_bug(|| ndjson_row(kind, line_text, phones)) {
                         Ok(row) => chunk.rows.push(row),
                         Err(reason) => chunk.bad.push(bad(*line, reason)),
                     }
@@ -604,6 +617,7 @@ struct CsvParser {
     kind: Kind,
     index: Vec<Option<usize>>,
     width: usize,
+    phones: Option<PhoneRegion>,
 }
 
 impl CsvParser {
@@ -611,7 +625,7 @@ impl CsvParser {
         if record.len() != self.width {
             return Err(format!("expected {} fields, found {}", self.width, record.len()));
         }
-        row_or_bug(|| fields_from_csv(self.kind, record, &self.index).and_then(|f| parse_row(self.kind, &f)))
+        row_or_bug(|| fields_from_csv(self.kind, record, &self.index).and_then(|f| parse_row(self.kind, &f, self.phones)))
     }
 }
 
@@ -635,7 +649,7 @@ fn fields_from_csv<'r>(kind: Kind, record: &'r csv::ByteRecord, index: &[Option<
     Ok(Fields { values, kind })
 }
 
-fn ndjson_row(kind: Kind, line: &[u8]) -> Result<Row, String> {
+fn ndjson_row(kind: Kind, line: &[u8], phones: Option<PhoneRegion>) -> Result<Row, String> {
     let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(line) {
         Ok(o) => o,
         Err(e) if e.is_data() => return Err("not a JSON object".into()),
@@ -658,7 +672,7 @@ fn ndjson_row(kind: Kind, line: &[u8]) -> Result<Row, String> {
         // a key this object lacks is an absent column: a member keeps its stored value
         values[i] = t.as_deref();
     }
-    parse_row(kind, &Fields { values, kind })
+    parse_row(kind, &Fields { values, kind }, phones)
 }
 
 /// The byte offset just after the first newline at or after `from`.

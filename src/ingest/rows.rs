@@ -1,4 +1,4 @@
-//! Turning one input row into a typed record: the columns of each kind (DATA_FORMAT.md),
+//! Turning one input row into a typed record: the columns of each kind (DATA.md),
 //! the required ones, and the per-field checks that make a row good or bad.
 //!
 //! A row arrives as [`Fields`]: the values of the kind's columns in column order, whatever

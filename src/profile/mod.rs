@@ -1,4 +1,4 @@
-//! Member profiles: every metric of DATA_FORMAT.md as of a date, computed from a member's
+//! Member profiles: every metric of DATA.md as of a date, computed from a member's
 //! record and order digest. Pure: no I/O, tested from plain data.
 //!
 //! Two steps. [`metrics`] computes what depends on one member alone (orders, monetary,

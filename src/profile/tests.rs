@@ -1,4 +1,4 @@
-//! Unit tests pinning each metric rule of DATA_FORMAT.md on edge cases.
+//! Unit tests pinning each metric rule of DATA.md on edge cases.
 use super::*;
 use crate::domain::days_from_civil;
 use crate::store::model::{OrderHistory, OrderLine};

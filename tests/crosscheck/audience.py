@@ -5,7 +5,7 @@ from the CSV files, compared by tests/it/audience.rs with `rekindle rules previe
   audience.py DATA_DIR AS_OF [OUT_JSON]
 
 Each rule is written here again directly in Python (no TOML is read, so a reader bug
-cannot hide in both places); the metrics follow DATA_FORMAT.md with exact arithmetic,
+cannot hide in both places); the metrics follow DATA.md with exact arithmetic,
 as profiles.py does. Prints each rule's matched member count, and writes
 {rule id: [sorted member ids]} to OUT_JSON when given (to stdout otherwise).
 Standard library only.
@@ -90,7 +90,7 @@ def load(data_dir, as_of):
 
 
 def metrics(m, as_of):
-    """The per-member metrics of DATA_FORMAT.md (the same definitions as profiles.py)."""
+    """The per-member metrics of DATA.md (the same definitions as profiles.py)."""
     os_ = m.orders
     m.n_orders = len(os_)
     m.monetary = sum(o["amount"] for o in os_)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent computation of the member metrics of DATA_FORMAT.md, straight from the CSV
+"""Independent computation of the member metrics of DATA.md, straight from the CSV
 files with exact arithmetic (Decimal, Fraction), compared with `rekindle profiles export`.
 
   profiles.py DATA_DIR AS_OF EXPORT_CSV

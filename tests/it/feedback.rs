@@ -327,6 +327,16 @@ fn kannel_delivery_reports_and_stop_replies_come_back() {
     assert_eq!(stopped["unsubscribed"].as_array().map(|a| a.iter().any(|c| c.to_string().contains("sms"))), Some(true), "{stopped}");
     assert_eq!(daemon.json(&format!("/api/members/{}", member_with(d, "phone", &other)))["unsubscribed"], serde_json::json!([]), "the forged STOP changed nothing");
 
+    // a gateway that reports the sender without its country code (a Chinese SMSC's
+    // `13800138000`) names the same number: read in `[members] phone_region` (CN)
+    let third = texted.iter().find(|p| p.starts_with("+861") && **p != phone && **p != other).expect("a third +86 mobile number").clone();
+    let national = third.trim_start_matches("+86");
+    let status = Command::new("bash").arg(repo().join("scripts/sms-gateway.sh")).args(["mo", &gateway.path().display().to_string(), national, "12345", "STOP"]).status().unwrap();
+    assert!(status.success());
+    wait_for(Duration::from_secs(60), || metric_samples(&daemon).contains("rekindle_feedback_total [('channel', 'sms'), ('state', 'opted_out')] 2.0").then_some(()));
+    let stopped = daemon.json(&format!("/api/members/{}", member_with(d, "phone", &third)));
+    assert_eq!(stopped["unsubscribed"].as_array().map(|a| a.iter().any(|c| c.to_string().contains("sms"))), Some(true), "STOP from {national}: {stopped}");
+
     // the next run texts everyone again except the number that said STOP
     let again = daemon.run_now("sms-winback");
     let texted_again: Vec<String> = std::fs::read_to_string(gateway.path().join("fakesmsc.log"))

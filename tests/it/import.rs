@@ -364,3 +364,36 @@ fn thousands_of_orders_moving_between_members_arrive_whole() {
         assert_eq!(store.member(&format!("n{n}")).unwrap().unwrap().digest.orders.iter().map(|o| o.amount).sum::<i64>(), 300 * orders as i64);
     }
 }
+
+/// Chinese shops export mobile numbers without `+86` (and with spaces, dashes, `0086`,
+/// full-width digits): read in `[members] phone_region` they are stored in E.164, the
+/// form SMS gateways take; a number that is not valid there is kept as given, and "" turns
+/// the reading off.
+#[test]
+fn phones_without_a_country_code_are_stored_in_e164_for_the_configured_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "member_id,name,phone\nm1,李雷,13800138000\nm2,韩梅梅,138-0013-8001\nm3,王芳,0086 138 0013 8002\nm4,张伟,１３８００１３８００３\nm5,Ann,+16502530000\nm6,坏号码,12345\nm7,空,\n";
+    let ndjson = "{\"member_id\":\"m8\",\"phone\":\"86 13800138004\"}\n{\"member_id\":\"m9\",\"phone\":13800138005}\n";
+    let files = [write(dir.path(), "members.csv", csv.as_bytes()), write(dir.path(), "more.ndjson", ndjson.as_bytes())];
+    let run = |config: &str, store: &str| {
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rekindle"))
+            .arg("--db")
+            .arg(dir.path().join(store))
+            .arg("import")
+            .args(&files)
+            .env("REKINDLE_CONFIG", dir.path().join("config.toml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let store = Store::open(&dir.path().join(store), 64).unwrap();
+        (1..=9).map(|i| store.member(&format!("m{i}")).unwrap().expect("imported").phone).collect::<Vec<_>>()
+    };
+    let phones = run("", "default");
+    let want = ["+8613800138000", "+8613800138001", "+8613800138002", "+8613800138003", "+16502530000", "12345", "", "+8613800138004", "+8613800138005"];
+    assert_eq!(phones, want, "the default region is CN");
+    let us = run("[members]\nphone_region = \"US\"\n", "us");
+    assert_eq!((us[0].as_str(), us[4].as_str()), ("13800138000", "+16502530000"), "not a valid US number: kept as given");
+    let kept = run("[members]\nphone_region = \"\"\n", "off");
+    assert_eq!(kept[..4], ["13800138000", "138-0013-8001", "0086 138 0013 8002", "１３８００１３８００３"], "no region: as given");
+}

@@ -1,4 +1,4 @@
-//! `profiles export` against an independent computation of DATA_FORMAT.md's definitions
+//! `profiles export` against an independent computation of DATA.md's definitions
 //! (tests/crosscheck/profiles.py: plain Python with exact decimals and fractions).
 
 use crate::support::{python, repo_path, sample_store};

@@ -372,7 +372,15 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     }
 
     let (fire_tx, mut fire_rx) = mpsc::unbounded_channel::<String>();
-    let mut scheduler = Scheduler::start(&live.rules(), settings.default_tz, fire_tx.clone()).await?;
+    // each firing sends the rule id; croner computes when (crate::schedule)
+    let fire: crate::schedule::Fire = {
+        let fire_tx = fire_tx.clone();
+        Arc::new(move |id: &str, _| {
+            let _ = fire_tx.send(id.to_string());
+        })
+    };
+    let scheduler_err = |e: crate::schedule::SchedulerError| DaemonError::Scheduler(e.to_string());
+    let mut scheduler = crate::schedule::Scheduler::start(&live.rules(), settings.default_tz, crate::schedule::Clock::system(), fire).await.map_err(scheduler_err)?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| DaemonError::Other(e.to_string()))?;
     let mut poll = tokio::time::interval(Duration::from_secs(2));
@@ -418,8 +426,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
             _ = poll.tick() => {
                 if live.reload(&config.campaigns.rules_dir, &channel_names)? {
                     tracing::info!(rules = live.by_path.len(), "rules reloaded");
-                    scheduler.shutdown().await;
-                    scheduler = Scheduler::start(&live.rules(), settings.default_tz, fire_tx.clone()).await?;
+                    scheduler.replace(&live.rules(), settings.default_tz).await.map_err(scheduler_err)?;
                 }
             }
             _ = hourly.tick() => {
@@ -634,38 +641,4 @@ async fn hup_signal(s: &mut tokio::signal::unix::Signal) {
 
 async fn term_signal(s: &mut tokio::signal::unix::Signal) {
     s.recv().await;
-}
-
-/// The cron jobs of the enabled rules; each firing sends the rule id.
-struct Scheduler {
-    inner: tokio_cron_scheduler::JobScheduler,
-}
-
-impl Scheduler {
-    async fn start(rules: &[Rule], default_tz: chrono_tz::Tz, fire: mpsc::UnboundedSender<String>) -> Result<Scheduler, DaemonError> {
-        use tokio_cron_scheduler::{Job, JobScheduler};
-        let err = |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Scheduler(e.to_string());
-        let inner = JobScheduler::new().await.map_err(err)?;
-        for r in rules.iter().filter(|r| r.enabled) {
-            let Some(s) = &r.schedule else { continue };
-            let tz = r.timezone.unwrap_or(default_tz);
-            let (id, fire) = (r.id.clone(), fire.clone());
-            let job = Job::new_async_tz(s.cron.as_str(), tz, move |_, _| {
-                let (id, fire) = (id.clone(), fire.clone());
-                Box::pin(async move {
-                    let _ = fire.send(id);
-                })
-            })
-            .map_err(err)?;
-            inner.add(job).await.map_err(err)?;
-        }
-        inner.start().await.map_err(err)?;
-        Ok(Scheduler { inner })
-    }
-
-    async fn shutdown(&mut self) {
-        if let Err(e) = self.inner.shutdown().await {
-            tracing::warn!("scheduler shutdown: {e}");
-        }
-    }
 }

@@ -31,6 +31,8 @@ pub mod dispatch;
 pub mod feedback;
 /// Counters and histograms for `/metrics`.
 pub mod metrics;
+/// When each rule fires: croner computes every firing, tokio-cron-scheduler keeps the time.
+pub mod schedule;
 /// The daemon: schedules, runs, hot reload, signals.
 pub mod daemon;
 /// The daemon's HTTP API: unsubscribe links, admin endpoints, metrics.

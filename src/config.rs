@@ -310,11 +310,8 @@ impl Config {
                 out.push(format!("profile.value_tier.{key}: must be at most {max}, got {val}"));
             }
         }
-        if self.members.default_timezone.parse::<chrono_tz::Tz>().is_err() {
-            out.push(format!(
-                "members.default_timezone: {:?} is not an IANA time zone (like \"Asia/Shanghai\")",
-                self.members.default_timezone
-            ));
+        if let Err(hint) = crate::domain::parse_timezone(&self.members.default_timezone) {
+            out.push(format!("members.default_timezone: {:?} is not an IANA time zone; {hint}", self.members.default_timezone));
         }
         if !self.members.phone_region.is_empty() {
             if let Err(e) = self.members.phone_region.parse::<crate::domain::PhoneRegion>() {
@@ -387,6 +384,13 @@ mod tests {
         .unwrap_err();
         let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn a_misspelt_default_time_zone_gets_a_did_you_mean() {
+        let err = Config::parse("[members]\ndefault_timezone = \"Asia/Shangai\"\n").unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };
+        assert_eq!(problems, ["members.default_timezone: \"Asia/Shangai\" is not an IANA time zone; did you mean \"Asia/Shanghai\"?"]);
     }
 
     #[test]

@@ -337,6 +337,38 @@ pub fn is_e164(s: &str) -> bool {
     s.strip_prefix('+').is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The candidate closest to a misspelt word, if it is close enough to be what was meant.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    if word.chars().count() < 3 {
+        return None; // one or two letters are too little to guess from
+    }
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|&(d, c)| d <= (c.len().max(word.len()) / 3).max(1) + usize::from(c.len() > 6))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// An IANA time zone by name (`Asia/Shanghai`). The error is a hint: the zone the name
+/// is closest to when it looks misspelt (`Asia/Shangai`, `asia/shanghai`, `Shanghai`),
+/// else an example.
+pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>().map_err(|_| {
+        let names = || chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+        let city = name.trim().replace(' ', "_");
+        let guess = names()
+            .find(|n| n.eq_ignore_ascii_case(name.trim()))
+            .or_else(|| did_you_mean(name, names()))
+            // a city alone: its zone
+            .or_else(|| names().find(|n| n.rsplit_once('/').is_some_and(|(_, c)| c.eq_ignore_ascii_case(&city))));
+        match guess {
+            Some(g) => format!("did you mean {g:?}?"),
+            None => "use a name like \"Asia/Shanghai\" or \"Europe/Berlin\"".into(),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,5 +474,19 @@ mod tests {
         assert_eq!(us.e164("(650) 253-0000").as_deref(), Some("+16502530000"));
         assert!("XX".parse::<PhoneRegion>().is_err());
     }
-}
 
+    #[test]
+    fn misspelt_time_zones_get_the_closest_name() {
+        assert_eq!(parse_timezone("Europe/Berlin"), Ok(chrono_tz::Europe::Berlin));
+        for (name, hint) in [
+            ("Asia/Shangai", "did you mean \"Asia/Shanghai\"?"),
+            ("asia/shanghai", "did you mean \"Asia/Shanghai\"?"),
+            ("Europe/Berln", "did you mean \"Europe/Berlin\"?"),
+            ("America/New York", "did you mean \"America/New_York\"?"),
+            ("Shanghai", "did you mean \"Asia/Shanghai\"?"),
+            ("Mars/Base", "use a name like \"Asia/Shanghai\" or \"Europe/Berlin\""),
+        ] {
+            assert_eq!(parse_timezone(name), Err(hint.to_string()), "{name}");
+        }
+    }
+}

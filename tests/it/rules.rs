@@ -173,8 +173,13 @@ fn issue_16_day_of_month_and_weekday_combine_with_or() {
     // the first Monday of the month, as RULES.md shows
     assert_eq!(next("0 10 * * MON#1", "2026-12-01T12:00:00Z"), Some(at("2026-12-07T09:00:00Z")));
     assert_eq!(next("0 10 * * MON#1", "2026-12-07T12:00:00Z"), Some(at("2027-01-04T09:00:00Z")));
-    // the last Friday
+    // the last Friday, the last day
     assert_eq!(next("0 10 * * FRI#L", "2026-12-01T12:00:00Z"), Some(at("2026-12-25T09:00:00Z")));
+    assert_eq!(next("0 10 L * *", "2026-12-01T12:00:00Z"), Some(at("2026-12-31T09:00:00Z")));
+    // RULES.md's daylight-saving examples: several times a day skip the spring gap, an
+    // hourly schedule does not repeat the autumn hour
+    assert_eq!(next("*/10 * * * *", "2026-03-29T00:55:00Z"), Some(at("2026-03-29T01:00:00Z")));
+    assert_eq!(next("0 * * * *", "2026-10-25T00:00:00Z"), Some(at("2026-10-25T02:00:00Z")));
 }
 
 struct World {

@@ -78,12 +78,14 @@ struct Shared {
 #[derive(Default)]
 struct Generation {
     cancelled: AtomicBool,
-    /// Each rule's pending job and the instant it fires at.
-    pending: Mutex<HashMap<Arc<str>, (Job, DateTime<Utc>)>>,
+    pending: Mutex<Pending>,
 }
 
+/// Each rule's pending job and the instant it fires at.
+type Pending = HashMap<Arc<str>, (Job, DateTime<Utc>)>;
+
 impl Generation {
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, (Job, DateTime<Utc>)>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         // the map stays consistent whatever panicked while holding it
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -112,15 +114,13 @@ impl Scheduler {
     /// Cancels every pending job and schedules `rules` instead (after a reload).
     pub async fn replace(&mut self, rules: &[Rule], default_tz: chrono_tz::Tz) -> Result<(), SchedulerError> {
         let old = std::mem::take(&mut self.current);
-        self.cancel(&old).await?;
+        self.cancel(&old).await;
         self.arm_all(rules, default_tz).await
     }
 
     pub async fn shutdown(&mut self) {
         let old = std::mem::take(&mut self.current);
-        if let Err(e) = self.cancel(&old).await {
-            tracing::warn!("{e}");
-        }
+        self.cancel(&old).await;
         if let Err(e) = self.shared.jobs.clone().shutdown().await {
             tracing::warn!("scheduler shutdown: {e}");
         }
@@ -132,13 +132,15 @@ impl Scheduler {
         self.current.pending().iter().map(|(id, (_, at))| (id.to_string(), *at)).collect()
     }
 
-    async fn cancel(&self, generation: &Generation) -> Result<(), SchedulerError> {
+    async fn cancel(&self, generation: &Generation) {
         generation.cancelled.store(true, Ordering::SeqCst);
         let jobs: Vec<Job> = generation.pending().drain().map(|(_, (job, _))| job).collect();
         for job in jobs {
-            self.shared.jobs.remove(&job.guid()).await?;
+            // a job left behind does nothing when it fires (its generation is cancelled)
+            if let Err(e) = self.shared.jobs.remove(&job.guid()).await {
+                tracing::warn!("removing a replaced rule's job: {e}");
+            }
         }
-        Ok(())
     }
 
     async fn arm_all(&mut self, rules: &[Rule], default_tz: chrono_tz::Tz) -> Result<(), SchedulerError> {

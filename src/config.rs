@@ -1,10 +1,21 @@
 //! The operator's configuration (`config.toml`): raw serde structs parsed strictly, then a
 //! check pass that reports every problem at once, each naming its exact key.
 //!
+//! Each stage owns its table's struct and check (`profile::ProfileConfig`,
+//! `predict::PredictSettings`, `api::ApiConfig`, ...); this module assembles them, keeps
+//! the tables no single stage owns, and hands each stage its settings
+//! ([`Config::plan_settings`], [`Config::api_settings`]). It sits above those stages, so
+//! none of them imports it.
+//!
 //! Every field has a documented default, so an empty file is a valid configuration; the
 //! annotated default lives in the repository's `config.toml`.
 
 use serde::Deserialize;
+
+use crate::api::ApiSettings;
+use crate::plan::links::Links;
+use crate::plan::PlanSettings;
+use crate::profile::ProfileConfig;
 use std::path::{Path, PathBuf};
 
 /// The checked configuration.
@@ -165,68 +176,6 @@ impl CampaignsConfig {
     }
 }
 
-/// Thresholds of the member metrics (DATA.md, "Member metrics").
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProfileConfig {
-    /// Upper bounds (inclusive) of recency_days for active, silent, sleeping and dormant;
-    /// above the last one a member is lost.
-    pub stage_max_days: StageMaxDays,
-    /// Nearest-rank percentiles of aov: `low` at or below the first, `high` above the second.
-    pub price_tier_percentiles: [u32; 2],
-    /// price_sensitivity tier: `high` at or above `high_at_least`, `low` below `low_below`.
-    pub sensitivity_high_at_least: f64,
-    pub sensitivity_low_below: f64,
-    /// repurchase_due when recency_days >= interval_median_days x this factor.
-    pub repurchase_factor: f64,
-    pub value_tier: ValueTierConfig,
-}
-
-impl Default for ProfileConfig {
-    fn default() -> Self {
-        ProfileConfig {
-            stage_max_days: StageMaxDays::default(),
-            price_tier_percentiles: [30, 80],
-            sensitivity_high_at_least: 0.5,
-            sensitivity_low_below: 0.2,
-            repurchase_factor: 1.0,
-            value_tier: ValueTierConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StageMaxDays {
-    pub active: i32,
-    pub silent: i32,
-    pub sleeping: i32,
-    pub dormant: i32,
-}
-
-impl Default for StageMaxDays {
-    fn default() -> Self {
-        StageMaxDays { active: 90, silent: 180, sleeping: 270, dormant: 359 }
-    }
-}
-
-/// value_tier from RFM scores: `important` if R >= important_min_r and F + M >=
-/// important_min_fm; `at_risk` if R <= at_risk_max_r and F + M >= at_risk_min_fm.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ValueTierConfig {
-    pub important_min_r: u8,
-    pub important_min_fm: u8,
-    pub at_risk_max_r: u8,
-    pub at_risk_min_fm: u8,
-}
-
-impl Default for ValueTierConfig {
-    fn default() -> Self {
-        ValueTierConfig { important_min_r: 4, important_min_fm: 8, at_risk_max_r: 2, at_risk_min_fm: 7 }
-    }
-}
-
 /// What `rules check` and the daemon say about an http `public_url`.
 pub const HTTP_PUBLIC_URL_WARNING: &str = "campaigns.public_url is http://: unsubscribe links and provider callbacks travel in clear, and emails carry no one-click List-Unsubscribe (RFC 8058 needs an https URL); use https behind a reverse proxy";
 
@@ -265,6 +214,31 @@ impl Config {
         Ok(config)
     }
 
+    /// What a run's planning reads: the profile thresholds, the value model's options,
+    /// the frequency cap, quiet hours, the default time zone and the unsubscribe links.
+    pub fn plan_settings(&self, unsubscribe_key: Vec<u8>) -> PlanSettings {
+        PlanSettings {
+            profile: self.profile.clone(),
+            predict: self.predict.predict_options(),
+            cap_messages: self.campaigns.frequency_cap.messages,
+            cap_days: self.campaigns.frequency_cap.days,
+            quiet_hours: self.campaigns.quiet_hours(),
+            default_tz: self.members.default_timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
+            links: Links { public_url: self.campaigns.public_url.trim_end_matches('/').to_string(), key: unsubscribe_key },
+        }
+    }
+
+    /// What the API reads: `[api]`, and the keys of other tables its handlers need.
+    pub fn api_settings(&self) -> ApiSettings {
+        ApiSettings {
+            api: self.api.clone(),
+            attribution_days: self.campaigns.attribution_days,
+            rules_dir: self.campaigns.rules_dir.clone(),
+            channel_names: self.channels.keys().cloned().collect(),
+            phone_region: self.members.phone_region(),
+        }
+    }
+
     /// Parses and checks config text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let config: Config =
@@ -279,37 +253,7 @@ impl Config {
 
     fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let s = &self.profile.stage_max_days;
-        if !(0 <= s.active && s.active < s.silent && s.silent < s.sleeping && s.sleeping < s.dormant) {
-            out.push(format!(
-                "profile.stage_max_days: need 0 <= active < silent < sleeping < dormant, got {} {} {} {}",
-                s.active, s.silent, s.sleeping, s.dormant
-            ));
-        }
-        let [lo, hi] = self.profile.price_tier_percentiles;
-        if !(1 <= lo && lo < hi && hi <= 99) {
-            out.push(format!("profile.price_tier_percentiles: need 1 <= low < high <= 99, got [{lo}, {hi}]"));
-        }
-        let (h, l) = (self.profile.sensitivity_high_at_least, self.profile.sensitivity_low_below);
-        if !(0.0 <= l && l <= h && h <= 1.0) {
-            out.push(format!(
-                "profile.sensitivity_low_below / sensitivity_high_at_least: need 0 <= low <= high <= 1, got {l} and {h}"
-            ));
-        }
-        if !(self.profile.repurchase_factor > 0.0 && self.profile.repurchase_factor.is_finite()) {
-            out.push(format!("profile.repurchase_factor: must be a positive number, got {}", self.profile.repurchase_factor));
-        }
-        let v = &self.profile.value_tier;
-        for (key, val, max) in [
-            ("important_min_r", v.important_min_r, 5),
-            ("at_risk_max_r", v.at_risk_max_r, 5),
-            ("important_min_fm", v.important_min_fm, 10),
-            ("at_risk_min_fm", v.at_risk_min_fm, 10),
-        ] {
-            if val > max {
-                out.push(format!("profile.value_tier.{key}: must be at most {max}, got {val}"));
-            }
-        }
+        out.extend(self.profile.check());
         if self.members.default_timezone.parse::<chrono_tz::Tz>().is_err() {
             out.push(format!(
                 "members.default_timezone: {:?} is not an IANA time zone (like \"Asia/Shanghai\")",

@@ -5,6 +5,7 @@
 //! reloads rule files when they change (a broken edit keeps the last valid version of
 //! that rule), reloads on SIGHUP, and stops on SIGTERM/SIGINT after a grace period.
 
+use crate::api::{DaemonRequest, RunSummary};
 use crate::config::Config;
 use crate::dispatch::{dispatch, DispatchStats, Observers};
 use crate::metrics::Metrics;
@@ -21,12 +22,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Dispatch(#[from] crate::dispatch::DispatchError),
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
     #[error(transparent)]
@@ -104,34 +107,6 @@ fn signature(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     out
 }
 
-/// The result of one run, for the operator.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunSummary {
-    pub run: u64,
-    pub catch_up: bool,
-    pub rules: Vec<(String, Vec<(&'static str, usize)>)>,
-    pub messages: usize,
-    /// Planning and writing the run, seconds.
-    pub seconds: f64,
-}
-
-/// What the API asks of the daemon loop, which owns the member base and the rules in
-/// force. Each carries the channel its answer goes back on.
-pub enum DaemonRequest {
-    /// Run these rules now (enabled or not: the operator asked), like a scheduled firing.
-    RunNow { rules: Vec<String>, reply: oneshot::Sender<Result<RunSummary, String>> },
-    /// The rules in force, with schedule, next and last run.
-    Rules { reply: oneshot::Sender<serde_json::Value> },
-    /// `rules preview` as text, as of today.
-    Preview { rule: String, sample: usize, reply: oneshot::Sender<Result<String, String>> },
-    /// `explain` as text: why the member is or is not in each rule (or one rule).
-    Explain { member: String, rule: Option<String>, reply: oneshot::Sender<Result<String, String>> },
-    /// A member's profile as of today, unsubscribes, stopped addresses and contacts.
-    Member { id: String, reply: oneshot::Sender<Result<serde_json::Value, String>> },
-    /// The ingest API changed members, orders or events: reload the base before the
-    /// next run.
-    StoreChanged,
-}
 
 /// Plans `rules` at `now` and writes the run to the outbox.
 #[allow(clippy::too_many_arguments)]
@@ -311,7 +286,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     let channel_names = ChannelNames { configured: config.channels.keys().cloned().collect() };
     let mut live = LiveRules { by_path: BTreeMap::new(), signature: Vec::new() };
     live.reload(&config.campaigns.rules_dir, &channel_names)?;
-    let mut settings = PlanSettings::from_config(&config, unsubscribe_key(&store, &config)?);
+    let mut settings = config.plan_settings(unsubscribe_key(&store, &config)?);
     let mut keep_days = config.campaigns.frequency_cap.days.max(400);
     let observers = Observers { metrics: Arc::new(Metrics::default()), feedback: config.feedback.clone(), links: Some(settings.links.clone()) };
 
@@ -343,7 +318,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     // the HTTP API: public unsubscribe links and provider callbacks, the admin endpoints
     let (request_tx, mut request_rx) = mpsc::channel::<DaemonRequest>(64);
     let listener = tokio::net::TcpListener::bind(&config.api.listen).await.map_err(|e| DaemonError::Other(format!("cannot listen on {}: {e}", config.api.listen)))?;
-    let app = crate::api::router(crate::api::Api::new(store.clone(), settings.links.clone(), &config, host.clone(), observers.clone(), Some(request_tx)).with_callbacks(callbacks));
+    let app = crate::api::router(crate::api::Api::new(store.clone(), settings.links.clone(), &config.api_settings(), host.clone(), observers.clone(), Some(request_tx)).with_callbacks(callbacks));
     let mut api_stop = stop_rx.clone();
     // requests in flight get the daemon's shutdown grace, like sends
     let grace = Duration::try_from_secs_f64(config.dispatch.shutdown_grace_seconds).unwrap_or(Duration::from_secs(10));
@@ -449,7 +424,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
                             tracing::warn!("SIGHUP: channel plugins, the store path and [api] change only with a restart");
                         }
                         // safe to change while running: limits, quiet hours, rules folder, dispatch
-                        settings = PlanSettings::from_config(&new, unsubscribe_key(&store, &new)?);
+                        settings = new.plan_settings(unsubscribe_key(&store, &new)?);
                         keep_days = new.campaigns.frequency_cap.days.max(400);
                         if new.dispatch != config.dispatch {
                             let _ = stop_tx.send(true);

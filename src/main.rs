@@ -686,7 +686,7 @@ fn url_segment(s: &str) -> String {
 }
 
 /// What `run --once` (and the demo) did: each rule's funnel, the sends, the outbox.
-fn print_runs(store: &Store, results: &[(rekindle::daemon::RunSummary, rekindle::dispatch::DispatchStats)]) -> Result<()> {
+fn print_runs(store: &Store, results: &[(rekindle::api::RunSummary, rekindle::dispatch::DispatchStats)]) -> Result<()> {
     for (summary, stats) in results {
         println!("run {}: {} messages planned", summary.run, summary.messages);
         for (rule, funnel) in &summary.rules {
@@ -733,7 +733,7 @@ fn plan_inputs(
     base.consent = rekindle::plugin::consents(&config.channels, &host_options(config))?;
     base.refresh(store)?;
     let key = rekindle::daemon::unsubscribe_key(store, config)?;
-    let settings = rekindle::plan::PlanSettings::from_config(config, key);
+    let settings = config.plan_settings(key);
     let favourites = rules.iter().any(|r| r.audience.uses_favourites());
     let profiles = rekindle::plan::Profiles::compute(&base, as_of, &settings, favourites);
     let now = if as_of == today() { chrono::Utc::now().timestamp() } else { i64::from(as_of) * 86_400 + 12 * 3600 };

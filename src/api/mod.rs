@@ -13,7 +13,6 @@
 //! format). Token checks are constant-time; request bodies are capped; member ids never
 //! reach logs above debug.
 
-use crate::daemon::DaemonRequest;
 use crate::dispatch::Observers;
 use crate::plan::links::Links;
 use crate::plugin::ChannelHost;
@@ -33,10 +32,12 @@ use tokio::sync::{mpsc, oneshot};
 
 mod callbacks;
 mod limit;
+mod request;
 mod serve;
 mod unsubscribe;
 
 pub use limit::ProxyNet;
+pub use request::{DaemonRequest, RunSummary};
 pub use serve::serve;
 
 /// `[api]` in config.toml.
@@ -152,26 +153,42 @@ pub struct Api {
     failures: Arc<limit::FailureLimits>,
 }
 
+/// What the API reads of config.toml: its own `[api]` table and the few keys of other
+/// tables its handlers need (`config::Config::api_settings` gathers them).
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
+    pub api: ApiConfig,
+    /// `[campaigns] attribution_days`: the conversion window of `/api/report`.
+    pub attribution_days: u32,
+    /// `[campaigns] rules_dir`: the folder `/api/rules/check` checks a file against.
+    pub rules_dir: std::path::PathBuf,
+    /// The configured channels (`[channels.NAME]`), the ones a rule may name.
+    pub channel_names: Vec<String>,
+    /// `[members] phone_region`: the region phones without a country code are read in.
+    pub phone_region: Option<crate::domain::PhoneRegion>,
+}
+
 impl Api {
-    pub fn new(store: Store, links: Links, config: &crate::config::Config, host: Arc<ChannelHost>, observers: Observers, daemon: Option<mpsc::Sender<DaemonRequest>>) -> Api {
+    pub fn new(store: Store, links: Links, settings: &ApiSettings, host: Arc<ChannelHost>, observers: Observers, daemon: Option<mpsc::Sender<DaemonRequest>>) -> Api {
+        let config = &settings.api;
         Api {
             store,
             links,
-            token: config.api.token(),
-            attribution_days: config.campaigns.attribution_days,
-            max_body_bytes: config.api.max_body_bytes,
-            rules_dir: config.campaigns.rules_dir.clone(),
-            channel_names: config.channels.keys().cloned().collect(),
+            token: config.token(),
+            attribution_days: settings.attribution_days,
+            max_body_bytes: config.max_body_bytes,
+            rules_dir: settings.rules_dir.clone(),
+            channel_names: settings.channel_names.clone(),
             host,
             callbacks: Default::default(),
             observers,
             daemon,
-            phone_region: config.members.phone_region(),
+            phone_region: settings.phone_region,
             ingest: tokio::sync::Mutex::new(()),
             failures: Arc::new(limit::FailureLimits::new(
-                limit::TrustedProxies::new(&config.api.trusted_proxies),
-                config.api.failure_limit,
-                ApiConfig::seconds(config.api.failure_window_seconds),
+                limit::TrustedProxies::new(&config.trusted_proxies),
+                config.failure_limit,
+                ApiConfig::seconds(config.failure_window_seconds),
             )),
         }
     }

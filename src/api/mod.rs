@@ -37,7 +37,7 @@ mod serve;
 mod unsubscribe;
 
 pub use limit::ProxyNet;
-pub use request::{DaemonRequest, RunSummary};
+pub use request::{DaemonRequest, RequestError, RunSummary};
 pub use serve::serve;
 
 /// `[api]` in config.toml.
@@ -268,11 +268,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::store:
 }
 
 /// Asks the daemon loop; 503 when the API runs without one.
-async fn ask<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> DaemonRequest) -> Result<T, Response> {
-    let Some(daemon) = &api.daemon else { return Err(problem(StatusCode::SERVICE_UNAVAILABLE, "no daemon behind this API")) };
+async fn ask<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> DaemonRequest) -> Result<T, RequestError> {
+    let Some(daemon) = &api.daemon else { return Err(RequestError::Unavailable("no daemon behind this API")) };
     let (tx, rx) = oneshot::channel();
-    daemon.send(make(tx)).await.map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"))?;
-    rx.await.map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"))
+    daemon.send(make(tx)).await.map_err(|_| RequestError::Unavailable("the daemon is stopping"))?;
+    rx.await.map_err(|_| RequestError::Unavailable("the daemon is stopping"))
+}
+
+/// Asks the daemon loop for something that can fail.
+async fn ask_result<T>(api: &Api, make: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> DaemonRequest) -> Result<T, RequestError> {
+    ask(api, make).await?
 }
 
 #[derive(Deserialize)]
@@ -329,7 +334,7 @@ async fn ingest(State(api): State<Arc<Api>>, Query(q): Query<IngestQuery>, body:
 async fn rules(State(api): State<Arc<Api>>) -> Response {
     match ask(&api, |reply| DaemonRequest::Rules { reply }).await {
         Ok(list) => Json(list).into_response(),
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -380,19 +385,17 @@ struct PreviewQuery {
 }
 
 async fn rules_preview(State(api): State<Arc<Api>>, Path(rule): Path<String>, Query(q): Query<PreviewQuery>) -> Response {
-    match ask(&api, |reply| DaemonRequest::Preview { rule, sample: q.sample.unwrap_or(3), reply }).await {
-        Ok(Ok(text)) => text.into_response(),
-        Ok(Err(e)) => problem(StatusCode::NOT_FOUND, e),
-        Err(r) => r,
+    match ask_result(&api, |reply| DaemonRequest::Preview { rule, sample: q.sample.unwrap_or(3), reply }).await {
+        Ok(text) => text.into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
 async fn rules_run(State(api): State<Arc<Api>>, Path(rule): Path<String>) -> Response {
     let rules = if rule == "enabled" { Vec::new() } else { vec![rule] };
-    match ask(&api, |reply| DaemonRequest::RunNow { rules, reply }).await {
-        Ok(Ok(summary)) => Json(summary).into_response(),
-        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, e),
-        Err(r) => r,
+    match ask_result(&api, |reply| DaemonRequest::RunNow { rules, reply }).await {
+        Ok(summary) => Json(summary).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -475,10 +478,9 @@ async fn retry(State(api): State<Arc<Api>>, body: Bytes) -> Response {
 }
 
 async fn member(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    match ask(&api, |reply| DaemonRequest::Member { id, reply }).await {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(e)) => problem(StatusCode::NOT_FOUND, e),
-        Err(r) => r,
+    match ask_result(&api, |reply| DaemonRequest::Member { id, reply }).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -488,10 +490,9 @@ struct ExplainQuery {
 }
 
 async fn explain(State(api): State<Arc<Api>>, Path(member): Path<String>, Query(q): Query<ExplainQuery>) -> Response {
-    match ask(&api, |reply| DaemonRequest::Explain { member, rule: q.rule, reply }).await {
-        Ok(Ok(text)) => text.into_response(),
-        Ok(Err(e)) => problem(StatusCode::NOT_FOUND, e),
-        Err(r) => r,
+    match ask_result(&api, |reply| DaemonRequest::Explain { member, rule: q.rule, reply }).await {
+        Ok(text) => text.into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -42,6 +42,32 @@ pub struct Config {
     /// The folder of the config file: relative plugin paths and grants start here.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// What the tables above hold as text, parsed once by the check.
+    #[serde(skip)]
+    pub checked: Checked,
+}
+
+/// Values config.toml writes as text, parsed by the check that accepted them, so no one
+/// parses them again (or falls back to something when that fails).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Checked {
+    /// `[members] default_timezone`.
+    pub default_tz: chrono_tz::Tz,
+    /// `[members] phone_region`; `None` when "" (phones kept as given).
+    pub phone_region: Option<crate::domain::PhoneRegion>,
+    /// `[campaigns] quiet_hours`.
+    pub quiet_hours: crate::rules::QuietHours,
+}
+
+impl Default for Checked {
+    /// The defaults of the tables, parsed (`empty_text_gives_defaults` pins them).
+    fn default() -> Self {
+        Checked {
+            default_tz: chrono_tz::Asia::Shanghai,
+            phone_region: "CN".parse().ok(),
+            quiet_hours: crate::rules::QuietHours { start: 21 * 60, end: 9 * 60 },
+        }
+    }
 }
 
 impl Default for Config {
@@ -58,6 +84,7 @@ impl Default for Config {
             api: crate::api::ApiConfig::default(),
             channels: Default::default(),
             base_dir: PathBuf::from("."),
+            checked: Checked::default(),
         }
     }
 }
@@ -90,13 +117,6 @@ pub struct MembersConfig {
 impl Default for MembersConfig {
     fn default() -> Self {
         MembersConfig { default_timezone: "Asia/Shanghai".into(), phone_region: "CN".into() }
-    }
-}
-
-impl MembersConfig {
-    /// The region phones are read in; `None` when turned off (or invalid: `check` says so).
-    pub fn phone_region(&self) -> Option<crate::domain::PhoneRegion> {
-        self.phone_region.parse().ok()
     }
 }
 
@@ -170,12 +190,6 @@ impl Default for CampaignsConfig {
     }
 }
 
-impl CampaignsConfig {
-    pub fn quiet_hours(&self) -> crate::rules::QuietHours {
-        crate::rules::QuietHours::parse(&self.quiet_hours.start, &self.quiet_hours.end).unwrap_or(crate::rules::QuietHours { start: 0, end: 0 })
-    }
-}
-
 /// What `rules check` and the daemon say about an http `public_url`.
 pub const HTTP_PUBLIC_URL_WARNING: &str = "campaigns.public_url is http://: unsubscribe links and provider callbacks travel in clear, and emails carry no one-click List-Unsubscribe (RFC 8058 needs an https URL); use https behind a reverse proxy";
 
@@ -222,8 +236,8 @@ impl Config {
             predict: self.predict.predict_options(),
             cap_messages: self.campaigns.frequency_cap.messages,
             cap_days: self.campaigns.frequency_cap.days,
-            quiet_hours: self.campaigns.quiet_hours(),
-            default_tz: self.members.default_timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
+            quiet_hours: self.checked.quiet_hours,
+            default_tz: self.checked.default_tz,
             links: Links { public_url: self.campaigns.public_url.trim_end_matches('/').to_string(), key: unsubscribe_key },
         }
     }
@@ -235,35 +249,35 @@ impl Config {
             attribution_days: self.campaigns.attribution_days,
             rules_dir: self.campaigns.rules_dir.clone(),
             channel_names: self.channels.keys().cloned().collect(),
-            phone_region: self.members.phone_region(),
+            phone_region: self.checked.phone_region,
         }
     }
 
     /// Parses and checks config text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
-        let problems = config.problems();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid { path: PathBuf::new(), problems })
-        }
+        config.checked = config.check().map_err(|problems| ConfigError::Invalid { path: PathBuf::new(), problems })?;
+        Ok(config)
     }
 
-    fn problems(&self) -> Vec<String> {
+    /// Every problem, each naming its key; without any, the values held as text, parsed.
+    fn check(&self) -> Result<Checked, Vec<String>> {
         let mut out = Vec::new();
         out.extend(self.profile.check());
-        if self.members.default_timezone.parse::<chrono_tz::Tz>().is_err() {
+        let default_tz = self.members.default_timezone.parse::<chrono_tz::Tz>();
+        if default_tz.is_err() {
             out.push(format!(
                 "members.default_timezone: {:?} is not an IANA time zone (like \"Asia/Shanghai\")",
                 self.members.default_timezone
             ));
         }
-        if !self.members.phone_region.is_empty() {
-            if let Err(e) = self.members.phone_region.parse::<crate::domain::PhoneRegion>() {
-                out.push(format!("members.phone_region: {e}, or \"\" to keep phones as given"));
-            }
+        let phone_region = match self.members.phone_region.as_str() {
+            "" => Ok(None),
+            region => region.parse::<crate::domain::PhoneRegion>().map(Some),
+        };
+        if let Err(e) = &phone_region {
+            out.push(format!("members.phone_region: {e}, or \"\" to keep phones as given"));
         }
         if self.store.cache_mb == 0 {
             out.push("store.cache_mb: must be at least 1".into());
@@ -283,13 +297,17 @@ impl Config {
         if c.frequency_cap.messages == 0 || c.frequency_cap.days == 0 {
             out.push("campaigns.frequency_cap: `messages` and `days` must be at least 1".into());
         }
-        if let Err(e) = crate::rules::QuietHours::parse(&c.quiet_hours.start, &c.quiet_hours.end) {
+        let quiet_hours = crate::rules::QuietHours::parse(&c.quiet_hours.start, &c.quiet_hours.end);
+        if let Err(e) = &quiet_hours {
             out.push(format!("campaigns.quiet_hours: {e}"));
         }
         if !(c.public_url.starts_with("http://") || c.public_url.starts_with("https://")) {
             out.push(format!("campaigns.public_url: {:?} must start with http:// or https://", c.public_url));
         }
-        out
+        match (default_tz, phone_region, quiet_hours) {
+            (Ok(default_tz), Ok(phone_region), Ok(quiet_hours)) if out.is_empty() => Ok(Checked { default_tz, phone_region, quiet_hours }),
+            _ => Err(out),
+        }
     }
 }
 
@@ -315,6 +333,7 @@ mod tests {
     fn empty_text_gives_defaults() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.profile, ProfileConfig::default());
+        assert_eq!(c.checked, Checked::default());
     }
 
     #[test]

@@ -341,7 +341,7 @@ fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Import { files, kind, rejects, show_bad } => {
             let bad_total = match store_or_daemon(&cli, &config)? {
-                Ok(store) => import(&store, files, *kind, config.members.phone_region(), rejects.as_deref(), *show_bad)?,
+                Ok(store) => import(&store, files, *kind, config.checked.phone_region, rejects.as_deref(), *show_bad)?,
                 Err(remote) => {
                     if rejects.is_some() {
                         bail!("--rejects needs the store; the daemon holds it (its API reports bad rows on the terminal)");
@@ -543,7 +543,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Rules { command: RulesCommand::List { path } } => {
             let set = load_rules(&config, path.as_deref())?;
-            let default_tz: chrono_tz::Tz = config.members.default_timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+            let default_tz = config.checked.default_tz;
             println!("{:<28} {:<8} {:>8}  {:<22} {:<20} next run", "rule", "enabled", "priority", "schedule", "timezone");
             for r in &set.rules {
                 let tz = r.timezone.unwrap_or(default_tz);
@@ -624,7 +624,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("generated {} members, {} order lines, {} events into {}", s.members, s.lines, s.events, dir.display());
             let store = open_store(&cli, &config)?;
             let files: Vec<PathBuf> = ["members.csv", "products.csv", "orders.csv", "events.csv"].iter().map(|f| dir.join(f)).collect();
-            import(&store, &files, None, config.members.phone_region(), None, 20)?;
+            import(&store, &files, None, config.checked.phone_region, None, 20)?;
             let as_of = rekindle::domain::day_of(opts.end);
             println!();
             let pop = Population::compute(&store, as_of, &config.profile)?;

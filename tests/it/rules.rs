@@ -206,7 +206,7 @@ fn noon() -> i64 {
 }
 
 fn settings(config: &Config) -> PlanSettings {
-    PlanSettings::from_config(config, b"test-key".to_vec())
+    config.plan_settings(b"test-key".to_vec())
 }
 
 fn inputs(w: &World) -> (MemberBase, Profiles, PlanSettings) {

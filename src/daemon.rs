@@ -1,6 +1,6 @@
 //! `rekindle run`: the daemon. Fires every enabled rule on its cron schedule in its time
-//! zone (`schedule`: croner computes, tokio-cron-scheduler fires), plans the rules firing together, writes the run to the
-//! outbox (messages, contacts, the run record with every skip and the held-out members)
+//! zone (`schedule`: croner computes, tokio-cron-scheduler fires), plans the rules firing
+//! together, writes the run to the outbox (messages, contacts, the run record with every skip and the held-out members)
 //! and dispatches through the channel plugins. Catches up missed runs once at start,
 //! reloads rule files when they change (a broken edit keeps the last valid version of
 //! that rule), reloads on SIGHUP, and stops on SIGTERM/SIGINT after a grace period.

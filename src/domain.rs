@@ -332,8 +332,13 @@ impl PhoneRegion {
     }
 }
 
+/// Lower-case hex of bytes (ids, signatures, secrets).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Whether `s` is `+` and 8 to 15 digits.
-pub fn is_e164(s: &str) -> bool {
+fn is_e164(s: &str) -> bool {
     s.strip_prefix('+').is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 

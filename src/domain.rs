@@ -217,7 +217,14 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
         }
         _ => return Err(bad("unexpected text after the time")),
     };
-    Ok(i64::from(day) * 86_400 + i64::from(hh * 3600 + mm * 60 + ss.min(59)) - offset)
+    let ts = i64::from(day) * 86_400 + i64::from(hh * 3600 + mm * 60 + ss.min(59)) - offset;
+    // An offset can carry a time at the edge of the calendar out of it (9999-12-31T23:59-01:00
+    // is in year 10000 in UTC); such a time could not be written back, so it is refused.
+    let (first, last) = (i64::from(days_from_civil(0, 1, 1)) * 86_400, i64::from(days_from_civil(9999, 12, 31)) * 86_400 + 86_399);
+    if !(first..=last).contains(&ts) {
+        return Err(bad("outside the years 0000-9999 in UTC"));
+    }
+    Ok(ts)
 }
 
 /// Parses a non-negative decimal with at most `max_places` fractional digits into an
@@ -402,6 +409,15 @@ mod tests {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
         assert_eq!(TsFmt(base + 3661).to_string(), "2025-03-01T01:01:01Z");
+    }
+
+    #[test]
+    fn an_offset_cannot_carry_a_timestamp_out_of_the_four_digit_years() {
+        assert!(parse_timestamp("9999-12-31T23:59:60-23:59").unwrap_err().contains("outside the years"));
+        assert!(parse_timestamp("0000-01-01T00:00+01:00").unwrap_err().contains("outside the years"));
+        for edge in ["9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z"] {
+            assert_eq!(parse_timestamp(edge).map(|t| TsFmt(t).to_string()), Ok(edge.to_string()));
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! peak memory of each mining step, whether the rule sets agree, and the confidence of
 //! the planted pairs when a planted_pairs.csv sits next to orders.csv.
 //!
-//!   cargo run --release --bin bench_bundles -- ORDERS.csv [--scope basket|member]
+//!   cargo run --release --example bench_bundles -- ORDERS.csv [--scope basket|member]
 //!       [--min-support 0.001] [--min-confidence 0.1] [--repeat 3] [--no-mlxtend]
 
 use anyhow::{bail, Context, Result};

@@ -3,7 +3,7 @@
 //! may be lost). In the same run, the same lines go through `import` (the CLI path, no
 //! HTTP) into another fresh store, for the ratio.
 //!
-//!   cargo run --release --bin bench_ingest -- --orders DATA/orders.csv
+//!   cargo run --release --example bench_ingest -- --orders DATA/orders.csv
 //!       [--clients 4] [--batch 10000] [--limit 1000000]
 
 use anyhow::{ensure, Context, Result};

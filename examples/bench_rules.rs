@@ -4,7 +4,7 @@
 //! on the same CSV data for the sleeping win-back audience, in the same run, and checks
 //! both counted the same members.
 //!
-//!   cargo run --release --bin bench_rules -- --db STORE --rules rules --as-of 2026-11-01
+//!   cargo run --release --example bench_rules -- --db STORE --rules rules --as-of 2026-11-01
 //!       [--repeat 5] [--duckdb DATA_DIR --python .venv/bin/python]
 
 use anyhow::{Context, Result};

@@ -2,7 +2,7 @@
 //! prints. `anyhow` lives here and nowhere else.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use rekindle::config::Config;
 use rekindle::domain::{parse_date, Day, DayFmt, TsFmt};
 use rekindle::ingest::{self, rows::Kind, ImportOptions};
@@ -24,8 +24,19 @@ struct Cli {
     /// The sled store to use, overriding `store.path` of the config.
     #[arg(long, global = true, env = "REKINDLE_DB")]
     db: Option<PathBuf>,
+    /// Log lines as text (colours only on a terminal) or as JSON objects, one a line.
+    /// Which lines: REKINDLE_LOG (tracing's filter syntax; default `warn`, and
+    /// `warn,rekindle=info` for `run`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "REKINDLE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -296,11 +307,17 @@ macro_rules! print {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REKINDLE_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    // the daemon says what it listens on and what it loaded; other commands print their
+    // own results and log only what went wrong; other crates' chatter stays below warn
+    let default_filter = if matches!(cli.command, Command::Run { .. }) { "warn,rekindle=info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REKINDLE_LOG").unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
+    if let Err(e) = run(cli) {
         if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
             return; // the reader went away (`| head`): not an error
         }

@@ -194,3 +194,32 @@ fn an_error_says_its_cause_once() {
     assert!(!out.status.success() && stderr.contains("no-such-folder"), "{stderr}");
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
 }
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_or_json_lines_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/inbox.toml"), "[audience]\norders = { min = 1 }\n[message]\nchannels = [\"inbox\"]\n[message.inbox]\ntext = \"hi\"\n").unwrap();
+    std::fs::write(
+        d.join("config.toml"),
+        format!(
+            "[campaigns]\nrules_dir = \"rules\"\npublic_url = \"http://127.0.0.1:9\"\n[channels.inbox]\nplugin = {:?}\nconsent = \"email\"\ngrants = {{ files = \"out\" }}\n",
+            crate::support::repo_path("target/plugins/file.wasm").display().to_string()
+        ),
+    )
+    .unwrap();
+    let text_run = rekindle(d, &["run", "--once"]);
+    let stderr = String::from_utf8_lossy(&text_run.stderr).into_owned();
+    assert!(text_run.status.success(), "{stderr}");
+    assert!(stderr.contains("WARN") && stderr.contains("public_url is http://"), "the daemon's warning at the default level:\n{stderr}");
+    assert!(stderr.contains("INFO"), "`run` logs what it loaded at the default level:\n{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no ANSI codes when stderr is not a terminal:\n{stderr}");
+
+    let json_run = rekindle(d, &["--log-format", "json", "run", "--once"]);
+    let stderr = String::from_utf8_lossy(&json_run.stderr).into_owned();
+    assert!(json_run.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(lines.iter().any(|l| l["level"] == "WARN" && l["fields"]["message"].as_str().is_some_and(|m| m.contains("public_url is http://"))), "{stderr}");
+    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["target"].is_string()), "{stderr}");
+}

@@ -6,6 +6,7 @@ mod api;
 mod audience;
 mod bundles;
 mod cli;
+mod contrib;
 mod daemon;
 mod daemon_crash;
 mod feedback;

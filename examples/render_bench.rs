@@ -11,7 +11,7 @@ use rekindle::config::Config;
 use rekindle::ingest::{import_file, ImportOptions};
 use rekindle::plan::messages::render_run;
 use rekindle::plan::report::context;
-use rekindle::plan::{plan, MemberBase, PlanSettings, Profiles};
+use rekindle::plan::{plan, MemberBase, Profiles};
 use rekindle::rules::{ChannelNames, Rule};
 use std::time::Instant;
 
@@ -47,7 +47,7 @@ fn main() -> Result<()> {
     let rules: Vec<&Rule> = set.rules.iter().collect();
     let mut base = MemberBase::load(&store, true, &|_| {})?;
     base.consent.by_channel.insert("shop".into(), rekindle::rules::condition::Consent::None);
-    let settings = PlanSettings::from_config(&Config::default(), b"bench".to_vec());
+    let settings = Config::default().plan_settings(b"bench".to_vec());
     let as_of = rekindle::domain::day_of(opts.end);
     let profiles = Profiles::compute(&base, as_of, &settings, false);
     let now = i64::from(as_of) * 86_400 + 12 * 3600;

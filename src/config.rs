@@ -1,10 +1,21 @@
 //! The operator's configuration (`config.toml`): raw serde structs parsed strictly, then a
 //! check pass that reports every problem at once, each naming its exact key.
 //!
+//! Each stage owns its table's struct and check (`profile::ProfileConfig`,
+//! `predict::PredictSettings`, `api::ApiConfig`, ...); this module assembles them, keeps
+//! the tables no single stage owns, and hands each stage its settings
+//! ([`Config::plan_settings`], [`Config::api_settings`]). It sits above those stages, so
+//! none of them imports it.
+//!
 //! Every field has a documented default, so an empty file is a valid configuration; the
 //! annotated default lives in the repository's `config.toml`.
 
 use serde::Deserialize;
+
+use crate::api::ApiSettings;
+use crate::plan::links::Links;
+use crate::plan::PlanSettings;
+use crate::profile::ProfileConfig;
 use std::path::{Path, PathBuf};
 
 /// The checked configuration.
@@ -31,6 +42,32 @@ pub struct Config {
     /// The folder of the config file: relative plugin paths and grants start here.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// What the tables above hold as text, parsed once by the check.
+    #[serde(skip)]
+    pub checked: Checked,
+}
+
+/// Values config.toml writes as text, parsed by the check that accepted them, so no one
+/// parses them again (or falls back to something when that fails).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Checked {
+    /// `[members] default_timezone`.
+    pub default_tz: chrono_tz::Tz,
+    /// `[members] phone_region`; `None` when "" (phones kept as given).
+    pub phone_region: Option<crate::domain::PhoneRegion>,
+    /// `[campaigns] quiet_hours`.
+    pub quiet_hours: crate::rules::QuietHours,
+}
+
+impl Default for Checked {
+    /// The defaults of the tables, parsed (`empty_text_gives_defaults` pins them).
+    fn default() -> Self {
+        Checked {
+            default_tz: chrono_tz::Asia::Shanghai,
+            phone_region: "CN".parse().ok(),
+            quiet_hours: crate::rules::QuietHours { start: 21 * 60, end: 9 * 60 },
+        }
+    }
 }
 
 impl Default for Config {
@@ -47,6 +84,7 @@ impl Default for Config {
             api: crate::api::ApiConfig::default(),
             channels: Default::default(),
             base_dir: PathBuf::from("."),
+            checked: Checked::default(),
         }
     }
 }
@@ -79,13 +117,6 @@ pub struct MembersConfig {
 impl Default for MembersConfig {
     fn default() -> Self {
         MembersConfig { default_timezone: "Asia/Shanghai".into(), phone_region: "CN".into() }
-    }
-}
-
-impl MembersConfig {
-    /// The region phones are read in; `None` when turned off (or invalid: `check` says so).
-    pub fn phone_region(&self) -> Option<crate::domain::PhoneRegion> {
-        self.phone_region.parse().ok()
     }
 }
 
@@ -159,74 +190,6 @@ impl Default for CampaignsConfig {
     }
 }
 
-impl CampaignsConfig {
-    pub fn quiet_hours(&self) -> crate::rules::QuietHours {
-        crate::rules::QuietHours::parse(&self.quiet_hours.start, &self.quiet_hours.end).unwrap_or(crate::rules::QuietHours { start: 0, end: 0 })
-    }
-}
-
-/// Thresholds of the member metrics (DATA.md, "Member metrics").
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProfileConfig {
-    /// Upper bounds (inclusive) of recency_days for active, silent, sleeping and dormant;
-    /// above the last one a member is lost.
-    pub stage_max_days: StageMaxDays,
-    /// Nearest-rank percentiles of aov: `low` at or below the first, `high` above the second.
-    pub price_tier_percentiles: [u32; 2],
-    /// price_sensitivity tier: `high` at or above `high_at_least`, `low` below `low_below`.
-    pub sensitivity_high_at_least: f64,
-    pub sensitivity_low_below: f64,
-    /// repurchase_due when recency_days >= interval_median_days x this factor.
-    pub repurchase_factor: f64,
-    pub value_tier: ValueTierConfig,
-}
-
-impl Default for ProfileConfig {
-    fn default() -> Self {
-        ProfileConfig {
-            stage_max_days: StageMaxDays::default(),
-            price_tier_percentiles: [30, 80],
-            sensitivity_high_at_least: 0.5,
-            sensitivity_low_below: 0.2,
-            repurchase_factor: 1.0,
-            value_tier: ValueTierConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StageMaxDays {
-    pub active: i32,
-    pub silent: i32,
-    pub sleeping: i32,
-    pub dormant: i32,
-}
-
-impl Default for StageMaxDays {
-    fn default() -> Self {
-        StageMaxDays { active: 90, silent: 180, sleeping: 270, dormant: 359 }
-    }
-}
-
-/// value_tier from RFM scores: `important` if R >= important_min_r and F + M >=
-/// important_min_fm; `at_risk` if R <= at_risk_max_r and F + M >= at_risk_min_fm.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ValueTierConfig {
-    pub important_min_r: u8,
-    pub important_min_fm: u8,
-    pub at_risk_max_r: u8,
-    pub at_risk_min_fm: u8,
-}
-
-impl Default for ValueTierConfig {
-    fn default() -> Self {
-        ValueTierConfig { important_min_r: 4, important_min_fm: 8, at_risk_max_r: 2, at_risk_min_fm: 7 }
-    }
-}
-
 /// What `rules check` and the daemon say about an http `public_url`.
 pub const HTTP_PUBLIC_URL_WARNING: &str = "campaigns.public_url is http://: unsubscribe links and provider callbacks travel in clear, and emails carry no one-click List-Unsubscribe (RFC 8058 needs an https URL); use https behind a reverse proxy";
 
@@ -265,61 +228,53 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses and checks config text.
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
-        let problems = config.problems();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid { path: PathBuf::new(), problems })
+    /// What a run's planning reads: the profile thresholds, the value model's options,
+    /// the frequency cap, quiet hours, the default time zone and the unsubscribe links.
+    pub fn plan_settings(&self, unsubscribe_key: Vec<u8>) -> PlanSettings {
+        PlanSettings {
+            profile: self.profile.clone(),
+            predict: self.predict.predict_options(),
+            cap_messages: self.campaigns.frequency_cap.messages,
+            cap_days: self.campaigns.frequency_cap.days,
+            quiet_hours: self.checked.quiet_hours,
+            default_tz: self.checked.default_tz,
+            links: Links { public_url: self.campaigns.public_url.trim_end_matches('/').to_string(), key: unsubscribe_key },
         }
     }
 
-    fn problems(&self) -> Vec<String> {
+    /// What the API reads: `[api]`, and the keys of other tables its handlers need.
+    pub fn api_settings(&self) -> ApiSettings {
+        ApiSettings {
+            api: self.api.clone(),
+            attribution_days: self.campaigns.attribution_days,
+            rules_dir: self.campaigns.rules_dir.clone(),
+            channel_names: self.channels.keys().cloned().collect(),
+            phone_region: self.checked.phone_region,
+        }
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        config.checked = config.check().map_err(|problems| ConfigError::Invalid { path: PathBuf::new(), problems })?;
+        Ok(config)
+    }
+
+    /// Every problem, each naming its key; without any, the values held as text, parsed.
+    fn check(&self) -> Result<Checked, Vec<String>> {
         let mut out = Vec::new();
-        let s = &self.profile.stage_max_days;
-        if !(0 <= s.active && s.active < s.silent && s.silent < s.sleeping && s.sleeping < s.dormant) {
-            out.push(format!(
-                "profile.stage_max_days: need 0 <= active < silent < sleeping < dormant, got {} {} {} {}",
-                s.active, s.silent, s.sleeping, s.dormant
-            ));
+        out.extend(self.profile.check());
+        let default_tz = crate::domain::parse_timezone(&self.members.default_timezone);
+        if let Err(hint) = &default_tz {
+            out.push(format!("members.default_timezone: {:?} is not an IANA time zone; {hint}", self.members.default_timezone));
         }
-        let [lo, hi] = self.profile.price_tier_percentiles;
-        if !(1 <= lo && lo < hi && hi <= 99) {
-            out.push(format!("profile.price_tier_percentiles: need 1 <= low < high <= 99, got [{lo}, {hi}]"));
-        }
-        let (h, l) = (self.profile.sensitivity_high_at_least, self.profile.sensitivity_low_below);
-        if !(0.0 <= l && l <= h && h <= 1.0) {
-            out.push(format!(
-                "profile.sensitivity_low_below / sensitivity_high_at_least: need 0 <= low <= high <= 1, got {l} and {h}"
-            ));
-        }
-        if !(self.profile.repurchase_factor > 0.0 && self.profile.repurchase_factor.is_finite()) {
-            out.push(format!("profile.repurchase_factor: must be a positive number, got {}", self.profile.repurchase_factor));
-        }
-        let v = &self.profile.value_tier;
-        for (key, val, max) in [
-            ("important_min_r", v.important_min_r, 5),
-            ("at_risk_max_r", v.at_risk_max_r, 5),
-            ("important_min_fm", v.important_min_fm, 10),
-            ("at_risk_min_fm", v.at_risk_min_fm, 10),
-        ] {
-            if val > max {
-                out.push(format!("profile.value_tier.{key}: must be at most {max}, got {val}"));
-            }
-        }
-        if self.members.default_timezone.parse::<chrono_tz::Tz>().is_err() {
-            out.push(format!(
-                "members.default_timezone: {:?} is not an IANA time zone (like \"Asia/Shanghai\")",
-                self.members.default_timezone
-            ));
-        }
-        if !self.members.phone_region.is_empty() {
-            if let Err(e) = self.members.phone_region.parse::<crate::domain::PhoneRegion>() {
-                out.push(format!("members.phone_region: {e}, or \"\" to keep phones as given"));
-            }
+        let phone_region = match self.members.phone_region.as_str() {
+            "" => Ok(None),
+            region => region.parse::<crate::domain::PhoneRegion>().map(Some),
+        };
+        if let Err(e) = &phone_region {
+            out.push(format!("members.phone_region: {e}, or \"\" to keep phones as given"));
         }
         if self.store.cache_mb == 0 {
             out.push("store.cache_mb: must be at least 1".into());
@@ -339,13 +294,17 @@ impl Config {
         if c.frequency_cap.messages == 0 || c.frequency_cap.days == 0 {
             out.push("campaigns.frequency_cap: `messages` and `days` must be at least 1".into());
         }
-        if let Err(e) = crate::rules::QuietHours::parse(&c.quiet_hours.start, &c.quiet_hours.end) {
+        let quiet_hours = crate::rules::QuietHours::parse(&c.quiet_hours.start, &c.quiet_hours.end);
+        if let Err(e) = &quiet_hours {
             out.push(format!("campaigns.quiet_hours: {e}"));
         }
         if !(c.public_url.starts_with("http://") || c.public_url.starts_with("https://")) {
             out.push(format!("campaigns.public_url: {:?} must start with http:// or https://", c.public_url));
         }
-        out
+        match (default_tz, phone_region, quiet_hours) {
+            (Ok(default_tz), Ok(phone_region), Ok(quiet_hours)) if out.is_empty() => Ok(Checked { default_tz, phone_region, quiet_hours }),
+            _ => Err(out),
+        }
     }
 }
 
@@ -371,6 +330,7 @@ mod tests {
     fn empty_text_gives_defaults() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.profile, ProfileConfig::default());
+        assert_eq!(c.checked, Checked::default());
     }
 
     #[test]
@@ -387,6 +347,13 @@ mod tests {
         .unwrap_err();
         let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn a_misspelt_default_time_zone_gets_a_did_you_mean() {
+        let err = Config::parse("[members]\ndefault_timezone = \"Asia/Shangai\"\n").unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };
+        assert_eq!(problems, ["members.default_timezone: \"Asia/Shangai\" is not an IANA time zone; did you mean \"Asia/Shanghai\"?"]);
     }
 
     #[test]

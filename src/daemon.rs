@@ -1,10 +1,11 @@
 //! `rekindle run`: the daemon. Fires every enabled rule on its cron schedule in its time
-//! zone (tokio-cron-scheduler), plans the rules firing together, writes the run to the
-//! outbox (messages, contacts, the run record with every skip and the held-out members)
+//! zone (`schedule`: croner computes, tokio-cron-scheduler fires), plans the rules firing
+//! together, writes the run to the outbox (messages, contacts, the run record with every skip and the held-out members)
 //! and dispatches through the channel plugins. Catches up missed runs once at start,
 //! reloads rule files when they change (a broken edit keeps the last valid version of
 //! that rule), reloads on SIGHUP, and stops on SIGTERM/SIGINT after a grace period.
 
+use crate::api::{DaemonRequest, RequestError, RunSummary};
 use crate::config::Config;
 use crate::dispatch::{dispatch, DispatchStats, Observers};
 use crate::metrics::Metrics;
@@ -21,12 +22,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Dispatch(#[from] crate::dispatch::DispatchError),
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
     #[error(transparent)]
@@ -37,8 +40,15 @@ pub enum DaemonError {
     Codes(#[from] crate::store::codes::CodeError),
     #[error("scheduler: {0}")]
     Scheduler(String),
+    #[error(transparent)]
+    Basket(#[from] crate::basket::BasketError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    /// Work on a blocking thread or a spawned task panicked (a bug) or was cancelled.
     #[error("{0}")]
-    Other(String),
+    Task(#[from] tokio::task::JoinError),
+    #[error("no rule to run (none enabled, or --rule names no valid rule)")]
+    NoRule,
 }
 
 pub struct RunOptions {
@@ -104,34 +114,6 @@ fn signature(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     out
 }
 
-/// The result of one run, for the operator.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunSummary {
-    pub run: u64,
-    pub catch_up: bool,
-    pub rules: Vec<(String, Vec<(&'static str, usize)>)>,
-    pub messages: usize,
-    /// Planning and writing the run, seconds.
-    pub seconds: f64,
-}
-
-/// What the API asks of the daemon loop, which owns the member base and the rules in
-/// force. Each carries the channel its answer goes back on.
-pub enum DaemonRequest {
-    /// Run these rules now (enabled or not: the operator asked), like a scheduled firing.
-    RunNow { rules: Vec<String>, reply: oneshot::Sender<Result<RunSummary, String>> },
-    /// The rules in force, with schedule, next and last run.
-    Rules { reply: oneshot::Sender<serde_json::Value> },
-    /// `rules preview` as text, as of today.
-    Preview { rule: String, sample: usize, reply: oneshot::Sender<Result<String, String>> },
-    /// `explain` as text: why the member is or is not in each rule (or one rule).
-    Explain { member: String, rule: Option<String>, reply: oneshot::Sender<Result<String, String>> },
-    /// A member's profile as of today, unsubscribes, stopped addresses and contacts.
-    Member { id: String, reply: oneshot::Sender<Result<serde_json::Value, String>> },
-    /// The ingest API changed members, orders or events: reload the base before the
-    /// next run.
-    StoreChanged,
-}
 
 /// Plans `rules` at `now` and writes the run to the outbox.
 #[allow(clippy::too_many_arguments)]
@@ -231,7 +213,7 @@ pub fn refresh_models(store: &Store, config: &Config, base: &mut MemberBase, tod
             continue;
         }
         let t = std::time::Instant::now();
-        let tx = transactions(store, scope, today, b.lookback_days).map_err(|e| DaemonError::Other(e.to_string()))?;
+        let tx = transactions(store, scope, today, b.lookback_days)?;
         let params = crate::bundles::MineParams { min_support: b.min_support, min_confidence: b.min_confidence, min_lift: b.min_lift, two_item_antecedents: false };
         match crate::bundles::mine(&tx, &params) {
             Ok(rules) => {
@@ -293,7 +275,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     // the folders granted to file-writing plugins exist before the first send
     for c in config.channels.values() {
         if let Some(dir) = &c.grants.files {
-            std::fs::create_dir_all(config.base_dir.join(dir)).map_err(|e| DaemonError::Other(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(config.base_dir.join(dir)).map_err(|source| DaemonError::Io { what: format!("creating {}", dir.display()), source })?;
         }
     }
     // each channel's secret callback URL, handed to its plugin for the providers
@@ -307,11 +289,11 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     }
     let host_options = HostOptions { base_dir: config.base_dir.clone(), cache_dir: Some(config.store.path.with_extension("plugin-cache")), callback_urls: callbacks.urls() };
     let channels_cfg = config.channels.clone();
-    let host = Arc::new(tokio::task::spawn_blocking(move || ChannelHost::load(&channels_cfg, &host_options)).await.map_err(|e| DaemonError::Other(e.to_string()))??);
+    let host = Arc::new(tokio::task::spawn_blocking(move || ChannelHost::load(&channels_cfg, &host_options)).await??);
     let channel_names = ChannelNames { configured: config.channels.keys().cloned().collect() };
     let mut live = LiveRules { by_path: BTreeMap::new(), signature: Vec::new() };
     live.reload(&config.campaigns.rules_dir, &channel_names)?;
-    let mut settings = PlanSettings::from_config(&config, unsubscribe_key(&store, &config)?);
+    let mut settings = config.plan_settings(unsubscribe_key(&store, &config)?);
     let mut keep_days = config.campaigns.frequency_cap.days.max(400);
     let observers = Observers { metrics: Arc::new(Metrics::default()), feedback: config.feedback.clone(), links: Some(settings.links.clone()) };
 
@@ -330,7 +312,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
         let rules = live.rules();
         let chosen: Vec<&Rule> = rules.iter().filter(|r| if options.only.is_empty() { r.enabled } else { options.only.contains(&r.id) }).collect();
         if chosen.is_empty() {
-            return Err(DaemonError::Other("no rule to run (none enabled, or --rule names no valid rule)".into()));
+            return Err(DaemonError::NoRule);
         }
         let now = options.at.unwrap_or_else(|| chrono::Utc::now().timestamp());
         let summary = execute_run(&store, &mut base, &mut profiles, &chosen, now, false, &settings, keep_days)?;
@@ -342,8 +324,8 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     refresh_models(&store, &config, &mut base, day_of(chrono::Utc::now().timestamp()))?;
     // the HTTP API: public unsubscribe links and provider callbacks, the admin endpoints
     let (request_tx, mut request_rx) = mpsc::channel::<DaemonRequest>(64);
-    let listener = tokio::net::TcpListener::bind(&config.api.listen).await.map_err(|e| DaemonError::Other(format!("cannot listen on {}: {e}", config.api.listen)))?;
-    let app = crate::api::router(crate::api::Api::new(store.clone(), settings.links.clone(), &config, host.clone(), observers.clone(), Some(request_tx)).with_callbacks(callbacks));
+    let listener = tokio::net::TcpListener::bind(&config.api.listen).await.map_err(|source| DaemonError::Io { what: format!("cannot listen on {}", config.api.listen), source })?;
+    let app = crate::api::router(crate::api::Api::new(store.clone(), settings.links.clone(), &config.api_settings(), host.clone(), observers.clone(), Some(request_tx)).with_callbacks(callbacks));
     let mut api_stop = stop_rx.clone();
     // requests in flight get the daemon's shutdown grace, like sends
     let grace = Duration::try_from_secs_f64(config.dispatch.shutdown_grace_seconds).unwrap_or(Duration::from_secs(10));
@@ -372,9 +354,17 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     }
 
     let (fire_tx, mut fire_rx) = mpsc::unbounded_channel::<String>();
-    let mut scheduler = Scheduler::start(&live.rules(), settings.default_tz, fire_tx.clone()).await?;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| DaemonError::Other(e.to_string()))?;
+    // each firing sends the rule id; croner computes when (crate::schedule)
+    let fire: crate::schedule::Fire = {
+        let fire_tx = fire_tx.clone();
+        Arc::new(move |id: &str, _| {
+            let _ = fire_tx.send(id.to_string());
+        })
+    };
+    let scheduler_err = |e: crate::schedule::SchedulerError| DaemonError::Scheduler(e.to_string());
+    let mut scheduler = crate::schedule::Scheduler::start(&live.rules(), settings.default_tz, crate::schedule::Clock::system(), fire).await.map_err(scheduler_err)?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|source| DaemonError::Io { what: "installing a signal handler".into(), source })?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|source| DaemonError::Io { what: "installing a signal handler".into(), source })?;
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
     hourly.tick().await;
@@ -418,8 +408,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
             _ = poll.tick() => {
                 if live.reload(&config.campaigns.rules_dir, &channel_names)? {
                     tracing::info!(rules = live.by_path.len(), "rules reloaded");
-                    scheduler.shutdown().await;
-                    scheduler = Scheduler::start(&live.rules(), settings.default_tz, fire_tx.clone()).await?;
+                    scheduler.replace(&live.rules(), settings.default_tz).await.map_err(scheduler_err)?;
                 }
             }
             _ = hourly.tick() => {
@@ -449,11 +438,11 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
                             tracing::warn!("SIGHUP: channel plugins, the store path and [api] change only with a restart");
                         }
                         // safe to change while running: limits, quiet hours, rules folder, dispatch
-                        settings = PlanSettings::from_config(&new, unsubscribe_key(&store, &new)?);
+                        settings = new.plan_settings(unsubscribe_key(&store, &new)?);
                         keep_days = new.campaigns.frequency_cap.days.max(400);
                         if new.dispatch != config.dispatch {
                             let _ = stop_tx.send(true);
-                            dispatcher.await.map_err(|e| DaemonError::Other(e.to_string()))??;
+                            dispatcher.await??;
                             let (tx, rx) = watch::channel(false);
                             stop_tx = tx;
                             dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), new.dispatch.clone(), observers.clone(), rx, false));
@@ -479,14 +468,14 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     scheduler.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = api_server.await;
-    let stats = dispatcher.await.map_err(|e| DaemonError::Other(e.to_string()))??;
+    let stats = dispatcher.await??;
     tracing::info!(sent = stats.sent, "daemon stopped");
     Ok(results)
 }
 
 async fn load_base(store: &Store, with_events: bool) -> Result<MemberBase, DaemonError> {
     let store = store.clone();
-    Ok(tokio::task::spawn_blocking(move || MemberBase::load(&store, with_events, &|_| {})).await.map_err(|e| DaemonError::Other(e.to_string()))??)
+    Ok(tokio::task::spawn_blocking(move || MemberBase::load(&store, with_events, &|_| {})).await??)
 }
 
 /// A fresh base after ingests (the models and bundles stay those of the old one).
@@ -505,18 +494,18 @@ async fn reload_base(store: &Store, live: &LiveRules, old: MemberBase) -> Result
 #[allow(clippy::too_many_arguments)]
 fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles: &mut Profiles, live: &LiveRules, settings: &PlanSettings, keep_days: u32, observers: &Observers, channel_names: &ChannelNames) {
     let rules = live.rules();
-    let find = |id: &str| rules.iter().find(|r| r.id == id).ok_or_else(|| format!("no valid rule {id:?} (valid: {})", rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")));
+    let find = |id: &str| rules.iter().find(|r| r.id == id).ok_or_else(|| RequestError::NotFound(format!("no valid rule {id:?} (valid: {})", rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "))));
     let today = day_of(chrono::Utc::now().timestamp());
     match request {
         DaemonRequest::StoreChanged => {}
         DaemonRequest::RunNow { rules: ids, reply } => {
-            let chosen: Result<Vec<&Rule>, String> = if ids.is_empty() { Ok(rules.iter().filter(|r| r.enabled).collect()) } else { ids.iter().map(|id| find(id)).collect() };
+            let chosen: Result<Vec<&Rule>, RequestError> = if ids.is_empty() { Ok(rules.iter().filter(|r| r.enabled).collect()) } else { ids.iter().map(|id| find(id)).collect() };
             let result = chosen.and_then(|chosen| {
                 if chosen.is_empty() {
-                    return Err("no rule is enabled".to_string());
+                    return Err(RequestError::Invalid("no rule is enabled".to_string()));
                 }
                 let now = chrono::Utc::now().timestamp();
-                execute_run(store, base, profiles, &chosen, now, false, settings, keep_days).map_err(|e| e.to_string())
+                execute_run(store, base, profiles, &chosen, now, false, settings, keep_days).map_err(RequestError::internal)
             });
             if let Ok(s) = &result {
                 observers.metrics.observe_run(s.seconds);
@@ -545,9 +534,9 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
             let result = find(&rule).and_then(|r| {
                 ready_profiles(base, profiles, &[r], today, settings);
                 let plans = plan(base, profiles, &[r], chrono::Utc::now().timestamp(), settings);
-                let renderer = Renderer::new(std::slice::from_ref(r)).map_err(|e| e.to_string())?;
+                let renderer = Renderer::new(std::slice::from_ref(r)).map_err(RequestError::internal)?;
                 let mut out = Vec::new();
-                crate::plan::report::preview_table(&mut out, base, profiles, r, &plans[0], settings, &renderer, sample).map_err(|e| e.to_string())?;
+                crate::plan::report::preview_table(&mut out, base, profiles, r, &plans[0], settings, &renderer, sample).map_err(RequestError::internal)?;
                 Ok(String::from_utf8_lossy(&out).into_owned())
             });
             let _ = reply.send(result);
@@ -558,13 +547,13 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
                     Some(id) => vec![find(id)?],
                     None => rules.iter().filter(|r| r.enabled).collect(),
                 };
-                let i = base.index_of(&member).ok_or_else(|| format!("no member {member:?}"))?;
+                let i = base.index_of(&member).ok_or_else(|| RequestError::NotFound(format!("no member {member:?}")))?;
                 ready_profiles(base, profiles, &chosen, today, settings);
                 let now = chrono::Utc::now().timestamp();
                 let plans = plan(base, profiles, &chosen, now, settings);
                 let mut out = Vec::new();
                 for (r, rp) in chosen.iter().zip(&plans) {
-                    crate::plan::report::explain(&mut out, base, profiles, i as u32, r, rp, settings, now).map_err(|e| e.to_string())?;
+                    crate::plan::report::explain(&mut out, base, profiles, i as u32, r, rp, settings, now).map_err(RequestError::internal)?;
                     out.push(b'\n');
                 }
                 Ok(String::from_utf8_lossy(&out).into_owned())
@@ -573,13 +562,13 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
         }
         DaemonRequest::Member { id, reply } => {
             let result = (|| {
-                let i = base.index_of(&id).ok_or_else(|| format!("no member {id:?}"))?;
+                let i = base.index_of(&id).ok_or_else(|| RequestError::NotFound(format!("no member {id:?}")))?;
                 ready_profiles(base, profiles, &[], today, settings);
                 let m = &base.members[i];
                 let full = profiles.complete(base, i, settings);
                 let profile = crate::population::profile_json(&id, &full);
                 let channels: Vec<&str> = channel_names.configured.iter().map(String::as_str).collect();
-                let consent_in_force = store.consent(&id, m, &channels, &base.consent).map_err(|e| e.to_string())?;
+                let consent_in_force = store.consent(&id, m, &channels, &base.consent).map_err(RequestError::internal)?;
                 let stopped: Vec<&str> = consent_in_force.iter().filter(|c| c.stopped_at.is_some()).map(|c| c.channel.as_str()).collect();
                 let consent: Vec<serde_json::Value> = consent_in_force
                     .iter()
@@ -597,18 +586,18 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
                     member: m,
                     profile: &full,
                     consent: &consent_in_force,
-                    history: store.history(&id).map_err(|e| e.to_string())?.as_ref(),
-                    events: store.events(&id).map_err(|e| e.to_string())?.as_ref(),
+                    history: store.history(&id).map_err(RequestError::internal)?.as_ref(),
+                    events: store.events(&id).map_err(RequestError::internal)?.as_ref(),
                     as_of: today,
                     default_timezone: settings.default_tz.name(),
                 }
                 .write(&mut card)
-                .map_err(|e| e.to_string())?;
+                .map_err(RequestError::internal)?;
                 Ok(serde_json::json!({
                     "id": id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(), "timezone": m.tz.as_str(),
                     "profile": profile,
                     "consent": consent,
-                    "unsubscribed": store.suppressed(&id).map_err(|e| e.to_string())?,
+                    "unsubscribed": store.suppressed(&id).map_err(RequestError::internal)?,
                     "stopped_addresses": stopped,
                     "contacts": contacts,
                     "card": String::from_utf8_lossy(&card),
@@ -634,38 +623,4 @@ async fn hup_signal(s: &mut tokio::signal::unix::Signal) {
 
 async fn term_signal(s: &mut tokio::signal::unix::Signal) {
     s.recv().await;
-}
-
-/// The cron jobs of the enabled rules; each firing sends the rule id.
-struct Scheduler {
-    inner: tokio_cron_scheduler::JobScheduler,
-}
-
-impl Scheduler {
-    async fn start(rules: &[Rule], default_tz: chrono_tz::Tz, fire: mpsc::UnboundedSender<String>) -> Result<Scheduler, DaemonError> {
-        use tokio_cron_scheduler::{Job, JobScheduler};
-        let err = |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Scheduler(e.to_string());
-        let inner = JobScheduler::new().await.map_err(err)?;
-        for r in rules.iter().filter(|r| r.enabled) {
-            let Some(s) = &r.schedule else { continue };
-            let tz = r.timezone.unwrap_or(default_tz);
-            let (id, fire) = (r.id.clone(), fire.clone());
-            let job = Job::new_async_tz(s.cron.as_str(), tz, move |_, _| {
-                let (id, fire) = (id.clone(), fire.clone());
-                Box::pin(async move {
-                    let _ = fire.send(id);
-                })
-            })
-            .map_err(err)?;
-            inner.add(job).await.map_err(err)?;
-        }
-        inner.start().await.map_err(err)?;
-        Ok(Scheduler { inner })
-    }
-
-    async fn shutdown(&mut self) {
-        if let Err(e) = self.inner.shutdown().await {
-            tracing::warn!("scheduler shutdown: {e}");
-        }
-    }
 }

@@ -217,7 +217,14 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
         }
         _ => return Err(bad("unexpected text after the time")),
     };
-    Ok(i64::from(day) * 86_400 + i64::from(hh * 3600 + mm * 60 + ss.min(59)) - offset)
+    let ts = i64::from(day) * 86_400 + i64::from(hh * 3600 + mm * 60 + ss.min(59)) - offset;
+    // An offset can carry a time at the edge of the calendar out of it (9999-12-31T23:59-01:00
+    // is in year 10000 in UTC); such a time could not be written back, so it is refused.
+    let (first, last) = (i64::from(days_from_civil(0, 1, 1)) * 86_400, i64::from(days_from_civil(9999, 12, 31)) * 86_400 + 86_399);
+    if !(first..=last).contains(&ts) {
+        return Err(bad("outside the years 0000-9999 in UTC"));
+    }
+    Ok(ts)
 }
 
 /// Parses a non-negative decimal with at most `max_places` fractional digits into an
@@ -332,9 +339,46 @@ impl PhoneRegion {
     }
 }
 
+/// Lower-case hex of bytes (ids, signatures, secrets).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Whether `s` is `+` and 8 to 15 digits.
-pub fn is_e164(s: &str) -> bool {
+fn is_e164(s: &str) -> bool {
     s.strip_prefix('+').is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The candidate closest to a misspelt word, if it is close enough to be what was meant.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    if word.chars().count() < 3 {
+        return None; // one or two letters are too little to guess from
+    }
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|&(d, c)| d <= (c.len().max(word.len()) / 3).max(1) + usize::from(c.len() > 6))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// An IANA time zone by name (`Asia/Shanghai`). The error is a hint: the zone the name
+/// is closest to when it looks misspelt (`Asia/Shangai`, `asia/shanghai`, `Shanghai`),
+/// else an example.
+pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>().map_err(|_| {
+        let names = || chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+        let city = name.trim().replace(' ', "_");
+        let guess = names()
+            .find(|n| n.eq_ignore_ascii_case(name.trim()))
+            .or_else(|| did_you_mean(name, names()))
+            // a city alone: its zone
+            .or_else(|| names().find(|n| n.rsplit_once('/').is_some_and(|(_, c)| c.eq_ignore_ascii_case(&city))));
+        match guess {
+            Some(g) => format!("did you mean {g:?}?"),
+            None => "use a name like \"Asia/Shanghai\" or \"Europe/Berlin\"".into(),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -365,6 +409,15 @@ mod tests {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
         assert_eq!(TsFmt(base + 3661).to_string(), "2025-03-01T01:01:01Z");
+    }
+
+    #[test]
+    fn an_offset_cannot_carry_a_timestamp_out_of_the_four_digit_years() {
+        assert!(parse_timestamp("9999-12-31T23:59:60-23:59").unwrap_err().contains("outside the years"));
+        assert!(parse_timestamp("0000-01-01T00:00+01:00").unwrap_err().contains("outside the years"));
+        for edge in ["9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z"] {
+            assert_eq!(parse_timestamp(edge).map(|t| TsFmt(t).to_string()), Ok(edge.to_string()));
+        }
     }
 
     #[test]
@@ -442,5 +495,19 @@ mod tests {
         assert_eq!(us.e164("(650) 253-0000").as_deref(), Some("+16502530000"));
         assert!("XX".parse::<PhoneRegion>().is_err());
     }
-}
 
+    #[test]
+    fn misspelt_time_zones_get_the_closest_name() {
+        assert_eq!(parse_timezone("Europe/Berlin"), Ok(chrono_tz::Europe::Berlin));
+        for (name, hint) in [
+            ("Asia/Shangai", "did you mean \"Asia/Shanghai\"?"),
+            ("asia/shanghai", "did you mean \"Asia/Shanghai\"?"),
+            ("Europe/Berln", "did you mean \"Europe/Berlin\"?"),
+            ("America/New York", "did you mean \"America/New_York\"?"),
+            ("Shanghai", "did you mean \"Asia/Shanghai\"?"),
+            ("Mars/Base", "use a name like \"Asia/Shanghai\" or \"Europe/Berlin\""),
+        ] {
+            assert_eq!(parse_timezone(name), Err(hint.to_string()), "{name}");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! failures stop the number after `[feedback] sms_failure_limit` in a row, a complaint or
 //! an opt-out also unsubscribes the member from the channel.
 
-use crate::domain::Timestamp;
+use crate::domain::{hex, Timestamp};
 use crate::plugin::StatusUpdate;
 use crate::store::feedback::{DeliveryState, DeliveryStatus, ParkLimits, ParkedReport, Parking};
 use crate::store::outbox::MessageId;
@@ -92,10 +92,6 @@ fn capped(text: &str, max: usize) -> String {
 pub struct CallbackKeys {
     base: String,
     channels: std::collections::BTreeMap<String, crate::store::feedback::CallbackSecret>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl CallbackKeys {

@@ -341,7 +341,7 @@ fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Import { files, kind, rejects, show_bad } => {
             let bad_total = match store_or_daemon(&cli, &config)? {
-                Ok(store) => import(&store, files, *kind, config.members.phone_region(), rejects.as_deref(), *show_bad)?,
+                Ok(store) => import(&store, files, *kind, config.checked.phone_region, rejects.as_deref(), *show_bad)?,
                 Err(remote) => {
                     if rejects.is_some() {
                         bail!("--rejects needs the store; the daemon holds it (its API reports bad rows on the terminal)");
@@ -543,7 +543,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Rules { command: RulesCommand::List { path } } => {
             let set = load_rules(&config, path.as_deref())?;
-            let default_tz: chrono_tz::Tz = config.members.default_timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+            let default_tz = config.checked.default_tz;
             println!("{:<28} {:<8} {:>8}  {:<22} {:<20} next run", "rule", "enabled", "priority", "schedule", "timezone");
             for r in &set.rules {
                 let tz = r.timezone.unwrap_or(default_tz);
@@ -624,7 +624,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("generated {} members, {} order lines, {} events into {}", s.members, s.lines, s.events, dir.display());
             let store = open_store(&cli, &config)?;
             let files: Vec<PathBuf> = ["members.csv", "products.csv", "orders.csv", "events.csv"].iter().map(|f| dir.join(f)).collect();
-            import(&store, &files, None, config.members.phone_region(), None, 20)?;
+            import(&store, &files, None, config.checked.phone_region, None, 20)?;
             let as_of = rekindle::domain::day_of(opts.end);
             println!();
             let pop = Population::compute(&store, as_of, &config.profile)?;
@@ -686,7 +686,7 @@ fn url_segment(s: &str) -> String {
 }
 
 /// What `run --once` (and the demo) did: each rule's funnel, the sends, the outbox.
-fn print_runs(store: &Store, results: &[(rekindle::daemon::RunSummary, rekindle::dispatch::DispatchStats)]) -> Result<()> {
+fn print_runs(store: &Store, results: &[(rekindle::api::RunSummary, rekindle::dispatch::DispatchStats)]) -> Result<()> {
     for (summary, stats) in results {
         println!("run {}: {} messages planned", summary.run, summary.messages);
         for (rule, funnel) in &summary.rules {
@@ -733,7 +733,7 @@ fn plan_inputs(
     base.consent = rekindle::plugin::consents(&config.channels, &host_options(config))?;
     base.refresh(store)?;
     let key = rekindle::daemon::unsubscribe_key(store, config)?;
-    let settings = rekindle::plan::PlanSettings::from_config(config, key);
+    let settings = config.plan_settings(key);
     let favourites = rules.iter().any(|r| r.audience.uses_favourites());
     let profiles = rekindle::plan::Profiles::compute(&base, as_of, &settings, favourites);
     let now = if as_of == today() { chrono::Utc::now().timestamp() } else { i64::from(as_of) * 86_400 + 12 * 3600 };

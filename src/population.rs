@@ -5,7 +5,7 @@
 //! The export columns form one closed list ([`COLUMNS`]), so CSV, NDJSON and the docs
 //! never drift apart.
 
-use crate::config::ProfileConfig;
+use crate::profile::ProfileConfig;
 use crate::domain::{CentsFmt, Day, DayFmt, Text, TsFmt};
 use crate::predict::{DaySpend, FittedModel, PredictOptions, PurchaseHistory};
 use crate::profile::{metrics, ColumnMember, CutPoints, Profile, Stage, Tier, ValueTier};

@@ -63,7 +63,7 @@ pub(super) async fn callback(State(api): State<Arc<Api>>, request: Request) -> R
     };
     // a number a gateway reports without its country code (Kannel's `from`) is the number
     // rekindle sent to, as members' phones are stored in E.164
-    let texts = api.host.consents().ok().and_then(|needs| needs.of(&channel)) == Some(crate::domain::Consent::Sms);
+    let texts = api.host.consent(&channel) == Some(crate::domain::Consent::Sms);
     if let Some(region) = api.phone_region.filter(|_| texts) {
         for r in updates.iter_mut().filter_map(|u| u.recipient.as_mut()) {
             if let Some(e164) = region.e164(r) {

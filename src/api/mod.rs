@@ -13,7 +13,6 @@
 //! format). Token checks are constant-time; request bodies are capped; member ids never
 //! reach logs above debug.
 
-use crate::daemon::DaemonRequest;
 use crate::dispatch::Observers;
 use crate::plan::links::Links;
 use crate::plugin::ChannelHost;
@@ -33,10 +32,12 @@ use tokio::sync::{mpsc, oneshot};
 
 mod callbacks;
 mod limit;
+mod request;
 mod serve;
 mod unsubscribe;
 
 pub use limit::ProxyNet;
+pub use request::{DaemonRequest, RequestError, RunSummary};
 pub use serve::serve;
 
 /// `[api]` in config.toml.
@@ -152,26 +153,42 @@ pub struct Api {
     failures: Arc<limit::FailureLimits>,
 }
 
+/// What the API reads of config.toml: its own `[api]` table and the few keys of other
+/// tables its handlers need (`config::Config::api_settings` gathers them).
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
+    pub api: ApiConfig,
+    /// `[campaigns] attribution_days`: the conversion window of `/api/report`.
+    pub attribution_days: u32,
+    /// `[campaigns] rules_dir`: the folder `/api/rules/check` checks a file against.
+    pub rules_dir: std::path::PathBuf,
+    /// The configured channels (`[channels.NAME]`), the ones a rule may name.
+    pub channel_names: Vec<String>,
+    /// `[members] phone_region`: the region phones without a country code are read in.
+    pub phone_region: Option<crate::domain::PhoneRegion>,
+}
+
 impl Api {
-    pub fn new(store: Store, links: Links, config: &crate::config::Config, host: Arc<ChannelHost>, observers: Observers, daemon: Option<mpsc::Sender<DaemonRequest>>) -> Api {
+    pub fn new(store: Store, links: Links, settings: &ApiSettings, host: Arc<ChannelHost>, observers: Observers, daemon: Option<mpsc::Sender<DaemonRequest>>) -> Api {
+        let config = &settings.api;
         Api {
             store,
             links,
-            token: config.api.token(),
-            attribution_days: config.campaigns.attribution_days,
-            max_body_bytes: config.api.max_body_bytes,
-            rules_dir: config.campaigns.rules_dir.clone(),
-            channel_names: config.channels.keys().cloned().collect(),
+            token: config.token(),
+            attribution_days: settings.attribution_days,
+            max_body_bytes: config.max_body_bytes,
+            rules_dir: settings.rules_dir.clone(),
+            channel_names: settings.channel_names.clone(),
             host,
             callbacks: Default::default(),
             observers,
             daemon,
-            phone_region: config.members.phone_region(),
+            phone_region: settings.phone_region,
             ingest: tokio::sync::Mutex::new(()),
             failures: Arc::new(limit::FailureLimits::new(
-                limit::TrustedProxies::new(&config.api.trusted_proxies),
-                config.api.failure_limit,
-                ApiConfig::seconds(config.api.failure_window_seconds),
+                limit::TrustedProxies::new(&config.trusted_proxies),
+                config.failure_limit,
+                ApiConfig::seconds(config.failure_window_seconds),
             )),
         }
     }
@@ -251,11 +268,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::store:
 }
 
 /// Asks the daemon loop; 503 when the API runs without one.
-async fn ask<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> DaemonRequest) -> Result<T, Response> {
-    let Some(daemon) = &api.daemon else { return Err(problem(StatusCode::SERVICE_UNAVAILABLE, "no daemon behind this API")) };
+async fn ask<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> DaemonRequest) -> Result<T, RequestError> {
+    let Some(daemon) = &api.daemon else { return Err(RequestError::Unavailable("no daemon behind this API")) };
     let (tx, rx) = oneshot::channel();
-    daemon.send(make(tx)).await.map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"))?;
-    rx.await.map_err(|_| problem(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"))
+    daemon.send(make(tx)).await.map_err(|_| RequestError::Unavailable("the daemon is stopping"))?;
+    rx.await.map_err(|_| RequestError::Unavailable("the daemon is stopping"))
+}
+
+/// Asks the daemon loop for something that can fail.
+async fn ask_result<T>(api: &Api, make: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> DaemonRequest) -> Result<T, RequestError> {
+    ask(api, make).await?
 }
 
 #[derive(Deserialize)]
@@ -312,7 +334,7 @@ async fn ingest(State(api): State<Arc<Api>>, Query(q): Query<IngestQuery>, body:
 async fn rules(State(api): State<Arc<Api>>) -> Response {
     match ask(&api, |reply| DaemonRequest::Rules { reply }).await {
         Ok(list) => Json(list).into_response(),
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -363,19 +385,17 @@ struct PreviewQuery {
 }
 
 async fn rules_preview(State(api): State<Arc<Api>>, Path(rule): Path<String>, Query(q): Query<PreviewQuery>) -> Response {
-    match ask(&api, |reply| DaemonRequest::Preview { rule, sample: q.sample.unwrap_or(3), reply }).await {
-        Ok(Ok(text)) => text.into_response(),
-        Ok(Err(e)) => problem(StatusCode::NOT_FOUND, e),
-        Err(r) => r,
+    match ask_result(&api, |reply| DaemonRequest::Preview { rule, sample: q.sample.unwrap_or(3), reply }).await {
+        Ok(text) => text.into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
 async fn rules_run(State(api): State<Arc<Api>>, Path(rule): Path<String>) -> Response {
     let rules = if rule == "enabled" { Vec::new() } else { vec![rule] };
-    match ask(&api, |reply| DaemonRequest::RunNow { rules, reply }).await {
-        Ok(Ok(summary)) => Json(summary).into_response(),
-        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, e),
-        Err(r) => r,
+    match ask_result(&api, |reply| DaemonRequest::RunNow { rules, reply }).await {
+        Ok(summary) => Json(summary).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -458,10 +478,9 @@ async fn retry(State(api): State<Arc<Api>>, body: Bytes) -> Response {
 }
 
 async fn member(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    match ask(&api, |reply| DaemonRequest::Member { id, reply }).await {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(e)) => problem(StatusCode::NOT_FOUND, e),
-        Err(r) => r,
+    match ask_result(&api, |reply| DaemonRequest::Member { id, reply }).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -471,10 +490,9 @@ struct ExplainQuery {
 }
 
 async fn explain(State(api): State<Arc<Api>>, Path(member): Path<String>, Query(q): Query<ExplainQuery>) -> Response {
-    match ask(&api, |reply| DaemonRequest::Explain { member, rule: q.rule, reply }).await {
-        Ok(Ok(text)) => text.into_response(),
-        Ok(Err(e)) => problem(StatusCode::NOT_FOUND, e),
-        Err(r) => r,
+    match ask_result(&api, |reply| DaemonRequest::Explain { member, rule: q.rule, reply }).await {
+        Ok(text) => text.into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

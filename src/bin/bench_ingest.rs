@@ -73,7 +73,7 @@ fn main() -> Result<()> {
         config.api.max_body_bytes = 64 << 20;
         let host = Arc::new(rekindle::plugin::ChannelHost::load(&Default::default(), &Default::default())?);
         let links = Links { public_url: String::new(), key: b"bench".to_vec() };
-        let app = rekindle::api::router(rekindle::api::Api::new(store.clone(), links, &config, host, Observers::default(), None));
+        let app = rekindle::api::router(rekindle::api::Api::new(store.clone(), links, &config.api_settings(), host, Observers::default(), None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use rekindle::config::Config;
 use rekindle::domain::{parse_date, Day};
-use rekindle::plan::{plan, MemberBase, PlanSettings, Profiles};
+use rekindle::plan::{plan, MemberBase, Profiles};
 use rekindle::rules::{ChannelNames, Rule};
 use std::path::PathBuf;
 use std::process::Command;
@@ -58,7 +58,7 @@ fn main() -> Result<()> {
     let load_s = t.elapsed().as_secs_f64();
     let events: usize = base.events.iter().map(Vec::len).sum();
     println!("member base: {} members, {} events loaded in {load_s:.2} s (once per daemon start)", base.members.len(), events);
-    let settings = PlanSettings::from_config(&config, b"bench".to_vec());
+    let settings = config.plan_settings(b"bench".to_vec());
     let now = i64::from(args.as_of) * 86_400 + 12 * 3600;
 
     let (mut profile_t, mut audience_t, mut plan_t, mut sleeping_t) = (vec![], vec![], vec![], vec![]);

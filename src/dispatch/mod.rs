@@ -93,6 +93,16 @@ impl DispatchConfig {
 }
 
 /// What a dispatch pass did.
+/// Why the dispatcher stopped before it was told to.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Store work on a blocking thread panicked (a bug) or was cancelled.
+    #[error("dispatch: a store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DispatchStats {
     pub sent: u64,
@@ -128,7 +138,7 @@ pub struct Observers {
 
 /// Sends due messages until `stop` turns true, or (with `until_idle`) until nothing is
 /// due and nothing is in flight.
-pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConfig, observers: Observers, mut stop: watch::Receiver<bool>, until_idle: bool) -> Result<DispatchStats, StoreError> {
+pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConfig, observers: Observers, mut stop: watch::Receiver<bool>, until_idle: bool) -> Result<DispatchStats, DispatchError> {
     let mut stats = DispatchStats::default();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(MessageId, i64, OutboxMessage, Outcome)>();
     let mut in_flight: HashSet<MessageId> = HashSet::new();
@@ -164,7 +174,7 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
                 store.flush()
             })
                 .await
-                .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))??;
+                ??;
         }
         if *stop.borrow() && !stopping {
             stopping = true;
@@ -213,8 +223,7 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
                 };
                 store.due(now, free, &|id| exclude.contains(&id) || !is_committed(id.run))
             })
-            .await
-            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))??
+            .await??
         } else {
             Vec::new()
         };
@@ -288,7 +297,7 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
         if in_flight.is_empty() {
             let next = {
                 let store = store.clone();
-                tokio::task::spawn_blocking(move || store.next_due()).await.map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e.to_string()))))??
+                tokio::task::spawn_blocking(move || store.next_due()).await??
             };
             let now = chrono::Utc::now().timestamp();
             if until_idle && next.is_none_or(|t| t > now) {

@@ -4,8 +4,9 @@
 //! A row arrives as [`Fields`]: the values of the kind's columns in column order, whatever
 //! the file's own column order or format (CSV or NDJSON) was.
 
-use crate::domain::{check_id, parse_bool, parse_scaled, parse_timestamp, Cents, Text, Timestamp};
+use crate::domain::{check_id, parse_bool, parse_scaled, parse_timestamp, Cents, Timestamp};
 use crate::store::model::{Event, EventKind, Gender, Member, OrderLine, Product};
+pub use crate::store::rows::{EventRow, MemberRow, OrderRow};
 
 /// The four kinds of input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,34 +93,6 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A members.csv row: the attributes it carries and which columns the file had (a column
-/// the file lacks leaves the stored value alone).
-#[derive(Debug, Clone)]
-pub struct MemberRow {
-    pub id: String,
-    pub attrs: Member,
-    pub present: [bool; 11],
-}
-
-impl MemberRow {
-    /// Applies this row to a stored (or new) member.
-    pub fn apply_to(&self, m: &mut Member) {
-        let a = &self.attrs;
-        let p = &self.present;
-        if p[1] { m.name.clone_from(&a.name) }
-        if p[2] { m.email.clone_from(&a.email) }
-        if p[3] { m.phone.clone_from(&a.phone) }
-        if p[4] { m.gender = a.gender }
-        if p[5] { m.birth_year = a.birth_year }
-        if p[6] { m.city.clone_from(&a.city) }
-        if p[7] { m.signup_ts = a.signup_ts }
-        if p[8] { m.opted_in_email = a.opted_in_email }
-        if p[9] { m.opted_in_sms = a.opted_in_sms }
-        if p[10] { m.tz.clone_from(&a.tz) }
-        m.known = true;
-    }
-}
-
 pub fn parse_member(f: &Fields) -> Result<MemberRow, String> {
     let id = f.id(0)?.to_string();
     let gender = match f.get(4) {
@@ -167,13 +140,6 @@ pub fn parse_member(f: &Fields) -> Result<MemberRow, String> {
 /// an i64 (a line beyond it would wrap the amount, in a release build silently).
 pub const MAX_LINE_CENTS: Cents = 10_000_000_000_000;
 
-/// An orders.csv row: the line and the member it belongs to.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct OrderRow {
-    pub member_id: Text,
-    pub line: OrderLine,
-}
-
 pub fn parse_order(f: &Fields) -> Result<OrderRow, String> {
     let order_id = f.id(0)?.into();
     let member_id = f.id(1)?.into();
@@ -211,12 +177,6 @@ pub fn parse_order(f: &Fields) -> Result<OrderRow, String> {
             discount_ppm,
         },
     })
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct EventRow {
-    pub member_id: Text,
-    pub event: Event,
 }
 
 pub fn parse_event(f: &Fields) -> Result<EventRow, String> {

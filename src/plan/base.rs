@@ -8,7 +8,7 @@
 use crate::bundles::OfferIndex;
 use crate::domain::{day_of, ConsentNeeds, Text};
 use crate::predict::FittedModel;
-use super::offer::IssuedCodes;
+use super::issued::IssuedCodes;
 use crate::rules::condition::{Bundles, EventFact};
 use crate::store::model::{ContactLog, EventHistory, Member, Product};
 use crate::store::{decode, RecordKind, Store, StoreError};

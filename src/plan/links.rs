@@ -6,7 +6,7 @@
 //! exactly that length is accepted, compared in constant time: a shorter one would let
 //! anyone guess it (one byte: 256 tries).
 
-use crate::domain::MAX_ID_CHARS;
+use crate::domain::{hex, MAX_ID_CHARS};
 use subtle::ConstantTimeEq;
 
 /// Signature bytes in a token (128 bits, what links already sent carry).
@@ -62,10 +62,6 @@ impl Links {
         let member = String::from_utf8(unhex(m)?).ok()?;
         bool::from(self.signature(&member, c).ct_eq(&given)).then(|| (member, c.to_string()))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Lowercase hex digits, two per byte, as `hex` writes them.

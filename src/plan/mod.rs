@@ -10,12 +10,12 @@
 //! is pure: it reads a [`MemberBase`] and writes nothing.
 
 pub mod base;
+pub mod issued;
 pub mod links;
 pub mod messages;
 pub mod offer;
 pub mod report;
 
-use crate::config::Config;
 use crate::domain::{Day, Text, Timestamp};
 use crate::predict::PredictOptions;
 use crate::profile::{CutPoints, Profile};
@@ -131,29 +131,15 @@ impl RulePlan {
     }
 }
 
-/// Settings of a run that come from config.toml.
+/// Settings of a run that come from config.toml (`config::Config::plan_settings`).
 pub struct PlanSettings {
-    pub profile: crate::config::ProfileConfig,
+    pub profile: crate::profile::ProfileConfig,
     pub predict: PredictOptions,
     pub cap_messages: u32,
     pub cap_days: u32,
     pub quiet_hours: crate::rules::QuietHours,
     pub default_tz: chrono_tz::Tz,
     pub links: links::Links,
-}
-
-impl PlanSettings {
-    pub fn from_config(config: &Config, unsubscribe_key: Vec<u8>) -> PlanSettings {
-        PlanSettings {
-            profile: config.profile.clone(),
-            predict: config.predict.predict_options(),
-            cap_messages: config.campaigns.frequency_cap.messages,
-            cap_days: config.campaigns.frequency_cap.days,
-            quiet_hours: config.campaigns.quiet_hours(),
-            default_tz: config.members.default_timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai),
-            links: links::Links { public_url: config.campaigns.public_url.trim_end_matches('/').to_string(), key: unsubscribe_key },
-        }
-    }
 }
 
 /// Profiles of the whole base as of a day.

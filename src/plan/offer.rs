@@ -4,13 +4,13 @@
 //! [`CodePools`] within one plan).
 
 use super::base::MemberBase;
+use super::issued::IssuedCodes;
 use super::stable_hash;
 use crate::bundles::OfferIndex;
-use crate::domain::{CentsFmt, DayFmt, Text};
+use crate::domain::{CentsFmt, DayFmt};
 use crate::profile::Tier;
 use crate::rules::condition::Facts;
 use crate::rules::{CouponCodes, CouponValue, Offer, Rule};
-use crate::store::{Store, StoreError};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -106,37 +106,6 @@ impl<'a> OfferMaker<'a> {
         o.insert("name".to_string(), p.map_or(sku.to_string(), |p| p.name.clone()).into());
         o.insert("url".to_string(), p.map(|p| p.url.clone()).unwrap_or_default().into());
         o.insert("price".to_string(), p.and_then(|p| p.price).map(|c| Value::from(CentsFmt(c).to_string())).unwrap_or(Value::Null));
-    }
-}
-
-/// The coupon codes given so far (the store's `G` records), as the planner needs them.
-#[derive(Debug, Default)]
-pub struct IssuedCodes {
-    /// Every code given; with the member (index) when that member may get it back: the run
-    /// that gave it never committed (a crash, a roll-back), so it never went out.
-    pub given: FxHashMap<Text, Option<u32>>,
-    /// The codes each member may get back.
-    pub held: FxHashMap<u32, Vec<Text>>,
-}
-
-impl IssuedCodes {
-    /// Reads every grant; `index_of` finds a member in the base.
-    pub fn load(store: &Store, index_of: impl Fn(&str) -> Option<usize>) -> Result<IssuedCodes, StoreError> {
-        let mut out = IssuedCodes::default();
-        let mut committed: FxHashMap<u64, bool> = FxHashMap::default();
-        for item in store.code_grants() {
-            let (code, grant) = item?;
-            let done = match committed.get(&grant.run) {
-                Some(&c) => c,
-                None => *committed.entry(grant.run).or_insert(store.run(grant.run)?.is_some_and(|r| r.committed)),
-            };
-            let holder = (!done).then(|| index_of(&grant.member)).flatten().map(|i| i as u32);
-            if let Some(m) = holder {
-                out.held.entry(m).or_default().push(Text::from(code.as_str()));
-            }
-            out.given.insert(Text::from(code), holder);
-        }
-        Ok(out)
     }
 }
 

@@ -112,6 +112,9 @@ pub struct Limits {
 /// machine when it is quiet (BENCHMARKS.md, "Plugin sandbox limits").
 pub const FUEL_PER_CPU_MS: u64 = 7_000_000;
 
+/// Largest memory limit an operator may set (the pool reserves this much address space per slot).
+pub(crate) const MAX_MEMORY_MIB: u32 = 1024;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -132,8 +135,8 @@ impl Limits {
     pub fn problems(&self, channel: &str) -> Vec<String> {
         let key = |name: &str| format!("[channels.{channel}.limits] {name}");
         let mut problems = Vec::new();
-        if self.memory_mib == 0 || self.memory_mib > super::host::MAX_MEMORY_MIB {
-            problems.push(format!("{} must be 1..={}, got {}", key("memory_mib"), super::host::MAX_MEMORY_MIB, self.memory_mib));
+        if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
+            problems.push(format!("{} must be 1..={}, got {}", key("memory_mib"), MAX_MEMORY_MIB, self.memory_mib));
         }
         for (name, value) in [("cpu_ms", self.cpu_ms), ("wall_ms", self.wall_ms), ("io_timeout_ms", self.io_timeout_ms)] {
             if value == 0 {

@@ -31,7 +31,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline};
 
 use super::bounds;
-use super::config::{ChannelConfig, Limits, FUEL_PER_CPU_MS};
+use super::config::{ChannelConfig, Limits, FUEL_PER_CPU_MS, MAX_MEMORY_MIB};
 use super::files::FilesCapability;
 use super::http::{HttpCapability, HttpFailure};
 use super::http_cache::GetCache;
@@ -62,8 +62,6 @@ use bindings::{Plugin, PluginPre};
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Plugin calls that may run at once; the pooling allocator is sized for it.
 pub(crate) const MAX_CONCURRENT_CALLS: u32 = 128;
-/// Largest memory limit an operator may set (the pool reserves this much address space per slot).
-pub(crate) const MAX_MEMORY_MIB: u32 = 1024;
 /// Memory of a pooled slot kept mapped between instances (see `SandboxEngine::new`).
 const KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
 

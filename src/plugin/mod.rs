@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use config::ChannelConfig;
-use crate::domain::ConsentNeeds;
+use crate::domain::{Consent, ConsentNeeds};
 
 /// Who a message goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +216,11 @@ impl ChannelHost {
     /// The kind of a loaded channel's plugin (email, sms, ...).
     pub fn kind(&self, channel: &str) -> Option<&str> {
         self.manifest(channel).map(|m| m.kind.as_str())
+    }
+
+    /// The consent a loaded channel needs (None: not loaded, or it cannot say).
+    pub fn consent(&self, channel: &str) -> Option<Consent> {
+        self.channels.get(channel).and_then(|loaded| loaded.consent.as_ref().ok().copied())
     }
 
     /// The consent each loaded channel needs; a channel that cannot say (not email or

@@ -6,11 +6,13 @@
 //! takes the population-wide nearest-rank percentiles (RFM, price tiers) over the members
 //! with orders, and [`Profile::new`] finishes a member with its scores and tiers.
 
-use crate::config::ProfileConfig;
 use crate::domain::{civil_from_days, div_round_half_away, Cents, Day, Text};
 use crate::store::columns::{flag, Columns, Dict, MemberRow};
 use crate::store::model::{Gender, Member};
 use std::cmp::Ordering;
+
+mod settings;
+pub use settings::{ProfileConfig, StageMaxDays, ValueTierConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

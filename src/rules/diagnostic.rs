@@ -93,15 +93,4 @@ impl Sources {
     }
 }
 
-/// The candidate closest to a misspelt word, if it is close enough to be what was meant.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    if word.chars().count() < 3 {
-        return None; // one or two letters are too little to guess from
-    }
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|&(d, c)| d <= (c.len().max(word.len()) / 3).max(1) + usize::from(c.len() > 6))
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, c)| c)
-}
+pub use crate::domain::did_you_mean;

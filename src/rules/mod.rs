@@ -74,11 +74,30 @@ impl Schedule {
         Ok(Schedule { cron, parsed })
     }
 
-    /// The first firing strictly after `after`, in `tz`.
+    /// The first firing strictly after `after`, in `tz`: the one every next run is
+    /// computed with (the daemon's scheduler, catch-up, `rules list`, the API).
+    ///
+    /// Day-of-month and weekday combine with OR when both are restricted (Vixie cron).
+    /// Across daylight-saving changes (croner's rules): a wall time that a spring-forward
+    /// skips fires at the first time after the gap when the schedule names one fixed
+    /// time of day (`0 30 2 * * *`), and is skipped otherwise; a wall time that a fall-back
+    /// repeats fires once, at its first occurrence.
     pub fn next_after(&self, after: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> Option<chrono::DateTime<chrono::Utc>> {
-        use chrono::Timelike;
+        use chrono::{TimeZone, Timelike};
         let after = after.with_nanosecond(0).unwrap_or(after);
-        self.parsed.find_next_occurrence(&after.with_timezone(&tz), false).ok().map(|t| t.with_timezone(&chrono::Utc))
+        let mut from = after.with_timezone(&tz);
+        // croner searches wall times; inside a fall-back's repeated hour it answers a wall
+        // time's first occurrence although that is past. That one has fired, so the search
+        // goes on from its second occurrence (each step is one firing later; an hour of a
+        // per-second schedule is the most there can be)
+        for _ in 0..2 * 3600 + 2 {
+            let t = self.parsed.find_next_occurrence(&from, false).ok()?;
+            if t > from {
+                return Some(t.with_timezone(&chrono::Utc));
+            }
+            from = tz.from_local_datetime(&t.naive_local()).latest()?;
+        }
+        None
     }
 }
 

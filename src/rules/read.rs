@@ -261,11 +261,12 @@ impl<'a> Reader<'a> {
                 }
                 "timezone" => {
                     if let Some(s) = self.string(v) {
-                        match s.parse::<chrono_tz::Tz>() {
+                        match crate::domain::parse_timezone(s) {
                             Ok(tz) => rule.timezone = Some(tz),
-                            Err(_) => {
+                            Err(hint) => {
                                 let d = self.err(&v.span, format!("{s:?} is not an IANA time zone"));
-                                d.help = Some("use a name like \"Asia/Shanghai\" or \"Europe/Berlin\"".into());
+                                d.label = "unknown time zone".into();
+                                d.help = Some(hint);
                             }
                         }
                     }

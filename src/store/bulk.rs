@@ -10,7 +10,7 @@ use super::import::{bucket_key, bucket_of, order_hash, OwnerBucket, WriteStats, 
 use super::model::{Event, EventHistory, Member, OrderLine};
 use super::{decode, encode, key, Pairs, Store, StoreError, EVENTS, HISTORY, MEMBER};
 use crate::domain::{prefix_16, Text};
-use crate::ingest::rows::{EventRow, OrderRow};
+use super::rows::{EventRow, OrderRow};
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{de::DeserializeOwned, Serialize};

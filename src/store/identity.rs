@@ -16,6 +16,7 @@
 //! a whole store look damaged. Deleting the store's folder deletes the witness with it:
 //! that starts afresh, as it should.
 
+use crate::domain::hex;
 use super::{Store, StoreError, MEMBER};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,11 +42,6 @@ pub(super) struct Marks {
 pub(super) struct Witness {
     id: String,
     marks: Marks,
-}
-
-/// Hex of a 16-byte id.
-fn hex(id: &[u8]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The first 8 bytes of the text's SHA-256, in hex.

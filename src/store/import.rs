@@ -13,7 +13,7 @@
 use super::model::Product;
 use super::{decode, encode, key, Pairs, Store, StoreError, MEMBER, ORDER_OWNER, PRODUCT};
 use crate::domain::Text;
-use crate::ingest::rows::MemberRow;
+use super::rows::MemberRow;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 

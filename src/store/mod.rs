@@ -39,6 +39,7 @@ pub mod import;
 mod migrate;
 pub mod model;
 pub mod outbox;
+pub mod rows;
 mod snapshot;
 
 use model::{Contact, ContactLog, EventHistory, Member, OrderHistory, Product};

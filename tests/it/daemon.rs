@@ -7,7 +7,7 @@ use crate::support::{python, repo_path, sample_store};
 use rekindle::config::Config;
 use rekindle::daemon::execute_run;
 use rekindle::dispatch::dispatch;
-use rekindle::plan::{MemberBase, PlanSettings, Profiles};
+use rekindle::plan::{MemberBase, Profiles};
 use rekindle::plugin::{ChannelHost, HostOptions};
 use rekindle::store::outbox::MessageState;
 use rekindle::store::Store;
@@ -81,7 +81,7 @@ fn config(channels: &str) -> Config {
 
 /// Plans `rule` now and dispatches until nothing is left to retry (or `limit` passes).
 fn run_and_drain(store: &Store, config: &Config, rule: &rekindle::rules::Rule) -> Vec<(rekindle::store::outbox::MessageId, rekindle::store::outbox::OutboxMessage)> {
-    let settings = PlanSettings::from_config(config, b"k".to_vec());
+    let settings = config.plan_settings(b"k".to_vec());
     let mut base = MemberBase::load(store, false, &|_| {}).unwrap();
     base.consent = rekindle::plugin::consents(&config.channels, &HostOptions::default()).unwrap();
     let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };
@@ -188,7 +188,7 @@ fn a_run_left_unfinished_by_a_crash_is_rolled_back() {
     let (store, _, _) = sample_store(dir.path(), 200);
     let r = rule("half", "\"files\"");
     let cfg = config(&file_channel("files", dir.path()));
-    let settings = PlanSettings::from_config(&cfg, b"k".to_vec());
+    let settings = cfg.plan_settings(b"k".to_vec());
     let mut base = MemberBase::load(&store, false, &|_| {}).unwrap();
     base.consent = rekindle::plugin::consents(&cfg.channels, &HostOptions::default()).unwrap();
     let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };

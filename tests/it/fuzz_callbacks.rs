@@ -6,6 +6,7 @@
 //! trap), hang, or be refused without a reason. The long test replays a few thousand
 //! mutations through the wasm plugins.
 
+use crate::support::Rng;
 use crate::plugin_support::{channel, channels, repo, runtime};
 use proptest::prelude::*;
 use rekindle::plugin::{CallbackRequest, ChannelHost, HostOptions, PluginError};
@@ -69,22 +70,6 @@ fn request(path: &str, body: Vec<u8>) -> CallbackRequest {
     CallbackRequest { method: "POST".into(), path: path.to_string(), headers, body }
 }
 
-/// SplitMix64: deterministic mutations from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// Bytes that break parsers: escapes, separators, quotes, multi-byte and odd UTF-8.
 const NASTY: &[&[u8]] = &[b"%", b"%Z", b"%E9%80", b"=", b"&", b"+", b"\0", b"\r\n", b"\r\n\r\n", b"\"", b"\\", b"{", b"}", b"[", b"]", b":", b";", b"<", b">", "é".as_bytes(), "退订".as_bytes(), &[0xff, 0xfe], &[0xe9, 0x80], b"Action: failed", b"Status: 5.", b"\"Type\":\"Notification\"", b"\n\n"];

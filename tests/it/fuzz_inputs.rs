@@ -11,6 +11,7 @@
 //! reader (tests/crosscheck/good_rows.py, Python's csv module) which rows were intact.
 //! `REKINDLE_FUZZ_SEED` replays a long run; each failure names its case file.
 
+use crate::support::Rng;
 use crate::support::{open_store, python, repo_path};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -22,22 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// SplitMix64: deterministic mutations from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// Multi-byte characters of every length, and ones that look like nothing.
 const WIDE: &[&str] = &["é", "退", "😀", "\u{200b}", "\u{feff}", "\u{0301}"];

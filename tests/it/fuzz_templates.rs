@@ -6,6 +6,7 @@
 //! clear error: a message, and for the check a span inside the file. The long test runs
 //! thousands of cases, including the slow constructs.
 
+use crate::support::Rng;
 use crate::support::repo_path;
 use proptest::prelude::*;
 use rekindle::rules::render::{Renderer, MAX_PART_BYTES};
@@ -31,26 +32,6 @@ fn seeds() -> Vec<(String, &'static str)> {
     }
     assert!(out.len() >= 20, "{}", out.len());
     out
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, list: &[&'a str]) -> &'a str {
-        list[self.below(list.len())]
-    }
 }
 
 const VARS: &[&str] = &[

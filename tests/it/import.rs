@@ -2,7 +2,7 @@
 //! good row; re-imports change nothing; NDJSON and CSV give the same store.
 
 use crate::support::{import, open_store};
-use rekindle::config::ProfileConfig;
+use rekindle::profile::ProfileConfig;
 use rekindle::domain::parse_date;
 use rekindle::ingest::{import_file, ImportOptions, IngestError};
 use rekindle::population::{ExportFormat, Population};

@@ -1,7 +1,7 @@
 //! Long tests, run by `scripts/test.sh --long` (and CI) through `--include-ignored`.
 
 use crate::support::{open_store, python, repo_path};
-use rekindle::config::ProfileConfig;
+use rekindle::profile::ProfileConfig;
 use rekindle::domain::parse_date;
 use rekindle::generate::{generate, GenerateOptions};
 use rekindle::ingest::{import_file, ImportOptions};

@@ -13,6 +13,7 @@ mod fuzz_callbacks;
 mod fuzz_inputs;
 mod fuzz_templates;
 mod import;
+mod layering;
 mod listener;
 mod long;
 mod plugin_cli;

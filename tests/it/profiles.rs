@@ -2,7 +2,7 @@
 //! (tests/crosscheck/profiles.py: plain Python with exact decimals and fractions).
 
 use crate::support::{python, repo_path, sample_store};
-use rekindle::config::ProfileConfig;
+use rekindle::profile::ProfileConfig;
 use rekindle::domain::parse_date;
 use rekindle::population::{ExportFormat, Population};
 

@@ -4,7 +4,7 @@
 
 use crate::support::{import, sample_store};
 use rekindle::config::Config;
-use rekindle::plan::{MemberBase, PlanSettings, Profiles};
+use rekindle::plan::{MemberBase, Profiles};
 use rekindle::plugin::{ChannelHost, HostOptions};
 use rekindle::store::outbox::MessageState;
 
@@ -24,7 +24,7 @@ fn the_report_finds_a_planted_lift_within_its_confidence_interval() {
     let text = "[audience]\norders = { min = 1 }\n[message]\nchannels = [\"files\"]\n[message.files]\ntext = \"x\"\n[limits]\nholdout_percent = 50\nquiet_hours = false\n";
     rekindle::rules::add_file(&mut set, std::path::Path::new("lift.toml"), text.into(), &rekindle::rules::ChannelNames { configured: vec!["files".into()] });
     let rule = set.rules.pop().unwrap();
-    let settings = PlanSettings::from_config(&cfg, b"k".to_vec());
+    let settings = cfg.plan_settings(b"k".to_vec());
     let mut base = MemberBase::load(&store, false, &|_| {}).unwrap();
     base.consent = rekindle::plugin::consents(&cfg.channels, &HostOptions::default()).unwrap();
     let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };

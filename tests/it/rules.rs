@@ -145,6 +145,41 @@ fn schedules_take_five_or_six_fields_and_follow_the_time_zone_across_dst() {
     let night = rules::Schedule::parse("30 2 * * *").unwrap();
     let next = night.next_after(at("2026-03-28T02:00:00Z"), tz).unwrap();
     assert!(next >= at("2026-03-29T00:00:00Z") && next <= at("2026-03-30T01:30:00Z"), "{next}");
+    // one fixed time of day in the gap fires right after it: 03:00 CEST
+    assert_eq!(next, at("2026-03-29T01:00:00Z"));
+    // fall back: 02:00-03:00 comes twice on 2026-10-25; each wall time fires once, at its
+    // first occurrence. From inside the second one the next is after it, never a past
+    // instant (croner alone answers the first occurrence there)
+    let minutely = rules::Schedule::parse("* * * * *").unwrap();
+    assert_eq!(minutely.next_after(at("2026-10-25T00:58:30Z"), tz), Some(at("2026-10-25T00:59:00Z")));
+    assert_eq!(minutely.next_after(at("2026-10-25T00:59:00Z"), tz), Some(at("2026-10-25T02:00:00Z")));
+    assert_eq!(minutely.next_after(at("2026-10-25T01:10:00Z"), tz), Some(at("2026-10-25T02:00:00Z")));
+    let night = rules::Schedule::parse("30 2 * * *").unwrap();
+    assert_eq!(night.next_after(at("2026-10-25T00:00:00Z"), tz), Some(at("2026-10-25T00:30:00Z")));
+    assert_eq!(night.next_after(at("2026-10-25T01:10:00Z"), tz), Some(at("2026-10-26T01:30:00Z")));
+}
+
+#[test]
+fn issue_16_day_of_month_and_weekday_combine_with_or() {
+    let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+    let next = |cron: &str, after: &str| rules::Schedule::parse(cron).unwrap().next_after(at(after), tz);
+    // the 1st to the 7th, and every Monday: Tuesday 12-01 after 10:00 -> Wednesday 12-02
+    assert_eq!(next("0 10 1-7 * MON", "2026-12-01T12:00:00Z"), Some(at("2026-12-02T09:00:00Z")));
+    assert_eq!(next("0 10 1-7 * MON", "2026-12-07T12:00:00Z"), Some(at("2026-12-14T09:00:00Z")));
+    // one of them a wildcard: only the other counts
+    assert_eq!(next("0 10 * * MON", "2026-12-01T12:00:00Z"), Some(at("2026-12-07T09:00:00Z")));
+    assert_eq!(next("0 10 1-7 * *", "2026-12-07T12:00:00Z"), Some(at("2027-01-01T09:00:00Z")));
+    // the first Monday of the month, as RULES.md shows
+    assert_eq!(next("0 10 * * MON#1", "2026-12-01T12:00:00Z"), Some(at("2026-12-07T09:00:00Z")));
+    assert_eq!(next("0 10 * * MON#1", "2026-12-07T12:00:00Z"), Some(at("2027-01-04T09:00:00Z")));
+    // the last Friday, the last day
+    assert_eq!(next("0 10 * * FRI#L", "2026-12-01T12:00:00Z"), Some(at("2026-12-25T09:00:00Z")));
+    assert_eq!(next("0 10 L * *", "2026-12-01T12:00:00Z"), Some(at("2026-12-31T09:00:00Z")));
+    // RULES.md's daylight-saving examples: several times a day skip the spring gap, an
+    // hourly schedule does not repeat the autumn hour
+    assert_eq!(next("*/10 * * * *", "2026-03-29T00:55:00Z"), Some(at("2026-03-29T01:00:00Z")));
+    assert_eq!(next("0 * * * *", "2026-10-25T00:00:00Z"), Some(at("2026-10-25T02:00:00Z")));
 }
 
 struct World {
@@ -171,7 +206,7 @@ fn noon() -> i64 {
 }
 
 fn settings(config: &Config) -> PlanSettings {
-    PlanSettings::from_config(config, b"test-key".to_vec())
+    config.plan_settings(b"test-key".to_vec())
 }
 
 fn inputs(w: &World) -> (MemberBase, Profiles, PlanSettings) {

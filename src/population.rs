@@ -8,10 +8,10 @@
 use crate::profile::ProfileConfig;
 use crate::domain::{CentsFmt, Day, DayFmt, Text, TsFmt};
 use crate::predict::{DaySpend, FittedModel, PredictOptions, PurchaseHistory};
-use crate::profile::{metrics, CutPoints, Profile, Stage, Tier, ValueTier};
+use crate::profile::{metrics, ColumnMember, CutPoints, Profile, Stage, Tier, ValueTier};
 use crate::store::consent::ChannelConsent;
-use crate::store::model::{decode_for_profile, EventHistory, Member, OrderHistory};
-use crate::store::{decode, Store, StoreError};
+use crate::store::model::{EventHistory, Member, OrderHistory};
+use crate::store::{Store, StoreError};
 use rayon::prelude::*;
 use std::io::Write;
 
@@ -25,7 +25,7 @@ pub struct Population {
 
 
 impl Population {
-    /// Reads every member's record and digest (never the order lines) and profiles them.
+    /// Profiles every member from the member base's columns (never the order lines).
     pub fn compute(store: &Store, as_of: Day, cfg: &ProfileConfig) -> Result<Population, StoreError> {
         Population::compute_with(store, as_of, cfg, None)
     }
@@ -37,30 +37,31 @@ impl Population {
         cfg: &ProfileConfig,
         model: Option<(&FittedModel, &PredictOptions)>,
     ) -> Result<Population, StoreError> {
-        let hint = store.member_count_hint();
-        let mut ids = Vec::with_capacity(hint);
-        let mut profiles: Vec<Profile> = Vec::with_capacity(hint);
-        store.member_chunks(|chunk| {
-            let computed: Vec<(Text, Profile)> = chunk
-                .par_iter()
-                .map(|(k, v)| {
-                    let m = decode_for_profile(v).map_err(|source| StoreError::Corrupt { key: String::from_utf8_lossy(k).into_owned(), source })?;
-                    let mut p = Profile::new(metrics(&m, as_of, cfg), None, cfg);
-                    if let Some((model, opts)) = model {
-                        p.prediction = PurchaseHistory::from_order_days(&order_days(&m), as_of, model.unit).map(|h| model.predict(&h, opts));
-                    }
-                    Ok((Text::from_utf8_lossy(&k[1..]), p))
-                })
-                .collect::<Result<_, StoreError>>()?;
-            for (id, p) in computed {
-                ids.push(id);
-                profiles.push(p);
-            }
-            Ok(())
-        })?;
-        store.note_member_count(profiles.len());
+        let mapped = store.member_columns()?;
+        let columns = mapped.columns();
+        let n = columns.len();
+        let (ids, mut profiles): (Vec<Text>, Vec<Profile>) = rayon::join(
+            || (0..n).into_par_iter().with_min_len(4096).map(|i| Text::from_utf8_lossy(columns.id(i))).collect(),
+            || {
+                (0..n)
+                    .into_par_iter()
+                    .with_min_len(1024)
+                    .map_init(Vec::new, |days, i| {
+                        let m = ColumnMember { row: columns.row(i), columns: &columns };
+                        let mut p = Profile::new(metrics(&m, as_of, cfg), None, cfg);
+                        if let Some((model, opts)) = model {
+                            days.clear();
+                            days.extend(m.row.days.iter().zip(m.row.amounts).map(|(&day, &cents)| DaySpend { day, cents }));
+                            p.prediction = PurchaseHistory::from_order_days(days, as_of, model.unit).map(|h| model.predict(&h, opts));
+                        }
+                        p
+                    })
+                    .collect()
+            },
+        );
+        store.note_member_count(n);
         let cuts = CutPoints::compute(profiles.iter().map(|p| &p.metrics), cfg);
-        profiles.par_iter_mut().for_each(|p| p.score(cuts.as_ref(), cfg));
+        profiles.par_iter_mut().with_min_len(1024).for_each(|p| p.score(cuts.as_ref(), cfg));
         Ok(Population { as_of, ids, profiles, cuts })
     }
 
@@ -156,17 +157,19 @@ pub fn order_days(m: &Member) -> Vec<DaySpend> {
     m.digest.orders.iter().map(|o| DaySpend { day: o.day, cents: o.amount }).collect()
 }
 
-/// Every member's orders as (day, spend), for fitting.
+/// Every member's orders as (day, spend), for fitting: the members with an order, in
+/// member id order.
 pub fn all_order_days(store: &Store) -> Result<Vec<Vec<DaySpend>>, StoreError> {
-    let mut out = Vec::new();
-    for item in store.scan_members_raw() {
-        let (k, v) = item?;
-        let m: Member = decode(&k, &v)?;
-        if !m.digest.orders.is_empty() {
-            out.push(order_days(&m));
-        }
-    }
-    Ok(out)
+    let mapped = store.member_columns()?;
+    let columns = mapped.columns();
+    Ok((0..columns.len())
+        .into_par_iter()
+        .with_min_len(4096)
+        .filter_map(|i| {
+            let r = columns.row(i);
+            (!r.days.is_empty()).then(|| r.days.iter().zip(r.amounts).map(|(&day, &cents)| DaySpend { day, cents }).collect())
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -7,6 +7,7 @@
 //! with orders, and [`Profile::new`] finishes a member with its scores and tiers.
 
 use crate::domain::{civil_from_days, div_round_half_away, Cents, Day, Text};
+use crate::store::columns::{flag, Columns, Dict, MemberRow};
 use crate::store::model::{Gender, Member};
 use std::cmp::Ordering;
 
@@ -125,26 +126,154 @@ impl Metrics {
 struct Scratch {
     gaps: Vec<i64>,
     total: Vec<Option<Cents>>,
+    entries: Vec<(u32, Cents)>,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
+/// What [`metrics`] reads of a member: its attributes, and its orders in day order with
+/// each order's spend per category and brand. A decoded [`Member`] is one; a row of the
+/// member base's columns ([`MemberRow`]) is another, read in place.
+pub trait MemberFacts {
+    /// How many orders are dated on or before `as_of`.
+    fn orders_through(&self, as_of: Day) -> usize;
+    fn order_day(&self, i: usize) -> Day;
+    fn order_amount(&self, i: usize) -> Cents;
+    fn order_discounted(&self, i: usize) -> bool;
+    /// How many entries of spend per category and per brand the first `n` orders have.
+    fn spend_entries(&self, n: usize) -> (usize, usize);
+    /// The category with the most spend over the first `entries` entries (ties: the
+    /// name that sorts first); likewise [`MemberFacts::top_brand`].
+    fn top_category(&self, entries: usize) -> Option<Text>;
+    fn top_brand(&self, entries: usize) -> Option<Text>;
+    fn birth_year(&self) -> Option<i32>;
+    fn gender(&self) -> Gender;
+    fn opted_in(&self) -> (bool, bool);
+}
+
+impl MemberFacts for Member {
+    fn orders_through(&self, as_of: Day) -> usize {
+        self.digest.orders.partition_point(|o| o.day <= as_of)
+    }
+    fn order_day(&self, i: usize) -> Day {
+        self.digest.orders[i].day
+    }
+    fn order_amount(&self, i: usize) -> Cents {
+        self.digest.orders[i].amount
+    }
+    fn order_discounted(&self, i: usize) -> bool {
+        self.digest.orders[i].discounted
+    }
+    fn spend_entries(&self, n: usize) -> (usize, usize) {
+        self.digest.orders[..n].iter().fold((0, 0), |(c, b), o| (c + o.categories as usize, b + o.brands as usize))
+    }
+    fn top_category(&self, entries: usize) -> Option<Text> {
+        top_of_member(&self.digest.category_spend[..entries], &self.digest.category_names)
+    }
+    fn top_brand(&self, entries: usize) -> Option<Text> {
+        top_of_member(&self.digest.brand_spend[..entries], &self.digest.brand_names)
+    }
+    fn birth_year(&self) -> Option<i32> {
+        self.birth_year
+    }
+    fn gender(&self) -> Gender {
+        self.gender
+    }
+    fn opted_in(&self) -> (bool, bool) {
+        (self.opted_in_email, self.opted_in_sms)
+    }
+}
+
+/// The top name of a digest's spend entries (indexes into the member's own names).
+fn top_of_member(spend: &[(u32, Cents)], names: &[Text]) -> Option<Text> {
+    SCRATCH.with_borrow_mut(|s| {
+        s.total.clear();
+        s.total.resize(names.len(), None);
+        for &(i, a) in spend {
+            *s.total[i as usize].get_or_insert(0) += a;
+        }
+        (0..names.len())
+            .filter_map(|i| s.total[i].map(|t| (i, t)))
+            .max_by(|&(a, ta), &(b, tb)| ta.cmp(&tb).then_with(|| names[b].cmp(&names[a])))
+            .map(|(i, _)| names[i].clone())
+    })
+}
+
+/// A row of the member columns with its dictionaries.
+#[derive(Clone, Copy)]
+pub struct ColumnMember<'a> {
+    pub row: MemberRow<'a>,
+    pub columns: &'a Columns<'a>,
+}
+
+impl ColumnMember<'_> {
+    /// The top name of spend entries indexing a dictionary (index order is name order).
+    fn top(&self, names: &[u32], spend: &[Cents], dict: Dict) -> Option<Text> {
+        SCRATCH.with_borrow_mut(|s| {
+            s.entries.clear();
+            s.entries.extend(names.iter().copied().zip(spend.iter().copied()));
+            s.entries.sort_unstable_by_key(|&(i, _)| i);
+            let mut best: Option<(u32, Cents)> = None;
+            for run in s.entries.chunk_by(|a, b| a.0 == b.0) {
+                let total = run.iter().fold(0, |t: Cents, &(_, a)| t + a);
+                // ascending names: only a larger total displaces the first best
+                if best.is_none_or(|(_, b)| total > b) {
+                    best = Some((run[0].0, total));
+                }
+            }
+            best.map(|(i, _)| Text::from(self.columns.name(dict, i)))
+        })
+    }
+}
+
+impl MemberFacts for ColumnMember<'_> {
+    fn orders_through(&self, as_of: Day) -> usize {
+        self.row.days.partition_point(|&d| d <= as_of)
+    }
+    fn order_day(&self, i: usize) -> Day {
+        self.row.days[i]
+    }
+    fn order_amount(&self, i: usize) -> Cents {
+        self.row.amounts[i]
+    }
+    fn order_discounted(&self, i: usize) -> bool {
+        self.row.discounted[i] != 0
+    }
+    fn spend_entries(&self, n: usize) -> (usize, usize) {
+        let sum = |c: &[u16]| c.iter().map(|&x| x as usize).sum();
+        (sum(&self.row.categories[..n]), sum(&self.row.brands[..n]))
+    }
+    fn top_category(&self, entries: usize) -> Option<Text> {
+        self.top(&self.row.category_name[..entries], &self.row.category_spend[..entries], Dict::Category)
+    }
+    fn top_brand(&self, entries: usize) -> Option<Text> {
+        self.top(&self.row.brand_name[..entries], &self.row.brand_spend[..entries], Dict::Brand)
+    }
+    fn birth_year(&self) -> Option<i32> {
+        self.row.birth_year()
+    }
+    fn gender(&self) -> Gender {
+        self.row.gender
+    }
+    fn opted_in(&self) -> (bool, bool) {
+        (self.row.has(flag::EMAIL), self.row.has(flag::SMS))
+    }
+}
+
 /// The metrics of `m` as of day `as_of` (orders dated after it do not count).
-pub fn metrics(m: &Member, as_of: Day, cfg: &ProfileConfig) -> Metrics {
+pub fn metrics(m: &impl MemberFacts, as_of: Day, cfg: &ProfileConfig) -> Metrics {
     metrics_with(m, as_of, cfg, true)
 }
 
 /// [`metrics`]; without `favourites` the spend per category and brand is not read and
 /// `top_category` / `top_brand` stay None (the planner asks only when a rule needs them).
-pub fn metrics_with(m: &Member, as_of: Day, cfg: &ProfileConfig, favourites: bool) -> Metrics {
-    let d = &m.digest;
-    let n = d.orders.partition_point(|o| o.day <= as_of);
-    let orders = &d.orders[..n];
-    let monetary: Cents = orders.iter().map(|o| o.amount).sum();
-    let first_order = orders.first().map(|o| o.day);
-    let last_order = orders.last().map(|o| o.day);
+pub fn metrics_with(m: &impl MemberFacts, as_of: Day, cfg: &ProfileConfig, favourites: bool) -> Metrics {
+    let n = m.orders_through(as_of);
+    let monetary: Cents = (0..n).map(|i| m.order_amount(i)).sum();
+    let first_order = (n > 0).then(|| m.order_day(0));
+    let last_order = n.checked_sub(1).map(|i| m.order_day(i));
     let recency_days = last_order.map(|l| as_of - l);
     let s = &cfg.stage_max_days;
     let stage = match recency_days {
@@ -159,13 +288,13 @@ pub fn metrics_with(m: &Member, as_of: Day, cfg: &ProfileConfig, favourites: boo
         // gaps between distinct order days (orders are in day order)
         s.gaps.clear();
         let mut prev: Option<Day> = None;
-        for o in orders {
+        for day in (0..n).map(|i| m.order_day(i)) {
             match prev {
-                Some(p) if p == o.day => {}
-                Some(p) => s.gaps.push(i64::from(o.day - p)),
+                Some(p) if p == day => {}
+                Some(p) => s.gaps.push(i64::from(day - p)),
                 None => {}
             }
-            prev = Some(o.day);
+            prev = Some(day);
         }
         let g = s.gaps.len();
         match g {
@@ -183,20 +312,8 @@ pub fn metrics_with(m: &Member, as_of: Day, cfg: &ProfileConfig, favourites: boo
         _ => false,
     };
     // spend per category and brand over the orders up to the as-of day
-    let (nc, nb) = orders.iter().fold((0, 0), |(c, b), o| (c + o.categories as usize, b + o.brands as usize));
-    let top = |spend: &[(u32, Cents)], names: &[Text]| {
-        SCRATCH.with_borrow_mut(|s| {
-            s.total.clear();
-            s.total.resize(names.len(), None);
-            for &(i, a) in spend {
-                *s.total[i as usize].get_or_insert(0) += a;
-            }
-            (0..names.len())
-                .filter_map(|i| s.total[i].map(|t| (i, t)))
-                .max_by(|&(a, ta), &(b, tb)| ta.cmp(&tb).then_with(|| names[b].cmp(&names[a])))
-                .map(|(i, _)| names[i].clone())
-        })
-    };
+    let (nc, nb) = if favourites { m.spend_entries(n) } else { (0, 0) };
+    let (consent_email, consent_sms) = m.opted_in();
     Metrics {
         orders: n as u32,
         monetary,
@@ -206,13 +323,13 @@ pub fn metrics_with(m: &Member, as_of: Day, cfg: &ProfileConfig, favourites: boo
         stage,
         interval_median_x2,
         repurchase_due,
-        discounted_orders: orders.iter().filter(|o| o.discounted).count() as u32,
-        top_category: if favourites { top(&d.category_spend[..nc], &d.category_names) } else { None },
-        top_brand: if favourites { top(&d.brand_spend[..nb], &d.brand_names) } else { None },
-        age: m.birth_year.map(|y| civil_from_days(as_of).0 - y),
-        gender: m.gender,
-        consent_email: m.opted_in_email,
-        consent_sms: m.opted_in_sms,
+        discounted_orders: (0..n).filter(|&i| m.order_discounted(i)).count() as u32,
+        top_category: if favourites { m.top_category(nc) } else { None },
+        top_brand: if favourites { m.top_brand(nb) } else { None },
+        age: m.birth_year().map(|y| civil_from_days(as_of).0 - y),
+        gender: m.gender(),
+        consent_email,
+        consent_sms,
     }
 }
 

@@ -9,7 +9,7 @@
 //! | `\0format`                  | `rekindle-store <N>`     |
 //! | `\0store-id`                | the store's random id ([`identity`]) |
 //! | `\0member-count`            | members the last full scan saw (a capacity hint) |
-//! | `\0member-gen`              | bumped before member records change (the [`snapshot`] file's key) |
+//! | `\0member-gen`              | bumped before member records change (the key of the [`snapshot`] and [`columns`] files) |
 //! | `M` member_id               | [`Member`] with digest   |
 //! | `H` member_id               | [`OrderHistory`]         |
 //! | `E` member_id               | [`EventHistory`]         |
@@ -26,10 +26,12 @@
 //! [`feedback`].
 //!
 //! A prefix scan of `M` visits every member in id order with its digest, which is all the
-//! profile engine reads; `H` gives one member's lines in time order.
+//! profile engine reads; `H` gives one member's lines in time order. Full-base consumers
+//! read the same records as [`columns`], a mapped file beside the store.
 
 pub mod bulk;
 pub mod codes;
+pub mod columns;
 pub mod consent;
 pub mod feedback;
 mod identity;

@@ -59,6 +59,10 @@ enum Command {
         /// How many bad rows to print per file (all go to --rejects).
         #[arg(long, default_value_t = 20)]
         show_bad: usize,
+        /// Exit with an error when any row was bad (the good rows are imported all the
+        /// same; without it only a file whose every row was bad fails the command).
+        #[arg(long)]
+        strict: bool,
     },
     /// Member profiles for the whole base.
     Profiles {
@@ -356,8 +360,8 @@ fn run(cli: Cli) -> Result<()> {
     let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config=")) || std::env::var_os("REKINDLE_CONFIG").is_some();
     let config = Config::load(&cli.config, explicit)?;
     match &cli.command {
-        Command::Import { files, kind, rejects, show_bad } => {
-            let bad_total = match store_or_daemon(&cli, &config)? {
+        Command::Import { files, kind, rejects, show_bad, strict } => {
+            let outcome = match store_or_daemon(&cli, &config)? {
                 Ok(store) => import(&store, files, *kind, config.checked.phone_region, rejects.as_deref(), *show_bad)?,
                 Err(remote) => {
                     if rejects.is_some() {
@@ -366,8 +370,14 @@ fn run(cli: Cli) -> Result<()> {
                     remote.import(files, *kind, *show_bad)?
                 }
             };
-            if bad_total > 0 {
-                eprintln!("{bad_total} bad rows skipped; every good row was imported");
+            if outcome.bad > 0 {
+                eprintln!("{} bad rows skipped; every good row was imported", outcome.bad);
+            }
+            if !outcome.all_bad.is_empty() {
+                bail!("nothing imported from {}: every row was bad (a different file or kind than meant?)", outcome.all_bad.join(", "));
+            }
+            if *strict && outcome.bad > 0 {
+                bail!("{} bad rows (--strict)", outcome.bad);
             }
         }
         Command::Profiles { command: ProfilesCommand::Export { as_of, format, output } } => {
@@ -828,7 +838,24 @@ fn bundles(store: &Store, command: &BundlesCommand) -> Result<()> {
 }
 
 /// Imports files, prints a summary line per file, returns the number of bad rows.
-fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, phone_region: Option<rekindle::domain::PhoneRegion>, rejects: Option<&Path>, show_bad: usize) -> Result<u64> {
+/// What an import of several files came to: the bad rows, and the files whose every
+/// row was bad.
+#[derive(Default)]
+struct ImportOutcome {
+    bad: u64,
+    all_bad: Vec<String>,
+}
+
+impl ImportOutcome {
+    fn add(&mut self, file: &str, rows: u64, bad: u64) {
+        self.bad += bad;
+        if rows > 0 && bad == rows {
+            self.all_bad.push(file.to_string());
+        }
+    }
+}
+
+fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, phone_region: Option<rekindle::domain::PhoneRegion>, rejects: Option<&Path>, show_bad: usize) -> Result<ImportOutcome> {
     let mut rejects_out = match rejects {
         Some(p) => {
             let mut w = csv::Writer::from_path(p).with_context(|| format!("creating {}", p.display()))?;
@@ -838,7 +865,7 @@ fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, phone_region: Op
         None => None,
     };
     let opts = ImportOptions { kind, phone_region, progress: std::io::stderr().is_terminal(), ..Default::default() };
-    let mut bad_total = 0;
+    let mut outcome = ImportOutcome::default();
     let mut failed = Vec::new();
     for file in files {
         let mut shown = 0;
@@ -871,7 +898,7 @@ fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, phone_region: Op
                     s.rows as f64 / secs.max(1e-9),
                     if s.moved_orders > 0 { format!(", {} orders moved to another member", s.moved_orders) } else { String::new() }
                 );
-                bad_total += s.bad;
+                outcome.add(&s.file, s.rows, s.bad);
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -885,7 +912,7 @@ fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, phone_region: Op
     if !failed.is_empty() {
         bail!("{} of {} files could not be imported: {}", failed.len(), files.len(), failed.join(", "));
     }
-    Ok(bad_total)
+    Ok(outcome)
 }
 
 fn show_member(store: &Store, config: &Config, id: &str, as_of: Day) -> Result<()> {

@@ -56,10 +56,9 @@ impl Remote {
     }
 
     /// `import` through the ingest API: each file (CSV rows become JSON objects) in
-    /// batches; bad rows are reported with the file's own line numbers. Returns the bad
-    /// rows.
-    pub fn import(&self, files: &[PathBuf], kind: Option<Kind>, show_bad: usize) -> Result<u64> {
-        let mut bad_total = 0;
+    /// batches; bad rows are reported with the file's own line numbers.
+    pub fn import(&self, files: &[PathBuf], kind: Option<Kind>, show_bad: usize) -> Result<crate::ImportOutcome> {
+        let mut outcome = crate::ImportOutcome::default();
         for file in files {
             let started = std::time::Instant::now();
             let mut tally = Tally { file, show_bad, lines: 0, imported: 0, bad: 0 };
@@ -85,9 +84,9 @@ impl Remote {
                 eprintln!("... and {} more bad rows in {}", tally.bad as usize - show_bad, file.display());
             }
             println!("{}: {} rows, {} imported, {} bad, through the daemon's API in {:.2}s", file.display(), tally.lines, tally.imported, tally.bad, started.elapsed().as_secs_f64());
-            bad_total += tally.bad;
+            outcome.add(&file.display().to_string(), tally.lines, tally.bad);
         }
-        Ok(bad_total)
+        Ok(outcome)
     }
 
     /// Sends one batch; `starts` holds the file line of each batch line.

@@ -76,6 +76,19 @@ fn demo_member_card_export_and_exit_codes() {
     assert!(text(&partial).contains("rows.csv:3: gender"), "{}", text(&partial));
     let rejects = std::fs::read_to_string(dir.path().join("rejects.csv")).unwrap();
     assert!(rejects.contains("rows.csv,3,\"gender: "), "{rejects}");
+    // --strict: the same good rows go in, but any bad row fails the command
+    std::fs::write(dir.path().join("rows2.csv"), "member_id,gender\nok2,m\nbad2,q\n").unwrap();
+    let strict = rekindle(dir.path(), &["import", "--strict", "rows2.csv"]);
+    assert!(!strict.status.success() && text(&strict).contains("1 bad rows (--strict)"), "{}", text(&strict));
+    // a file whose every row is bad fails the command, naming the file; the other files' rows go in
+    std::fs::write(dir.path().join("wrong.csv"), "member_id,gender\nw1,q\nw2,x\n").unwrap();
+    std::fs::write(dir.path().join("fine.csv"), "member_id,gender\nok3,f\n").unwrap();
+    let all_bad = rekindle(dir.path(), &["import", "wrong.csv", "fine.csv"]);
+    assert!(!all_bad.status.success() && text(&all_bad).contains("nothing imported from wrong.csv: every row was bad"), "{}", text(&all_bad));
+    for id in ["ok2", "ok3"] {
+        let card = rekindle(dir.path(), &["member", "show", id]);
+        assert!(card.status.success(), "{id} was imported: {}", text(&card));
+    }
 
     // a broken config names the key and its line
     std::fs::write(dir.path().join("config.toml"), "[profile]\nrepurchase_factr = 2\n").unwrap();

@@ -139,6 +139,8 @@ pub struct CampaignsConfig {
     /// Key of the unsubscribe-link signatures. Empty: a random key kept in the store
     /// (the REKINDLE_UNSUBSCRIBE_SECRET environment variable overrides both).
     pub unsubscribe_secret: String,
+    /// The key read from this file instead (`*_file` keys, below).
+    pub unsubscribe_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -186,8 +188,40 @@ impl Default for CampaignsConfig {
             catch_up: true,
             attribution_days: 7,
             unsubscribe_secret: String::new(),
+            unsubscribe_secret_file: None,
         }
     }
+}
+
+/// A secret file larger than this is refused: it is not a secret but a mistake.
+const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// One secret file's text (see `Config::read_secret_files`).
+fn read_secret(path: &Path, dir: &Path, credentials: Option<&Path>) -> Result<String, String> {
+    let full = match path.to_str().and_then(|p| p.strip_prefix("credential:")) {
+        Some(name) if name.is_empty() || name.contains('/') || name == "." || name == ".." => {
+            return Err(format!("`credential:{name}` is not a credential name"));
+        }
+        Some(name) => match credentials {
+            Some(folder) => folder.join(name),
+            None => return Err(format!("`credential:{name}` names a systemd credential, but CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)")),
+        },
+        None if path.is_relative() => dir.join(path),
+        None => path.to_path_buf(),
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(&full)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_SECRET_BYTES as u64 + 1), &mut bytes))
+        .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+    if bytes.len() > MAX_SECRET_BYTES {
+        return Err(format!("{} is larger than {} KiB", full.display(), MAX_SECRET_BYTES / 1024));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", full.display()))?;
+    let secret = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if secret.is_empty() {
+        return Err(format!("{} is empty", full.display()));
+    }
+    Ok(secret.to_string())
 }
 
 /// What `rules check` and the daemon say about an http `public_url`.
@@ -225,7 +259,58 @@ impl Config {
         if config.campaigns.rules_dir.is_relative() {
             config.campaigns.rules_dir = dir.join(&config.campaigns.rules_dir);
         }
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        config.read_secret_files(dir, credentials.as_deref()).map_err(|problems| ConfigError::Invalid { path: path.into(), problems })?;
         Ok(config)
+    }
+
+    /// Fills every secret given as a file (`api.token_file`, `campaigns.
+    /// unsubscribe_secret_file`, `channels.NAME.smtp.password_file`, and a channel's
+    /// `secrets.NAME_file`) from its file, so that the rest of the program sees values
+    /// only. A path is absolute, relative to the config's folder, or `credential:NAME`:
+    /// a systemd credential (`LoadCredential=NAME:...`), read from `$CREDENTIALS_DIRECTORY`.
+    /// One trailing line break is not part of the secret.
+    pub(crate) fn read_secret_files(&mut self, dir: &Path, credentials: Option<&Path>) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let mut read = |key: &str, path: &Path, also_plain: bool| -> Option<String> {
+            if also_plain {
+                problems.push(format!("{key} and {key}_file are both set; keep one"));
+                return None;
+            }
+            read_secret(path, dir, credentials).map_err(|e| problems.push(format!("{key}_file: {e}"))).ok()
+        };
+        if let Some(file) = self.api.token_file.take() {
+            if let Some(v) = read("api.token", &file, !self.api.token.is_empty()) {
+                self.api.token = v;
+            }
+        }
+        if let Some(file) = self.campaigns.unsubscribe_secret_file.take() {
+            if let Some(v) = read("campaigns.unsubscribe_secret", &file, !self.campaigns.unsubscribe_secret.is_empty()) {
+                self.campaigns.unsubscribe_secret = v;
+            }
+        }
+        for (name, channel) in &mut self.channels {
+            if let Some(smtp) = &mut channel.smtp {
+                if let Some(file) = smtp.password_file.take() {
+                    if let Some(v) = read(&format!("channels.{name}.smtp.password"), &file, smtp.password.is_some()) {
+                        smtp.password = Some(v);
+                    }
+                }
+            }
+            let files: Vec<String> = channel.secrets.keys().filter(|k| k.ends_with("_file")).cloned().collect();
+            for key in files {
+                let file = channel.secrets.remove(&key).unwrap_or_default();
+                let secret = key.trim_end_matches("_file");
+                if let Some(v) = read(&format!("channels.{name}.secrets.{secret}"), Path::new(&file), channel.secrets.contains_key(secret)) {
+                    channel.secrets.insert(secret.to_string(), v);
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     /// What a run's planning reads: the profile thresholds, the value model's options,
@@ -366,5 +451,49 @@ mod tests {
         assert!(err.contains("trusted_proxies") && err.contains("\"proxy.local\" is not an IP address or network"), "{err}");
         let c = Config::parse("[api]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n").unwrap();
         assert_eq!(c.api.trusted_proxies.len(), 3);
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("token"), "t0ken\n").unwrap();
+        std::fs::create_dir(d.join("creds")).unwrap();
+        std::fs::write(d.join("creds/smtp"), "pa ss\r\n").unwrap();
+        std::fs::write(d.join("creds/twilio"), "tw\n\n").unwrap();
+        let text = format!(
+            "[api]\ntoken_file = \"token\"\n[campaigns]\nunsubscribe_secret_file = {:?}\n\
+             [channels.sms]\nplugin = \"x.wasm\"\nsecrets = {{ auth_token_file = \"credential:twilio\", account = \"AC1\" }}\n\
+             [channels.email]\nplugin = \"x.wasm\"\nsmtp = {{ host = \"h\", port = 25, username = \"u\", password_file = \"credential:smtp\" }}\n",
+            d.join("token").display().to_string()
+        );
+        let mut c = Config::parse(&text).unwrap();
+        c.read_secret_files(d, Some(&d.join("creds"))).unwrap();
+        assert_eq!(c.api.token, "t0ken", "relative to the config's folder, one line break dropped");
+        assert_eq!(c.campaigns.unsubscribe_secret, "t0ken", "an absolute path");
+        assert_eq!(c.channels["email"].smtp.as_ref().unwrap().password.as_deref(), Some("pa ss"), "a credential, CRLF dropped");
+        let secrets: Vec<(&str, &str)> = c.channels["sms"].secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(secrets, [("account", "AC1"), ("auth_token", "tw\n")], "the plugin sees the secret, not the _file key");
+
+        std::fs::write(d.join("empty"), "\n").unwrap();
+        std::fs::write(d.join("big"), vec![b'x'; MAX_SECRET_BYTES + 1]).unwrap();
+        let mut c = Config::parse(
+            "[api]\ntoken = \"a\"\ntoken_file = \"token\"\n[campaigns]\nunsubscribe_secret_file = \"missing\"\n\
+             [channels.sms]\nplugin = \"x.wasm\"\nsecrets = { k_file = \"empty\", j_file = \"credential:j\", l_file = \"credential:../token\", m_file = \"big\" }\n",
+        )
+        .unwrap();
+        let problems = c.read_secret_files(d, None).unwrap_err().join("\n");
+        for want in [
+            "api.token and api.token_file are both set",
+            "campaigns.unsubscribe_secret_file: cannot read",
+            "channels.sms.secrets.k_file:",
+            "empty",
+            "channels.sms.secrets.j_file: `credential:j` names a systemd credential, but CREDENTIALS_DIRECTORY is not set",
+            "channels.sms.secrets.l_file: `credential:../token` is not a credential name",
+            "channels.sms.secrets.m_file:",
+            "larger than 64 KiB",
+        ] {
+            assert!(problems.contains(want), "{want:?} missing in:\n{problems}");
+        }
     }
 }

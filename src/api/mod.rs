@@ -49,6 +49,8 @@ pub struct ApiConfig {
     /// Bearer token of the admin endpoints (the REKINDLE_API_TOKEN environment variable
     /// overrides it). Empty: only the public endpoints are served.
     pub token: String,
+    /// The token read from this file instead (config.rs: `*_file` keys).
+    pub token_file: Option<std::path::PathBuf>,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
     /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or networks);
@@ -75,6 +77,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: "127.0.0.1:8787".into(),
             token: String::new(),
+            token_file: None,
             max_body_bytes: 16 << 20,
             trusted_proxies: Vec::new(),
             failure_limit: 20,

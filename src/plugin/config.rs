@@ -25,7 +25,8 @@ pub struct ChannelConfig {
     /// gateway URL, opt-out text).
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
-    /// Secrets (API keys, signing keys) passed only to this channel's plugin.
+    /// Secrets (API keys, signing keys) passed only to this channel's plugin. A key
+    /// `NAME_file` is read from that file as the secret `NAME` when config.toml is loaded.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     /// What the plugin may reach.
@@ -165,6 +166,9 @@ pub struct SmtpRelayConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// The password read from this file instead (resolved when config.toml is loaded).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Root certificates (PEM) trusted besides the public web roots, for a
     /// relay with its own CA (starttls and implicit alike).
     #[serde(default)]

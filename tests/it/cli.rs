@@ -236,3 +236,24 @@ fn logs_are_plain_text_off_a_terminal_or_json_lines_on_request() {
     assert!(lines.iter().any(|l| l["level"] == "WARN" && l["fields"]["message"].as_str().is_some_and(|m| m.contains("public_url is http://"))), "{stderr}");
     assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["target"].is_string()), "{stderr}");
 }
+
+#[test]
+fn secrets_are_read_from_systemd_credentials_when_the_config_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("config.toml"), "[api]\ntoken_file = \"credential:api-token\"\n").unwrap();
+    let without = rekindle(d, &["stats"]);
+    assert!(!without.status.success(), "{}", text(&without));
+    assert!(text(&without).contains("api.token_file: `credential:api-token` names a systemd credential, but CREDENTIALS_DIRECTORY is not set"), "{}", text(&without));
+
+    std::fs::create_dir(d.join("creds")).unwrap();
+    std::fs::write(d.join("creds/api-token"), "s3cret\n").unwrap();
+    let with = Command::new(env!("CARGO_BIN_EXE_rekindle"))
+        .current_dir(d)
+        .args(["--db", &d.join("store").display().to_string(), "stats"])
+        .env("REKINDLE_CONFIG", d.join("config.toml"))
+        .env("CREDENTIALS_DIRECTORY", d.join("creds"))
+        .output()
+        .unwrap();
+    assert!(with.status.success(), "{}", text(&with));
+}

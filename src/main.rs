@@ -353,6 +353,11 @@ fn today() -> Day {
 
 fn open_store(cli: &Cli, config: &Config) -> Result<Store> {
     let path = cli.db.clone().unwrap_or_else(|| config.store.path.clone());
+    // a command that only reads never creates a store: in the wrong folder, it says so
+    let reads_only = matches!(cli.command, Command::Stats { .. } | Command::Profiles { .. } | Command::Member { .. } | Command::Explain { .. } | Command::Report { .. } | Command::Outbox { .. });
+    if reads_only && !path.exists() {
+        bail!("no store at {}: import data first (rekindle import FILE...), or point --db or [store] path at the store", path.display());
+    }
     Ok(Store::open(&path, config.store.cache_mb)?)
 }
 

@@ -248,12 +248,29 @@ fn secrets_are_read_from_systemd_credentials_when_the_config_is_loaded() {
 
     std::fs::create_dir(d.join("creds")).unwrap();
     std::fs::write(d.join("creds/api-token"), "s3cret\n").unwrap();
+    std::fs::write(d.join("m.csv"), "member_id\nm1\n").unwrap();
     let with = Command::new(env!("CARGO_BIN_EXE_rekindle"))
         .current_dir(d)
-        .args(["--db", &d.join("store").display().to_string(), "stats"])
+        .args(["--db", &d.join("store").display().to_string(), "import", "m.csv"])
         .env("REKINDLE_CONFIG", d.join("config.toml"))
         .env("CREDENTIALS_DIRECTORY", d.join("creds"))
         .output()
         .unwrap();
     assert!(with.status.success(), "{}", text(&with));
+}
+
+#[test]
+fn a_command_that_only_reads_never_creates_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("config.toml"), "").unwrap();
+    for args in [&["stats"][..], &["profiles", "export"][..], &["member", "show", "m1"][..], &["outbox", "status"][..], &["report", "1"][..]] {
+        let out = rekindle(d, args);
+        assert!(!out.status.success() && text(&out).contains("no store at"), "{args:?}: {}", text(&out));
+        assert!(!d.join("store").exists(), "{args:?} created a store");
+    }
+    std::fs::write(d.join("m.csv"), "member_id\nm1\n").unwrap();
+    assert!(rekindle(d, &["import", "m.csv"]).status.success(), "import creates it");
+    let stats = rekindle(d, &["stats"]);
+    assert!(stats.status.success(), "{}", text(&stats));
 }

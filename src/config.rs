@@ -209,13 +209,10 @@ fn read_secret(path: &Path, dir: &Path, credentials: Option<&Path>) -> Result<St
         None if path.is_relative() => dir.join(path),
         None => path.to_path_buf(),
     };
-    let mut bytes = Vec::new();
-    std::fs::File::open(&full)
-        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_SECRET_BYTES as u64 + 1), &mut bytes))
-        .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
-    if bytes.len() > MAX_SECRET_BYTES {
-        return Err(format!("{} is larger than {} KiB", full.display(), MAX_SECRET_BYTES / 1024));
-    }
+    let bytes = crate::rules::read_capped_bytes(&full, MAX_SECRET_BYTES as u64).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => format!("{} is larger than {} KiB", full.display(), MAX_SECRET_BYTES / 1024),
+        _ => format!("cannot read {}: {e}", full.display()),
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", full.display()))?;
     let secret = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
     if secret.is_empty() {

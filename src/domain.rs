@@ -61,7 +61,7 @@ pub fn day_of(ts: Timestamp) -> Day {
 }
 
 /// Days since the epoch of a civil date (proleptic Gregorian; Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i32, m: u32, d: u32) -> Day {
+pub const fn days_from_civil(y: i32, m: u32, d: u32) -> Day {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -220,8 +220,9 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
     let ts = i64::from(day) * 86_400 + i64::from(hh * 3600 + mm * 60 + ss.min(59)) - offset;
     // An offset can carry a time at the edge of the calendar out of it (9999-12-31T23:59-01:00
     // is in year 10000 in UTC); such a time could not be written back, so it is refused.
-    let (first, last) = (i64::from(days_from_civil(0, 1, 1)) * 86_400, i64::from(days_from_civil(9999, 12, 31)) * 86_400 + 86_399);
-    if !(first..=last).contains(&ts) {
+    const FIRST: Timestamp = days_from_civil(0, 1, 1) as Timestamp * 86_400;
+    const LAST: Timestamp = days_from_civil(9999, 12, 31) as Timestamp * 86_400 + 86_399;
+    if !(FIRST..=LAST).contains(&ts) {
         return Err(bad("outside the years 0000-9999 in UTC"));
     }
     Ok(ts)

@@ -842,7 +842,6 @@ fn bundles(store: &Store, command: &BundlesCommand) -> Result<()> {
     Ok(())
 }
 
-/// Imports files, prints a summary line per file, returns the number of bad rows.
 /// What an import of several files came to: the bad rows, and the files whose every
 /// row was bad.
 #[derive(Default)]
@@ -860,6 +859,7 @@ impl ImportOutcome {
     }
 }
 
+/// Imports files and prints a summary line per file.
 fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, phone_region: Option<rekindle::domain::PhoneRegion>, rejects: Option<&Path>, show_bad: usize) -> Result<ImportOutcome> {
     let mut rejects_out = match rejects {
         Some(p) => {

@@ -312,8 +312,8 @@ fn read_capped(path: &Path, max_bytes: u64) -> std::io::Result<String> {
     String::from_utf8(read_capped_bytes(path, max_bytes)?).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not valid UTF-8 at byte {}", e.utf8_error().valid_up_to())))
 }
 
-/// A regular file's bytes, refused past `max_bytes`.
-fn read_capped_bytes(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+/// A regular file's bytes, refused past `max_bytes` (config.rs reads secret files with it).
+pub(crate) fn read_capped_bytes(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
     // a FIFO would block the open: look first
     if !std::fs::metadata(path)?.is_file() {

@@ -6,6 +6,7 @@
 //! the raw-socket helpers serve `listener` too.
 
 use crate::support::open_store;
+use rekindle::domain::hex;
 use rekindle::plan::links::Links;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -167,10 +168,6 @@ const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
 
 fn one_click(source: &str, port: u16, token: &str) -> Answer {
     request_from(source, port, "POST", &format!("/u/{token}"), &[("Content-Type", "application/x-www-form-urlencoded")], ONE_CLICK)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[test]

@@ -139,6 +139,8 @@ pub struct Observers {
 /// Sends due messages until `stop` turns true, or (with `until_idle`) until nothing is
 /// due and nothing is in flight.
 pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConfig, observers: Observers, mut stop: watch::Receiver<bool>, until_idle: bool) -> Result<DispatchStats, DispatchError> {
+    // shared by every send task: one reference count each, not a copy of the maps and keys
+    let (config, observers) = (Arc::new(config), Arc::new(observers));
     let mut stats = DispatchStats::default();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(MessageId, i64, OutboxMessage, Outcome)>();
     let mut in_flight: HashSet<MessageId> = HashSet::new();
@@ -277,7 +279,7 @@ pub async fn dispatch(store: Store, host: Arc<ChannelHost>, config: DispatchConf
             };
             let permits = pace.permits.clone();
             in_flight.insert(id);
-            let (host, done_tx, config, observers, store) = (host.clone(), done_tx.clone(), config.clone(), observers.clone(), store.clone());
+            let (host, done_tx, config, observers, store) = (host.clone(), done_tx.clone(), Arc::clone(&config), Arc::clone(&observers), store.clone());
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 if let Some(at) = start_at {

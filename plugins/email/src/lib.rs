@@ -83,7 +83,7 @@ pub fn render(config: &Config, message: &OutboundMessage, now_unix_ms: i64) -> R
         text: &message.text,
         html: message.html.as_deref(),
         idempotency_key: &message.idempotency_key,
-        message_id_domain: domain,
+        message_id: &message_id,
         date_unix_ms: now_unix_ms,
         list_unsubscribe: unsubscribe,
         extra_headers,

@@ -64,7 +64,7 @@ pub fn render(config: &Config, message: &OutboundMessage, format: Format, now_un
                 text: &message.text,
                 html: message.html.as_deref(),
                 idempotency_key: &message.idempotency_key,
-                message_id_domain: domain,
+                message_id: &mime::message_id(&message.idempotency_key, domain),
                 date_unix_ms: now_unix_ms,
                 list_unsubscribe: unsubscribe,
                 extra_headers: Vec::new(),

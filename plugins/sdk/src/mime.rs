@@ -19,10 +19,10 @@ pub struct Email<'a> {
     pub subject: &'a str,
     pub text: &'a str,
     pub html: Option<&'a str>,
-    /// Becomes the Message-ID (hashed) and the multipart boundary.
+    /// Becomes the multipart boundary.
     pub idempotency_key: &'a str,
-    /// Becomes the Message-ID's right part (usually the sender's domain).
-    pub message_id_domain: &'a str,
+    /// The Message-ID header, as [`message_id`] makes it from the idempotency key.
+    pub message_id: &'a str,
     /// For the Date header.
     pub date_unix_ms: i64,
     /// `https:` and `mailto:` unsubscribe targets, in order.
@@ -38,7 +38,7 @@ pub fn build(email: &Email<'_>) -> Vec<u8> {
     header(&mut out, "To", &mailbox(email.to_name, email.to_address));
     header(&mut out, "Subject", &encode_text(email.subject, "Subject: ".len()));
     header(&mut out, "Date", &rfc5322_date(email.date_unix_ms));
-    header(&mut out, "Message-ID", &message_id(email.idempotency_key, email.message_id_domain));
+    header(&mut out, "Message-ID", email.message_id);
     if !email.list_unsubscribe.is_empty() {
         let targets: Vec<String> = email.list_unsubscribe.iter().map(|t| format!("<{t}>")).collect();
         header(&mut out, "List-Unsubscribe", &targets.join(",\r\n "));
@@ -130,8 +130,17 @@ pub fn encode_text(value: &str, _first_line_used: usize) -> String {
 pub fn message_id(idempotency_key: &str, domain: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(idempotency_key.as_bytes());
-    let hash: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("<rk.{hash}@{domain}>")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(37 + domain.len());
+    id.push_str("<rk.");
+    for byte in &digest[..16] {
+        id.push(HEX[usize::from(byte >> 4)] as char);
+        id.push(HEX[usize::from(byte & 15)] as char);
+    }
+    id.push('@');
+    id.push_str(domain);
+    id.push('>');
+    id
 }
 
 /// Standard base64 with padding.

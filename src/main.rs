@@ -2,7 +2,7 @@
 //! prints. `anyhow` lives here and nowhere else.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use rekindle::config::Config;
 use rekindle::domain::{parse_date, Day, DayFmt, TsFmt};
 use rekindle::ingest::{self, rows::Kind, ImportOptions};
@@ -91,6 +91,7 @@ enum Command {
     /// through the channel plugins until SIGTERM. `--once` runs the rules now, sends
     /// what is due and exits.
     Run {
+        /// Run the rules now, send what is due, and exit (instead of staying up).
         #[arg(long)]
         once: bool,
         /// With --once: only these rules (default: every enabled rule).
@@ -104,7 +105,9 @@ enum Command {
     /// Sends, conversions, revenue and lift over the holdout group, per rule, for one run
     /// (a number) or every run of a rule (its id).
     Report {
+        /// A run number (from `outbox status` or the daemon's log), or a rule id.
         run_or_rule: String,
+        /// table for people, json for programs.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
@@ -121,10 +124,12 @@ enum Command {
     /// Why a member is or is not in a rule's audience: every condition with the member's
     /// value, then consent, cooldown, frequency cap, holdout and the planner's verdict.
     Explain {
+        /// The member id.
         member: String,
         /// Only this rule (default: every rule).
         #[arg(long)]
         rule: Option<String>,
+        /// The day the audience is judged on (UTC, YYYY-MM-DD; default today).
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
     },
@@ -144,14 +149,30 @@ enum Command {
         /// How many order lines to aim for (default about 11 per member).
         #[arg(long)]
         lines: Option<usize>,
+        /// The random seed: the same seed and counts give the same files.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// Shell completions on standard output, for bash, zsh, fish, elvish or powershell
+    /// (bash: `rekindle completions bash > /etc/bash_completion.d/rekindle`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Manual pages in roff: `rekindle.1` on standard output (`rekindle man | man -l -`), or
+    /// with --dir one page per command (rekindle.1, rekindle-import.1, ...) written there.
+    Man {
+        /// Write every command's page into this folder (created if missing).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// The demo: generate sample data, import it into the store, and print stats.
     Demo {
         /// Where the sample data goes.
         #[arg(long, default_value = "demo")]
         dir: PathBuf,
+        /// How many members to generate.
         #[arg(long, default_value_t = 10_000)]
         members: usize,
     },
@@ -161,8 +182,10 @@ enum Command {
 enum ProfilesCommand {
     /// One row per member with every metric of DATA.md.
     Export {
+        /// The day the metrics are computed for (UTC, YYYY-MM-DD; default today).
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
+        /// csv (one header row), ndjson (one JSON object a line) or json (one array).
         #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
         format: ExportFormat,
         /// Write here instead of standard output.
@@ -185,7 +208,9 @@ enum OutboxCommand {
     DeadLetters,
     /// Put dead letters back in the queue (one by id like 12-345, or --all).
     Retry {
+        /// The dead letter's id, as `outbox dead-letters` prints it (like 12-345).
         id: Option<String>,
+        /// Every dead letter.
         #[arg(long)]
         all: bool,
     },
@@ -201,15 +226,19 @@ enum RulesCommand {
     },
     /// The valid rules with their schedule, next run and priority.
     List {
+        /// A rule file or a folder of them (default `campaigns.rules_dir`).
         path: Option<PathBuf>,
     },
     /// A rule's audience as of a day: the funnel (matched, no consent, capped, held out,
     /// to send), breakdowns by stage and tier, and sample messages. Nothing is sent or
     /// recorded. `--format csv|ndjson` prints one row per matched member instead.
     Preview {
+        /// The rule's id.
         rule: String,
+        /// The day the audience is judged on (UTC, YYYY-MM-DD; default today).
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
+        /// table (funnel, breakdowns, samples), or csv / ndjson (one row per matched member).
         #[arg(long, value_enum, default_value_t = PreviewFormat::Table)]
         format: PreviewFormat,
         /// Rendered sample messages per channel.
@@ -226,6 +255,7 @@ enum PredictCommand {
     /// over `predict.horizon_days`, expected spend per purchase, predicted value and churn
     /// risk for every member with an order.
     Fit {
+        /// Fit on the orders up to this day (UTC, YYYY-MM-DD; default today); later orders check the fit.
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
         /// The time unit of the fit (default `predict.unit` of the config).
@@ -242,12 +272,16 @@ enum BundlesCommand {
     /// confidence / (count(B) / N); N is the number of orders (basket scope) or members
     /// who bought something (member scope). Sorted by lift, then confidence.
     Mine {
+        /// basket: items bought in one order; member: items bought by one member, ever.
         #[arg(long, value_enum, default_value_t = Scope::Basket)]
         scope: Scope,
+        /// Keep rules whose A and B together are in at least this share of baskets.
         #[arg(long, default_value_t = 0.001)]
         min_support: f64,
+        /// Keep rules where at least this share of baskets with A also hold B.
         #[arg(long, default_value_t = 0.1)]
         min_confidence: f64,
+        /// Keep rules with at least this lift (1.0: B no likelier with A than without).
         #[arg(long)]
         min_lift: Option<f64>,
         /// Also mine rules with two items on the left, {A,B} -> C.
@@ -256,8 +290,10 @@ enum BundlesCommand {
         /// Only orders of the last N days before --as-of count.
         #[arg(long)]
         lookback_days: Option<u32>,
+        /// Mine the orders up to this day (UTC, YYYY-MM-DD; default today).
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
+        /// table for people, csv for spreadsheets.
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
         /// Print at most this many rules (all are stored).
@@ -266,17 +302,22 @@ enum BundlesCommand {
     },
     /// Members who have not bought SKU, scored by the strongest stored rule leading to it.
     Audience {
+        /// The product the audience has not bought yet.
         #[arg(long)]
         sku: String,
+        /// How many members to print, best score first.
         #[arg(long, default_value_t = 20)]
         top: usize,
         /// Which stored rules to use (mined by `bundles mine --scope ...`).
         #[arg(long, value_enum, default_value_t = Scope::Basket)]
         scope: Scope,
+        /// Leave out members scoring below this (the rule's confidence).
         #[arg(long, default_value_t = 0.0)]
         min_score: f64,
+        /// Judge purchases up to this day (UTC, YYYY-MM-DD; default today).
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
+        /// table for people, csv for spreadsheets.
         #[arg(long, value_enum, default_value_t = TableFormat::Table)]
         format: TableFormat,
     },
@@ -292,7 +333,9 @@ enum TableFormat {
 enum MemberCommand {
     /// A readable card: metrics, scores, last orders, consent.
     Show {
+        /// The member id.
         id: String,
+        /// The day the metrics are computed for (UTC, YYYY-MM-DD; default today).
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
     },
@@ -362,6 +405,27 @@ fn open_store(cli: &Cli, config: &Config) -> Result<Store> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // generated from the definitions above: no config or store involved
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "rekindle", &mut script);
+            std::io::stdout().lock().write_all(&script)?;
+            return Ok(());
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), dir).with_context(|| format!("writing manual pages into {}", dir.display()))?;
+            return Ok(());
+        }
+        Command::Man { dir: None } => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            std::io::stdout().lock().write_all(&page)?;
+            return Ok(());
+        }
+        _ => {}
+    }
     let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config=")) || std::env::var_os("REKINDLE_CONFIG").is_some();
     let config = Config::load(&cli.config, explicit)?;
     match &cli.command {
@@ -650,6 +714,7 @@ fn run(cli: Cli) -> Result<()> {
             let s = rekindle::generate::generate(dir, &opts).with_context(|| format!("writing into {}", dir.display()))?;
             println!("{} members, {} orders, {} order lines, {} events, {} products -> {}", s.members, s.orders, s.lines, s.events, s.products, dir.display());
         }
+        Command::Completions { .. } | Command::Man { .. } => {} // written before the config is read
         Command::Demo { dir, members } => {
             let opts = rekindle::generate::GenerateOptions { members: *members, ..Default::default() };
             let s = rekindle::generate::generate(dir, &opts)?;
@@ -961,4 +1026,35 @@ fn print_outbox_status((queued, due, dead): (u64, u64, u64), next_due: Option<re
         writeln!(out, "run {} at {}{}: {}", r.id, TsFmt(r.at), if r.catch_up { " (catch-up)" } else { "" }, rules.join(", "))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--help`, the man pages and the completions show every command's and every
+    /// argument's help: none may be blank.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, blank: &mut Vec<String>) {
+            for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+                if arg.get_help().is_none() && !["help", "version"].contains(&arg.get_id().as_str()) {
+                    blank.push(format!("{path} {}", arg.get_long().map(|l| format!("--{l}")).unwrap_or_else(|| arg.get_id().to_string().to_uppercase())));
+                }
+            }
+            for sub in command.get_subcommands().filter(|c| c.get_name() != "help") {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    blank.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, blank);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        command.clone().debug_assert();
+        let mut blank = Vec::new();
+        walk(&command, "rekindle", &mut blank);
+        assert!(blank.is_empty(), "without help text:\n{}", blank.join("\n"));
+    }
 }

@@ -33,6 +33,7 @@ pub enum PluginCommand {
     },
     /// Load a plugin .wasm and report its manifest, imports, exports and problems.
     Check {
+        /// The plugin's .wasm file.
         file: PathBuf,
         /// Also check it against this `[channels.NAME]`'s grants and settings.
         #[arg(long)]
@@ -40,14 +41,18 @@ pub enum PluginCommand {
     },
     /// Send one real test message through a configured channel.
     Send {
+        /// The `[channels.NAME]` to send through.
         channel: String,
         /// Recipient address (email, E.164 number, customer id).
         #[arg(long)]
         to: String,
+        /// The message text.
         #[arg(long)]
         text: String,
+        /// The subject (email).
         #[arg(long)]
         subject: Option<String>,
+        /// An HTML body beside the text (email).
         #[arg(long)]
         html: Option<String>,
         /// Recipient display name.
@@ -61,11 +66,13 @@ pub enum PluginCommand {
     /// plugin hands it to Kannel and Twilio with each message; give it to SNS
     /// subscriptions, Kannel's MO get-url and bounce pipes). Treat it like a password.
     CallbackUrl {
+        /// The `[channels.NAME]` whose URL to print.
         channel: String,
         /// Replace the secret with a new one (the daemon must be stopped); the old URL
         /// keeps working for `--keep-old-hours`, for reports of messages already sent.
         #[arg(long)]
         rotate: bool,
+        /// With --rotate: how long the old URL keeps working.
         #[arg(long, default_value_t = 48)]
         keep_old_hours: u32,
     },

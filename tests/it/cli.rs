@@ -274,3 +274,34 @@ fn a_command_that_only_reads_never_creates_a_store() {
     let stats = rekindle(d, &["stats"]);
     assert!(stats.status.success(), "{}", text(&stats));
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions_even_with_a_broken_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // generating them reads no config: a broken one does not stop a packager
+    std::fs::write(d.join("config.toml"), "[store\n").unwrap();
+    let bash = rekindle(d, &["completions", "bash"]);
+    assert!(bash.status.success(), "{}", text(&bash));
+    std::fs::write(d.join("rekindle.bash"), &bash.stdout).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(d.join("rekindle.bash")).output().expect("bash");
+    assert!(syntax.status.success(), "bash cannot read the completions: {}", text(&syntax));
+    let script = String::from_utf8_lossy(&bash.stdout);
+    for word in ["import", "preview", "--as-of", "--min-support", "callback-url"] {
+        assert!(script.contains(word), "the bash completions miss {word}");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = rekindle(d, &["completions", shell]);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("preview"), "{shell}: {}", text(&out));
+    }
+    assert!(!rekindle(d, &["completions", "tcsh"]).status.success(), "an unknown shell is an error");
+
+    let page = rekindle(d, &["man"]);
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(page.contains(".TH rekindle 1") && page.contains("rekindle\\-rules(1)"), "{page}");
+    let pages = d.join("man/man1");
+    assert!(rekindle(d, &["man", "--dir", pages.to_str().unwrap()]).status.success());
+    let preview = std::fs::read_to_string(pages.join("rekindle-rules-preview.1")).expect("one page per command");
+    assert!(preview.contains("The day the audience is judged on"), "flags carry their help: {preview}");
+    assert!(!d.join("store").exists(), "neither command touches a store");
+}

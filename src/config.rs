@@ -258,10 +258,11 @@ impl Config {
         }
         let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
         config.read_secret_files(dir, credentials.as_deref()).map_err(|problems| ConfigError::Invalid { path: path.into(), problems })?;
+        config.api.check_tokens().map_err(|problem| ConfigError::Invalid { path: path.into(), problems: vec![problem] })?;
         Ok(config)
     }
 
-    /// Fills every secret given as a file (`api.token_file`, `campaigns.
+    /// Fills every secret given as a file (`api.token_file`, `api.metrics_token_file`, `campaigns.
     /// unsubscribe_secret_file`, `channels.NAME.smtp.password_file`, and a channel's
     /// `secrets.NAME_file`) from its file, so that the rest of the program sees values
     /// only. A path is absolute, relative to the config's folder, or `credential:NAME`:
@@ -279,6 +280,11 @@ impl Config {
         if let Some(file) = self.api.token_file.take() {
             if let Some(v) = read("api.token", &file, !self.api.token.is_empty()) {
                 self.api.token = v;
+            }
+        }
+        if let Some(file) = self.api.metrics_token_file.take() {
+            if let Some(v) = read("api.metrics_token", &file, !self.api.metrics_token.is_empty()) {
+                self.api.metrics_token = v;
             }
         }
         if let Some(file) = self.campaigns.unsubscribe_secret_file.take() {
@@ -458,8 +464,9 @@ mod tests {
         std::fs::create_dir(d.join("creds")).unwrap();
         std::fs::write(d.join("creds/smtp"), "pa ss\r\n").unwrap();
         std::fs::write(d.join("creds/twilio"), "tw\n\n").unwrap();
+        std::fs::write(d.join("creds/scrape"), "s1\n").unwrap();
         let text = format!(
-            "[api]\ntoken_file = \"token\"\n[campaigns]\nunsubscribe_secret_file = {:?}\n\
+            "[api]\ntoken_file = \"token\"\nmetrics_token_file = \"credential:scrape\"\n[campaigns]\nunsubscribe_secret_file = {:?}\n\
              [channels.sms]\nplugin = \"x.wasm\"\nsecrets = {{ auth_token_file = \"credential:twilio\", account = \"AC1\" }}\n\
              [channels.email]\nplugin = \"x.wasm\"\nsmtp = {{ host = \"h\", port = 25, username = \"u\", password_file = \"credential:smtp\" }}\n",
             d.join("token").display().to_string()
@@ -467,6 +474,7 @@ mod tests {
         let mut c = Config::parse(&text).unwrap();
         c.read_secret_files(d, Some(&d.join("creds"))).unwrap();
         assert_eq!(c.api.token, "t0ken", "relative to the config's folder, one line break dropped");
+        assert_eq!(c.api.metrics_token, "s1");
         assert_eq!(c.campaigns.unsubscribe_secret, "t0ken", "an absolute path");
         assert_eq!(c.channels["email"].smtp.as_ref().unwrap().password.as_deref(), Some("pa ss"), "a credential, CRLF dropped");
         let secrets: Vec<(&str, &str)> = c.channels["sms"].secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -492,5 +500,9 @@ mod tests {
         ] {
             assert!(problems.contains(want), "{want:?} missing in:\n{problems}");
         }
+
+        std::fs::write(d.join("config.toml"), "[api]\ntoken = \"t0ken\"\nmetrics_token_file = \"token\"\n").unwrap();
+        let err = Config::load(&d.join("config.toml"), true).unwrap_err().to_string();
+        assert!(err.contains("api.metrics_token: must differ from api.token"), "the read-only token may not be the admin one: {err}");
     }
 }

@@ -51,6 +51,11 @@ pub struct ApiConfig {
     pub token: String,
     /// The token read from this file instead (config.rs: `*_file` keys).
     pub token_file: Option<std::path::PathBuf>,
+    /// A read-only bearer token accepted on `/metrics` alone, for a Prometheus scraper
+    /// (the REKINDLE_METRICS_TOKEN environment variable overrides it). The admin token
+    /// is accepted there too.
+    pub metrics_token: String,
+    pub metrics_token_file: Option<std::path::PathBuf>,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
     /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or networks);
@@ -78,6 +83,8 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8787".into(),
             token: String::new(),
             token_file: None,
+            metrics_token: String::new(),
+            metrics_token_file: None,
             max_body_bytes: 16 << 20,
             trusted_proxies: Vec::new(),
             failure_limit: 20,
@@ -92,9 +99,19 @@ impl Default for ApiConfig {
 
 impl ApiConfig {
     pub fn token(&self) -> Option<String> {
-        match std::env::var("REKINDLE_API_TOKEN") {
-            Ok(t) if !t.is_empty() => Some(t),
-            _ => (!self.token.is_empty()).then(|| self.token.clone()),
+        token_or_env(&self.token, "REKINDLE_API_TOKEN")
+    }
+
+    pub fn metrics_token(&self) -> Option<String> {
+        token_or_env(&self.metrics_token, "REKINDLE_METRICS_TOKEN")
+    }
+
+    /// The read-only token must not open the admin API: checked once the secret files
+    /// and the environment are read.
+    pub fn check_tokens(&self) -> Result<(), String> {
+        match self.metrics_token() {
+            Some(m) if Some(&m) == self.token().as_ref() => Err("api.metrics_token: must differ from api.token (it is the read-only one)".into()),
+            _ => Ok(()),
         }
     }
 
@@ -138,6 +155,7 @@ pub struct Api {
     store: Store,
     links: Links,
     token: Option<String>,
+    metrics_token: Option<String>,
     attribution_days: u32,
     max_body_bytes: usize,
     rules_dir: std::path::PathBuf,
@@ -178,6 +196,7 @@ impl Api {
             store,
             links,
             token: config.token(),
+            metrics_token: config.metrics_token(),
             attribution_days: settings.attribution_days,
             max_body_bytes: config.max_body_bytes,
             rules_dir: settings.rules_dir.clone(),
@@ -202,6 +221,13 @@ impl Api {
     }
 }
 
+fn token_or_env(configured: &str, env: &str) -> Option<String> {
+    match std::env::var(env) {
+        Ok(t) if !t.is_empty() => Some(t),
+        _ => (!configured.is_empty()).then(|| configured.to_string()),
+    }
+}
+
 /// The router; `serve` runs it.
 pub fn router(api: Api) -> Router {
     let max_body = api.max_body_bytes;
@@ -218,9 +244,11 @@ pub fn router(api: Api) -> Router {
         .route("/api/outbox/retry", post(retry))
         .route("/api/members/{id}", get(member))
         .route("/api/members/{id}/explain", get(explain))
-        .route("/metrics", get(metrics))
         .route("/api/callbacks", get(callbacks::urls))
-        .route_layer(axum::middleware::from_fn_with_state(Arc::new(api.token.clone()), require_token));
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(Vec::from_iter(api.token.clone())), require_token));
+    let scrape = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(Vec::from_iter(api.token.clone().into_iter().chain(api.metrics_token.clone()))), require_token));
     let public = Router::new()
         .route("/u/{token}", get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe))
         .route("/callbacks/{channel}", any(callbacks::callback))
@@ -230,22 +258,26 @@ pub fn router(api: Api) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(public)
         .merge(admin)
+        .merge(scrape)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Arc::new(api))
 }
 
-async fn require_token(State(token): State<Arc<Option<String>>>, request: Request, next: axum::middleware::Next) -> Response {
+/// Lets a request through if its bearer token is one of `accepted`.
+async fn require_token(State(accepted): State<Arc<Vec<String>>>, request: Request, next: axum::middleware::Next) -> Response {
     use subtle::ConstantTimeEq;
-    let Some(token) = token.as_ref() else {
+    if accepted.is_empty() {
         return (StatusCode::NOT_FOUND, "the admin API is off: set [api] token\n").into_response();
-    };
+    }
     let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     // compare digests so the time does not depend on where the strings differ, nor on length
     let digest = |s: &str| -> [u8; 32] {
         use sha2::Digest;
         sha2::Sha256::digest(s.as_bytes()).into()
     };
-    if bool::from(digest(given).ct_eq(&digest(token))) {
+    let given = digest(given);
+    // every token is compared, so the time does not tell which one matched
+    if accepted.iter().fold(subtle::Choice::from(0), |ok, token| ok | given.ct_eq(&digest(token))).into() {
         next.run(request).await
     } else {
         (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a valid bearer token is required\n").into_response()
@@ -535,5 +567,6 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
          # HELP rekindle_messages_planned_total Messages planned by all runs.\n# TYPE rekindle_messages_planned_total counter\nrekindle_messages_planned_total {planned}\n"
     );
     api.observers.metrics.render(&mut body);
+    crate::metrics::render_process(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -56,7 +56,7 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
     std::fs::write(
         d.join("config.toml"),
         format!(
-            "[store]\npath = \"store\"\n[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 100, days = 1 }}\npublic_url = \"http://127.0.0.1:{port}\"\nunsubscribe_secret = \"link-key\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"t0ken-42\"\n[channels.files]\nplugin = \"{}\"\nconsent = \"none\"\ngrants = {{ files = \"{}\" }}\n",
+            "[store]\npath = \"store\"\n[campaigns]\nrules_dir = \"rules\"\nfrequency_cap = {{ messages = 100, days = 1 }}\npublic_url = \"http://127.0.0.1:{port}\"\nunsubscribe_secret = \"link-key\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"t0ken-42\"\nmetrics_token = \"scrape-1\"\n[channels.files]\nplugin = \"{}\"\nconsent = \"none\"\ngrants = {{ files = \"{}\" }}\n",
             crate::support::repo_path("target/plugins/file.wasm").display(),
             out.display()
         ),
@@ -85,7 +85,9 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
     assert_eq!(status, 200);
     let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
     assert_eq!(runs[0]["id"], 1);
-    let (status, metrics) = http(port, "GET", "/metrics", &[("Authorization", "Bearer t0ken-42")], "");
+    assert_eq!(http(port, "GET", "/api/runs", &[("Authorization", "Bearer scrape-1")], "").0, 401, "the metrics token is read-only");
+    assert_eq!(http(port, "GET", "/metrics", &[("Authorization", "Bearer t0ken-42")], "").0, 200, "the admin token scrapes too");
+    let (status, metrics) = http(port, "GET", "/metrics", &[("Authorization", "Bearer scrape-1")], "");
     assert_eq!(status, 200);
     let parsed = python()
         .arg("-c")
@@ -100,6 +102,9 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
         .unwrap();
     let samples = String::from_utf8_lossy(&parsed.stdout);
     assert!(parsed.status.success() && samples.contains("rekindle_runs_total 1.0") && samples.contains("rekindle_outbox_queued 0.0"), "{samples}{}", String::from_utf8_lossy(&parsed.stderr));
+    assert!(samples.contains("rekindle_build_info 1.0") && metrics.contains(&format!("rekindle_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))), "{metrics}");
+    let rss = samples.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")?.parse::<f64>().ok());
+    assert!(rss.is_some_and(|b| b > 1e6), "the daemon's resident memory: {samples}");
 
     // the link: a page first, then one click
     let (status, page) = http(port, "GET", &format!("/u/{token}"), &[], "");

@@ -6,7 +6,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use rekindle::config::Config;
 use rekindle::domain::{parse_date, Day, DayFmt, TsFmt};
 use rekindle::ingest::{self, rows::Kind, ImportOptions};
-use rekindle::population::{write_stats, ExportFormat, Population};
+use rekindle::population::{ExportFormat, Population, Stats};
 use rekindle::basket::Scope;
 use rekindle::plan::report::PreviewFormat;
 use rekindle::store::Store;
@@ -108,8 +108,8 @@ enum Command {
         /// A run number (from `outbox status` or the daemon's log), or a rule id.
         run_or_rule: String,
         /// table for people, json for programs.
-        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-        format: ReportFormat,
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+        format: SummaryFormat,
     },
     /// The outbox: counts, dead letters, retrying them.
     Outbox {
@@ -138,6 +138,9 @@ enum Command {
         /// The day the metrics are computed for (UTC, YYYY-MM-DD; default today).
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
+        /// table for people, json for programs (money in minor units).
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+        format: SummaryFormat,
     },
     /// Write deterministic sample data (members, orders, events, products) into a folder.
     Generate {
@@ -185,7 +188,7 @@ enum ProfilesCommand {
         /// The day the metrics are computed for (UTC, YYYY-MM-DD; default today).
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
-        /// csv (one header row), ndjson (one JSON object a line) or json (one array).
+        /// csv (one header row), ndjson (one JSON object a line) or json (one array of them).
         #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
         format: ExportFormat,
         /// Write here instead of standard output.
@@ -194,18 +197,39 @@ enum ProfilesCommand {
     },
 }
 
+// One `--format` vocabulary: table (for people), csv, json, ndjson; each command takes
+// the ones that make sense for what it prints.
+
+/// A summary: one table, or one JSON document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ReportFormat {
+enum SummaryFormat {
     Table,
     Json,
+}
+
+/// A list of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ListFormat {
+    Table,
+    Csv,
+    Json,
+    Ndjson,
 }
 
 #[derive(Subcommand)]
 enum OutboxCommand {
     /// Queued, due and dead messages, and the last runs.
-    Status,
-    /// Messages whose retries ran out, with their errors.
-    DeadLetters,
+    Status {
+        /// table for people, json for programs (with every run).
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+        format: SummaryFormat,
+    },
+    /// Messages whose retries ran out, with their last error.
+    DeadLetters {
+        /// table for people; csv, json or ndjson for programs.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
     /// Put dead letters back in the queue (one by id like 12-345, or --all).
     Retry {
         /// The dead letter's id, as `outbox dead-letters` prints it (like 12-345).
@@ -228,6 +252,9 @@ enum RulesCommand {
     List {
         /// A rule file or a folder of them (default `campaigns.rules_dir`).
         path: Option<PathBuf>,
+        /// table for people; csv, json or ndjson for programs.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
     },
     /// A rule's audience as of a day: the funnel (matched, no consent, capped, held out,
     /// to send), breakdowns by stage and tier, and sample messages. Nothing is sent or
@@ -544,8 +571,8 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("no run or rule {run_or_rule:?}");
             }
             match format {
-                ReportFormat::Table => rekindle::report::write_table(&mut std::io::stdout().lock(), &reports, window)?,
-                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+                SummaryFormat::Table => rekindle::report::write_table(&mut std::io::stdout().lock(), &reports, window)?,
+                SummaryFormat::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
             }
         }
         Command::Outbox { command } => {
@@ -554,7 +581,7 @@ fn run(cli: Cli) -> Result<()> {
                 Err(e) if daemon_running(&e) => {
                     let remote = remote::Remote::new(&config)?;
                     match command {
-                        OutboxCommand::Status => {
+                        OutboxCommand::Status { format } => {
                             let counts: serde_json::Value = serde_json::from_str(&remote.get("/api/outbox")?)?;
                             let runs: serde_json::Value = serde_json::from_str(&remote.get("/api/runs")?)?;
                             let count = |k: &str| counts[k].as_u64().unwrap_or(0);
@@ -569,14 +596,15 @@ fn run(cli: Cli) -> Result<()> {
                                     rules: r["rules"].as_array().into_iter().flatten().map(|x| (x["rule"].as_str().unwrap_or("").to_string(), x["messages"].as_u64().unwrap_or(0), x["held_out"].as_u64().unwrap_or(0))).collect(),
                                 })
                                 .collect();
-                            print_outbox_status((count("queued"), count("due"), count("dead_letters")), counts["next_due"].as_i64(), &runs)?;
+                            print_outbox_status((count("queued"), count("due"), count("dead_letters")), counts["next_due"].as_i64(), &runs, *format)?;
                         }
-                        OutboxCommand::DeadLetters => {
+                        OutboxCommand::DeadLetters { format } => {
                             let list: serde_json::Value = serde_json::from_str(&remote.get("/api/outbox/dead-letters")?)?;
-                            for m in list.as_array().into_iter().flatten() {
-                                let last = m["errors"].as_array().and_then(|e| e.last()).and_then(|e| e.as_str()).unwrap_or("");
-                                println!("{}\t{}\t{}\t{}\t{last}", m["id"].as_str().unwrap_or(""), m["rule"].as_str().unwrap_or(""), m["member"].as_str().unwrap_or(""), m["channel"].as_str().unwrap_or(""));
-                            }
+                            let rows = list.as_array().into_iter().flatten().map(|m| {
+                                let last = m["errors"].as_array().and_then(|e| e.last()).cloned().unwrap_or_default();
+                                vec![m["id"].clone(), m["rule"].clone(), m["member"].clone(), m["channel"].clone(), last]
+                            });
+                            write_rows(*format, &DEAD_LETTER_COLUMNS, rows.collect())?;
                         }
                         OutboxCommand::Retry { id, all } => {
                             let body = match (id, all) {
@@ -594,18 +622,18 @@ fn run(cli: Cli) -> Result<()> {
             };
             let now = chrono::Utc::now().timestamp();
             match command {
-                OutboxCommand::Status => {
+                OutboxCommand::Status { format } => {
                     let runs: Vec<RunLine> = store
                         .runs()
                         .map(|r| r.map(|r| RunLine { id: r.id, at: r.at, catch_up: r.catch_up, rules: r.rules.iter().map(|x| (x.rule.to_string(), u64::from(x.messages), x.held_out.len() as u64)).collect() }))
                         .collect::<Result<_, _>>()?;
-                    print_outbox_status(store.outbox_counts(now)?, store.next_due()?, &runs)?;
+                    print_outbox_status(store.outbox_counts(now)?, store.next_due()?, &runs, *format)?;
                 }
-                OutboxCommand::DeadLetters => {
-                    for item in store.dead_letters() {
-                        let (id, m) = item?;
-                        println!("{id}\t{}\t{}\t{}\t{}", m.rule, m.member, m.channels[m.current as usize].channel, m.errors.last().map(String::as_str).unwrap_or(""));
-                    }
+                OutboxCommand::DeadLetters { format } => {
+                    let rows = store.dead_letters().map(|item| {
+                        item.map(|(id, m)| vec![id.to_string().into(), m.rule.as_str().into(), m.member.as_str().into(), m.channels[m.current as usize].channel.as_str().into(), m.errors.last().map(String::as_str).into()])
+                    });
+                    write_rows(*format, &DEAD_LETTER_COLUMNS, rows.collect::<Result<_, _>>()?)?;
                 }
                 OutboxCommand::Retry { id, all } => {
                     let ids: Option<Vec<rekindle::store::outbox::MessageId>> = match (id, all) {
@@ -637,16 +665,17 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("{errors} errors in {} rule files", set.failed.len());
             }
         }
-        Command::Rules { command: RulesCommand::List { path } } => {
+        Command::Rules { command: RulesCommand::List { path, format } } => {
             let set = load_rules(&config, path.as_deref())?;
             let default_tz = config.checked.default_tz;
-            println!("{:<28} {:<8} {:>8}  {:<22} {:<20} next run", "rule", "enabled", "priority", "schedule", "timezone");
-            for r in &set.rules {
+            let rows = set.rules.iter().map(|r| {
                 let tz = r.timezone.unwrap_or(default_tz);
-                let next = r.schedule.as_ref().and_then(|s| s.next_after(chrono::Utc::now(), tz)).map(|t| t.with_timezone(&tz).to_rfc3339()).unwrap_or_else(|| "on demand".into());
-                let cron = r.schedule.as_ref().map(|s| s.cron.as_str()).unwrap_or("-");
-                println!("{:<28} {:<8} {:>8}  {:<22} {:<20} {next}", r.id, r.enabled, r.priority, cron, tz.name());
-            }
+                // the next run in the rule's own time zone; none for a rule run on demand
+                let next = r.schedule.as_ref().and_then(|s| s.next_after(chrono::Utc::now(), tz)).map(|t| t.with_timezone(&tz).to_rfc3339());
+                let cron = r.schedule.as_ref().map(|s| s.cron.clone());
+                vec![r.id.as_str().into(), r.enabled.into(), r.priority.into(), cron.into(), tz.name().into(), next.into()]
+            });
+            write_rows(*format, &["rule", "enabled", "priority", "schedule", "timezone", "next_run"], rows.collect())?;
         }
         Command::Rules { command: RulesCommand::Preview { rule, as_of, format, sample } } => {
             let set = load_rules(&config, None)?;
@@ -704,10 +733,13 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(out)?;
             }
         }
-        Command::Stats { as_of } => {
+        Command::Stats { as_of, format } => {
             let store = open_store(&cli, &config)?;
-            let pop = profiles(&store, &config, as_of.unwrap_or_else(today))?;
-            write_stats(&pop, &mut std::io::stdout().lock())?;
+            let stats = Stats::of(&profiles(&store, &config, as_of.unwrap_or_else(today))?);
+            match format {
+                SummaryFormat::Table => stats.write_table(&mut std::io::stdout().lock())?,
+                SummaryFormat::Json => println!("{}", serde_json::to_string_pretty(&stats)?),
+            }
         }
         Command::Generate { dir, members, lines, seed } => {
             let opts = rekindle::generate::GenerateOptions { members: *members, lines: *lines, seed: *seed, ..Default::default() };
@@ -725,7 +757,7 @@ fn run(cli: Cli) -> Result<()> {
             let as_of = rekindle::domain::day_of(opts.end);
             println!();
             let pop = Population::compute(&store, as_of, &config.profile)?;
-            write_stats(&pop, &mut std::io::stdout().lock())?;
+            Stats::of(&pop).write_table(&mut std::io::stdout().lock())?;
             let missing: Vec<String> =
                 config.channels.values().map(|c| config.base_dir.join(&c.plugin)).filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
             if !missing.is_empty() {
@@ -1015,8 +1047,21 @@ struct RunLine {
 }
 
 /// `outbox status`, from the store or from the daemon's API alike.
-fn print_outbox_status((queued, due, dead): (u64, u64, u64), next_due: Option<rekindle::domain::Timestamp>, runs: &[RunLine]) -> Result<()> {
+fn print_outbox_status((queued, due, dead): (u64, u64, u64), next_due: Option<rekindle::domain::Timestamp>, runs: &[RunLine], format: SummaryFormat) -> Result<()> {
     let out = &mut std::io::stdout().lock();
+    if format == SummaryFormat::Json {
+        let time = |t: i64| TsFmt(t).to_string();
+        let runs: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                let rules: Vec<serde_json::Value> = r.rules.iter().map(|(rule, messages, held_out)| serde_json::json!({ "rule": rule, "messages": messages, "held_out": held_out })).collect();
+                serde_json::json!({ "run": r.id, "at": time(r.at), "catch_up": r.catch_up, "rules": rules })
+            })
+            .collect();
+        let status = serde_json::json!({ "queued": queued, "due": due, "dead_letters": dead, "next_due": next_due.map(time), "runs": runs });
+        writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
+        return Ok(());
+    }
     writeln!(out, "queued {queued}, due now {due}, dead letters {dead}")?;
     if let Some(t) = next_due {
         writeln!(out, "next due {}", TsFmt(t))?;
@@ -1024,6 +1069,59 @@ fn print_outbox_status((queued, due, dead): (u64, u64, u64), next_due: Option<re
     for r in runs.iter().rev().take(10) {
         let rules: Vec<String> = r.rules.iter().map(|(rule, messages, held_out)| format!("{rule} ({messages} messages, {held_out} held out)")).collect();
         writeln!(out, "run {} at {}{}: {}", r.id, TsFmt(r.at), if r.catch_up { " (catch-up)" } else { "" }, rules.join(", "))?;
+    }
+    Ok(())
+}
+
+const DEAD_LETTER_COLUMNS: [&str; 5] = ["id", "rule", "member", "channel", "last_error"];
+
+/// Rows under `columns`: an aligned table, CSV with a header, a JSON array of objects,
+/// or one object a line (keys in column order; numbers and booleans as themselves).
+fn write_rows(format: ListFormat, columns: &[&str], rows: Vec<Vec<serde_json::Value>>) -> Result<()> {
+    let out = &mut std::io::stdout().lock();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    let object = |row: &Vec<serde_json::Value>| -> String {
+        let fields: Vec<String> = columns.iter().zip(row).map(|(c, v)| format!("{}:{v}", serde_json::Value::from(*c))).collect();
+        format!("{{{}}}", fields.join(","))
+    };
+    match format {
+        ListFormat::Table => {
+            let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|v| Some(text(v)).filter(|t| !t.is_empty()).unwrap_or_else(|| "-".into())).collect()).collect();
+            let widths: Vec<usize> = (0..columns.len()).map(|i| cells.iter().map(|r| r[i].chars().count()).chain([columns[i].len()]).max().unwrap_or(0)).collect();
+            let line = |row: &mut dyn Iterator<Item = &str>| -> String {
+                let padded: Vec<String> = row.zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+                padded.join("  ").trim_end().to_string()
+            };
+            writeln!(out, "{}", line(&mut columns.iter().copied()))?;
+            for r in &cells {
+                writeln!(out, "{}", line(&mut r.iter().map(String::as_str)))?;
+            }
+        }
+        ListFormat::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(columns)?;
+            for r in &rows {
+                w.write_record(r.iter().map(text))?;
+            }
+            w.flush()?;
+        }
+        ListFormat::Json => {
+            let objects: Vec<String> = rows.iter().map(|r| format!("  {}", object(r))).collect();
+            if objects.is_empty() {
+                writeln!(out, "[]")?;
+            } else {
+                writeln!(out, "[\n{}\n]", objects.join(",\n"))?;
+            }
+        }
+        ListFormat::Ndjson => {
+            for r in &rows {
+                writeln!(out, "{}", object(r))?;
+            }
+        }
     }
     Ok(())
 }

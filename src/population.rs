@@ -1,6 +1,6 @@
 //! Profiles of the whole member base as of a date: scans every member from the store,
 //! computes metrics in parallel, takes the population cut points, and writes the
-//! `profiles export` rows (CSV or NDJSON), the `stats` summary and one member's card.
+//! `profiles export` rows (CSV, NDJSON or a JSON array), the `stats` summary and one member's card.
 //!
 //! The export columns form one closed list ([`COLUMNS`]), so CSV, NDJSON and the docs
 //! never drift apart.
@@ -67,18 +67,24 @@ impl Population {
 
     /// Writes one row per member.
     pub fn export(&self, out: &mut dyn Write, format: ExportFormat) -> std::io::Result<()> {
-        if format == ExportFormat::Csv {
-            let header: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
-            writeln!(out, "{}", header.join(","))?;
+        match format {
+            ExportFormat::Csv => writeln!(out, "{}", column_names().collect::<Vec<_>>().join(","))?,
+            ExportFormat::Json => out.write_all(b"[")?,
+            ExportFormat::Ndjson => {}
         }
         // formatted in parallel, a block at a time, so memory stays bounded
-        for (ids, profiles) in self.ids.chunks(1 << 16).zip(self.profiles.chunks(1 << 16)) {
+        for (block, (ids, profiles)) in self.ids.chunks(1 << 16).zip(self.profiles.chunks(1 << 16)).enumerate() {
             let buffers: Vec<Vec<u8>> = ids
                 .par_chunks(4096)
                 .zip(profiles.par_chunks(4096))
-                .map(|(ids, profiles)| {
+                .enumerate()
+                .map(|(chunk, (ids, profiles))| {
                     let mut buf = Vec::with_capacity(ids.len() * 200);
-                    for (id, p) in ids.iter().zip(profiles) {
+                    for (i, (id, p)) in ids.iter().zip(profiles).enumerate() {
+                        if format == ExportFormat::Json {
+                            // a JSON array's rows: one a line, a comma before every one but the first
+                            buf.extend_from_slice(if block == 0 && chunk == 0 && i == 0 { b"\n" } else { b",\n" });
+                        }
                         write_row(&mut buf, id, p, format);
                     }
                     buf
@@ -87,6 +93,9 @@ impl Population {
             for b in buffers {
                 out.write_all(&b)?;
             }
+        }
+        if format == ExportFormat::Json {
+            out.write_all(b"\n]\n")?;
         }
         out.flush()
     }
@@ -176,6 +185,8 @@ pub fn all_order_days(store: &Store) -> Result<Vec<Vec<DaySpend>>, StoreError> {
 pub enum ExportFormat {
     Csv,
     Ndjson,
+    /// One array of the NDJSON objects.
+    Json,
 }
 
 /// A cell of an export row.
@@ -234,19 +245,19 @@ pub const COLUMNS: &[Column] = &[
 
 fn write_row(buf: &mut Vec<u8>, id: &str, p: &Profile, format: ExportFormat) {
     let mut ib = itoa::Buffer::new();
-    if format == ExportFormat::Ndjson {
+    let json = format != ExportFormat::Csv;
+    if json {
         buf.push(b'{');
     }
     for (i, (name, cell)) in COLUMNS.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        if format == ExportFormat::Ndjson {
+        if json {
             buf.push(b'"');
             buf.extend_from_slice(name.as_bytes());
             buf.extend_from_slice(b"\":");
         }
-        let json = format == ExportFormat::Ndjson;
         match cell(id, p) {
             Cell::Null if json => buf.extend_from_slice(b"null"),
             Cell::Null => {}
@@ -287,61 +298,126 @@ fn write_row(buf: &mut Vec<u8>, id: &str, p: &Profile, format: ExportFormat) {
             }
         }
     }
-    if format == ExportFormat::Ndjson {
+    if json {
         buf.push(b'}');
     }
-    buf.push(b'\n');
+    if format != ExportFormat::Json {
+        buf.push(b'\n');
+    }
 }
 
-/// The `stats` summary: counts and shares by stage and tier, and the spend distribution.
-pub fn write_stats(pop: &Population, out: &mut dyn Write) -> std::io::Result<()> {
-    let n = pop.profiles.len();
-    let share = |c: usize| if n == 0 { 0.0 } else { 100.0 * c as f64 / n as f64 };
-    writeln!(out, "members as of {}: {}", DayFmt(pop.as_of), n)?;
-    writeln!(out, "\nby stage")?;
-    for s in Stage::ALL {
-        let c = pop.profiles.iter().filter(|p| p.metrics.stage == s).count();
-        writeln!(out, "  {:<10} {:>10} {:>6.1}%", s.as_str(), c, share(c))?;
-    }
-    writeln!(out, "\nby price tier (purchasing power)")?;
-    for t in Tier::ALL {
-        let c = pop.profiles.iter().filter(|p| p.price_tier == Some(t)).count();
-        writeln!(out, "  {:<10} {:>10} {:>6.1}%", t.as_str(), c, share(c))?;
-    }
-    writeln!(out, "\nby value tier (RFM)")?;
-    for t in ValueTier::ALL {
-        let c = pop.profiles.iter().filter(|p| p.value_tier == Some(t)).count();
-        writeln!(out, "  {:<10} {:>10} {:>6.1}%", t.as_str(), c, share(c))?;
-    }
-    let mut spend: Vec<i64> = pop.profiles.iter().filter(|p| p.metrics.orders > 0).map(|p| p.metrics.monetary).collect();
-    spend.sort_unstable();
-    writeln!(out, "\nspend per buyer ({} buyers)", spend.len())?;
-    if let (Some(min), Some(max)) = (spend.first(), spend.last()) {
-        let total: i64 = spend.iter().sum();
+/// The `stats` summary: counts by stage and tier, and the spend distribution of the
+/// buyers (`--format json` prints it as it is; money in minor units).
+#[derive(Debug, serde::Serialize)]
+pub struct Stats {
+    pub as_of: String,
+    pub members: usize,
+    #[serde(serialize_with = "as_map")]
+    pub by_stage: Vec<(&'static str, usize)>,
+    #[serde(serialize_with = "as_map")]
+    pub by_price_tier: Vec<(&'static str, usize)>,
+    #[serde(serialize_with = "as_map")]
+    pub by_value_tier: Vec<(&'static str, usize)>,
+    /// Members with an order.
+    pub buyers: usize,
+    pub spend_cents: Option<SpendSpread>,
+    pub cut_points: Option<StatsCuts>,
+}
+
+/// Counts by name as one JSON object, in their order.
+fn as_map<S: serde::Serializer>(counts: &[(&'static str, usize)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(counts.iter().copied())
+}
+
+/// Spend per buyer, minor units.
+#[derive(Debug, serde::Serialize)]
+pub struct SpendSpread {
+    pub total: i64,
+    pub mean: i64,
+    pub min: i64,
+    pub p25: i64,
+    pub median: i64,
+    pub p75: i64,
+    pub p90: i64,
+    pub p99: i64,
+    pub max: i64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct StatsCuts {
+    pub recency_days: [i32; 4],
+    pub orders: [u32; 4],
+    pub monetary_cents: [i64; 4],
+}
+
+impl Stats {
+    pub fn of(pop: &Population) -> Stats {
+        let count = |f: &dyn Fn(&Profile) -> bool| pop.profiles.iter().filter(|p| f(p)).count();
+        let mut spend: Vec<i64> = pop.profiles.iter().filter(|p| p.metrics.orders > 0).map(|p| p.metrics.monetary).collect();
+        spend.sort_unstable();
         let pct = |k: usize| spend[(k * spend.len()).div_ceil(100).max(1) - 1];
-        writeln!(out, "  total {}  mean {}", CentsFmt(total), CentsFmt(total / spend.len() as i64))?;
-        writeln!(
-            out,
-            "  min {}  p25 {}  median {}  p75 {}  p90 {}  p99 {}  max {}",
-            CentsFmt(*min),
-            CentsFmt(pct(25)),
-            CentsFmt(pct(50)),
-            CentsFmt(pct(75)),
-            CentsFmt(pct(90)),
-            CentsFmt(pct(99)),
-            CentsFmt(*max)
-        )?;
+        Stats {
+            as_of: DayFmt(pop.as_of).to_string(),
+            members: pop.profiles.len(),
+            by_stage: Stage::ALL.iter().map(|&s| (s.as_str(), count(&|p| p.metrics.stage == s))).collect(),
+            by_price_tier: Tier::ALL.iter().map(|&t| (t.as_str(), count(&|p| p.price_tier == Some(t)))).collect(),
+            by_value_tier: ValueTier::ALL.iter().map(|&t| (t.as_str(), count(&|p| p.value_tier == Some(t)))).collect(),
+            buyers: spend.len(),
+            spend_cents: (!spend.is_empty()).then(|| {
+                let total: i64 = spend.iter().sum();
+                SpendSpread {
+                    total,
+                    mean: total / spend.len() as i64,
+                    min: spend[0],
+                    p25: pct(25),
+                    median: pct(50),
+                    p75: pct(75),
+                    p90: pct(90),
+                    p99: pct(99),
+                    max: spend[spend.len() - 1],
+                }
+            }),
+            cut_points: pop.cuts.as_ref().map(|c| StatsCuts { recency_days: c.recency, orders: c.orders, monetary_cents: c.monetary }),
+        }
     }
-    if let Some(c) = &pop.cuts {
-        writeln!(
-            out,
-            "\ncut points: recency {:?} days, orders {:?}, monetary [{}]",
-            c.recency,
-            c.orders,
-            c.monetary.iter().map(|m| CentsFmt(*m).to_string()).collect::<Vec<_>>().join(", ")
-        )?;
+
+    /// The summary for people.
+    pub fn write_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let n = self.members;
+        let share = |c: usize| if n == 0 { 0.0 } else { 100.0 * c as f64 / n as f64 };
+        writeln!(out, "members as of {}: {}", self.as_of, n)?;
+        for (title, counts) in [("by stage", &self.by_stage), ("by price tier (purchasing power)", &self.by_price_tier), ("by value tier (RFM)", &self.by_value_tier)] {
+            writeln!(out, "\n{title}")?;
+            for (name, c) in counts {
+                writeln!(out, "  {:<10} {:>10} {:>6.1}%", name, c, share(*c))?;
+            }
+        }
+        writeln!(out, "\nspend per buyer ({} buyers)", self.buyers)?;
+        if let Some(s) = &self.spend_cents {
+            writeln!(out, "  total {}  mean {}", CentsFmt(s.total), CentsFmt(s.mean))?;
+            writeln!(
+                out,
+                "  min {}  p25 {}  median {}  p75 {}  p90 {}  p99 {}  max {}",
+                CentsFmt(s.min),
+                CentsFmt(s.p25),
+                CentsFmt(s.median),
+                CentsFmt(s.p75),
+                CentsFmt(s.p90),
+                CentsFmt(s.p99),
+                CentsFmt(s.max)
+            )?;
+        }
+        if let Some(c) = &self.cut_points {
+            writeln!(
+                out,
+                "\ncut points: recency {:?} days, orders {:?}, monetary [{}]",
+                c.recency_days,
+                c.orders,
+                c.monetary_cents.iter().map(|m| CentsFmt(*m).to_string()).collect::<Vec<_>>().join(", ")
+            )?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// One member's card (`member show`, and the daemon's member answer, so both print the

@@ -117,7 +117,14 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
     assert!(status == 200 && done.contains("已退订"), "a one-click POST without Accept-Language gets the Chinese page: {done}");
     // while the daemon holds the store, the CLI asks its API and prints what it prints
     // from the store itself once the daemon is gone
-    let through_daemon: Vec<(Vec<&str>, String)> = [vec!["outbox", "status"], vec!["report", "all"], vec!["member", "show", member.as_str()]]
+    let through_daemon: Vec<(Vec<&str>, String)> = [
+        vec!["outbox", "status"],
+        vec!["report", "all"],
+        vec!["member", "show", member.as_str()],
+        vec!["outbox", "status", "--format", "json"],
+        vec!["report", "all", "--format", "json"],
+        vec!["outbox", "dead-letters", "--format", "csv"],
+    ]
         .into_iter()
         .map(|args| {
             let o = rekindle(d).args(&args).output().unwrap();
@@ -128,6 +135,8 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
     assert!(through_daemon[0].1.contains("queued 0, due now 0, dead letters 0") && through_daemon[0].1.contains("run 1 at "), "{}", through_daemon[0].1);
     assert!(through_daemon[1].1.contains("unsubscribed") && !through_daemon[1].1.contains('{'), "a table, not JSON: {}", through_daemon[1].1);
     assert!(through_daemon[2].1.contains(&format!("member {member}")) && through_daemon[2].1.contains("files no (unsubscribed"), "{}", through_daemon[2].1);
+    let status: serde_json::Value = serde_json::from_str(&through_daemon[3].1).unwrap();
+    assert!(status["runs"][0]["run"] == 1 && status["runs"][0]["rules"][0]["rule"] == "all" && status["dead_letters"] == 0, "{status}");
     let _ = Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while daemon.try_wait().unwrap().is_none() {

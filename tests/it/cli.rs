@@ -305,3 +305,61 @@ fn completions_and_man_pages_come_from_the_command_definitions_even_with_a_broke
     assert!(preview.contains("The day the audience is judged on"), "flags carry their help: {preview}");
     assert!(!d.join("store").exists(), "neither command touches a store");
 }
+
+/// One `--format` vocabulary: what a command prints as a table it prints as csv, json or
+/// ndjson where those make sense, with the same figures; others are refused by name.
+#[test]
+fn data_commands_print_the_same_figures_in_every_format_they_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("rules")).unwrap();
+    std::fs::write(d.join("config.toml"), "[campaigns]\nrules_dir = \"rules\"\n[members]\ndefault_timezone = \"Asia/Shanghai\"\n").unwrap();
+    std::fs::write(d.join("rules/weekly.toml"), "schedule = \"0 0 10 * * MON\"\npriority = 20\n[audience]\norders = { min = 1 }\n[message]\nchannels = [\"email\"]\n[message.email]\nsubject = \"嗨\"\ntext = \"x\"\n").unwrap();
+    std::fs::write(d.join("rules/ad-hoc.toml"), "enabled = false\n[audience]\norders = { min = 1 }\n[message]\nchannels = [\"email\"]\n[message.email]\nsubject = \"s\"\ntext = \"x\"\n").unwrap();
+    assert!(rekindle(d, &["demo", "--dir", "sample", "--members", "800"]).status.success());
+    let stdout = |args: &[&str]| -> String {
+        let o = rekindle(d, args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&stdout(args)).unwrap_or_else(|e| panic!("{args:?}: {e}")) };
+
+    let stats = json(&["stats", "--as-of", "2026-11-01", "--format", "json"]);
+    let table = stdout(&["stats", "--as-of", "2026-11-01"]);
+    assert_eq!(stats["members"], 800);
+    let by_stage = stats["by_stage"].as_object().unwrap();
+    assert_eq!(by_stage.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 800, "{stats}");
+    for (stage, n) in by_stage {
+        assert!(table.lines().any(|l| l.split_whitespace().take(2).eq([stage.as_str(), &n.to_string()])), "{stage} {n} not in the table:\n{table}");
+    }
+    let spend = &stats["spend_cents"];
+    assert!(table.contains(&format!("spend per buyer ({} buyers)", stats["buyers"])), "{table}");
+    assert!(spend["min"].as_i64() <= spend["median"].as_i64() && spend["median"].as_i64() <= spend["max"].as_i64() && spend["total"].is_i64(), "money in minor units: {spend}");
+
+    let export = |f: &str| stdout(&["profiles", "export", "--as-of", "2026-11-01", "--format", f]);
+    let array = serde_json::from_str::<Vec<serde_json::Value>>(&export("json")).unwrap();
+    let lines: Vec<serde_json::Value> = export("ndjson").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(array.len(), 800);
+    assert_eq!(array, lines, "json is the ndjson objects in one array");
+    assert_eq!(export("csv").lines().count(), 801);
+
+    let rules = json(&["rules", "list", "--format", "json"]);
+    let by_ndjson: Vec<serde_json::Value> = stdout(&["rules", "list", "--format", "ndjson"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rules.as_array().unwrap(), &by_ndjson);
+    assert_eq!(rules[0]["rule"], "ad-hoc");
+    assert!(rules[0]["enabled"] == false && rules[0]["schedule"].is_null() && rules[0]["next_run"].is_null(), "{rules}");
+    assert!(rules[1]["priority"] == 20 && rules[1]["timezone"] == "Asia/Shanghai" && rules[1]["next_run"].as_str().unwrap().ends_with("T10:00:00+08:00"), "{rules}");
+    let csv = stdout(&["rules", "list", "--format", "csv"]);
+    assert_eq!(csv.lines().next(), Some("rule,enabled,priority,schedule,timezone,next_run"));
+    assert!(csv.lines().nth(1).is_some_and(|l| l.starts_with("ad-hoc,false,") && l.ends_with(",,Asia/Shanghai,")), "{csv}");
+    let table = stdout(&["rules", "list"]);
+    assert!(table.lines().nth(1).is_some_and(|l| l.starts_with("ad-hoc") && l.split_whitespace().nth(3) == Some("-")), "a blank cell shows as -:\n{table}");
+
+    assert_eq!(json(&["outbox", "dead-letters", "--format", "json"]), serde_json::json!([]));
+    assert_eq!(stdout(&["outbox", "dead-letters", "--format", "csv"]), "id,rule,member,channel,last_error\n");
+    let status = json(&["outbox", "status", "--format", "json"]);
+    assert!(status["queued"] == 0 && status["runs"] == serde_json::json!([]) && status["next_due"].is_null(), "{status}");
+
+    let refused = rekindle(d, &["stats", "--format", "csv"]);
+    assert!(!refused.status.success() && text(&refused).contains("[possible values: table, json]"), "{}", text(&refused));
+}

@@ -24,9 +24,10 @@ pub enum PluginCommand {
         /// Folder the crate is created in.
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
-        /// Path of the rekindle plugin SDK crate.
-        #[arg(long, default_value = "plugins/sdk")]
-        sdk: PathBuf,
+        /// Path of the rekindle plugin SDK crate (default DIR/sdk; when that is missing, this
+        /// binary writes its own copy of the SDK there, so an empty folder is enough).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
         /// Give the crate its own `[workspace]` (for a crate outside this repository).
         #[arg(long)]
         standalone: bool,
@@ -88,11 +89,23 @@ pub fn run(
     let io = |err: std::io::Error| PluginError::Io { context: "writing output".to_string(), source: err };
     match command {
         PluginCommand::New { name, dir, sdk, standalone } => {
+            let sdk = match sdk {
+                Some(sdk) => sdk,
+                None => {
+                    let sdk = dir.join("sdk");
+                    if !sdk.exists() {
+                        write_sdk(&sdk)?;
+                        writeln!(out, "wrote the plugin SDK {} to {}", SDK_VERSION, sdk.display()).map_err(io)?;
+                    }
+                    sdk
+                }
+            };
             let crate_dir = scaffold(&name, &dir, &sdk, standalone)?;
+            let manifest = crate_dir.join("Cargo.toml");
             writeln!(out, "created {}", crate_dir.display()).map_err(io)?;
-            writeln!(out, "build it:  scripts/build-plugins.sh {name}   (or cargo build --release --target wasm32-unknown-unknown)")
-                .map_err(io)?;
-            writeln!(out, "test it:   cargo test --manifest-path {}", crate_dir.join("Cargo.toml").display()).map_err(io)?;
+            writeln!(out, "test it:   cargo test --manifest-path {}", manifest.display()).map_err(io)?;
+            writeln!(out, "build it:  cargo build --release --target wasm32-unknown-unknown --manifest-path {}", manifest.display()).map_err(io)?;
+            writeln!(out, "           (in the rekindle repository: scripts/build-plugins.sh {name})").map_err(io)?;
         }
         PluginCommand::Check { file, channel } => {
             let report = inspect(&file)?;
@@ -210,13 +223,36 @@ fn scaffold(name: &str, dir: &Path, sdk: &Path, standalone: bool) -> Result<Path
     write(
         "Cargo.toml",
         format!(
-            "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nrekindle-plugin-sdk = {{ path = {:?} }}\n{workspace}",
+            "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nrekindle-plugin-sdk = {{ path = {:?} }}\nserde_json = \"1\"\n{workspace}",
             sdk_path.display().to_string()
         ),
     )?;
     write("plugin.toml", SCAFFOLD_MANIFEST.replace("{name}", name))?;
     write("src/lib.rs", SCAFFOLD_LIB.replace("{name}", name))?;
     Ok(crate_dir)
+}
+
+/// The plugin SDK crate as this binary was built with it, file by file, so that a plugin
+/// can be written outside the rekindle repository.
+const SDK_FILES: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../../plugins/sdk/Cargo.toml")),
+    ("src/lib.rs", include_str!("../../plugins/sdk/src/lib.rs")),
+    ("src/mime.rs", include_str!("../../plugins/sdk/src/mime.rs")),
+    ("wit/channel.wit", include_str!("../../plugins/sdk/wit/channel.wit")),
+];
+
+/// The version in the SDK's Cargo.toml.
+const SDK_VERSION: &str = "0.1.0";
+
+/// Writes the embedded SDK crate into `dir` (which must not exist yet).
+fn write_sdk(dir: &Path) -> Result<(), PluginError> {
+    for (relative, contents) in SDK_FILES {
+        let path = dir.join(relative);
+        let parent = path.parent().expect("a file in a folder");
+        std::fs::create_dir_all(parent).map_err(|err| PluginError::Io { context: format!("creating {}", parent.display()), source: err })?;
+        std::fs::write(&path, contents).map_err(|err| PluginError::Io { context: format!("writing {}", path.display()), source: err })?;
+    }
+    Ok(())
 }
 
 /// `to` as seen from `from` (both absolute), with `..` where needed.
@@ -259,27 +295,14 @@ use rekindle_plugin_sdk::{http, Channel, Config, Delivery, OutboundMessage, Send
 
 pub struct Plugin;
 
-/// The JSON body for one message (escaped by hand to keep the plugin small).
+/// The JSON body for one message.
 pub fn body(message: &OutboundMessage) -> String {
-    format!(
-        "{{\"to\":\"{}\",\"text\":\"{}\",\"key\":\"{}\"}}",
-        escape(&message.recipient.address),
-        escape(&message.text),
-        escape(&message.idempotency_key)
-    )
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+    serde_json::json!({
+        "to": message.recipient.address,
+        "text": message.text,
+        "key": message.idempotency_key,
+    })
+    .to_string()
 }
 
 impl Channel for Plugin {
@@ -320,17 +343,18 @@ mod tests {
     use rekindle_plugin_sdk::Recipient;
 
     #[test]
-    fn body_escapes_quotes_and_newlines() {
+    fn body_is_json_whatever_the_text() {
         let message = OutboundMessage {
             recipient: Recipient { address: "c-1".into(), name: None, member_id: "m-1".into() },
             subject: None,
-            text: "say \"hi\"\n".into(),
+            text: "say \"hi\"\n你好".into(),
             html: None,
             idempotency_key: "k-1".into(),
             channel_data: vec![],
             metadata: vec![],
         };
-        assert_eq!(body(&message), r#"{"to":"c-1","text":"say \"hi\"\u000a","key":"k-1"}"#);
+        let sent: serde_json::Value = serde_json::from_str(&body(&message)).expect("JSON");
+        assert_eq!(sent, serde_json::json!({ "to": "c-1", "text": "say \"hi\"\n你好", "key": "k-1" }));
     }
 }
 "##;
@@ -355,6 +379,21 @@ mod tests {
     fn scaffold_refuses_bad_names_and_existing_folders() {
         let dir = tempfile::tempdir().expect("dir");
         let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/sdk");
+        let mut files: Vec<String> = Vec::new();
+        let mut stack = vec![sdk.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("sdk folder") {
+                let path = e.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    files.push(path.strip_prefix(&sdk).expect("below").to_string_lossy().into_owned());
+                }
+            }
+        }
+        files.sort();
+        assert_eq!(files, SDK_FILES.iter().map(|(f, _)| f.to_string()).collect::<Vec<_>>(), "every SDK file is embedded");
+        assert!(SDK_FILES[0].1.contains(&format!("version = \"{SDK_VERSION}\"")));
         for bad in ["", "Hello", "1abc", "a_b", "a/b"] {
             assert!(scaffold(bad, dir.path(), &sdk, true).is_err(), "{bad}");
         }

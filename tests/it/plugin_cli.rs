@@ -1,5 +1,6 @@
 //! `rekindle plugin new|check|send`, driven through `plugin::cli::run` as main.rs does:
-//! a scaffolded plugin passes its own test, builds for wasm and passes `check`;
+//! a plugin scaffolded in an empty folder (the SDK written out by the binary) passes its
+//! own test, builds for wasm and passes `check`;
 //! `check` reports imports and grant problems; `send` delivers for real.
 
 use std::collections::BTreeMap;
@@ -17,15 +18,17 @@ fn run_to_string(command: PluginCommand, channels: &BTreeMap<String, rekindle::p
 
 #[test]
 fn a_scaffolded_plugin_tests_builds_and_checks_out_of_the_box() {
+    // an empty folder outside the repository: the binary writes the SDK out itself
     let dir = tempfile::tempdir().expect("dir");
-    let (result, output) = run_to_string(
-        PluginCommand::New { name: "hello".into(), dir: dir.path().to_path_buf(), sdk: repo().join("plugins/sdk"), standalone: true },
-        &BTreeMap::new(),
-    );
+    let plugins = dir.path().join("plugins");
+    let (result, output) = run_to_string(PluginCommand::New { name: "hello".into(), dir: plugins.clone(), sdk: None, standalone: false }, &BTreeMap::new());
     result.expect("new");
-    assert!(output.contains("created"), "{output}");
-    let manifest = dir.path().join("hello/Cargo.toml");
-    // Share the repository's target folder so the SDK is not compiled again.
+    assert!(output.contains("wrote the plugin SDK") && output.contains("created"), "{output}");
+    assert_eq!(std::fs::read_to_string(plugins.join("sdk/wit/channel.wit")).unwrap(), std::fs::read_to_string(repo().join("plugins/sdk/wit/channel.wit")).unwrap());
+    let manifest = plugins.join("hello/Cargo.toml");
+    // This repository's lock and target folder, so that the dependencies resolve to the
+    // versions already compiled there (the SDK itself is compiled from its new copy).
+    std::fs::copy(repo().join("Cargo.lock"), plugins.join("hello/Cargo.lock")).expect("lock");
     let target = repo().join("target/scaffold");
     let cargo = |args: &[&str]| {
         let status = Command::new(env!("CARGO"))

@@ -54,6 +54,8 @@ fn main() {
     }
 }
 
+/// smtp_bench.rs's message (an example cannot import another's), so their per-message
+/// figures compare.
 fn message(n: usize) -> OutboundMessage {
     OutboundMessage {
         recipient: Recipient { address: format!("c{n}@example.org"), name: Some("李雷".into()), member_id: format!("m-{n}") },

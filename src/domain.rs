@@ -22,7 +22,7 @@ pub const MAX_ID_CHARS: usize = 64;
 /// The consent a channel needs, and so the member's address it uses: `email` (the
 /// email column, `opted_in_email`), `sms` (the phone, `opted_in_sms`) or `none` (the
 /// member id, with no consent asked: only for channels such as the shop's own inbox).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Consent {
     Email,

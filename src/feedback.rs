@@ -13,7 +13,7 @@ use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// `[feedback]` in config.toml.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedbackConfig {
     /// Failed deliveries in a row after which a number (or any non-email address) gets

@@ -170,6 +170,14 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The JSON Schema of config.toml, generated from the types it is read with, for
+    /// editors that complete and check TOML keys (Even Better TOML, taplo): put
+    /// `#:schema ./config.schema.json` on the file's first line.
+    Schema {
+        /// Which file's schema.
+        #[arg(value_enum)]
+        of: SchemaOf,
+    },
     /// The demo: generate sample data, import it into the store, and print stats.
     Demo {
         /// Where the sample data goes.
@@ -195,6 +203,12 @@ enum ProfilesCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SchemaOf {
+    /// config.toml
+    Config,
 }
 
 // One `--format` vocabulary: table (for people), csv, json, ndjson; each command takes
@@ -438,6 +452,10 @@ fn run(cli: Cli) -> Result<()> {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "rekindle", &mut script);
             std::io::stdout().lock().write_all(&script)?;
+            return Ok(());
+        }
+        Command::Schema { of: SchemaOf::Config } => {
+            println!("{}", serde_json::to_string_pretty(&schemars::schema_for!(Config))?);
             return Ok(());
         }
         Command::Man { dir: Some(dir) } => {
@@ -746,7 +764,7 @@ fn run(cli: Cli) -> Result<()> {
             let s = rekindle::generate::generate(dir, &opts).with_context(|| format!("writing into {}", dir.display()))?;
             println!("{} members, {} orders, {} order lines, {} events, {} products -> {}", s.members, s.orders, s.lines, s.events, s.products, dir.display());
         }
-        Command::Completions { .. } | Command::Man { .. } => {} // written before the config is read
+        Command::Completions { .. } | Command::Man { .. } | Command::Schema { .. } => {} // written before the config is read
         Command::Demo { dir, members } => {
             let opts = rekindle::generate::GenerateOptions { members: *members, ..Default::default() };
             let s = rekindle::generate::generate(dir, &opts)?;

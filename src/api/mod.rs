@@ -41,7 +41,7 @@ pub use request::{DaemonRequest, RequestError, RunSummary};
 pub use serve::serve;
 
 /// `[api]` in config.toml.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Where the API listens; keep it on loopback behind a reverse proxy.
@@ -60,6 +60,7 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or networks);
     /// from anyone else the header is ignored.
+    #[schemars(with = "Vec<String>")]
     pub trusted_proxies: Vec<ProxyNet>,
     /// Failed attempts (401, 403) on the public routes within `failure_window_seconds`
     /// after which a client gets 429 until the window ends (0: no limit).

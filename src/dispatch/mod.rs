@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 /// `[dispatch]` in config.toml.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
     /// Messages per second per channel (0: no limit).
@@ -38,7 +38,7 @@ pub struct DispatchConfig {
     pub channels: BTreeMap<String, ChannelLimits>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelLimits {
     pub rate_per_second: Option<f64>,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::domain::Consent;
 
 /// `[channels.NAME]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     /// The plugin: a WebAssembly component, or a core module built with the
@@ -68,7 +68,7 @@ impl ChannelConfig {
 }
 
 /// `[channels.NAME.grants]`: capabilities beyond logging and the clock.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// HTTP(S) origins the plugin may call: `"https://api.example.com"`,
@@ -84,7 +84,7 @@ pub struct Grants {
 
 /// `[channels.NAME.limits]`: per-call bounds; a call over any of them fails
 /// that one call and nothing else.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Linear memory of one plugin instance, MiB.
@@ -152,7 +152,7 @@ impl Limits {
 }
 
 /// `[channels.NAME.smtp]`: the relay the host submits mail to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpRelayConfig {
     pub host: String,
@@ -188,7 +188,7 @@ fn default_pool_size() -> usize {
     4
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {
     #[default]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// The time unit the models are fitted in. Only scales the parameter alpha (and the
 /// meaning of t_x, T and horizons); the fitted r, a, b do not depend on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeUnit {
     Day,

@@ -12,7 +12,7 @@ use super::model::{ChurnCuts, FittedModel, PredictOptions};
 use super::FitOptions;
 
 /// `[predict]` in config.toml. Every key is optional.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PredictSettings {
     /// Time unit the models are fitted in: "day" or "week" (only alpha's scale

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 /// Thresholds of the member metrics (DATA.md, "Member metrics").
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProfileConfig {
     /// Upper bounds (inclusive) of recency_days for active, silent, sleeping and dormant;
@@ -37,7 +37,7 @@ impl Default for ProfileConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StageMaxDays {
     pub active: i32,
@@ -54,7 +54,7 @@ impl Default for StageMaxDays {
 
 /// value_tier from RFM scores: `important` if R >= important_min_r and F + M >=
 /// important_min_fm; `at_risk` if R <= at_risk_max_r and F + M >= at_risk_min_fm.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ValueTierConfig {
     pub important_min_r: u8,

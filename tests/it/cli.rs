@@ -363,3 +363,37 @@ fn data_commands_print_the_same_figures_in_every_format_they_take() {
     let refused = rekindle(d, &["stats", "--format", "csv"]);
     assert!(!refused.status.success() && text(&refused).contains("[possible values: table, json]"), "{}", text(&refused));
 }
+
+/// config.schema.json is what `rekindle schema config` prints (the types serde reads
+/// config.toml with), and a JSON Schema validator accepts every shipped config and names
+/// a misspelt key.
+#[test]
+fn the_config_schema_matches_the_reader_and_every_shipped_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("config.toml"), "[store\n").unwrap();
+    let schema = rekindle(d, &["schema", "config"]);
+    assert!(schema.status.success(), "no config is read: {}", text(&schema));
+    let committed = std::fs::read_to_string(crate::support::repo_path("config.schema.json")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&schema.stdout), committed, "config.schema.json is stale: rekindle schema config > config.schema.json");
+
+    std::fs::write(d.join("misspelt.toml"), "[api]\ntokn = \"x\"\n[channels.email]\nplugn = \"email.wasm\"\n").unwrap();
+    let script = "import json, sys, tomllib\nimport jsonschema\nschema = json.load(open(sys.argv[1]))\n\
+                  v = jsonschema.Draft202012Validator(schema)\n\
+                  for path in sys.argv[2:]:\n    errors = sorted(e.message for e in v.iter_errors(tomllib.load(open(path, 'rb'))))\n    print(path.rsplit('/', 1)[-1], errors)\n";
+    let out = crate::support::python()
+        .arg("-c")
+        .arg(script)
+        .arg(crate::support::repo_path("config.schema.json"))
+        .arg(crate::support::repo_path("config.toml"))
+        .arg(crate::support::repo_path("contrib/config.toml"))
+        .arg(d.join("misspelt.toml"))
+        .output()
+        .expect("python");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines[..2], ["config.toml []", "config.toml []"], "the shipped configs are valid: {said}");
+    assert!(lines[2].starts_with("misspelt.toml") && lines[2].contains("'tokn' was unexpected") && lines[2].contains("'plugn' was unexpected"), "{said}");
+    assert!(lines[2].contains("'plugin' is a required property"), "{said}");
+}

@@ -268,7 +268,7 @@ pub fn router(api: Api) -> Router {
 async fn require_token(State(accepted): State<Arc<Vec<String>>>, request: Request, next: axum::middleware::Next) -> Response {
     use subtle::ConstantTimeEq;
     if accepted.is_empty() {
-        return (StatusCode::NOT_FOUND, "the admin API is off: set [api] token\n").into_response();
+        return (StatusCode::NOT_FOUND, "the admin API is off: set [api] token (/metrics also takes [api] metrics_token)\n").into_response();
     }
     let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     // compare digests so the time does not depend on where the strings differ, nor on length

@@ -10,9 +10,7 @@ use std::time::Instant;
 use rekindle::plugin::{ChannelConfig, ChannelHost, HostOptions, OutboundMessage, Recipient};
 
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
-    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
-    (fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime")) / 100.0
+    rekindle::metrics::process_cpu_seconds().expect("/proc/self/stat")
 }
 
 fn main() {

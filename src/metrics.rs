@@ -150,6 +150,11 @@ pub fn render_process(out: &mut String) {
     }
 }
 
+/// This process' user and system CPU time, seconds (Linux).
+pub fn process_cpu_seconds() -> Option<f64> {
+    Process::read().map(|p| p.cpu_seconds)
+}
+
 struct Process {
     cpu_seconds: f64,
     resident_bytes: u64,

@@ -79,7 +79,7 @@ fn main() -> Result<()> {
             let rule = rules[rp.rule];
             for msg in &rp.messages {
                 for ch in &msg.channels {
-                    let vars = context(&base, &profiles, rule, msg, ch, &settings);
+                    let vars = context(&base, &profiles, rule, msg, ch, &settings).expect("the member's contact fields");
                     for part in ["subject", "text", "html"] {
                         if let Ok(t) = env.get_template(&format!("{}/{ch}/{part}", rule.id)) {
                             bytes += t.render(vars.clone()).map(|s| s.len()).unwrap_or(0);

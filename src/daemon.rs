@@ -146,10 +146,10 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
         }
         for (msg, rendered) in rp.messages.iter().zip(rendered) {
             let i = msg.member as usize;
-            let member = &base.members[i];
+            let member = base.contact(i)?;
             let mut channels = Vec::new();
             for (ch, rendered) in msg.channels.iter().zip(rendered) {
-                let address = base.address(i, ch).into_owned();
+                let address = base.address(i, &member, ch);
                 channels.push(ChannelMessage { channel: Text::from(ch.as_str()), address, subject: rendered.subject, text: rendered.text, html: rendered.html });
             }
             contacts.push((base.ids[i].to_string(), Contact { ts: msg.send_after, rule: Text::from(rule.id.as_str()), channel: Text::from(msg.channels[0].as_str()), run: run_id }));
@@ -230,11 +230,9 @@ pub fn refresh_models(store: &Store, config: &Config, base: &mut MemberBase, tod
     }
     let p = &config.predict;
     if p.refit_due(base.model.as_ref(), today) {
-        let histories: Vec<crate::predict::PurchaseHistory> = base
-            .members
+        let histories: Vec<crate::predict::PurchaseHistory> = crate::population::order_days_of(&base.columns.columns())
             .iter()
-            .filter(|m| !m.digest.orders.is_empty())
-            .filter_map(|m| crate::predict::PurchaseHistory::from_order_days(&crate::population::order_days(m), today, p.unit))
+            .filter_map(|o| crate::predict::PurchaseHistory::from_order_days(o, today, p.unit))
             .collect();
         match crate::predict::fit(&histories, today, p.unit, &p.fit_options()) {
             Ok(model) => {
@@ -303,7 +301,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     let consent = host.consents()?;
     let mut base = load_base(&store, with_events).await?;
     base.consent = consent;
-    tracing::info!(members = base.members.len(), seconds = t.elapsed().as_secs_f64(), "member base loaded");
+    tracing::info!(members = base.len(), seconds = t.elapsed().as_secs_f64(), "member base loaded");
     let mut profiles = Profiles { as_of: 0, profiles: Vec::new(), cuts: None, favourites: false };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -485,7 +483,7 @@ async fn reload_base(store: &Store, live: &LiveRules, old: MemberBase) -> Result
     base.consent = old.consent;
     base.bundles = old.bundles;
     base.model = old.model.or(base.model);
-    tracing::info!(members = base.members.len(), seconds = t.elapsed().as_secs_f64(), "member base reloaded after ingest");
+    tracing::info!(members = base.len(), seconds = t.elapsed().as_secs_f64(), "member base reloaded after ingest");
     Ok(base)
 }
 
@@ -564,7 +562,8 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
             let result = (|| {
                 let i = base.index_of(&id).ok_or_else(|| RequestError::NotFound(format!("no member {id:?}")))?;
                 ready_profiles(base, profiles, &[], today, settings);
-                let m = &base.members[i];
+                let m = store.member(&id).map_err(RequestError::internal)?.ok_or_else(|| RequestError::NotFound(format!("no member {id:?}")))?;
+                let m = &m;
                 let full = profiles.complete(base, i, settings);
                 let profile = crate::population::profile_json(&id, &full);
                 let channels: Vec<&str> = channel_names.configured.iter().map(String::as_str).collect();
@@ -611,7 +610,7 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
 /// Profiles as of `today` with what `rules` read, computed only when stale.
 fn ready_profiles(base: &MemberBase, profiles: &mut Profiles, rules: &[&Rule], today: i32, settings: &PlanSettings) {
     let favourites = rules.iter().any(|r| r.audience.uses_favourites());
-    if profiles.as_of != today || profiles.profiles.len() != base.members.len() || (favourites && !profiles.favourites) {
+    if profiles.as_of != today || profiles.profiles.len() != base.len() || (favourites && !profiles.favourites) {
         profiles.favourites = favourites;
         profiles.recompute(base, today, settings);
     }

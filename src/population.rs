@@ -8,7 +8,8 @@
 use crate::profile::ProfileConfig;
 use crate::domain::{CentsFmt, Day, DayFmt, Text, TsFmt};
 use crate::predict::{DaySpend, FittedModel, PredictOptions, PurchaseHistory};
-use crate::profile::{metrics, ColumnMember, CutPoints, Profile, Stage, Tier, ValueTier};
+use crate::profile::{ColumnMember, CutPoints, MemberFacts, Profile, Stage, Tier, ValueTier};
+use crate::store::columns::Columns;
 use crate::store::consent::ChannelConsent;
 use crate::store::model::{EventHistory, Member, OrderHistory};
 use crate::store::{Store, StoreError};
@@ -40,28 +41,12 @@ impl Population {
         let mapped = store.member_columns()?;
         let columns = mapped.columns();
         let n = columns.len();
-        let (ids, mut profiles): (Vec<Text>, Vec<Profile>) = rayon::join(
+        let mut profiles = Vec::new();
+        let (ids, cuts) = rayon::join(
             || (0..n).into_par_iter().with_min_len(4096).map(|i| Text::from_utf8_lossy(columns.id(i))).collect(),
-            || {
-                (0..n)
-                    .into_par_iter()
-                    .with_min_len(1024)
-                    .map_init(Vec::new, |days, i| {
-                        let m = ColumnMember { row: columns.row(i), columns: &columns };
-                        let mut p = Profile::new(metrics(&m, as_of, cfg), None, cfg);
-                        if let Some((model, opts)) = model {
-                            days.clear();
-                            days.extend(m.row.days.iter().zip(m.row.amounts).map(|(&day, &cents)| DaySpend { day, cents }));
-                            p.prediction = PurchaseHistory::from_order_days(days, as_of, model.unit).map(|h| model.predict(&h, opts));
-                        }
-                        p
-                    })
-                    .collect()
-            },
+            || profile_all_into(&mut profiles, &columns, as_of, cfg, model, true),
         );
         store.note_member_count(n);
-        let cuts = CutPoints::compute(profiles.iter().map(|p| &p.metrics), cfg);
-        profiles.par_iter_mut().with_min_len(1024).for_each(|p| p.score(cuts.as_ref(), cfg));
         Ok(Population { as_of, ids, profiles, cuts })
     }
 
@@ -101,40 +86,60 @@ impl Population {
     }
 }
 
-/// Profiles of members already in memory (the planner's member base), in input order.
+/// Profiles of decoded members, in input order: the reference the columns' profiles
+/// are checked against.
 pub fn profile_all(
     members: &[Member],
     as_of: Day,
     cfg: &ProfileConfig,
     model: Option<(&FittedModel, &PredictOptions)>,
 ) -> (Vec<Profile>, Option<CutPoints>) {
-    let mut profiles = Vec::new();
-    let cuts = profile_all_into(&mut profiles, members, as_of, cfg, model, true);
+    let mut profiles: Vec<Profile> = members.par_iter().map_init(Vec::new, |days, m| profile_one(m, days, as_of, cfg, model, true)).collect();
+    let cuts = score_all(&mut profiles, cfg);
     (profiles, cuts)
 }
 
-/// [`profile_all`] into a buffer kept between runs (no reallocation once sized);
-/// `favourites`: see [`crate::profile::metrics_with`].
+/// Profiles of every member of the columns into a buffer kept between runs (no
+/// reallocation once sized), in member order; `favourites`: see
+/// [`crate::profile::metrics_with`].
 pub fn profile_all_into(
     profiles: &mut Vec<Profile>,
-    members: &[Member],
+    columns: &Columns,
     as_of: Day,
     cfg: &ProfileConfig,
     model: Option<(&FittedModel, &PredictOptions)>,
     favourites: bool,
 ) -> Option<CutPoints> {
-    let one = |m: &Member| {
-        let mut p = Profile::new(crate::profile::metrics_with(m, as_of, cfg, favourites), None, cfg);
-        if let Some((model, opts)) = model {
-            p.prediction = PurchaseHistory::from_order_days(&order_days(m), as_of, model.unit).map(|h| model.predict(&h, opts));
-        }
-        p
-    };
-    if profiles.len() == members.len() {
-        profiles.par_iter_mut().zip(members.par_iter()).with_min_len(1024).for_each(|(p, m)| *p = one(m));
+    let n = columns.len();
+    let one = |days: &mut Vec<DaySpend>, i: usize| profile_one(&ColumnMember { row: columns.row(i), columns }, days, as_of, cfg, model, favourites);
+    if profiles.len() == n {
+        profiles.par_iter_mut().enumerate().with_min_len(1024).for_each_init(Vec::new, |days, (i, p)| *p = one(days, i));
     } else {
-        *profiles = members.par_iter().with_min_len(1024).map(one).collect();
+        *profiles = (0..n).into_par_iter().with_min_len(1024).map_init(Vec::new, one).collect();
     }
+    score_all(profiles, cfg)
+}
+
+/// One member's metrics and prediction (`days` is scratch), unscored.
+fn profile_one(
+    m: &impl MemberFacts,
+    days: &mut Vec<DaySpend>,
+    as_of: Day,
+    cfg: &ProfileConfig,
+    model: Option<(&FittedModel, &PredictOptions)>,
+    favourites: bool,
+) -> Profile {
+    let mut p = Profile::new(crate::profile::metrics_with(m, as_of, cfg, favourites), None, cfg);
+    if let Some((model, opts)) = model {
+        days.clear();
+        days.extend((0..m.orders_through(Day::MAX)).map(|k| DaySpend { day: m.order_day(k), cents: m.order_amount(k) }));
+        p.prediction = PurchaseHistory::from_order_days(days, as_of, model.unit).map(|h| model.predict(&h, opts));
+    }
+    p
+}
+
+/// The population's cut points, and every profile scored against them.
+fn score_all(profiles: &mut [Profile], cfg: &ProfileConfig) -> Option<CutPoints> {
     let cuts = CutPoints::compute(profiles.iter().map(|p| &p.metrics), cfg);
     profiles.par_iter_mut().with_min_len(1024).for_each(|p| p.score(cuts.as_ref(), cfg));
     cuts
@@ -161,24 +166,22 @@ pub fn profile_json(id: &str, p: &Profile) -> serde_json::Map<String, serde_json
         .collect()
 }
 
-/// A member's orders as (day, spend), for the predicted-value models.
-pub fn order_days(m: &Member) -> Vec<DaySpend> {
-    m.digest.orders.iter().map(|o| DaySpend { day: o.day, cents: o.amount }).collect()
-}
-
 /// Every member's orders as (day, spend), for fitting: the members with an order, in
 /// member id order.
 pub fn all_order_days(store: &Store) -> Result<Vec<Vec<DaySpend>>, StoreError> {
-    let mapped = store.member_columns()?;
-    let columns = mapped.columns();
-    Ok((0..columns.len())
+    Ok(order_days_of(&store.member_columns()?.columns()))
+}
+
+/// [`all_order_days`] of columns already mapped.
+pub fn order_days_of(columns: &Columns) -> Vec<Vec<DaySpend>> {
+    (0..columns.len())
         .into_par_iter()
         .with_min_len(4096)
         .filter_map(|i| {
             let r = columns.row(i);
             (!r.days.is_empty()).then(|| r.days.iter().zip(r.amounts).map(|(&day, &cents)| DaySpend { day, cents }).collect())
         })
-        .collect())
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

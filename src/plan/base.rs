@@ -1,25 +1,31 @@
-//! The member base the planner evaluates: every member's record and order digest, their
-//! browsing events, the catalog, the mined co-purchase rules, the fitted value model and
-//! the contact log, read from the store once and held in memory; what changes between
-//! runs (unsubscribes, stopped addresses, coupon codes given) is re-read before each. The
+//! The member base the planner evaluates: every member's attributes and order digest as
+//! the mapped columns of [`crate::store::columns`] (read in place, never decoded into
+//! objects), their browsing events, the catalog, the mined co-purchase rules, the fitted
+//! value model and the contact log; the contact fields (name, email, phone) stay in the
+//! store and are read only for the members a run messages. What changes between runs
+//! (unsubscribes, stopped addresses, coupon codes given) is re-read before each. The
 //! daemon keeps one and evaluates every run against it; `rules preview` and `explain`
 //! load one per call.
 
 use crate::bundles::OfferIndex;
-use crate::domain::{day_of, ConsentNeeds, Text};
+use crate::domain::{day_of, Consent, ConsentNeeds, Text};
 use crate::predict::FittedModel;
 use super::issued::IssuedCodes;
 use crate::rules::condition::{Bundles, EventFact};
-use crate::store::model::{ContactLog, EventHistory, Member, Product};
+use crate::store::columns::{address_hash, Columns, MemberColumns};
+use crate::store::model::{ContactFields, ContactLog, EventHistory, Product};
 use crate::store::{decode, RecordKind, Store, StoreError};
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 pub struct MemberBase {
-    /// Member ids, sorted.
+    /// Member ids, sorted (the columns' order).
     pub ids: Vec<Text>,
-    pub members: Vec<Member>,
-    /// Events per member (same index as `members`), in time order; empty when not loaded.
+    /// Every member's attributes and order digest.
+    pub columns: MemberColumns,
+    /// Where the contact fields are read.
+    store: Store,
+    /// Events per member (same index as `ids`), in time order; empty when not loaded.
     pub events: Vec<Vec<EventFact>>,
     pub catalog: FxHashMap<Text, Product>,
     pub bundles: Bundles,
@@ -40,18 +46,14 @@ impl MemberBase {
     /// Reads everything from the store; events only when `with_events` (the rules in
     /// use need them). Reports progress through `progress(done)`.
     pub fn load(store: &Store, with_events: bool, progress: &dyn Fn(u64)) -> Result<MemberBase, StoreError> {
-        let hint = store.member_count_hint();
-        let mut ids = Vec::with_capacity(hint);
-        let mut members = Vec::with_capacity(hint);
-        store.member_chunks(|chunk| {
-            let decoded: Vec<Member> = chunk.par_iter().map(|(k, v)| decode(k, v)).collect::<Result<_, _>>()?;
-            ids.extend(chunk.iter().map(|(k, _)| Text::from_utf8_lossy(&k[1..])));
-            members.extend(decoded);
-            progress(members.len() as u64);
-            Ok(())
-        })?;
-        store.note_member_count(members.len());
-        let mut events = vec![Vec::new(); members.len()];
+        let columns = store.member_columns()?;
+        let ids: Vec<Text> = {
+            let c = columns.columns();
+            (0..c.len()).into_par_iter().with_min_len(4096).map(|i| Text::from_utf8_lossy(c.id(i))).collect()
+        };
+        progress(ids.len() as u64);
+        store.note_member_count(ids.len());
+        let mut events = vec![Vec::new(); ids.len()];
         if with_events {
             crate::store::in_chunks(store.scan_events_raw(), |chunk| {
                 let decoded: Vec<(usize, Vec<EventFact>)> = chunk
@@ -86,7 +88,8 @@ impl MemberBase {
         }
         let mut base = MemberBase {
             ids,
-            members,
+            columns,
+            store: store.clone(),
             events,
             catalog,
             bundles,
@@ -118,14 +121,12 @@ impl MemberBase {
             let (channel, address) = item?;
             stopped.entry(channel).or_default().push(address);
         }
+        let columns = self.columns.columns();
         for (channel, addresses) in stopped {
-            let addresses: rustc_hash::FxHashSet<&str> = addresses.iter().map(String::as_str).collect();
-            for i in 0..self.members.len() {
-                if addresses.contains(self.address(i, &channel).as_ref()) {
-                    let list = suppressed.entry(i as u32).or_default();
-                    if !list.iter().any(|c| c == channel.as_str()) {
-                        list.push(Text::from(channel.as_str()));
-                    }
+            for i in self.members_at(&columns, &channel, &addresses)? {
+                let list = suppressed.entry(i as u32).or_default();
+                if !list.iter().any(|c| c == channel.as_str()) {
+                    list.push(Text::from(channel.as_str()));
                 }
             }
         }
@@ -133,9 +134,44 @@ impl MemberBase {
         Ok(())
     }
 
-    /// A member's address on a channel (`Member::address_on`, by the consent it needs).
-    pub fn address(&self, i: usize, channel: &str) -> std::borrow::Cow<'_, str> {
-        self.members[i].address_on(&self.ids[i], self.consent.of(channel)).into()
+    /// The members whose address on `channel` is one of `addresses`: found by the
+    /// columns' address fingerprints, confirmed against the stored contact fields.
+    fn members_at(&self, columns: &Columns, channel: &str, addresses: &[String]) -> Result<Vec<usize>, StoreError> {
+        let consent = self.consent.of(channel);
+        let phone = match consent {
+            Some(Consent::Email) => false,
+            Some(Consent::Sms) => true,
+            // the address is the member id
+            _ => return Ok(addresses.iter().filter_map(|a| self.index_of(a)).collect()),
+        };
+        let wanted: FxHashSet<u64> = addresses.iter().map(|a| address_hash(a)).filter(|&h| h != 0).collect();
+        let maybe: Vec<usize> = columns.address_hashes(phone).par_iter().enumerate().filter(|(_, h)| wanted.contains(h)).map(|(i, _)| i).collect();
+        let addresses: FxHashSet<&str> = addresses.iter().map(String::as_str).collect();
+        let mut out = Vec::with_capacity(maybe.len());
+        for i in maybe {
+            if addresses.contains(self.contact(i)?.address_on(&self.ids[i], consent)) {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Member `i`'s name, email and phone, read from the store.
+    pub fn contact(&self, i: usize) -> Result<ContactFields, StoreError> {
+        self.store.contact_fields(&self.ids[i])?.ok_or_else(|| StoreError::MemberGone(self.ids[i].to_string()))
+    }
+
+    /// A member's address on a channel (by the consent it needs), from its contact fields.
+    pub fn address(&self, i: usize, contact: &ContactFields, channel: &str) -> String {
+        contact.address_on(&self.ids[i], self.consent.of(channel)).to_string()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
     }
 
     pub fn index_of(&self, id: &str) -> Option<usize> {

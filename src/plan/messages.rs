@@ -40,9 +40,17 @@ pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans
         let rule = rules[rp.rule];
         rp.messages.iter().enumerate().flat_map(move |(m, msg)| msg.channels.iter().enumerate().map(move |(c, ch)| (p, rule, m, msg, c, ch)))
     });
-    let jobs = jobs.filter(|(p, ..)| failing.borrow()[*p] < FAILURE_TIME).map(|(p, rule, m, msg, c, ch)| {
-        order.borrow_mut().push((p, m, c));
-        Job { rule: rule.id.clone(), channel: ch.clone(), vars: context(base, profiles, rule, msg, ch, settings), skip: Some(stopped[p].clone()) }
+    // messages whose member could not be read (the store changed under the base): not sent
+    let unread = RefCell::new(Vec::new());
+    let jobs = jobs.filter(|(p, ..)| failing.borrow()[*p] < FAILURE_TIME).filter_map(|(p, rule, m, msg, c, ch)| match context(base, profiles, rule, msg, ch, settings) {
+        Ok(vars) => {
+            order.borrow_mut().push((p, m, c));
+            Some(Job { rule: rule.id.clone(), channel: ch.clone(), vars, skip: Some(stopped[p].clone()) })
+        }
+        Err(e) => {
+            unread.borrow_mut().push((p, m, format!("{ch}: {e}")));
+            None
+        }
     });
     renderer.render_all(jobs, |n, result, took| {
         let (p, m, c) = order.borrow()[n];
@@ -60,6 +68,9 @@ pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans
             }
         }
     });
+    for (p, m, e) in unread.into_inner() {
+        errors[p][m].get_or_insert(e);
+    }
     let failing = failing.into_inner();
     let mut out = Vec::with_capacity(plans.len());
     for (p, rp) in plans.iter_mut().enumerate() {

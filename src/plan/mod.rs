@@ -18,7 +18,8 @@ pub mod report;
 
 use crate::domain::{Day, Text, Timestamp};
 use crate::predict::PredictOptions;
-use crate::profile::{CutPoints, Profile};
+use crate::profile::{ColumnMember, CutPoints, Profile};
+use crate::store::columns::Columns;
 use crate::rules::condition::Facts;
 use crate::rules::{Coupon, CouponCodes, Offer, Rule, WhenBlocked};
 pub use base::MemberBase;
@@ -164,7 +165,7 @@ impl Profiles {
     /// Recomputes in place (the daemon's buffer is reused from run to run).
     pub fn recompute(&mut self, base: &MemberBase, as_of: Day, settings: &PlanSettings) {
         let model = base.model.as_ref().map(|m| (m, &settings.predict));
-        self.cuts = crate::population::profile_all_into(&mut self.profiles, &base.members, as_of, &settings.profile, model, self.favourites);
+        self.cuts = crate::population::profile_all_into(&mut self.profiles, &base.columns.columns(), as_of, &settings.profile, model, self.favourites);
         self.as_of = as_of;
     }
 
@@ -172,7 +173,8 @@ impl Profiles {
     pub fn complete(&self, base: &MemberBase, i: usize, settings: &PlanSettings) -> Profile {
         let mut p = self.profiles[i].clone();
         if !self.favourites {
-            let full = crate::profile::metrics(&base.members[i], self.as_of, &settings.profile);
+            let columns = base.columns.columns();
+            let full = crate::profile::metrics(&ColumnMember { row: columns.row(i), columns: &columns }, self.as_of, &settings.profile);
             p.metrics.top_category = full.top_category;
             p.metrics.top_brand = full.top_brand;
         }
@@ -181,10 +183,11 @@ impl Profiles {
 }
 
 impl MemberBase {
-    pub fn facts<'a>(&'a self, i: usize, profiles: &'a Profiles) -> Facts<'a> {
+    /// Member `i`'s facts; `columns` are [`MemberBase::columns`]'s (taken once per pass).
+    pub fn facts<'a>(&'a self, columns: &'a Columns<'a>, i: usize, profiles: &'a Profiles) -> Facts<'a> {
         Facts {
             id: &self.ids[i],
-            member: &self.members[i],
+            member: ColumnMember { row: columns.row(i), columns },
             profile: &profiles.profiles[i],
             events: &self.events[i],
             as_of: profiles.as_of,
@@ -204,13 +207,14 @@ impl MemberBase {
     /// once for all rules), in id order.
     pub fn audiences(&self, rules: &[&Rule], profiles: &Profiles) -> Vec<Vec<u32>> {
         const BLOCK: usize = 8192;
-        let starts: Vec<usize> = (0..self.members.len()).step_by(BLOCK).collect();
+        let columns = self.columns.columns();
+        let starts: Vec<usize> = (0..self.len()).step_by(BLOCK).collect();
         let blocks: Vec<Vec<Vec<u32>>> = starts
             .par_iter()
             .map(|&start| {
                 let mut out = vec![Vec::new(); rules.len()];
-                for i in start..(start + BLOCK).min(self.members.len()) {
-                    let facts = self.facts(i, profiles);
+                for i in start..(start + BLOCK).min(self.len()) {
+                    let facts = self.facts(&columns, i, profiles);
                     for (r, rule) in rules.iter().enumerate() {
                         if rule.audience.eval(&facts) {
                             out[r].push(i as u32);
@@ -234,6 +238,7 @@ pub fn plan(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], now: Timest
     let mut out: Vec<RulePlan> = Vec::new();
     let mut audiences = base.audiences(rules, profiles);
     let mut pools = offer::CodePools::new(&base.codes);
+    let columns = base.columns.columns();
     for &ri in &order {
         let rule = rules[ri];
         let mut matched = std::mem::take(&mut audiences[ri]);
@@ -255,7 +260,7 @@ pub fn plan(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], now: Timest
         let mut rp = RulePlan { rule: ri, matched: matched.len(), fates: Vec::with_capacity(matched.len()), messages: Vec::new(), codes_left: None };
         let mut treated = 0usize;
         for &m in &matched {
-            let facts = base.facts(m as usize, profiles);
+            let facts = base.facts(&columns, m as usize, profiles);
             let fate = 'fate: {
                 let Some(first) = rule.message.channels.iter().position(|c| facts.consents(c)) else { break 'fate Fate::NoConsent };
                 if let Some(&by) = claimed.get(&m) {
@@ -294,7 +299,7 @@ pub fn plan(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], now: Timest
                 }
                 let quiet = rule.limits.quiet_hours.unwrap_or(Some(settings.quiet_hours));
                 if let Some(q) = quiet.filter(|q| q.start != q.end) {
-                    let tz = member_tz(&facts.member.tz, settings.default_tz);
+                    let tz = member_tz(facts.member.tz(), settings.default_tz);
                     if let Some(end) = quiet_end(send_after, tz, q) {
                         match rule.limits.on_quiet_hours {
                             WhenBlocked::Skip => break 'fate Fate::QuietHours,

@@ -5,21 +5,26 @@ use super::{Fate, MemberBase, PlanSettings, PlannedMessage, Profiles, RulePlan};
 use crate::domain::TsFmt;
 use crate::rules::condition::{gender_name, ExplainLine};
 use crate::rules::render::{Rendered, Renderer};
+use crate::profile::ColumnMember;
 use crate::rules::Rule;
+use crate::store::StoreError;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-/// The template context of one planned message on one channel.
-pub fn context(base: &MemberBase, profiles: &Profiles, rule: &Rule, msg: &PlannedMessage, channel: &str, settings: &PlanSettings) -> minijinja::Value {
+/// The template context of one planned message on one channel; the member's contact
+/// fields are read from the store.
+pub fn context(base: &MemberBase, profiles: &Profiles, rule: &Rule, msg: &PlannedMessage, channel: &str, settings: &PlanSettings) -> Result<minijinja::Value, StoreError> {
     let i = msg.member as usize;
-    let m = &base.members[i];
+    let c = base.contact(i)?;
+    let columns = base.columns.columns();
+    let m = ColumnMember { row: columns.row(i), columns: &columns };
     let id = base.ids[i].as_str();
     let p = &profiles.complete(base, i, settings);
     let member = serde_json::json!({
-        "id": id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(),
-        "gender": gender_name(m.gender), "age": p.metrics.age, "tz": m.tz.as_str(),
+        "id": id, "name": c.name.as_str(), "email": c.email, "phone": c.phone, "city": m.city(),
+        "gender": gender_name(m.row.gender), "age": p.metrics.age, "tz": m.tz(),
     });
-    crate::rules::template::variables(member, crate::population::profile_json(id, p), &msg.offer, (&rule.id, &rule.name), settings.links.unsubscribe_url(id, channel))
+    Ok(crate::rules::template::variables(member, crate::population::profile_json(id, p), &msg.offer, (&rule.id, &rule.name), settings.links.unsubscribe_url(id, channel)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -76,7 +81,8 @@ pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles
         let picked: Vec<&PlannedMessage> = rp.messages.iter().filter(|m| &m.channels[0] == channel).take(sample).collect();
         for msg in picked {
             writeln!(out, "\n--- sample: {} to member {} (send after {}) ---", channel, base.ids[msg.member as usize], TsFmt(msg.send_after))?;
-            match renderer.render(&rule.id, channel, context(base, profiles, rule, msg, channel, settings)) {
+            let vars = context(base, profiles, rule, msg, channel, settings).map_err(std::io::Error::other)?;
+            match renderer.render(&rule.id, channel, vars) {
                 Ok(r) => write_rendered(out, &r)?,
                 Err(e) => writeln!(out, "template failed: {e}")?,
             }
@@ -150,7 +156,8 @@ fn csv_cell(s: &str) -> String {
 /// consent, cooldown, cap and holdout, and the planner's verdict.
 #[allow(clippy::too_many_arguments)]
 pub fn explain(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, member: u32, rule: &Rule, rp: &RulePlan, settings: &PlanSettings, now: i64) -> std::io::Result<()> {
-    let facts = base.facts(member as usize, profiles);
+    let columns = base.columns.columns();
+    let facts = base.facts(&columns, member as usize, profiles);
     let mut lines: Vec<ExplainLine> = Vec::new();
     let in_audience = rule.audience.explain(&facts, 1, &mut lines);
     writeln!(out, "rule {} — {}: {}", rule.id, rule.name, if in_audience { "in the audience" } else { "not in the audience" })?;

@@ -208,7 +208,17 @@ pub struct ColumnMember<'a> {
     pub columns: &'a Columns<'a>,
 }
 
-impl ColumnMember<'_> {
+impl<'a> ColumnMember<'a> {
+    /// The member's city ("" when unknown).
+    pub fn city(&self) -> &'a str {
+        self.columns.name(Dict::City, self.row.city)
+    }
+
+    /// The member's IANA time zone ("": the configured default).
+    pub fn tz(&self) -> &'a str {
+        self.columns.name(Dict::Tz, self.row.tz)
+    }
+
     /// The top name of spend entries indexing a dictionary (index order is name order).
     fn top(&self, names: &[u32], spend: &[Cents], dict: Dict) -> Option<Text> {
         SCRATCH.with_borrow_mut(|s| {

@@ -2,14 +2,15 @@
 //! member, and its explanation (each condition with the member's value and pass/fail).
 //!
 //! Evaluation is pure and allocation-free on the hot path: the caller hands in a
-//! [`Facts`] view of one member (record, profile as of the run's day, recent events, the
+//! [`Facts`] view of one member (its row of the member columns, profile as of the run's day, recent events, the
 //! catalog and the mined co-purchase rules) and gets a bool.
 
 use crate::basket::Scope;
 use crate::bundles::OfferIndex;
 use crate::domain::{CentsFmt, Day, Text};
-use crate::profile::{Profile, Stage, Tier, ValueTier};
-use crate::store::model::{EventKind, Gender, Member, Product};
+use crate::profile::{ColumnMember, Profile, Stage, Tier, ValueTier};
+use crate::store::columns::{flag, Dict};
+use crate::store::model::{EventKind, Gender, Product};
 use rustc_hash::FxHashMap;
 pub use crate::domain::{Consent, ConsentNeeds};
 
@@ -188,7 +189,7 @@ impl Bundles {
 /// Everything known about one member on the run's day.
 pub struct Facts<'a> {
     pub id: &'a str,
-    pub member: &'a Member,
+    pub member: ColumnMember<'a>,
     pub profile: &'a Profile,
     /// The member's events in time order.
     pub events: &'a [EventFact],
@@ -208,8 +209,8 @@ impl<'a> Facts<'a> {
             return false;
         }
         match self.consent.of(channel) {
-            Some(Consent::Email) => self.member.opted_in_email && !self.member.email.is_empty(),
-            Some(Consent::Sms) => self.member.opted_in_sms && !self.member.phone.is_empty(),
+            Some(Consent::Email) => self.member.row.has(flag::EMAIL) && self.member.row.email_hash != 0,
+            Some(Consent::Sms) => self.member.row.has(flag::SMS) && self.member.row.phone_hash != 0,
             Some(Consent::None) => true,
             // a channel that never said which consent it needs messages nobody
             None => false,
@@ -219,7 +220,7 @@ impl<'a> Facts<'a> {
     /// Distinct skus bought on or before the as-of day.
     pub fn skus_bought(&self) -> Vec<&'a str> {
         let mut out: Vec<&str> = Vec::new();
-        self.for_each_order(None, |_, skus, _, _| out.extend(skus.iter().map(|s| s.as_str())));
+        self.for_each_order(None, |_, skus, _, _| out.extend_from_slice(skus));
         out.sort_unstable();
         out.dedup();
         out
@@ -228,7 +229,7 @@ impl<'a> Facts<'a> {
     /// Distinct skus bought within the last `days` days up to the as-of day.
     pub fn skus_bought_within(&self, days: u32) -> Vec<&'a str> {
         let mut out: Vec<&str> = Vec::new();
-        self.for_each_order(Some(days), |_, skus, _, _| out.extend(skus.iter().map(|s| s.as_str())));
+        self.for_each_order(Some(days), |_, skus, _, _| out.extend_from_slice(skus));
         out.sort_unstable();
         out.dedup();
         out
@@ -236,26 +237,26 @@ impl<'a> Facts<'a> {
 
     /// Calls `f(day, skus, categories, brands)` for each order dated within the last
     /// `within` days up to the as-of day (all orders up to it when None).
-    fn for_each_order(&self, within: Option<u32>, mut f: impl FnMut(Day, &[&'a Text], &[&'a Text], &[&'a Text])) {
-        let d = &self.member.digest;
+    fn for_each_order(&self, within: Option<u32>, mut f: impl FnMut(Day, &[&'a str], &[&'a str], &[&'a str])) {
+        let (r, columns) = (&self.member.row, self.member.columns);
         let from = within.map(|w| self.as_of - w as Day);
         let (mut c, mut b, mut s) = (0usize, 0usize, 0usize);
-        let mut skus: Vec<&Text> = Vec::new();
-        let mut cats: Vec<&Text> = Vec::new();
-        let mut brands: Vec<&Text> = Vec::new();
-        for o in &d.orders {
-            let (c1, b1, s1) = (c + o.categories as usize, b + o.brands as usize, s + o.skus as usize);
-            if o.day > self.as_of {
+        let mut skus: Vec<&str> = Vec::new();
+        let mut cats: Vec<&str> = Vec::new();
+        let mut brands: Vec<&str> = Vec::new();
+        for (k, &day) in r.days.iter().enumerate() {
+            let (c1, b1, s1) = (c + r.categories[k] as usize, b + r.brands[k] as usize, s + r.skus[k] as usize);
+            if day > self.as_of {
                 break;
             }
-            if from.is_none_or(|from| o.day >= from) {
+            if from.is_none_or(|from| day >= from) {
                 skus.clear();
                 cats.clear();
                 brands.clear();
-                skus.extend(d.order_skus[s..s1].iter().map(|&i| &d.sku_names[i as usize]));
-                cats.extend(d.category_spend[c..c1].iter().map(|&(i, _)| &d.category_names[i as usize]));
-                brands.extend(d.brand_spend[b..b1].iter().map(|&(i, _)| &d.brand_names[i as usize]));
-                f(o.day, &skus, &cats, &brands);
+                skus.extend(r.sku_name[s..s1].iter().map(|&i| columns.name(Dict::Sku, i)));
+                cats.extend(r.category_name[c..c1].iter().map(|&i| columns.name(Dict::Category, i)));
+                brands.extend(r.brand_name[b..b1].iter().map(|&i| columns.name(Dict::Brand, i)));
+                f(day, &skus, &cats, &brands);
             }
             (c, b, s) = (c1, b1, s1);
         }
@@ -263,20 +264,13 @@ impl<'a> Facts<'a> {
 
     fn bought(&self, item: &Item, within: Option<u32>) -> bool {
         let mut hit = false;
-        self.for_each_order(within, |_, skus, cats, brands| {
-            hit |= match item {
-                Item::Any => true,
-                Item::Sku(v) => skus.iter().any(|s| v.contains(s)),
-                Item::Category(v) => cats.iter().any(|s| v.contains(s)),
-                Item::Brand(v) => brands.iter().any(|s| v.contains(s)),
-            }
-        });
+        self.for_each_order(within, |_, skus, cats, brands| hit |= item.in_order(skus, cats, brands));
         hit
     }
 
     fn bought_sku_since(&self, sku: &Text, from: Day) -> bool {
         let mut hit = false;
-        self.for_each_order(Some((self.as_of - from).max(0) as u32), |_, skus, _, _| hit |= skus.contains(&sku));
+        self.for_each_order(Some((self.as_of - from).max(0) as u32), |_, skus, _, _| hit |= skus.contains(&sku.as_str()));
         hit
     }
 
@@ -329,8 +323,8 @@ impl Condition {
             Condition::RepurchaseDue(want) => p.metrics.repurchase_due == *want,
             Condition::TopCategory(v) => p.metrics.top_category.as_ref().is_some_and(|c| v.contains(c)),
             Condition::TopBrand(v) => p.metrics.top_brand.as_ref().is_some_and(|c| v.contains(c)),
-            Condition::Gender(v) => v.contains(&f.member.gender),
-            Condition::City(v) => v.iter().any(|c| c.eq_ignore_ascii_case(&f.member.city)),
+            Condition::Gender(v) => v.contains(&f.member.row.gender),
+            Condition::City(v) => v.iter().any(|c| c.eq_ignore_ascii_case(f.member.city())),
             Condition::Consent(chs) => chs.iter().any(|c| f.consents(c)),
             Condition::Bought { item, within_days, negated } => f.bought(item, *within_days) != *negated,
             Condition::Event { kind, item, within_days, without_buying } => {
@@ -410,8 +404,8 @@ impl Condition {
             Condition::RepurchaseDue(want) => (format!("repurchase_due = {want}"), p.metrics.repurchase_due.to_string()),
             Condition::TopCategory(v) => (format!("top_category in {}", list(v.iter().map(|s| s.as_str()))), opt(p.metrics.top_category.as_ref().map(|c| c.to_string()))),
             Condition::TopBrand(v) => (format!("top_brand in {}", list(v.iter().map(|s| s.as_str()))), opt(p.metrics.top_brand.as_ref().map(|c| c.to_string()))),
-            Condition::Gender(v) => (format!("gender in {}", list(v.iter().map(|g| gender_name(*g)))), gender_name(f.member.gender).into()),
-            Condition::City(v) => (format!("city in {}", list(v.iter().map(|s| s.as_str()))), f.member.city.to_string()),
+            Condition::Gender(v) => (format!("gender in {}", list(v.iter().map(|g| gender_name(*g)))), gender_name(f.member.row.gender).into()),
+            Condition::City(v) => (format!("city in {}", list(v.iter().map(|s| s.as_str()))), f.member.city().to_string()),
             Condition::Consent(chs) => (
                 format!("consent for any of {}", list(chs.iter().map(|s| s.as_str()))),
                 chs.iter().map(|c| format!("{c}: {}", if f.consents(c) { "yes" } else { "no" })).collect::<Vec<_>>().join(", "),
@@ -420,13 +414,7 @@ impl Condition {
                 let verb = if *negated { "did not buy" } else { "bought" };
                 let mut last: Option<Day> = None;
                 f.for_each_order(*within_days, |day, skus, cats, brands| {
-                    let hit = match item {
-                        Item::Any => true,
-                        Item::Sku(v) => skus.iter().any(|s| v.contains(s)),
-                        Item::Category(v) => cats.iter().any(|s| v.contains(s)),
-                        Item::Brand(v) => brands.iter().any(|s| v.contains(s)),
-                    };
-                    if hit {
+                    if item.in_order(skus, cats, brands) {
                         last = Some(day);
                     }
                 });
@@ -473,6 +461,17 @@ pub struct ExplainLine {
 }
 
 impl Item {
+    /// Whether an order with these skus, categories and brands holds the item.
+    fn in_order(&self, skus: &[&str], cats: &[&str], brands: &[&str]) -> bool {
+        let any = |names: &[&str], v: &[Text]| names.iter().any(|n| v.iter().any(|x| x == n));
+        match self {
+            Item::Any => true,
+            Item::Sku(v) => any(skus, v),
+            Item::Category(v) => any(cats, v),
+            Item::Brand(v) => any(brands, v),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Item::Any => "anything".into(),

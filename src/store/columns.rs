@@ -29,6 +29,7 @@
 //! | day, amount, discounted, categories, brands, skus | i32, i64, u8, u16 x3 | O | the digest's orders; the counts say how many entries of each list are the order's |
 //! | category offsets, name, spend | u64, u32, i64 | N+1, C, C | spend per category of each order in turn (likewise brands) |
 //! | sku offsets, name | u64, u32 | N+1, K | the distinct skus of each order in turn |
+//! | email hash, phone hash | u64 x2 | N | [`address_hash`] of each contact field (0: empty), so the planner knows who has an address, and whose is stopped, without reading sled |
 //! | dictionaries | u64 offsets + bytes | | categories, brands, skus, cities, time zones: sorted, so index order is name order |
 
 use super::model::{Gender, Member};
@@ -40,7 +41,7 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 16] = b"rekindle-columns";
 /// Bumped on every change of the layout; a file of another version is rebuilt.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Where the section table starts.
 const TABLE: usize = 80;
 /// Bytes per section table entry: offset, length (u64 each), CRC-32, padding.
@@ -73,6 +74,8 @@ enum S {
     BrandSpend,
     SkuOffsets,
     SkuName,
+    EmailHash,
+    PhoneHash,
     /// The five dictionaries, offsets then bytes each, in [`Dict`] order.
     Dicts,
 }
@@ -96,6 +99,17 @@ pub mod flag {
     pub const SMS: u8 = 4;
     pub const BIRTH_YEAR: u8 = 8;
     pub const SIGNUP: u8 = 16;
+}
+
+/// A contact field's 64-bit fingerprint in the columns: 0 for an empty field, never 0
+/// for another (FxHash, fixed across processes). Equal fingerprints only say "maybe the
+/// same address": whoever acts on one compares the addresses themselves.
+pub fn address_hash(address: &str) -> u64 {
+    if address.is_empty() {
+        return 0;
+    }
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(address).max(1)
 }
 
 fn gender_code(g: Gender) -> u8 {
@@ -149,6 +163,8 @@ pub struct Columns<'a> {
     brand_spend: &'a [i64],
     sku_offsets: &'a [u64],
     sku_name: &'a [u32],
+    email_hash: &'a [u64],
+    phone_hash: &'a [u64],
     dicts: [(&'a [u64], &'a [u8]); DICTS],
 }
 
@@ -177,6 +193,9 @@ pub struct MemberRow<'a> {
     pub brand_name: &'a [u32],
     pub brand_spend: &'a [i64],
     pub sku_name: &'a [u32],
+    /// [`address_hash`] of the member's email and phone (0: none).
+    pub email_hash: u64,
+    pub phone_hash: u64,
 }
 
 impl MemberRow<'_> {
@@ -231,6 +250,17 @@ impl<'a> Columns<'a> {
             brand_name: &self.brand_name[b.clone()],
             brand_spend: &self.brand_spend[b],
             sku_name: &self.sku_name[range(self.sku_offsets, i)],
+            email_hash: self.email_hash[i],
+            phone_hash: self.phone_hash[i],
+        }
+    }
+
+    /// Every member's [`address_hash`] of the email, or of the phone number.
+    pub fn address_hashes(&self, phone: bool) -> &'a [u64] {
+        if phone {
+            self.phone_hash
+        } else {
+            self.email_hash
         }
     }
 
@@ -253,7 +283,7 @@ impl<'a> Columns<'a> {
     /// lists, dictionary indexes and UTF-8 names.
     fn check(&self, members: usize) -> Result<(), String> {
         let n = self.len();
-        let per_member = [self.gender.len(), self.birth_year.len(), self.signup.len(), self.city.len(), self.tz.len()];
+        let per_member = [self.gender.len(), self.birth_year.len(), self.signup.len(), self.city.len(), self.tz.len(), self.email_hash.len(), self.phone_hash.len()];
         if n != members || per_member.iter().any(|&l| l != n) {
             return Err("member columns of different lengths".into());
         }
@@ -348,6 +378,8 @@ impl MemberColumns {
             brand_spend: typed(map, at, S::BrandSpend as usize)?,
             sku_offsets: typed(map, at, S::SkuOffsets as usize)?,
             sku_name: typed(map, at, S::SkuName as usize)?,
+            email_hash: typed(map, at, S::EmailHash as usize)?,
+            phone_hash: typed(map, at, S::PhoneHash as usize)?,
             dicts: [dict(0)?, dict(1)?, dict(2)?, dict(3)?, dict(4)?],
         })
     }
@@ -512,6 +544,8 @@ struct Builder {
     brand_spend: Vec<i64>,
     sku_offsets: Vec<u64>,
     sku_name: Vec<u32>,
+    email_hash: Vec<u64>,
+    phone_hash: Vec<u64>,
     dicts: [Interner; DICTS],
     /// The member's names mapped to the dictionary's, reused.
     local: Vec<u32>,
@@ -541,6 +575,8 @@ impl Builder {
         self.city.push(city);
         let tz = self.dicts[Dict::Tz as usize].get(&m.tz);
         self.tz.push(tz);
+        self.email_hash.push(address_hash(&m.email));
+        self.phone_hash.push(address_hash(&m.phone));
         let d = &m.digest;
         for o in &d.orders {
             self.day.push(o.day);
@@ -624,6 +660,8 @@ impl Builder {
             bytes(self.brand_spend),
             bytes(self.sku_offsets),
             bytes(self.sku_name),
+            bytes(self.email_hash),
+            bytes(self.phone_hash),
         ];
         for d in &self.dicts {
             let mut offsets = Vec::with_capacity(d.names.len() + 1);

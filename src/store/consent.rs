@@ -34,11 +34,22 @@ impl Member {
     /// email consent, the phone number for SMS consent, the member id (the shop's customer
     /// id) for any other channel.
     pub fn address_on<'a>(&'a self, id: &'a str, consent: Option<Consent>) -> &'a str {
-        match consent {
-            Some(Consent::Email) => &self.email,
-            Some(Consent::Sms) => &self.phone,
-            _ => id,
-        }
+        address_among(&self.email, &self.phone, id, consent)
+    }
+}
+
+impl super::model::ContactFields {
+    /// [`Member::address_on`], from the contact fields alone.
+    pub fn address_on<'a>(&'a self, id: &'a str, consent: Option<Consent>) -> &'a str {
+        address_among(&self.email, &self.phone, id, consent)
+    }
+}
+
+fn address_among<'a>(email: &'a str, phone: &'a str, id: &'a str, consent: Option<Consent>) -> &'a str {
+    match consent {
+        Some(Consent::Email) => email,
+        Some(Consent::Sms) => phone,
+        _ => id,
     }
 }
 

@@ -89,6 +89,8 @@ pub enum StoreError {
     WriterGone,
     #[error("temporary import files: {0}")]
     Spill(std::io::Error),
+    #[error("member {0:?} is in the member base but no longer in the store (it changed since the base was read)")]
+    MemberGone(String),
     #[error("corrupt value under key {key:?}: {source}")]
     Corrupt { key: String, source: postcard::Error },
 }
@@ -287,6 +289,11 @@ impl Store {
     }
 
     pub fn member(&self, id: &str) -> Result<Option<Member>, StoreError> {
+        self.get(MEMBER, id)
+    }
+
+    /// A member's name, email and phone, without decoding the rest of the record.
+    pub fn contact_fields(&self, id: &str) -> Result<Option<model::ContactFields>, StoreError> {
         self.get(MEMBER, id)
     }
 

@@ -16,6 +16,17 @@ pub enum Gender {
     Male,
 }
 
+/// The leading fields of a [`Member`] record, read without the rest (postcard reads
+/// fields in order and leaves the remainder): the contact fields the member base's
+/// columns do not hold, read only for the members a run messages. Keep them first in
+/// [`Member`], in this order.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct ContactFields {
+    pub name: Text,
+    pub email: String,
+    pub phone: String,
+}
+
 /// A member: the attributes of members.csv plus the order digest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Member {

@@ -250,13 +250,14 @@ fn every_shipped_rule_previews_on_generated_data() {
         assert!(to_send > 0, "{}: nobody to send to ({:?})", r.id, rp.funnel());
         for msg in rp.messages.iter().take(20) {
             let channel = &msg.channels[0];
-            let ctx = rekindle::plan::report::context(&base, &profiles, r, msg, channel, &settings);
+            let ctx = rekindle::plan::report::context(&base, &profiles, r, msg, channel, &settings).unwrap();
             let out = renderer.render(&r.id, channel, ctx).unwrap_or_else(|e| panic!("{}: {e}", r.id));
             assert!(!out.text.trim().is_empty());
             if channel == "email" {
                 assert!(out.text.contains("/u/"), "{}: emails carry the unsubscribe link", r.id);
             }
-            let f = base.facts(msg.member as usize, &profiles);
+            let columns = base.columns.columns();
+            let f = base.facts(&columns, msg.member as usize, &profiles);
             assert!(r.audience.eval(&f));
             assert!(f.consents(channel), "{}: a message goes only where the member consented", r.id);
         }
@@ -282,7 +283,8 @@ fn every_shipped_rule_previews_on_generated_data() {
                     assert!((0.3..=0.7).contains(&x.p_alive) && x.predicted_value_cents >= 20_000);
                 }
                 "cross-sell-bundle" => {
-                    let f = base.facts(msg.member as usize, &profiles);
+                    let columns = base.columns.columns();
+                    let f = base.facts(&columns, msg.member as usize, &profiles);
                     let sku = msg.offer["sku"].as_str().unwrap();
                     assert!(!f.skus_bought_within(365).contains(&sku), "the bundle offers something not bought within its lookback");
                 }
@@ -307,7 +309,7 @@ fn holdout_is_stable_about_its_share_and_independent_between_rules() {
     };
     let ha = held(&a);
     assert_eq!(ha, held(&a), "the same members are held out on every run");
-    let share = ha.len() as f64 / base.members.len() as f64;
+    let share = ha.len() as f64 / base.len() as f64;
     assert!((0.18..0.22).contains(&share), "about 20% held out, got {share}");
     let hb = held(&b);
     let overlap = ha.iter().filter(|m| hb.binary_search(m).is_ok()).count() as f64 / ha.len() as f64;
@@ -329,7 +331,7 @@ fn frequency_cap_counts_messages_across_rules_and_defers_when_asked() {
     let plans = plan(&base, &profiles, &[&first, &second], noon(), &settings);
     assert!(matches!(plans[0].fate_of(i), Some(Fate::Capped { recent: 2 })), "{:?}", plans[0].fate_of(i));
     // everyone else gets the higher-priority rule; the second rule finds them claimed
-    let other = (i + 1) % base.members.len() as u32;
+    let other = (i + 1) % base.len() as u32;
     assert!(matches!(plans[0].fate_of(other), Some(Fate::Send { .. })));
     assert!(matches!(plans[1].fate_of(other), Some(Fate::Claimed { by }) if by == "first"));
     // deferred: the message waits until the older contact leaves the 7-day window
@@ -362,8 +364,9 @@ fn quiet_hours_follow_the_members_own_time_zone() {
     let skip = rule("skip", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\non_quiet_hours = \"skip\"\n");
     let defer = rule("defer", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n");
     let p = plan(&base, &profiles, &[&skip], at, &settings);
-    let berlin: Vec<usize> = (0..base.members.len()).filter(|&i| base.members[i].tz == "Europe/Berlin").collect();
-    let shanghai: Vec<usize> = (0..base.members.len()).filter(|&i| base.members[i].tz.is_empty() || base.members[i].tz == "Asia/Shanghai").collect();
+    let tz = |i: usize| w.store.member(&base.ids[i]).unwrap().unwrap().tz;
+    let berlin: Vec<usize> = (0..base.len()).filter(|&i| tz(i) == "Europe/Berlin").collect();
+    let shanghai: Vec<usize> = (0..base.len()).filter(|&i| tz(i).is_empty() || tz(i) == "Asia/Shanghai").collect();
     assert!(!shanghai.is_empty());
     for &i in &shanghai {
         assert_eq!(p[0].fate_of(i as u32), Some(&Fate::QuietHours));
@@ -397,7 +400,7 @@ fn explain_walks_a_member_through_a_rule() {
     let r = rule("why", "[audience]\nstage = [\"silent\", \"sleeping\"]\norders = { min = 2 }\n[message]\nchannels = [\"email\"]\n[message.email]\ntext = \"x\"\n[limits]\nquiet_hours = false\n");
     let p = plan(&base, &profiles, &[&r], noon(), &settings);
     let inside = p[0].messages[0].member;
-    let outside = (0..base.members.len() as u32).find(|&i| profiles.profiles[i as usize].metrics.stage == Stage::Active).unwrap();
+    let outside = (0..base.len() as u32).find(|&i| profiles.profiles[i as usize].metrics.stage == Stage::Active).unwrap();
     let text = |m: u32| {
         let mut out = Vec::new();
         rekindle::plan::report::explain(&mut out, &base, &profiles, m, &r, &p[0], &settings, noon()).unwrap();
@@ -466,7 +469,7 @@ fn hostile_templates_fail_within_their_budget_instead_of_hanging() {
     for &(text, budget) in hostile {
         let r = rule_with_text("hostile", text);
         let renderer = rekindle::rules::render::Renderer::new(std::slice::from_ref(&r)).unwrap();
-        let vars = rekindle::plan::report::context(&base, &profiles, &r, msg, "shop", &settings);
+        let vars = rekindle::plan::report::context(&base, &profiles, &r, msg, "shop", &settings).unwrap();
         let started = std::time::Instant::now();
         let result = renderer.render(&r.id, "shop", vars);
         let took = started.elapsed();
@@ -674,5 +677,53 @@ fn a_codes_file_lists_each_code_once_and_says_when_few_are_left() {
         let rekindle::rules::Offer::Coupon(c) = &set.rules[0].offer else { panic!() };
         let rekindle::rules::CouponCodes::List { codes, warn_below, .. } = &c.codes else { panic!() };
         assert_eq!((codes.len(), *warn_below), (*kept, *warn), "{codes:?}");
+    }
+}
+
+#[test]
+fn a_stopped_address_suppresses_exactly_the_members_at_it() {
+    use rekindle::rules::condition::Consent;
+    let w = world(500);
+    let (mut base, _, _) = inputs(&w);
+    base.consent.by_channel.insert("email".into(), Consent::Email);
+    base.consent.by_channel.insert("sms".into(), Consent::Sms);
+    let members: Vec<_> = base.ids.iter().map(|id| w.store.member(id).unwrap().unwrap()).collect();
+    let email = members.iter().find(|m| !m.email.is_empty()).unwrap().email.clone();
+    let phone = members.iter().rev().find(|m| !m.phone.is_empty()).unwrap().phone.clone();
+    w.store.update_address("email", &email, |h| h.stopped = true).unwrap();
+    w.store.update_address("sms", &phone, |h| h.stopped = true).unwrap();
+    // an address nobody has, and the member id of a channel addressed by id
+    w.store.update_address("email", "nobody@example.com", |h| h.stopped = true).unwrap();
+    w.store.update_address("shop", &base.ids[3], |h| h.stopped = true).unwrap();
+    base.refresh(&w.store).unwrap();
+    // the members at each address, found by reading every record (not the columns)
+    let mut want: Vec<(u32, Vec<&str>)> = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let mut channels = Vec::new();
+        if m.email == email {
+            channels.push("email");
+        }
+        if m.phone == phone {
+            channels.push("sms");
+        }
+        if i == 3 {
+            channels.push("shop");
+        }
+        if !channels.is_empty() {
+            want.push((i as u32, channels));
+        }
+    }
+    let mut got: Vec<(u32, Vec<&str>)> = base.suppressed.iter().map(|(&i, c)| (i, c.iter().map(|c| c.as_str()).collect())).collect();
+    got.sort();
+    for (_, c) in &mut got {
+        c.sort_unstable();
+    }
+    assert_eq!(got, want);
+    let columns = base.columns.columns();
+    let profiles = Profiles::compute(&base, as_of(), &settings(&w.config), false);
+    for (i, channels) in &want {
+        for c in channels {
+            assert!(!base.facts(&columns, *i as usize, &profiles).consents(c), "member {i} on {c}");
+        }
     }
 }

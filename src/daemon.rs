@@ -124,10 +124,12 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
     profiles.favourites = rules.iter().any(|r| r.audience.uses_favourites());
     profiles.recompute(base, as_of, settings);
     let mut plans = plan(base, profiles, rules, now, settings);
+    let planned_s = started.elapsed().as_secs_f64();
     let owned: Vec<Rule> = rules.iter().map(|r| (*r).clone()).collect();
     let renderer = Renderer::new(&owned)?;
     // a message whose template fails is skipped (its fate says why); the run goes on
     let rendered = crate::plan::messages::render_run(base, profiles, rules, &mut plans, settings, &renderer);
+    let rendered_s = started.elapsed().as_secs_f64() - planned_s;
     let run_id = store.next_run_id()?;
     let mut messages = Vec::new();
     let mut contacts = Vec::new();
@@ -195,23 +197,49 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();
-    tracing::info!(run = run_id, catch_up, rules = rules.len(), messages = summary.messages, seconds = summary.seconds, "run written to the outbox");
+    // where the time went: profiles and audiences through the fates, the templates, the rest (contact fields, the outbox write)
+    tracing::info!(run = run_id, catch_up, rules = rules.len(), messages = summary.messages, seconds = summary.seconds, planned_s, rendered_s, "run written to the outbox");
     Ok(summary)
 }
 
+/// Co-purchase rules and a value model newer than those the member base holds.
+#[derive(Default)]
+pub struct FreshModels {
+    pub basket: Option<crate::bundles::OfferIndex>,
+    pub member: Option<crate::bundles::OfferIndex>,
+    pub model: Option<crate::predict::FittedModel>,
+}
+
+impl FreshModels {
+    /// Puts them in force (what was not refreshed stays as it was).
+    pub fn apply(self, base: &mut MemberBase) {
+        if self.basket.is_some() {
+            base.bundles.basket = self.basket;
+        }
+        if self.member.is_some() {
+            base.bundles.member = self.member;
+        }
+        if self.model.is_some() {
+            base.model = self.model;
+        }
+    }
+}
+
 /// Re-mines co-purchase rules and refits the value model when the stored ones are due
-/// (`[bundles] refresh_every_days`, `[predict] refit_every_days`), and hands the fresh
-/// ones to the member base. A fit the data cannot support is logged, not fatal.
-pub fn refresh_models(store: &Store, config: &Config, base: &mut MemberBase, today: i32) -> Result<(), DaemonError> {
+/// (`[bundles] refresh_every_days`, `[predict] refit_every_days`), stores them and
+/// returns them. Reads only the store, so the daemon runs it off its event loop while the
+/// previous ones stay in force. A fit the data cannot support is logged, not fatal.
+pub fn refresh_models(store: &Store, b: &crate::config::BundlesConfig, p: &crate::predict::PredictSettings, today: i32) -> Result<FreshModels, DaemonError> {
     use crate::basket::{transactions, MinedRules};
     use crate::store::RecordKind;
-    let b = &config.bundles;
+    let mut fresh = FreshModels::default();
     for &scope in &b.scopes {
         let stored: Option<MinedRules> = store.get_record(RecordKind::BundleRules, scope.name())?;
         let due = b.refresh_every_days > 0 && stored.as_ref().is_none_or(|m| today - m.as_of >= b.refresh_every_days as i32);
         if !due {
             continue;
         }
+        tracing::info!(scope = scope.name(), "mining co-purchase rules (the stored ones, if any, stay in force until done)");
         let t = std::time::Instant::now();
         let tx = transactions(store, scope, today, b.lookback_days)?;
         let params = crate::bundles::MineParams { min_support: b.min_support, min_confidence: b.min_confidence, min_lift: b.min_lift, two_item_antecedents: false };
@@ -221,30 +249,51 @@ pub fn refresh_models(store: &Store, config: &Config, base: &mut MemberBase, tod
                 let index = crate::bundles::OfferIndex::new(rules.clone());
                 store.put_record(RecordKind::BundleRules, scope.name(), &MinedRules { scope, as_of: today, lookback_days: b.lookback_days, params, transactions: tx.len(), rules })?;
                 match scope {
-                    crate::basket::Scope::Basket => base.bundles.basket = Some(index),
-                    crate::basket::Scope::Member => base.bundles.member = Some(index),
+                    crate::basket::Scope::Basket => fresh.basket = Some(index),
+                    crate::basket::Scope::Member => fresh.member = Some(index),
                 }
             }
             Err(e) => tracing::warn!(scope = scope.name(), "mining failed: {e}"),
         }
     }
-    let p = &config.predict;
-    if p.refit_due(base.model.as_ref(), today) {
-        let histories: Vec<crate::predict::PurchaseHistory> = crate::population::order_days_of(&base.columns.columns())
+    let stored: Option<crate::predict::FittedModel> = store.get_record(RecordKind::FittedModel, "value")?;
+    if p.refit_due(stored.as_ref(), today) {
+        tracing::info!("refitting the value model (the stored one, if any, stays in force until done)");
+        let t = std::time::Instant::now();
+        let histories: Vec<crate::predict::PurchaseHistory> = crate::population::all_order_days(store)?
             .iter()
             .filter_map(|o| crate::predict::PurchaseHistory::from_order_days(o, today, p.unit))
             .collect();
         match crate::predict::fit(&histories, today, p.unit, &p.fit_options()) {
             Ok(model) => {
-                tracing::info!(members = histories.len(), "value model refitted");
+                tracing::info!(members = histories.len(), seconds = t.elapsed().as_secs_f64(), "value model refitted");
                 store.put_record(RecordKind::FittedModel, "value", &model)?;
-                base.model = Some(model);
+                fresh.model = Some(model);
             }
             Err(e) => tracing::warn!("the value model was not refitted: {e}"),
         }
     }
     store.flush()?;
-    Ok(())
+    Ok(fresh)
+}
+
+/// Starts [`refresh_models`] on its own thread unless one is running; the result comes
+/// back on `done`. A plain thread, not the runtime's blocking pool: shutting down does not
+/// wait for a mining in progress (it is redone at the next start).
+fn spawn_refresh(store: &Store, config: &Config, metrics: &Metrics, running: &mut bool, done: &mpsc::UnboundedSender<Result<FreshModels, DaemonError>>) {
+    if std::mem::replace(running, true) {
+        return;
+    }
+    metrics.set_models_refreshing(true);
+    let (store, bundles, predict, done) = (store.clone(), config.bundles.clone(), config.predict.clone(), done.clone());
+    let spawned = std::thread::Builder::new().name("models".into()).spawn(move || {
+        let _ = done.send(refresh_models(&store, &bundles, &predict, day_of(chrono::Utc::now().timestamp())));
+    });
+    if let Err(e) = spawned {
+        *running = false;
+        metrics.set_models_refreshing(false);
+        tracing::error!("cannot start refreshing co-purchase rules and the value model: {e}");
+    }
 }
 
 /// Whether a scheduled rule missed a firing between its last run and `now`.
@@ -319,7 +368,11 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
         return Ok(results);
     }
 
-    refresh_models(&store, &config, &mut base, day_of(chrono::Utc::now().timestamp()))?;
+    // stale co-purchase rules and value model are refreshed off the loop: the daemon
+    // serves at once, with the stored ones in force meanwhile
+    let (models_tx, mut models_rx) = mpsc::unbounded_channel::<Result<FreshModels, DaemonError>>();
+    let mut refreshing = false;
+    spawn_refresh(&store, &config, &observers.metrics, &mut refreshing, &models_tx);
     // the HTTP API: public unsubscribe links and provider callbacks, the admin endpoints
     let (request_tx, mut request_rx) = mpsc::channel::<DaemonRequest>(64);
     let listener = tokio::net::TcpListener::bind(&config.api.listen).await.map_err(|source| DaemonError::Io { what: format!("cannot listen on {}", config.api.listen), source })?;
@@ -409,9 +462,13 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
                     scheduler.replace(&live.rules(), settings.default_tz).await.map_err(scheduler_err)?;
                 }
             }
-            _ = hourly.tick() => {
-                if let Err(e) = refresh_models(&store, &config, &mut base, day_of(chrono::Utc::now().timestamp())) {
-                    tracing::error!("refreshing co-purchase rules and the value model: {e}");
+            _ = hourly.tick() => spawn_refresh(&store, &config, &observers.metrics, &mut refreshing, &models_tx),
+            Some(fresh) = models_rx.recv() => {
+                refreshing = false;
+                observers.metrics.set_models_refreshing(false);
+                match fresh {
+                    Ok(fresh) => fresh.apply(&mut base),
+                    Err(e) => tracing::error!("refreshing co-purchase rules and the value model: {e}"),
                 }
             }
             _ = minutely.tick() => {

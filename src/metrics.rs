@@ -55,6 +55,8 @@ struct Inner {
     run_seconds: Histogram,
     /// (kind, result) -> lines
     ingested: BTreeMap<(String, &'static str), u64>,
+    /// Co-purchase rules or the value model being refreshed in the background.
+    models_refreshing: bool,
 }
 
 /// Shared by the dispatcher, the scheduler loop and the API.
@@ -96,6 +98,10 @@ impl Metrics {
         })
     }
 
+    pub fn set_models_refreshing(&self, on: bool) {
+        self.with(|m| m.models_refreshing = on)
+    }
+
     /// Appends every metric in the Prometheus text format (version 0.0.4).
     pub fn render(&self, out: &mut String) {
         self.with(|m| {
@@ -117,6 +123,8 @@ impl Metrics {
             for ((kind, result), n) in &m.ingested {
                 let _ = writeln!(out, "rekindle_ingested_lines_total{{kind=\"{}\",result=\"{result}\"}} {n}", escape(kind));
             }
+            out.push_str("# HELP rekindle_models_refreshing 1 while co-purchase rules or the value model are refreshed in the background (the previous ones are in force).\n# TYPE rekindle_models_refreshing gauge\n");
+            let _ = writeln!(out, "rekindle_models_refreshing {}", u8::from(m.models_refreshing));
         })
     }
 }

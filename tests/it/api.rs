@@ -105,6 +105,18 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
     assert!(samples.contains("rekindle_build_info 1.0") && metrics.contains(&format!("rekindle_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))), "{metrics}");
     let rss = samples.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")?.parse::<f64>().ok());
     assert!(rss.is_some_and(|b| b > 1e6), "the daemon's resident memory: {samples}");
+    // the co-purchase rules and value model this store lacks are made in the background
+    // (the daemon served meanwhile); /metrics says so until they are done
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = http(port, "GET", "/metrics", &[("Authorization", "Bearer scrape-1")], "");
+        assert!(m.contains("# TYPE rekindle_models_refreshing gauge\n"), "{m}");
+        if m.contains("\nrekindle_models_refreshing 0\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the background refresh did not finish: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // the link: a page first, then one click
     let (status, page) = http(port, "GET", &format!("/u/{token}"), &[], "");

@@ -323,7 +323,7 @@ fn the_daemon_keeps_co_purchase_rules_and_the_value_model_fresh() {
     let today = rekindle::domain::parse_date("2026-11-01").unwrap();
     let mut base = MemberBase::load(&store, false, &|_| {}).unwrap();
     assert!(base.bundles.basket.is_none() && base.model.is_none());
-    rekindle::daemon::refresh_models(&store, &cfg, &mut base, today).unwrap();
+    rekindle::daemon::refresh_models(&store, &cfg.bundles, &cfg.predict, today).unwrap().apply(&mut base);
     let mined: MinedRules = store.get_record(RecordKind::BundleRules, "basket").unwrap().expect("mined and stored");
     assert_eq!(mined.as_of, today);
     assert!(!mined.rules.is_empty());
@@ -331,11 +331,12 @@ fn the_daemon_keeps_co_purchase_rules_and_the_value_model_fresh() {
     let model: rekindle::predict::FittedModel = store.get_record(RecordKind::FittedModel, "value").unwrap().expect("fitted and stored");
     assert_eq!(model.as_of_day, today);
     // the same day again: nothing is due
-    rekindle::daemon::refresh_models(&store, &cfg, &mut base, today + 3).unwrap();
+    let nothing = rekindle::daemon::refresh_models(&store, &cfg.bundles, &cfg.predict, today + 3).unwrap();
+    assert!(nothing.basket.is_none() && nothing.model.is_none(), "nothing due, nothing fresh");
     let again: MinedRules = store.get_record(RecordKind::BundleRules, "basket").unwrap().unwrap();
     assert_eq!(again.as_of, today, "not re-mined before refresh_every_days");
     // a week on, both are refreshed
-    rekindle::daemon::refresh_models(&store, &cfg, &mut base, today + 7).unwrap();
+    rekindle::daemon::refresh_models(&store, &cfg.bundles, &cfg.predict, today + 7).unwrap().apply(&mut base);
     let later: MinedRules = store.get_record(RecordKind::BundleRules, "basket").unwrap().unwrap();
     assert_eq!(later.as_of, today + 7);
     assert_eq!(base.model.as_ref().unwrap().as_of_day, today + 7);

@@ -196,6 +196,7 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
             base.contacts.entry(i as u32).or_default().contacts.push(c);
         }
     }
+    base.columns.release();
     summary.seconds = started.elapsed().as_secs_f64();
     // where the time went: profiles and audiences through the fates, the templates, the rest (contact fields, the outbox write)
     tracing::info!(run = run_id, catch_up, rules = rules.len(), messages = summary.messages, seconds = summary.seconds, planned_s, rendered_s, "run written to the outbox");
@@ -455,6 +456,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
                         profiles.as_of = 0;
                 }
                 answer(request, &store, &mut base, &mut profiles, &live, &settings, keep_days, &observers, &channel_names);
+                base.columns.release();
             }
             _ = poll.tick() => {
                 if live.reload(&config.campaigns.rules_dir, &channel_names)? {

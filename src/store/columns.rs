@@ -131,6 +131,8 @@ fn gender_of(code: u8) -> Gender {
 /// The member base's file, mapped.
 pub struct MemberColumns {
     map: memmap2::Mmap,
+    /// A mapping of the file (else the anonymous copy [`Image::in_memory`] made).
+    file_backed: bool,
     /// Byte range of each section.
     at: [(usize, usize); SECTIONS],
 }
@@ -338,6 +340,22 @@ impl<'a> Columns<'a> {
 }
 
 impl MemberColumns {
+    /// Lets go of the pages a pass over the columns made resident (they stay in the
+    /// kernel's page cache; the next read maps them again), so a process that keeps the
+    /// base (the daemon) holds it in its resident memory only while it reads it.
+    pub fn release(&self) {
+        if !self.file_backed {
+            return;
+        }
+        // SAFETY: a shared read-only mapping of a file rekindle never writes in place
+        // (see `open`): dropping its pages loses nothing, a later read faults the same
+        // bytes back in from the file. (On the anonymous copy it would zero them: hence
+        // `file_backed`.)
+        if let Err(e) = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) } {
+            tracing::debug!("madvise(DONTNEED) on the member columns: {e}");
+        }
+    }
+
     /// The typed views of the sections.
     pub fn columns(&self) -> Columns<'_> {
         // `open` cast every section with its type and checked the bounds: these casts
@@ -433,7 +451,10 @@ impl MemberColumns {
             return Err(Unusable::Damaged(format!("section {s}'s checksum does not match")));
         }
         Self::cast(&map, &at).and_then(|c| c.check(members)).map_err(Unusable::Damaged)?;
-        Ok(MemberColumns { map, at })
+        let columns = MemberColumns { map, at, file_backed: true };
+        // the checks read every page: none of them needs to stay resident
+        columns.release();
+        Ok(columns)
     }
 }
 
@@ -753,7 +774,7 @@ impl<'a> Image<'a> {
         for (slot, (s, &start)) in at.iter_mut().zip(self.sections.iter().zip(&self.starts)) {
             *slot = (start, s.len());
         }
-        Ok(MemberColumns { map, at })
+        Ok(MemberColumns { map, at, file_backed: false })
     }
 }
 
@@ -791,6 +812,8 @@ mod tests {
                     .collect();
                 let m = Member {
                     name: "not in the columns".into(),
+                    email: if i % 4 == 0 { String::new() } else { format!("m{i}@example.com") },
+                    phone: if i % 5 == 0 { String::new() } else { format!("+86 138 0000 {i:04}") },
                     gender: [Gender::Unknown, Gender::Female, Gender::Male][i % 3],
                     birth_year: (i % 5 != 0).then_some(1960 + i as i32 % 40),
                     city: ["上海", "", "北京"][i % 3].into(),
@@ -800,7 +823,6 @@ mod tests {
                     tz: ["", "Asia/Tokyo"][i % 2].into(),
                     known: i % 11 != 0,
                     digest: OrderHistory { lines }.digest(),
-                    ..Default::default()
                 };
                 (format!("m{i:05}"), m)
             })
@@ -871,8 +893,9 @@ mod tests {
         assert_eq!(c.len(), 300);
         for (i, (id, m)) in members.iter().enumerate() {
             assert_eq!(c.id(i), id.as_bytes());
-            let expect = Member { name: Default::default(), ..m.clone() };
+            let expect = Member { name: Default::default(), email: Default::default(), phone: Default::default(), ..m.clone() };
             assert_eq!(member_of(&c, i), expect, "{id}");
+            assert_eq!((c.row(i).email_hash, c.row(i).phone_hash), (address_hash(&m.email), address_hash(&m.phone)), "{id}");
         }
         let names: Vec<&str> = (0..c.names(Dict::Category) as u32).map(|i| c.name(Dict::Category, i)).collect();
         assert_eq!(names, ["rice", "tea"], "sorted: index order is name order");
@@ -887,6 +910,28 @@ mod tests {
         assert_eq!(c.len(), 301);
         assert_eq!(c.name(Dict::City, c.row(1).city), "广州");
         assert!(c.row(1).days.is_empty());
+    }
+
+    #[test]
+    fn released_pages_read_back_the_same_and_the_copy_in_memory_is_never_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sled"), 16).unwrap();
+        let members = sample(300);
+        write(&store, &members);
+        let cols = store.member_columns().unwrap();
+        let read = |c: &MemberColumns| (0..300).map(|i| member_of(&c.columns(), i)).collect::<Vec<_>>();
+        let before = read(&cols);
+        cols.release();
+        assert_eq!(read(&cols), before);
+        // the anonymous copy (when the file cannot be written): releasing it would zero it
+        let mut b = Builder::default();
+        for (id, m) in &members {
+            b.push(id.as_bytes(), m);
+        }
+        let sections = b.finish();
+        let copy = Image::new(&sections, &store.id, 1).in_memory().unwrap();
+        copy.release();
+        assert_eq!(read(&copy), before);
     }
 
     #[test]

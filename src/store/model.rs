@@ -353,6 +353,21 @@ pub struct Product {
 mod tests {
     use super::*;
 
+    #[test]
+    fn contact_fields_decode_from_a_whole_member_record() {
+        let m = Member {
+            name: "王小明".into(),
+            email: "wang@example.com".into(),
+            phone: "+86 138 0013 8000".into(),
+            city: "杭州".into(),
+            digest: OrderHistory { lines: vec![line("o1", "s1", 1_700_000_000, 990, 2, 0)] }.digest(),
+            ..Default::default()
+        };
+        let bytes = crate::store::encode(&m);
+        let c: ContactFields = crate::store::decode(b"Mx", &bytes).unwrap();
+        assert_eq!(c, ContactFields { name: m.name.clone(), email: m.email.clone(), phone: m.phone.clone() });
+    }
+
     fn line(order: &str, sku: &str, ts: i64, price: i64, qty: u32, disc_ppm: u32) -> OrderLine {
         OrderLine {
             order_id: order.into(),

@@ -10,7 +10,7 @@ use anyhow::Result;
 use rekindle::config::Config;
 use rekindle::ingest::{import_file, ImportOptions};
 use rekindle::plan::messages::render_run;
-use rekindle::plan::report::context;
+use rekindle::plan::report::MessageContext;
 use rekindle::plan::{plan, MemberBase, Profiles};
 use rekindle::rules::{ChannelNames, Rule};
 use std::time::Instant;
@@ -78,8 +78,9 @@ fn main() -> Result<()> {
         for rp in &plans {
             let rule = rules[rp.rule];
             for msg in &rp.messages {
+                let context = MessageContext::new(&base, &base.columns.columns(), &profiles, msg, &settings).expect("the member's contact fields");
                 for ch in &msg.channels {
-                    let vars = context(&base, &profiles, rule, msg, ch, &settings).expect("the member's contact fields");
+                    let vars = context.vars(&base, rule, msg, ch, &settings);
                     for part in ["subject", "text", "html"] {
                         if let Ok(t) = env.get_template(&format!("{}/{ch}/{part}", rule.id)) {
                             bytes += t.render(vars.clone()).map(|s| s.len()).unwrap_or(0);

@@ -146,9 +146,8 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
                 f => rr.skipped.push((id, f.reason().to_string())),
             }
         }
-        for (msg, rendered) in rp.messages.iter().zip(rendered) {
+        for (msg, (member, rendered)) in rp.messages.iter().zip(rendered) {
             let i = msg.member as usize;
-            let member = base.contact(i)?;
             let mut channels = Vec::new();
             for (ch, rendered) in msg.channels.iter().zip(rendered) {
                 let address = base.address(i, &member, ch);
@@ -623,7 +622,7 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
                 ready_profiles(base, profiles, &[], today, settings);
                 let m = store.member(&id).map_err(RequestError::internal)?.ok_or_else(|| RequestError::NotFound(format!("no member {id:?}")))?;
                 let m = &m;
-                let full = profiles.complete(base, i, settings);
+                let full = profiles.complete(&base.columns.columns(), i, settings);
                 let profile = crate::population::profile_json(&id, &full);
                 let channels: Vec<&str> = channel_names.configured.iter().map(String::as_str).collect();
                 let consent_in_force = store.consent(&id, m, &channels, &base.consent).map_err(RequestError::internal)?;

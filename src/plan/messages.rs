@@ -8,10 +8,11 @@
 //! (and one deadline) per rule, while a template that fails fast for a few members
 //! costs nothing to the others.
 
-use super::report::context;
+use super::report::MessageContext;
 use super::{MemberBase, PlanSettings, Profiles, RulePlan};
 use crate::rules::render::{Job, Problem, Rendered, Renderer};
 use crate::rules::Rule;
+use crate::store::model::ContactFields;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,10 +25,11 @@ pub const FAILURE_TIME: Duration = Duration::from_secs(2);
 /// Failures logged one by one per rule (the rest are counted).
 const LOGGED: usize = 5;
 
-/// Renders every planned message on each of its channels. Returns, per plan, the
-/// renders of each message it keeps (one per channel, in the message's channel order);
-/// the messages that failed leave their plans, and their members' fates say why.
-pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans: &mut [RulePlan], settings: &PlanSettings, renderer: &Renderer) -> Vec<Vec<Vec<Rendered>>> {
+/// Renders every planned message on each of its channels. Returns, per plan, each
+/// message it keeps: its member's contact fields (read once per message) and the renders
+/// (one per channel, in the message's channel order); the messages that failed leave
+/// their plans, and their members' fates say why.
+pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans: &mut [RulePlan], settings: &PlanSettings, renderer: &Renderer) -> Vec<Vec<(ContactFields, Vec<Rendered>)>> {
     // per plan, per message: each channel's render, or why the message failed
     let mut renders: Vec<Vec<Vec<Option<Rendered>>>> = plans.iter().map(|rp| rp.messages.iter().map(|m| vec![None; m.channels.len()]).collect()).collect();
     let mut errors: Vec<Vec<Option<String>>> = plans.iter().map(|rp| vec![None; rp.messages.len()]).collect();
@@ -36,21 +38,32 @@ pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans
     let stopped: Vec<Arc<AtomicBool>> = plans.iter().map(|_| Arc::default()).collect();
     // which (plan, message, channel) the n-th job rendered
     let order = RefCell::new(Vec::new());
-    let jobs = plans.iter().enumerate().flat_map(|(p, rp)| {
-        let rule = rules[rp.rule];
-        rp.messages.iter().enumerate().flat_map(move |(m, msg)| msg.channels.iter().enumerate().map(move |(c, ch)| (p, rule, m, msg, c, ch)))
-    });
+    // contact fields of the messages being rendered, by (plan, message)
+    let contacts = RefCell::new(vec![Vec::new(); plans.len()]);
+    let columns = base.columns.columns();
     // messages whose member could not be read (the store changed under the base): not sent
     let unread = RefCell::new(Vec::new());
-    let jobs = jobs.filter(|(p, ..)| failing.borrow()[*p] < FAILURE_TIME).filter_map(|(p, rule, m, msg, c, ch)| match context(base, profiles, rule, msg, ch, settings) {
-        Ok(vars) => {
-            order.borrow_mut().push((p, m, c));
-            Some(Job { rule: rule.id.clone(), channel: ch.clone(), vars, skip: Some(stopped[p].clone()) })
-        }
-        Err(e) => {
-            unread.borrow_mut().push((p, m, format!("{ch}: {e}")));
-            None
-        }
+    let jobs = plans.iter().enumerate().flat_map(|(p, rp)| rp.messages.iter().enumerate().map(move |(m, msg)| (p, m, msg)));
+    let jobs = jobs.filter(|(p, ..)| failing.borrow()[*p] < FAILURE_TIME).flat_map(|(p, m, msg)| {
+        let rule = rules[plans[p].rule];
+        let context = match MessageContext::new(base, &columns, profiles, msg, settings) {
+            Ok(c) => c,
+            Err(e) => {
+                unread.borrow_mut().push((p, m, e.to_string()));
+                return Vec::new();
+            }
+        };
+        let jobs: Vec<Job> = msg
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(c, ch)| {
+                order.borrow_mut().push((p, m, c));
+                Job { rule: rule.id.clone(), channel: ch.clone(), vars: context.vars(base, rule, msg, ch, settings), skip: Some(stopped[p].clone()) }
+            })
+            .collect();
+        contacts.borrow_mut()[p].push((m, context.contact));
+        jobs
     });
     renderer.render_all(jobs, |n, result, took| {
         let (p, m, c) = order.borrow()[n];
@@ -72,15 +85,19 @@ pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans
         errors[p][m].get_or_insert(e);
     }
     let failing = failing.into_inner();
+    let mut contacts = contacts.into_inner();
     let mut out = Vec::with_capacity(plans.len());
     for (p, rp) in plans.iter_mut().enumerate() {
         let rule = &rules[rp.rule].id;
         let mut kept = Vec::new();
         let mut failed = 0usize;
+        // in message order, as they were read
+        let mut read = std::mem::take(&mut contacts[p]).into_iter().peekable();
         for (m, channels) in std::mem::take(&mut renders[p]).into_iter().enumerate() {
+            let contact = read.next_if(|(n, _)| *n == m).map(|(_, c)| c);
             let error = &mut errors[p][m];
-            match channels.into_iter().collect::<Option<Vec<Rendered>>>() {
-                Some(rendered) if error.is_none() => kept.push(rendered),
+            match (channels.into_iter().collect::<Option<Vec<Rendered>>>(), contact) {
+                (Some(rendered), Some(contact)) if error.is_none() => kept.push((contact, rendered)),
                 _ => {
                     let error = error.get_or_insert_with(|| format!("not rendered: the rule's failed renders took over {} s in this run", FAILURE_TIME.as_secs()));
                     failed += 1;

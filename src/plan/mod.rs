@@ -170,11 +170,10 @@ impl Profiles {
     }
 
     /// One member's profile with everything filled in (for templates).
-    pub fn complete(&self, base: &MemberBase, i: usize, settings: &PlanSettings) -> Profile {
+    pub fn complete(&self, columns: &Columns, i: usize, settings: &PlanSettings) -> Profile {
         let mut p = self.profiles[i].clone();
         if !self.favourites {
-            let columns = base.columns.columns();
-            let full = crate::profile::metrics(&ColumnMember { row: columns.row(i), columns: &columns }, self.as_of, &settings.profile);
+            let full = crate::profile::metrics(&ColumnMember { row: columns.row(i), columns }, self.as_of, &settings.profile);
             p.metrics.top_category = full.top_category;
             p.metrics.top_brand = full.top_brand;
         }

@@ -7,24 +7,42 @@ use crate::rules::condition::{gender_name, ExplainLine};
 use crate::rules::render::{Rendered, Renderer};
 use crate::profile::ColumnMember;
 use crate::rules::Rule;
+use crate::store::columns::Columns;
+use crate::store::model::ContactFields;
 use crate::store::StoreError;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-/// The template context of one planned message on one channel; the member's contact
-/// fields are read from the store.
-pub fn context(base: &MemberBase, profiles: &Profiles, rule: &Rule, msg: &PlannedMessage, channel: &str, settings: &PlanSettings) -> Result<minijinja::Value, StoreError> {
-    let i = msg.member as usize;
-    let c = base.contact(i)?;
-    let columns = base.columns.columns();
-    let m = ColumnMember { row: columns.row(i), columns: &columns };
-    let id = base.ids[i].as_str();
-    let p = &profiles.complete(base, i, settings);
-    let member = serde_json::json!({
-        "id": id, "name": c.name.as_str(), "email": c.email, "phone": c.phone, "city": m.city(),
-        "gender": gender_name(m.row.gender), "age": p.metrics.age, "tz": m.tz(),
-    });
-    Ok(crate::rules::template::variables(member, crate::population::profile_json(id, p), &msg.offer, (&rule.id, &rule.name), settings.links.unsubscribe_url(id, channel)))
+/// What the templates of one planned message see, built once per message: the member's
+/// contact fields (read from the store), attributes and completed profile. Each channel
+/// adds its own unsubscribe link ([`MessageContext::vars`]).
+pub struct MessageContext {
+    pub contact: ContactFields,
+    member: minijinja::Value,
+    profile: minijinja::Value,
+    offer: minijinja::Value,
+}
+
+impl MessageContext {
+    pub fn new(base: &MemberBase, columns: &Columns, profiles: &Profiles, msg: &PlannedMessage, settings: &PlanSettings) -> Result<MessageContext, StoreError> {
+        let i = msg.member as usize;
+        let contact = base.contact(i)?;
+        let m = ColumnMember { row: columns.row(i), columns };
+        let id = base.ids[i].as_str();
+        let p = &profiles.complete(columns, i, settings);
+        let member = serde_json::json!({
+            "id": id, "name": contact.name.as_str(), "email": contact.email, "phone": contact.phone, "city": m.city(),
+            "gender": gender_name(m.row.gender), "age": p.metrics.age, "tz": m.tz(),
+        });
+        let profile = crate::rules::template::value(crate::population::profile_json(id, p));
+        Ok(MessageContext { contact, member: crate::rules::template::value(member), profile, offer: crate::rules::template::value(&msg.offer) })
+    }
+
+    /// The template variables of the message on `channel`.
+    pub fn vars(&self, base: &MemberBase, rule: &Rule, msg: &PlannedMessage, channel: &str, settings: &PlanSettings) -> minijinja::Value {
+        let id = base.ids[msg.member as usize].as_str();
+        crate::rules::template::variables(&self.member, &self.profile, &self.offer, (&rule.id, &rule.name), settings.links.unsubscribe_url(id, channel))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,7 +99,8 @@ pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles
         let picked: Vec<&PlannedMessage> = rp.messages.iter().filter(|m| &m.channels[0] == channel).take(sample).collect();
         for msg in picked {
             writeln!(out, "\n--- sample: {} to member {} (send after {}) ---", channel, base.ids[msg.member as usize], TsFmt(msg.send_after))?;
-            let vars = context(base, profiles, rule, msg, channel, settings).map_err(std::io::Error::other)?;
+            let columns = base.columns.columns();
+            let vars = MessageContext::new(base, &columns, profiles, msg, settings).map_err(std::io::Error::other)?.vars(base, rule, msg, channel, settings);
             match renderer.render(&rule.id, channel, vars) {
                 Ok(r) => write_rendered(out, &r)?,
                 Err(e) => writeln!(out, "template failed: {e}")?,

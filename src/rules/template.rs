@@ -74,15 +74,21 @@ pub struct TemplateProblem {
     pub help: Option<String>,
 }
 
-/// The variables of one message.
-pub fn variables(member: Value, profile: Map<String, Value>, offer: &Map<String, Value>, rule: (&str, &str), unsubscribe_url: String) -> minijinja::Value {
-    minijinja::Value::from(minijinja::value::Serde(json!({
-        "member": member,
-        "profile": profile,
-        "offer": offer,
-        "rule": { "id": rule.0, "name": rule.1 },
-        "unsubscribe_url": unsubscribe_url,
-    })))
+/// The variables of one message. Member, profile and offer are converted once per
+/// message ([`value`]) and shared by its channels.
+pub fn variables(member: &minijinja::Value, profile: &minijinja::Value, offer: &minijinja::Value, rule: (&str, &str), unsubscribe_url: String) -> minijinja::Value {
+    minijinja::context! {
+        member => member,
+        profile => profile,
+        offer => offer,
+        rule => minijinja::context! { id => rule.0, name => rule.1 },
+        unsubscribe_url => unsubscribe_url,
+    }
+}
+
+/// A template value of anything serde can serialize (converted now, once).
+pub fn value(v: impl serde::Serialize) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(v))
 }
 
 /// The variables of a sample member, at the long end of real values, with every field of
@@ -143,7 +149,8 @@ pub fn sample_variables(offer_kind: Option<&str>) -> minijinja::Value {
         offer.insert(field.to_string(), value);
     }
     let url = format!("https://shop.example/u/{}", "A".repeat(120));
-    variables(member, crate::population::profile_json("m-2024-000000123456", &profile), &offer, ("sample-rule", name), url)
+    let profile = crate::population::profile_json("m-2024-000000123456", &profile);
+    variables(&value(member), &value(profile), &value(offer), ("sample-rule", name), url)
 }
 
 /// Checks syntax and every variable the template reads, then renders it once for a

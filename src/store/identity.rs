@@ -342,7 +342,7 @@ mod tests {
         let store = Store::open(&path, 16).unwrap();
         assert_eq!(store.id.len(), 32);
         assert_eq!(member_count(&store), 5);
-        assert_eq!(&store.db.get(FORMAT_KEY).unwrap().unwrap()[..], b"rekindle-store 4");
+        assert_eq!(&store.db.get(FORMAT_KEY).unwrap().unwrap()[..], format!("rekindle-store {}", super::super::FORMAT_VERSION).as_bytes());
         assert!(std::fs::read_to_string(path.join(FILE)).unwrap().contains(&store.id));
         let id = store.id.clone();
         drop(store);

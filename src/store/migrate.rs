@@ -7,6 +7,9 @@
 //! honest; nothing to convert, but no rekindle without it may write members any more.
 //! 3 -> 4: the store's identity (`\0store-id`, a random id; see `identity.rs`), which
 //! the files beside the store carry and the identity file in its folder checks.
+//! 4 -> 5: run records (`R`) and the rules' last runs (`L`) move into the runs tree
+//! ([`Store::runs`](super::Store)); copied first, removed from the main tree after, so an
+//! upgrade cut short is done again from the start.
 
 use super::model::{Digest, Gender, Member, OrderHistory};
 use super::{decode, encode, key, Store, StoreError, HISTORY, MEMBER};
@@ -17,15 +20,44 @@ const MEMBERS_PER_BATCH: usize = 1000;
 
 /// Brings the store from format `found` to the current one.
 pub(super) fn upgrade(store: &Store, found: u32) -> Result<(), StoreError> {
-    store.bump_member_generation()?;
+    // files beside a store older than format 4 may not match its members (their writers did
+    // not bump the generation, or carry no store id); later upgrades leave members and
+    // those files alone
+    if found < 4 {
+        store.bump_member_generation()?;
+    }
     if found < 2 {
         tracing::info!(path = %store.path().display(), "upgrading the store from format 1 to 2: rebuilding order digests");
         digest_skus(store)?;
+    }
+    if found < 5 {
+        move_runs(store)?;
     }
     if store.db.get(super::identity::STORE_ID)?.is_none() {
         tracing::info!(path = %store.path().display(), "upgrading the store to format 4: giving it an identity");
         store.create_id()?;
     }
+    Ok(())
+}
+
+fn move_runs(store: &Store) -> Result<(), StoreError> {
+    use super::outbox::{LAST_RUN, RUN};
+    let mut moved = 0usize;
+    for prefix in [RUN, LAST_RUN] {
+        for item in store.db.scan_prefix([prefix]) {
+            let (k, v) = item?;
+            store.runs.insert(k, v)?;
+            moved += 1;
+        }
+    }
+    store.db.flush()?;
+    for prefix in [RUN, LAST_RUN] {
+        for item in store.db.scan_prefix([prefix]) {
+            store.db.remove(item?.0)?;
+        }
+    }
+    store.db.flush()?;
+    tracing::info!(path = %store.path().display(), records = moved, "upgraded the store to format 5: run records moved to their own tree");
     Ok(())
 }
 
@@ -140,5 +172,28 @@ mod tests {
         drop(s);
         let marker = Store::open(&path, 16).unwrap().db.get(super::super::FORMAT_KEY).unwrap().unwrap();
         assert_eq!(&marker[..], format!("rekindle-store {}", super::super::FORMAT_VERSION).as_bytes());
+    }
+
+    #[test]
+    fn format_4_run_records_move_to_the_runs_tree() {
+        use crate::store::outbox::{RunRecord, LAST_RUN, RUN};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let run = RunRecord { id: 7, at: 1_700_000_000, as_of: 19_675, catch_up: false, committed: true, rules: Vec::new() };
+        let generation = {
+            let s = Store::open(&path, 16).unwrap();
+            // where format 4 kept them
+            s.db.insert(key(RUN, "\0\0\0\0\0\0\0\x07"), encode(&run)).unwrap();
+            s.db.insert(key(LAST_RUN, "winback"), &1_700_000_000i64.to_be_bytes()[..]).unwrap();
+            s.db.insert(super::super::FORMAT_KEY, b"rekindle-store 4".as_slice()).unwrap();
+            s.flush().unwrap();
+            s.member_generation().unwrap()
+        };
+        let s = Store::open(&path, 16).unwrap();
+        // the members did not change: the columns beside the store stay valid
+        assert_eq!(s.member_generation().unwrap(), generation);
+        assert_eq!(s.run(7).unwrap(), Some(run));
+        assert_eq!(s.last_run("winback").unwrap(), Some(1_700_000_000));
+        assert!(s.db.scan_prefix([RUN]).next().is_none() && s.db.scan_prefix([LAST_RUN]).next().is_none());
     }
 }

@@ -47,7 +47,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Bumped on every incompatible change of keys or values.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
+/// The sled tree of the run records ([`Store::runs`]).
+const RUNS_TREE: &[u8] = b"runs";
 const FORMAT_KEY: &[u8] = b"\0format";
 const MEMBER_COUNT_HINT: &[u8] = b"\0member-count";
 const FORMAT_PREFIX: &str = "rekindle-store ";
@@ -179,6 +181,11 @@ fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, Strin
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: sled::Db,
+    /// Run records and each rule's last run ([`outbox`]), in a tree of their own: a run
+    /// record lists every skipped and held-out member (megabytes with a large base), and
+    /// in the main tree the queue's newest entries shared its leaf, so every split there
+    /// rewrote it.
+    pub(crate) runs: sled::Tree,
     path: PathBuf,
     /// The store's random id, in hex ([`identity`]).
     id: String,
@@ -229,7 +236,8 @@ impl Store {
             OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(path.to_path_buf());
         }
         let witness = identity::Witness::read(path);
-        let store = Store { db, path: path.into(), id: String::new(), witness: Default::default(), parked: Default::default() };
+        let runs = db.open_tree(RUNS_TREE)?;
+        let store = Store { db, runs, path: path.into(), id: String::new(), witness: Default::default(), parked: Default::default() };
         // before anything is written: an emptied store would get a fresh format marker
         if let Some(w) = &witness {
             store.check_witness(w)?;
@@ -261,7 +269,8 @@ impl Store {
                 }
                 Ok(())
             }
-            None if self.db.is_empty() && self.db.tree_names().len() <= 1 => {
+            // sled's default tree and the runs tree, both empty: a new store
+            None if self.db.is_empty() && self.runs.is_empty() && self.db.tree_names().iter().all(|t| t == b"__sled__default" || t == RUNS_TREE) => {
                 self.create_id()?;
                 self.db.insert(FORMAT_KEY, format!("{FORMAT_PREFIX}{FORMAT_VERSION}").as_bytes())?;
                 self.db.flush()?;

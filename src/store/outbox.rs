@@ -4,14 +4,15 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `R` run (u64 BE) | [`RunRecord`]; a run without `committed` is rolled back on start |
+//! | `R` run (u64 BE), in the runs tree | [`RunRecord`]; a run without `committed` is rolled back on start |
 //! | `X` run (u64 BE) seq (u32 BE) | [`OutboxMessage`] |
 //! | `Q` send_after (i64 BE, biased) run seq | empty: the queue of messages to send, by time |
 //! | `D` run seq | empty: messages given up on (dead letters) |
-//! | `L` rule id | the last run of the rule (unix seconds, i64 BE) |
+//! | `L` rule id, in the runs tree | the last run of the rule (unix seconds, i64 BE) |
 //!
-//! A run writes its messages and contacts in batches, then its record with `committed`
-//! in one batch, then flushes: the dispatcher only ever sees committed runs. Each send's
+//! A run writes a marker (its record without `committed` and without its members), its
+//! messages and contacts in batches, then its record with `committed` and the rules'
+//! last runs in one batch, then flushes: the dispatcher only ever sees committed runs. Each send's
 //! outcome (state, queue entry) is one batch; the dispatcher flushes completed sends
 //! before it takes new ones, so after a crash at most the sends in flight are repeated.
 
@@ -166,9 +167,9 @@ impl Store {
     /// Writes a run: messages (queued at their send time) and contacts in batches, then
     /// the committed run record and each rule's last run, then flushes.
     pub fn write_run(&self, run: &RunRecord, messages: &[OutboxMessage], contacts: &[(String, Contact)], keep_contact_days: u32) -> Result<(), StoreError> {
-        let mut pending = run.clone();
-        pending.committed = false;
-        self.db.insert(key(RUN, &run.id.to_be_bytes()), encode(&pending))?;
+        // what rolling back needs: the run's id
+        let pending = RunRecord { committed: false, rules: Vec::new(), ..*run };
+        self.runs.insert(key(RUN, &run.id.to_be_bytes()), encode(&pending))?;
         for (chunk_no, chunk) in messages.chunks(PER_BATCH).enumerate() {
             let mut batch = sled::Batch::default();
             for (i, m) in chunk.iter().enumerate() {
@@ -186,7 +187,7 @@ impl Store {
         for r in &run.rules {
             batch.insert(key(LAST_RUN, r.rule.as_bytes()), &run.at.to_be_bytes()[..]);
         }
-        self.apply(batch)?;
+        self.runs.apply_batch(batch)?;
         self.flush()
     }
 
@@ -194,7 +195,7 @@ impl Store {
     /// entries and contacts. Returns the runs rolled back.
     pub fn roll_back_unfinished_runs(&self) -> Result<Vec<u64>, StoreError> {
         let mut rolled = Vec::new();
-        for item in self.db.scan_prefix([RUN]) {
+        for item in self.runs.scan_prefix([RUN]) {
             let (k, v) = item?;
             let run: RunRecord = decode(&k, &v)?;
             if run.committed {
@@ -209,7 +210,6 @@ impl Store {
                 }
                 batch.remove(mk);
             }
-            batch.remove(k);
             self.apply(batch)?;
             rolled.push(run.id);
         }
@@ -225,6 +225,11 @@ impl Store {
                 }
             }
             self.flush()?;
+            // the markers last: a crash before this rolls the same runs back again
+            for id in &rolled {
+                self.runs.remove(key(RUN, &id.to_be_bytes()))?;
+            }
+            self.flush()?;
         }
         Ok(rolled)
     }
@@ -232,17 +237,17 @@ impl Store {
     /// Overwrites a run record (tests simulate a crash mid-run with it).
     #[doc(hidden)]
     pub fn put_run_record_for_tests(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.db.insert(key(RUN, &run.id.to_be_bytes()), encode(run))?;
+        self.runs.insert(key(RUN, &run.id.to_be_bytes()), encode(run))?;
         Ok(())
     }
 
     pub fn run(&self, id: u64) -> Result<Option<RunRecord>, StoreError> {
         let k = key(RUN, &id.to_be_bytes());
-        self.db.get(&k)?.map(|v| decode(&k, &v)).transpose()
+        self.runs.get(&k)?.map(|v| decode(&k, &v)).transpose()
     }
 
     pub fn runs(&self) -> impl Iterator<Item = Result<RunRecord, StoreError>> + '_ {
-        self.db.scan_prefix([RUN]).map(|r| {
+        self.runs.scan_prefix([RUN]).map(|r| {
             let (k, v) = r?;
             decode(&k, &v)
         })
@@ -250,7 +255,7 @@ impl Store {
 
     /// When each rule last ran.
     pub fn last_run(&self, rule: &str) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self.db.get(key(LAST_RUN, rule.as_bytes()))?.and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
+        Ok(self.runs.get(key(LAST_RUN, rule.as_bytes()))?.and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
     }
 
     pub fn message(&self, id: MessageId) -> Result<Option<OutboxMessage>, StoreError> {

@@ -250,7 +250,7 @@ fn every_shipped_rule_previews_on_generated_data() {
         assert!(to_send > 0, "{}: nobody to send to ({:?})", r.id, rp.funnel());
         for msg in rp.messages.iter().take(20) {
             let channel = &msg.channels[0];
-            let ctx = rekindle::plan::report::context(&base, &profiles, r, msg, channel, &settings).unwrap();
+            let ctx = rekindle::plan::report::MessageContext::new(&base, &base.columns.columns(), &profiles, msg, &settings).unwrap().vars(&base, r, msg, channel, &settings);
             let out = renderer.render(&r.id, channel, ctx).unwrap_or_else(|e| panic!("{}: {e}", r.id));
             assert!(!out.text.trim().is_empty());
             if channel == "email" {
@@ -469,7 +469,7 @@ fn hostile_templates_fail_within_their_budget_instead_of_hanging() {
     for &(text, budget) in hostile {
         let r = rule_with_text("hostile", text);
         let renderer = rekindle::rules::render::Renderer::new(std::slice::from_ref(&r)).unwrap();
-        let vars = rekindle::plan::report::context(&base, &profiles, &r, msg, "shop", &settings).unwrap();
+        let vars = rekindle::plan::report::MessageContext::new(&base, &base.columns.columns(), &profiles, msg, &settings).unwrap().vars(&base, &r, msg, "shop", &settings);
         let started = std::time::Instant::now();
         let result = renderer.render(&r.id, "shop", vars);
         let took = started.elapsed();
@@ -533,7 +533,13 @@ fn a_rule_whose_failed_renders_take_too_long_stops_rendering_for_the_run() {
     assert!(not_rendered > planned / 2, "{not_rendered} of {planned}: {:?}", &errors[..3]);
     // the other rule of the run is not affected
     assert!(!plans[1].messages.is_empty() && rendered[1].len() == plans[1].messages.len());
-    assert!(rendered[1].iter().all(|m| m[0].text.starts_with("hello ")));
+    assert!(rendered[1].iter().all(|(_, m)| m[0].text.starts_with("hello ")));
+    // each kept message carries its own member's contact fields (read once, paired in order)
+    for (p, rp) in plans.iter().enumerate() {
+        for ((contact, _), msg) in rendered[p].iter().zip(&rp.messages) {
+            assert_eq!(contact, &base.contact(msg.member as usize).unwrap());
+        }
+    }
 }
 
 /// A rules folder with `codes` in `codes.txt` and one rule per (id, extra rule text),

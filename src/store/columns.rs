@@ -339,6 +339,27 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Bytes hashed between two releases of the pages read.
+const CHECKSUM_CHUNK: usize = 8 << 20;
+
+/// The checksum of a section of a mapped file, letting go of each chunk's pages once
+/// hashed: the pass reads the whole file, and would otherwise hold all of it in the
+/// process's resident memory at once (the peak of a one-shot command).
+fn checksum_releasing(map: &memmap2::Mmap, (start, len): (usize, usize)) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    for at in (start..start + len).step_by(CHECKSUM_CHUNK) {
+        let n = CHECKSUM_CHUNK.min(start + len - at);
+        crc.update(&map[at..at + n]);
+        // SAFETY: as in `MemberColumns::release`: a shared read-only mapping of a file
+        // never written in place; dropped pages read back the same. (memmap2 widens the
+        // range to whole pages: a neighbour's page dropped too is only read again.)
+        if let Err(e) = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, at, n) } {
+            tracing::debug!("madvise(DONTNEED) on the member columns: {e}");
+        }
+    }
+    crc.finalize()
+}
+
 impl MemberColumns {
     /// Lets go of the pages a pass over the columns made resident (they stay in the
     /// kernel's page cache; the next read maps them again), so a process that keeps the
@@ -446,7 +467,7 @@ impl MemberColumns {
             *slot = (start as usize, len as usize);
             *sum = u32_at(e + 16);
         }
-        let bad = (0..SECTIONS).into_par_iter().find_any(|&s| crc32fast::hash(&map[at[s].0..at[s].0 + at[s].1]) != sums[s]);
+        let bad = (0..SECTIONS).into_par_iter().find_any(|&s| checksum_releasing(&map, at[s]) != sums[s]);
         if let Some(s) = bad {
             return Err(Unusable::Damaged(format!("section {s}'s checksum does not match")));
         }

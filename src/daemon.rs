@@ -623,42 +623,22 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
                 let m = store.member(&id).map_err(RequestError::internal)?.ok_or_else(|| RequestError::NotFound(format!("no member {id:?}")))?;
                 let m = &m;
                 let full = profiles.complete(&base.columns.columns(), i, settings);
-                let profile = crate::population::profile_json(&id, &full);
                 let channels: Vec<&str> = channel_names.configured.iter().map(String::as_str).collect();
                 let consent_in_force = store.consent(&id, m, &channels, &base.consent).map_err(RequestError::internal)?;
-                let stopped: Vec<&str> = consent_in_force.iter().filter(|c| c.stopped_at.is_some()).map(|c| c.channel.as_str()).collect();
-                let consent: Vec<serde_json::Value> = consent_in_force
-                    .iter()
-                    .map(|c| {
-                        let mut v = serde_json::json!(c);
-                        v["shown"] = c.to_string().into();
-                        v
-                    })
-                    .collect();
-                let contacts: Vec<serde_json::Value> = base.contacts.get(&(i as u32)).map(|l| l.contacts.iter().map(|c| serde_json::json!({"at": c.ts, "rule": c.rule.as_str(), "channel": c.channel.as_str(), "run": c.run})).collect()).unwrap_or_default();
-                // the card `member show` prints, so the CLI shows the same through the daemon
-                let mut card = Vec::new();
-                crate::population::MemberCard {
+                let contacts = base.contacts.get(&(i as u32)).map(|l| l.contacts.as_slice()).unwrap_or_default();
+                let (history, events) = (store.history(&id).map_err(RequestError::internal)?, store.events(&id).map_err(RequestError::internal)?);
+                // what `member show` prints, so the CLI shows the same through the daemon
+                let card = crate::population::MemberCard {
                     id: &id,
                     member: m,
                     profile: &full,
                     consent: &consent_in_force,
-                    history: store.history(&id).map_err(RequestError::internal)?.as_ref(),
-                    events: store.events(&id).map_err(RequestError::internal)?.as_ref(),
+                    history: history.as_ref(),
+                    events: events.as_ref(),
                     as_of: today,
                     default_timezone: settings.default_tz.name(),
-                }
-                .write(&mut card)
-                .map_err(RequestError::internal)?;
-                Ok(serde_json::json!({
-                    "id": id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(), "timezone": m.tz.as_str(),
-                    "profile": profile,
-                    "consent": consent,
-                    "unsubscribed": store.suppressed(&id).map_err(RequestError::internal)?,
-                    "stopped_addresses": stopped,
-                    "contacts": contacts,
-                    "card": String::from_utf8_lossy(&card),
-                }))
+                };
+                card.json(&store.suppressed(&id).map_err(RequestError::internal)?, contacts).map_err(RequestError::internal)
             })();
             let _ = reply.send(result);
         }

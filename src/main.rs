@@ -379,6 +379,10 @@ enum MemberCommand {
         /// The day the metrics are computed for (UTC, YYYY-MM-DD; default today).
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
+        /// The card (table), or one JSON document: fields, profile, consent, unsubscribes,
+        /// stopped addresses, recent contacts and the card (the API's, from the daemon too).
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+        format: SummaryFormat,
     },
 }
 
@@ -505,14 +509,17 @@ fn run(cli: Cli) -> Result<()> {
                 None => pop.export(&mut std::io::stdout().lock(), *format)?,
             }
         }
-        Command::Member { command: MemberCommand::Show { id, as_of } } => match store_or_daemon(&cli, &config)? {
-            Ok(store) => show_member(&store, &config, id, as_of.unwrap_or_else(today))?,
+        Command::Member { command: MemberCommand::Show { id, as_of, format } } => match store_or_daemon(&cli, &config)? {
+            Ok(store) => show_member(&store, &config, id, as_of.unwrap_or_else(today), *format)?,
             Err(remote) => {
                 if as_of.is_some_and(|d| d != today()) {
                     bail!("the daemon holds the store and shows members as of today only");
                 }
-                let card: serde_json::Value = serde_json::from_str(&remote.get(&format!("/api/members/{}", url_segment(id)))?)?;
-                print!("{}", card["card"].as_str().unwrap_or_default());
+                let shown: serde_json::Value = serde_json::from_str(&remote.get(&format!("/api/members/{}", url_segment(id)))?)?;
+                match format {
+                    SummaryFormat::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
+                    SummaryFormat::Table => print!("{}", shown["card"].as_str().unwrap_or_default()),
+                }
             }
         },
         Command::Plugin(cmd) => {
@@ -1035,7 +1042,7 @@ fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>, phone_region: Op
     Ok(outcome)
 }
 
-fn show_member(store: &Store, config: &Config, id: &str, as_of: Day) -> Result<()> {
+fn show_member(store: &Store, config: &Config, id: &str, as_of: Day, format: SummaryFormat) -> Result<()> {
     let Some(member) = store.member(id)? else { bail!("no member {id:?} in {}", store.path().display()) };
     let pop = profiles(store, config, as_of)?;
     let idx = pop.ids.binary_search_by(|m| m.as_str().cmp(id)).map_err(|_| anyhow::anyhow!("member {id:?} vanished"))?;
@@ -1052,7 +1059,10 @@ fn show_member(store: &Store, config: &Config, id: &str, as_of: Day) -> Result<(
         as_of,
         default_timezone: &config.members.default_timezone,
     };
-    card.write(&mut std::io::stdout().lock())?;
+    match format {
+        SummaryFormat::Json => println!("{}", serde_json::to_string_pretty(&card.json(&store.suppressed(id)?, &store.contacts(id)?)?)?),
+        SummaryFormat::Table => card.write(&mut std::io::stdout().lock())?,
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use crate::predict::{DaySpend, FittedModel, PredictOptions, PurchaseHistory};
 use crate::profile::{ColumnMember, CutPoints, MemberFacts, Profile, Stage, Tier, ValueTier};
 use crate::store::columns::Columns;
 use crate::store::consent::ChannelConsent;
-use crate::store::model::{EventHistory, Member, OrderHistory};
+use crate::store::model::{Contact, EventHistory, Member, OrderHistory};
 use crate::store::{Store, StoreError};
 use rayon::prelude::*;
 use std::io::Write;
@@ -438,6 +438,35 @@ pub struct MemberCard<'a> {
 }
 
 impl MemberCard<'_> {
+    /// `member show --format json` and `GET /api/members/ID` alike: the member's fields,
+    /// profile, consent in force per channel, unsubscribes, stopped addresses, recent
+    /// contacts, and the card as text.
+    pub fn json(&self, unsubscribed: &[Text], contacts: &[Contact]) -> std::io::Result<serde_json::Value> {
+        let m = self.member;
+        let consent: Vec<serde_json::Value> = self
+            .consent
+            .iter()
+            .map(|c| {
+                let mut v = serde_json::json!(c);
+                v["shown"] = c.to_string().into();
+                v
+            })
+            .collect();
+        let stopped: Vec<&str> = self.consent.iter().filter(|c| c.stopped_at.is_some()).map(|c| c.channel.as_str()).collect();
+        let contacts: Vec<serde_json::Value> = contacts.iter().map(|c| serde_json::json!({"at": c.ts, "rule": c.rule.as_str(), "channel": c.channel.as_str(), "run": c.run})).collect();
+        let mut card = Vec::new();
+        self.write(&mut card)?;
+        Ok(serde_json::json!({
+            "id": self.id, "name": m.name.as_str(), "email": m.email, "phone": m.phone, "city": m.city.as_str(), "timezone": m.tz.as_str(),
+            "profile": profile_json(self.id, self.profile),
+            "consent": consent,
+            "unsubscribed": unsubscribed,
+            "stopped_addresses": stopped,
+            "contacts": contacts,
+            "card": String::from_utf8_lossy(&card),
+        }))
+    }
+
     pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let (id, member, p, m) = (self.id, self.member, self.profile, &self.profile.metrics);
         let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());

@@ -136,6 +136,7 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
         vec!["outbox", "status", "--format", "json"],
         vec!["report", "all", "--format", "json"],
         vec!["outbox", "dead-letters", "--format", "csv"],
+        vec!["member", "show", member.as_str(), "--format", "json"],
     ]
         .into_iter()
         .map(|args| {
@@ -149,6 +150,9 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
     assert!(through_daemon[2].1.contains(&format!("member {member}")) && through_daemon[2].1.contains("files no (unsubscribed"), "{}", through_daemon[2].1);
     let status: serde_json::Value = serde_json::from_str(&through_daemon[3].1).unwrap();
     assert!(status["runs"][0]["run"] == 1 && status["runs"][0]["rules"][0]["rule"] == "all" && status["dead_letters"] == 0, "{status}");
+    let shown: serde_json::Value = serde_json::from_str(&through_daemon[6].1).unwrap();
+    assert!(shown["id"] == member.as_str() && shown["unsubscribed"][0] == "files" && shown["contacts"][0]["run"] == 1, "{shown}");
+    assert!(shown["profile"]["orders"].is_number() && shown["card"].as_str().is_some_and(|c| c == through_daemon[2].1), "{shown}");
     let _ = Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while daemon.try_wait().unwrap().is_none() {

@@ -588,6 +588,8 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
         }
         DaemonRequest::Preview { rule, sample, reply } => {
             let result = find(&rule).and_then(|r| {
+                // unsubscribes and stopped addresses since the last run count
+                base.refresh(store).map_err(RequestError::internal)?;
                 ready_profiles(base, profiles, &[r], today, settings);
                 let plans = plan(base, profiles, &[r], chrono::Utc::now().timestamp(), settings);
                 let renderer = Renderer::new(std::slice::from_ref(r)).map_err(RequestError::internal)?;
@@ -597,21 +599,20 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
             });
             let _ = reply.send(result);
         }
-        DaemonRequest::Explain { member, rule, reply } => {
+        DaemonRequest::Explain { member, rule, json, reply } => {
             let result = (|| {
                 let chosen: Vec<&Rule> = match &rule {
                     Some(id) => vec![find(id)?],
                     None => rules.iter().filter(|r| r.enabled).collect(),
                 };
                 let i = base.index_of(&member).ok_or_else(|| RequestError::NotFound(format!("no member {member:?}")))?;
+                // unsubscribes and stopped addresses since the last run count
+                base.refresh(store).map_err(RequestError::internal)?;
                 ready_profiles(base, profiles, &chosen, today, settings);
                 let now = chrono::Utc::now().timestamp();
                 let plans = plan(base, profiles, &chosen, now, settings);
                 let mut out = Vec::new();
-                for (r, rp) in chosen.iter().zip(&plans) {
-                    crate::plan::report::explain(&mut out, base, profiles, i as u32, r, rp, settings, now).map_err(RequestError::internal)?;
-                    out.push(b'\n');
-                }
+                crate::plan::report::explain_member(&mut out, json, base, profiles, i as u32, &chosen, &plans, settings, now).map_err(RequestError::internal)?;
                 Ok(String::from_utf8_lossy(&out).into_owned())
             })();
             let _ = reply.send(result);

@@ -132,6 +132,10 @@ enum Command {
         /// The day the audience is judged on (UTC, YYYY-MM-DD; default today).
         #[arg(long, value_parser = parse_date)]
         as_of: Option<Day>,
+        /// Text (table), or one JSON document: per rule the conditions with the member's
+        /// values, consent, last message, cap, holdout, fate and verdict.
+        #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+        format: SummaryFormat,
     },
     /// Counts and shares by stage, price tier and value tier, and the spend distribution.
     Stats {
@@ -732,7 +736,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Explain { member, rule, as_of } => {
+        Command::Explain { member, rule, as_of, format } => {
+            let json = *format == SummaryFormat::Json;
             let set = load_rules(&config, None)?;
             let rules: Vec<&rekindle::rules::Rule> = match rule {
                 Some(id) => vec![set.get(id).with_context(|| format!("no valid rule {id:?}"))?],
@@ -741,8 +746,9 @@ fn run(cli: Cli) -> Result<()> {
             let store = match store_or_daemon(&cli, &config)? {
                 Ok(store) => store,
                 Err(remote) if as_of.is_none_or(|d| d == today()) => {
-                    let query = rule.as_ref().map(|r| format!("?rule={}", url_segment(r))).unwrap_or_default();
-                    print!("{}", remote.get(&format!("/api/members/{}/explain{query}", url_segment(member)))?);
+                    let rule = rule.as_ref().map(|r| format!("&rule={}", url_segment(r))).unwrap_or_default();
+                    let format = if json { "json" } else { "text" };
+                    print!("{}", remote.get(&format!("/api/members/{}/explain?format={format}{rule}", url_segment(member)))?);
                     return Ok(());
                 }
                 Err(_) => bail!("the daemon holds the store; over its API, explain works as of today"),
@@ -751,12 +757,7 @@ fn run(cli: Cli) -> Result<()> {
             let (base, profiles, settings, now) = plan_inputs(&store, &config, &rules, as_of)?;
             let Some(i) = base.index_of(member) else { bail!("no member {member:?} in the store") };
             let plans = rekindle::plan::plan(&base, &profiles, &rules, now, &settings);
-            let out = &mut std::io::stdout().lock();
-            writeln!(out, "member {member} as of {} (rules planned together, by priority)\n", DayFmt(as_of))?;
-            for (r, rp) in rules.iter().zip(&plans) {
-                rekindle::plan::report::explain(out, &base, &profiles, i as u32, r, rp, &settings, now)?;
-                writeln!(out)?;
-            }
+            rekindle::plan::report::explain_member(&mut std::io::stdout().lock(), json, &base, &profiles, i as u32, &rules, &plans, &settings, now)?;
         }
         Command::Stats { as_of, format } => {
             let store = open_store(&cli, &config)?;

@@ -523,10 +523,18 @@ async fn member(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response
 #[derive(Deserialize)]
 struct ExplainQuery {
     rule: Option<String>,
+    /// `json` for one JSON document; text otherwise.
+    format: Option<String>,
 }
 
 async fn explain(State(api): State<Arc<Api>>, Path(member): Path<String>, Query(q): Query<ExplainQuery>) -> Response {
-    match ask_result(&api, |reply| DaemonRequest::Explain { member, rule: q.rule, reply }).await {
+    let json = match q.format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => return problem(StatusCode::BAD_REQUEST, format!("format {other:?}: text or json")),
+    };
+    match ask_result(&api, |reply| DaemonRequest::Explain { member, rule: q.rule, json, reply }).await {
+        Ok(body) if json => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
         Ok(text) => text.into_response(),
         Err(e) => e.into_response(),
     }

@@ -30,8 +30,8 @@ pub enum DaemonRequest {
     Rules { reply: oneshot::Sender<serde_json::Value> },
     /// `rules preview` as text, as of today.
     Preview { rule: String, sample: usize, reply: oneshot::Sender<Result<String, RequestError>> },
-    /// `explain` as text: why the member is or is not in each rule (or one rule).
-    Explain { member: String, rule: Option<String>, reply: oneshot::Sender<Result<String, RequestError>> },
+    /// `explain` as text (or JSON): why the member is or is not in each rule (or one rule).
+    Explain { member: String, rule: Option<String>, json: bool, reply: oneshot::Sender<Result<String, RequestError>> },
     /// A member's profile as of today, unsubscribes, stopped addresses and contacts.
     Member { id: String, reply: oneshot::Sender<Result<serde_json::Value, RequestError>> },
     /// The ingest API changed members, orders or events: reload the base before the

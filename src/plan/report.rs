@@ -172,35 +172,38 @@ fn csv_cell(s: &str) -> String {
 }
 
 /// A member's walk through one rule: every condition with the member's value, then
-/// consent, cooldown, cap and holdout, and the planner's verdict.
+/// consent, cooldown, cap and holdout, and the planner's verdict (`explain`, as text or
+/// JSON, from the store or through the daemon alike).
+#[derive(Debug, serde::Serialize)]
+pub struct Explanation {
+    pub rule: String,
+    pub name: String,
+    pub in_audience: bool,
+    pub conditions: Vec<ExplainLine>,
+    /// Per channel of the rule, in its order: whether the member can be reached there.
+    pub consent: Vec<(String, bool)>,
+    /// This rule's last message to the member: when, on which channel.
+    pub last_message: Option<(i64, String)>,
+    /// Messages in the frequency cap's window before this run, and the cap.
+    pub recent_messages: usize,
+    pub cap_messages: u32,
+    pub cap_days: u32,
+    pub held_out: bool,
+    pub holdout_percent: f64,
+    /// The fate's short reason (`to send`, `cooldown`, ...; `not in the audience`).
+    pub fate: &'static str,
+    pub verdict: String,
+}
+
 #[allow(clippy::too_many_arguments)]
-pub fn explain(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, member: u32, rule: &Rule, rp: &RulePlan, settings: &PlanSettings, now: i64) -> std::io::Result<()> {
+pub fn explain(base: &MemberBase, profiles: &Profiles, member: u32, rule: &Rule, rp: &RulePlan, settings: &PlanSettings, now: i64) -> Explanation {
     let columns = base.columns.columns();
     let facts = base.facts(&columns, member as usize, profiles);
-    let mut lines: Vec<ExplainLine> = Vec::new();
-    let in_audience = rule.audience.explain(&facts, 1, &mut lines);
-    writeln!(out, "rule {} — {}: {}", rule.id, rule.name, if in_audience { "in the audience" } else { "not in the audience" })?;
-    for l in &lines {
-        let mark = if l.pass { "pass" } else { "FAIL" };
-        let indent = "  ".repeat(l.depth);
-        if l.value.is_empty() {
-            writeln!(out, "{indent}[{mark}] {}", l.what)?;
-        } else {
-            writeln!(out, "{indent}[{mark}] {:<width$} member: {}", l.what, l.value, width = 56usize.saturating_sub(indent.len()))?;
-        }
-    }
-    let consents: Vec<String> = rule.message.channels.iter().map(|c| format!("{c}: {}", if facts.consents(c) { "yes" } else { "no" })).collect();
-    writeln!(out, "  consent         {}", consents.join(", "))?;
+    let mut conditions: Vec<ExplainLine> = Vec::new();
+    let in_audience = rule.audience.explain(&facts, 1, &mut conditions);
     let log = base.contacts.get(&member).map(|l| l.contacts.as_slice()).unwrap_or(&[]);
-    match log.iter().rev().find(|c| c.rule == rule.id.as_str()) {
-        Some(c) => writeln!(out, "  last message    of this rule at {} ({})", TsFmt(c.ts), c.channel)?,
-        None => writeln!(out, "  last message    none from this rule")?,
-    }
-    let recent = log.iter().filter(|c| c.ts > now - i64::from(settings.cap_days) * 86_400).count();
-    writeln!(out, "  frequency cap   {recent} of {} messages in the last {} days (before this run)", settings.cap_messages, settings.cap_days)?;
-    let held = super::holdout(&rule.id, &base.ids[member as usize], rule.limits.holdout_ppm);
-    writeln!(out, "  holdout         {} ({}% of the audience)", if held { "in the holdout group" } else { "not held out" }, f64::from(rule.limits.holdout_ppm) / 10_000.0)?;
-    let verdict = match rp.fate_of(member) {
+    let fate = rp.fate_of(member);
+    let verdict = match fate {
         None => "not in the audience".to_string(),
         Some(Fate::Send { message }) => {
             let m = &rp.messages[*message];
@@ -224,5 +227,62 @@ pub fn explain(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles, memb
         Some(Fate::TemplateFailed { error }) => format!("left out: the template failed ({error})"),
         Some(f) => format!("left out: {}", f.reason()),
     };
-    writeln!(out, "  verdict         {verdict}")
+    Explanation {
+        rule: rule.id.clone(),
+        name: rule.name.clone(),
+        in_audience,
+        conditions,
+        consent: rule.message.channels.iter().map(|c| (c.clone(), facts.consents(c))).collect(),
+        last_message: log.iter().rev().find(|c| c.rule == rule.id.as_str()).map(|c| (c.ts, c.channel.to_string())),
+        recent_messages: log.iter().filter(|c| c.ts > now - i64::from(settings.cap_days) * 86_400).count(),
+        cap_messages: settings.cap_messages,
+        cap_days: settings.cap_days,
+        held_out: super::holdout(&rule.id, &base.ids[member as usize], rule.limits.holdout_ppm),
+        holdout_percent: f64::from(rule.limits.holdout_ppm) / 10_000.0,
+        fate: fate.map_or("not in the audience", Fate::reason),
+        verdict,
+    }
+}
+
+impl Explanation {
+    pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "rule {} — {}: {}", self.rule, self.name, if self.in_audience { "in the audience" } else { "not in the audience" })?;
+        for l in &self.conditions {
+            let mark = if l.pass { "pass" } else { "FAIL" };
+            let indent = "  ".repeat(l.depth);
+            if l.value.is_empty() {
+                writeln!(out, "{indent}[{mark}] {}", l.what)?;
+            } else {
+                writeln!(out, "{indent}[{mark}] {:<width$} member: {}", l.what, l.value, width = 56usize.saturating_sub(indent.len()))?;
+            }
+        }
+        let consents: Vec<String> = self.consent.iter().map(|(c, yes)| format!("{c}: {}", if *yes { "yes" } else { "no" })).collect();
+        writeln!(out, "  consent         {}", consents.join(", "))?;
+        match &self.last_message {
+            Some((ts, channel)) => writeln!(out, "  last message    of this rule at {} ({channel})", TsFmt(*ts))?,
+            None => writeln!(out, "  last message    none from this rule")?,
+        }
+        writeln!(out, "  frequency cap   {} of {} messages in the last {} days (before this run)", self.recent_messages, self.cap_messages, self.cap_days)?;
+        writeln!(out, "  holdout         {} ({}% of the audience)", if self.held_out { "in the holdout group" } else { "not held out" }, self.holdout_percent)?;
+        writeln!(out, "  verdict         {}", self.verdict)
+    }
+}
+
+/// `explain` for a member over `rules` planned together at `now` (as of `as_of`): the
+/// text, or one JSON document `{member, as_of, rules: [Explanation]}`.
+#[allow(clippy::too_many_arguments)]
+pub fn explain_member(out: &mut dyn Write, json: bool, base: &MemberBase, profiles: &Profiles, member: u32, rules: &[&Rule], plans: &[RulePlan], settings: &PlanSettings, now: i64) -> std::io::Result<()> {
+    let explained: Vec<Explanation> = rules.iter().zip(plans).map(|(r, rp)| explain(base, profiles, member, r, rp, settings, now)).collect();
+    let id = base.ids[member as usize].as_str();
+    let as_of = crate::domain::DayFmt(profiles.as_of);
+    if json {
+        let doc = serde_json::json!({ "member": id, "as_of": as_of.to_string(), "rules": explained });
+        return writeln!(out, "{}", serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?);
+    }
+    writeln!(out, "member {id} as of {as_of} (rules planned together, by priority)\n")?;
+    for e in &explained {
+        e.write(out)?;
+        writeln!(out)?;
+    }
+    Ok(())
 }

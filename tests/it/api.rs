@@ -137,6 +137,8 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
         vec!["report", "all", "--format", "json"],
         vec!["outbox", "dead-letters", "--format", "csv"],
         vec!["member", "show", member.as_str(), "--format", "json"],
+        vec!["explain", member.as_str(), "--rule", "all"],
+        vec!["explain", member.as_str(), "--format", "json"],
     ]
         .into_iter()
         .map(|args| {
@@ -153,6 +155,11 @@ fn unsubscribe_links_auth_runs_and_metrics_over_http() {
     let shown: serde_json::Value = serde_json::from_str(&through_daemon[6].1).unwrap();
     assert!(shown["id"] == member.as_str() && shown["unsubscribed"][0] == "files" && shown["contacts"][0]["run"] == 1, "{shown}");
     assert!(shown["profile"]["orders"].is_number() && shown["card"].as_str().is_some_and(|c| c == through_daemon[2].1), "{shown}");
+    assert!(through_daemon[7].1.starts_with(&format!("member {member} as of ")) && through_daemon[7].1.contains("verdict         left out: no consent"), "{}", through_daemon[7].1);
+    let explained: serde_json::Value = serde_json::from_str(&through_daemon[8].1).unwrap();
+    let all = explained["rules"].as_array().unwrap().iter().find(|r| r["rule"] == "all").unwrap();
+    assert!(explained["member"] == member.as_str() && all["fate"] == "no consent" && all["consent"][0] == serde_json::json!(["files", false]), "{explained}");
+    assert!(all["last_message"][1] == "files" && all["conditions"].is_array(), "{explained}");
     let _ = Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while daemon.try_wait().unwrap().is_none() {
@@ -251,7 +258,7 @@ fn ingest_rules_and_members_over_http() {
     let (status, preview) = get("/api/rules/all/preview?sample=1");
     assert!(status == 200 && preview.contains("matched") && preview.contains("hello "), "{preview}");
     let (status, why) = get("/api/members/m0000001/explain?rule=all");
-    assert!(status == 200 && why.starts_with("rule all") && why.contains("[pass] orders") && why.contains("verdict"), "{why}");
+    assert!(status == 200 && why.starts_with("member m0000001 as of ") && why.contains("\nrule all — ") && why.contains("[pass] orders") && why.contains("verdict"), "{why}");
     assert_eq!(get("/api/rules/nope/preview").0, 404);
     let (status, run) = post("/api/rules/all/run", "");
     assert_eq!(status, 200, "{run}");

@@ -403,7 +403,7 @@ fn explain_walks_a_member_through_a_rule() {
     let outside = (0..base.len() as u32).find(|&i| profiles.profiles[i as usize].metrics.stage == Stage::Active).unwrap();
     let text = |m: u32| {
         let mut out = Vec::new();
-        rekindle::plan::report::explain(&mut out, &base, &profiles, m, &r, &p[0], &settings, noon()).unwrap();
+        rekindle::plan::report::explain(&base, &profiles, m, &r, &p[0], &settings, noon()).write(&mut out).unwrap();
         String::from_utf8(out).unwrap()
     };
     let yes = text(inside);
@@ -427,7 +427,7 @@ fn explain_names_fallback_channels_only_when_there_are_some() {
         let r = rule("fallback", &text);
         let p = plan(&base, &profiles, &[&r], noon(), &settings);
         let mut out = Vec::new();
-        rekindle::plan::report::explain(&mut out, &base, &profiles, p[0].messages[0].member, &r, &p[0], &settings, noon()).unwrap();
+        rekindle::plan::report::explain(&base, &profiles, p[0].messages[0].member, &r, &p[0], &settings, noon()).write(&mut out).unwrap();
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains(&format!("gets a message on {want}")), "{channels}: {out}");
         assert!(!out.contains("(fallback: )"), "{out}");
@@ -605,7 +605,7 @@ fn a_codes_file_code_goes_to_one_member_only_across_runs() {
     let p = plan(&base, &profiles, &[r], noon() + 4 * 3600, &settings);
     let (m, _) = p[0].fates.iter().find(|(_, f)| matches!(f, Fate::NoCode { codes: 30 })).unwrap();
     let mut out = Vec::new();
-    rekindle::plan::report::explain(&mut out, &base, &profiles, *m, r, &p[0], &settings, noon()).unwrap();
+    rekindle::plan::report::explain(&base, &profiles, *m, r, &p[0], &settings, noon()).write(&mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("left out: no coupon code left (all 30 codes of ") && out.contains("codes.txt are given out)"), "{out}");
     let renderer = rekindle::rules::render::Renderer::new(std::slice::from_ref(r)).unwrap();

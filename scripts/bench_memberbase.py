@@ -26,7 +26,7 @@ as it is (another build, e.g. main's, for a before/after on the same store). Wor
 
 Prints a Markdown table with the ratios, and the load average before and after. Needs duckdb and pyfim in the interpreter
 (scripts/setup.sh installs both into .venv). Choose workloads with --only a,b."""
-import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, csv, io, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "rekindle")
@@ -161,11 +161,12 @@ def duck(script, data, as_of):
 
 def baskets(data, as_of, lookback_days, path):
     """The basket transactions `bundles mine --scope basket` mines: each order's distinct
-    skus, orders dated within lookback_days up to as_of (an order's date is the UTC date
-    of its earliest line), baskets of two or more items."""
+    skus, orders dated from as_of - lookback_days to as_of (an order's date is the UTC
+    date of its earliest line). Single-item baskets too: they count in N, the denominator
+    of support, so leaving them out would mine other rules."""
     import csv, datetime
     end = datetime.date.fromisoformat(as_of)
-    start = end - datetime.timedelta(days=lookback_days - 1)
+    start = end - datetime.timedelta(days=lookback_days)
     orders = {}
     with open(os.path.join(data, "orders.csv"), newline="") as f:
         for row in csv.DictReader(f):
@@ -176,7 +177,7 @@ def baskets(data, as_of, lookback_days, path):
     n = 0
     with open(path, "w") as f:
         for day, skus in orders.values():
-            if start <= day <= end and len(skus) >= 2:
+            if start <= day <= end:
                 f.write("\t".join(sorted(skus)) + "\n")
                 n += 1
     return n
@@ -246,8 +247,17 @@ def main():
                                   "--input", tx, "--output", os.path.join(work, "pyfim.ndjson"), "--min-support", "0.001",
                                   "--min-confidence", "0.1"], check=True, capture_output=True, text=True).stdout
             p = json.loads(ref.strip().splitlines()[-1])
+            # the same rules, or the comparison means nothing (untimed run, CSV out)
+            out = subprocess.run([BIN, "--db", store, "bundles", "mine", "--scope", "basket", "--min-support", "0.001",
+                                  "--min-confidence", "0.1", "--lookback-days", "365", "--as-of", a.as_of, "--format", "csv"],
+                                 check=True, capture_output=True, text=True, env=env).stdout
+            ours = {(r["antecedent"], r["consequent"], int(r["count"])) for r in csv.DictReader(io.StringIO(out))}
+            with open(os.path.join(work, "pyfim.ndjson")) as f:
+                theirs = {("+".join(r["antecedent"]), r["consequent"], r["count"]) for r in map(json.loads, f)}
+            if ours != theirs:
+                sys.exit(f"bundles mine and pyfim found different rules: {len(ours - theirs)} only rekindle's, {len(theirs - ours)} only pyfim's")
             rows.append(("`bundles mine --scope basket` end to end", f"{t:.2f} s, peak {rss:,.0f} MiB",
-                         f"pyfim's rule induction alone {p['mine_s']:.2f} s ({n:,} baskets, {p['rules']} rules)", f"{p['mine_s'] / t:.2f}"))
+                         f"pyfim's rule induction alone {p['mine_s']:.2f} s ({n:,} baskets, the same {p['rules']} rules)", f"{p['mine_s'] / t:.2f}"))
         if "plan" in only:
             # timed to the log line that ends planning; the dispatch after it is not
             # measured, so the daemon is stopped there (SIGTERM: it shuts down cleanly)

@@ -1,9 +1,13 @@
 //! The transaction set that association mining reads: one compact CSR table.
 //!
-//! A transaction is a key (an order id in the `basket` scope, a member id in the `member`
-//! scope) and the sorted, distinct ids of the items (SKUs) in it. Items are interned once,
+//! A transaction is the sorted, distinct ids of the items (SKUs) in it, and may carry a
+//! key (the member in the `member` scope, whom audiences name). Items are interned once,
 //! so mining works on `u32`s and never touches a string. Empty transactions are not kept:
 //! N, the denominator of support, counts transactions with at least one item.
+//!
+//! Two ways in: [`TransactionsBuilder`] takes (key, item name) pairs in any order;
+//! [`TransactionRows`] takes whole transactions of item ids into a known table of names
+//! (a dictionary, such as the member columns' skus), without hashing a string.
 
 use rustc_hash::{FxHashMap, FxHasher};
 use std::hash::{Hash, Hasher};
@@ -63,8 +67,11 @@ impl Transactions {
             .map(|&i| self.item_names[i as usize].as_str())
     }
 
-    /// The key (order id or member id) of transaction `t`.
+    /// The key of transaction `t` ("" in a set built without keys).
     pub fn key(&self, t: usize) -> &str {
+        if self.key_ends.is_empty() {
+            return "";
+        }
         let start = if t == 0 { 0 } else { self.key_ends[t - 1] };
         &self.key_text[start..self.key_ends[t]]
     }
@@ -80,6 +87,54 @@ impl Transactions {
     /// All item ids, transaction after transaction (crate-internal, for mining).
     pub(crate) fn flat_items(&self) -> &[u32] {
         &self.items
+    }
+}
+
+/// Collects whole transactions of item ids into a table of names known up front, then
+/// builds [`Transactions`] (keyed or not, as created).
+#[derive(Debug)]
+pub struct TransactionRows {
+    tx: Transactions,
+    keyed: bool,
+}
+
+impl TransactionRows {
+    /// Transactions over these items; with `keyed`, each is named by the key it is pushed with.
+    pub fn new(item_names: Vec<String>, keyed: bool) -> Self {
+        let tx = Transactions { item_names, offsets: vec![0], ..Transactions::default() };
+        Self { tx, keyed }
+    }
+
+    /// Adds a transaction of these item ids (any order, repeats allowed; each below the
+    /// number of names), sorting them in place; an empty one is not kept.
+    pub fn push(&mut self, key: &str, items: &mut [u32]) -> Result<(), TransactionsError> {
+        items.sort_unstable();
+        let tx = &mut self.tx;
+        let start = tx.items.len();
+        for &item in items.iter() {
+            debug_assert!((item as usize) < tx.item_names.len(), "item id past the names");
+            if tx.items.len() == start || tx.items.last() != Some(&item) {
+                tx.items.push(item);
+            }
+        }
+        if tx.items.len() == start {
+            return Ok(());
+        }
+        if tx.items.len() + tx.offsets.len() > MAX_LINES {
+            tx.items.truncate(start);
+            return Err(TransactionsError::TooManyLines);
+        }
+        tx.offsets.push(tx.items.len() as u32);
+        if self.keyed {
+            tx.key_text.push_str(key);
+            tx.key_ends.push(tx.key_text.len());
+        }
+        Ok(())
+    }
+
+    pub fn build(mut self) -> Transactions {
+        self.tx.items.shrink_to_fit();
+        self.tx
     }
 }
 
@@ -291,6 +346,23 @@ mod tests {
                 ("o3".to_owned(), vec!["a", "c"])
             ]
         );
+    }
+
+    #[test]
+    fn rows_sort_and_dedup_their_items_and_drop_empty_ones() {
+        let names = || vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let mut rows = TransactionRows::new(names(), true);
+        for (key, mut items) in [("m1", vec![2, 0, 2]), ("m2", vec![]), ("m3", vec![1])] {
+            rows.push(key, &mut items).expect("small input fits");
+        }
+        let tx = rows.build();
+        assert_eq!(tx.len(), 2);
+        assert_eq!((tx.key(0), tx.items(0)), ("m1", &[0, 2][..]));
+        assert_eq!((tx.key(1), tx.item_names_of(1).collect::<Vec<_>>()), ("m3", vec!["b"]));
+        let mut unkeyed = TransactionRows::new(names(), false);
+        unkeyed.push("ignored", &mut [1, 0]).expect("small input fits");
+        let tx = unkeyed.build();
+        assert_eq!((tx.len(), tx.key(0), tx.items(0)), (1, "", &[0, 1][..]));
     }
 
     #[test]

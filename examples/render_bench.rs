@@ -80,7 +80,7 @@ fn main() -> Result<()> {
             for msg in &rp.messages {
                 let context = MessageContext::new(&base, &base.columns.columns(), &profiles, msg, &settings).expect("the member's contact fields");
                 for ch in &msg.channels {
-                    let vars = context.vars(&base, rule, msg, ch, &settings);
+                    let vars = context.vars(rule, ch, &settings);
                     for part in ["subject", "text", "html"] {
                         if let Ok(t) = env.get_template(&format!("{}/{ch}/{part}", rule.id)) {
                             bytes += t.render(vars.clone()).map(|s| s.len()).unwrap_or(0);

@@ -137,15 +137,9 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
     let mut summary = RunSummary { run: run_id, catch_up, rules: Vec::new(), messages: 0, seconds: 0.0 };
     for (rp, rendered) in plans.iter().zip(rendered) {
         let rule = rules[rp.rule];
-        let mut rr = RuleRun { rule: Text::from(rule.id.as_str()), funnel: Vec::new(), held_out: Vec::new(), skipped: Vec::new(), messages: 0 };
-        for (m, fate) in &rp.fates {
-            let id = base.ids[*m as usize].clone();
-            match fate {
-                Fate::Send { .. } => {}
-                Fate::HeldOut => rr.held_out.push(id),
-                f => rr.skipped.push((id, f.reason().to_string())),
-            }
-        }
+        // the held-out members, whom the report follows; the others left out are counted in the funnel
+        let held_out = rp.fates.iter().filter(|(_, f)| matches!(f, Fate::HeldOut)).map(|(m, _)| base.ids[*m as usize].clone()).collect();
+        let mut rr = RuleRun { rule: Text::from(rule.id.as_str()), funnel: Vec::new(), held_out, skipped: Vec::new(), messages: 0 };
         for (msg, (member, rendered)) in rp.messages.iter().zip(rendered) {
             let i = msg.member as usize;
             let mut channels = Vec::new();

@@ -59,7 +59,7 @@ pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans
             .enumerate()
             .map(|(c, ch)| {
                 order.borrow_mut().push((p, m, c));
-                Job { rule: rule.id.clone(), channel: ch.clone(), vars: context.vars(base, rule, msg, ch, settings), skip: Some(stopped[p].clone()) }
+                Job { rule: rule.id.clone(), channel: ch.clone(), vars: context.vars(rule, ch, settings), skip: Some(stopped[p].clone()) }
             })
             .collect();
         contacts.borrow_mut()[p].push((m, context.contact));

@@ -2,7 +2,7 @@
 //! rendered sample messages, per-member rows, and a member's walk through a rule.
 
 use super::{Fate, MemberBase, PlanSettings, PlannedMessage, Profiles, RulePlan};
-use crate::domain::TsFmt;
+use crate::domain::{Text, TsFmt};
 use crate::rules::condition::{gender_name, ExplainLine};
 use crate::rules::render::{Rendered, Renderer};
 use crate::profile::ColumnMember;
@@ -18,6 +18,7 @@ use std::io::Write;
 /// adds its own unsubscribe link ([`MessageContext::vars`]).
 pub struct MessageContext {
     pub contact: ContactFields,
+    id: Text,
     member: minijinja::Value,
     profile: minijinja::Value,
     offer: minijinja::Value,
@@ -35,13 +36,12 @@ impl MessageContext {
             "gender": gender_name(m.row.gender), "age": p.metrics.age, "tz": m.tz(),
         });
         let profile = crate::rules::template::value(crate::population::profile_json(id, p));
-        Ok(MessageContext { contact, member: crate::rules::template::value(member), profile, offer: crate::rules::template::value(&msg.offer) })
+        Ok(MessageContext { contact, id: base.ids[i].clone(), member: crate::rules::template::value(member), profile, offer: crate::rules::template::value(&msg.offer) })
     }
 
     /// The template variables of the message on `channel`.
-    pub fn vars(&self, base: &MemberBase, rule: &Rule, msg: &PlannedMessage, channel: &str, settings: &PlanSettings) -> minijinja::Value {
-        let id = base.ids[msg.member as usize].as_str();
-        crate::rules::template::variables(&self.member, &self.profile, &self.offer, (&rule.id, &rule.name), settings.links.unsubscribe_url(id, channel))
+    pub fn vars(&self, rule: &Rule, channel: &str, settings: &PlanSettings) -> minijinja::Value {
+        crate::rules::template::variables(&self.member, &self.profile, &self.offer, (&rule.id, &rule.name), settings.links.unsubscribe_url(&self.id, channel))
     }
 }
 
@@ -95,12 +95,12 @@ pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles
     for (c, n) in &channels {
         writeln!(out, "  {c:<22} {n:>10}")?;
     }
+    let columns = base.columns.columns();
     for channel in &rule.message.channels {
         let picked: Vec<&PlannedMessage> = rp.messages.iter().filter(|m| &m.channels[0] == channel).take(sample).collect();
         for msg in picked {
             writeln!(out, "\n--- sample: {} to member {} (send after {}) ---", channel, base.ids[msg.member as usize], TsFmt(msg.send_after))?;
-            let columns = base.columns.columns();
-            let vars = MessageContext::new(base, &columns, profiles, msg, settings).map_err(std::io::Error::other)?.vars(base, rule, msg, channel, settings);
+            let vars = MessageContext::new(base, &columns, profiles, msg, settings).map_err(std::io::Error::other)?.vars(rule, channel, settings);
             match renderer.render(&rule.id, channel, vars) {
                 Ok(r) => write_rendered(out, &r)?,
                 Err(e) => writeln!(out, "template failed: {e}")?,
@@ -195,7 +195,6 @@ pub struct Explanation {
     pub verdict: String,
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn explain(base: &MemberBase, profiles: &Profiles, member: u32, rule: &Rule, rp: &RulePlan, settings: &PlanSettings, now: i64) -> Explanation {
     let columns = base.columns.columns();
     let facts = base.facts(&columns, member as usize, profiles);

@@ -52,7 +52,7 @@ fn main() -> Result<()> {
     let rules: Vec<&Rule> = set.rules.iter().collect();
     let store = rekindle::store::Store::open(&args.db, 256)?;
     let t = Instant::now();
-    let mut base = MemberBase::load(&store, rules.iter().any(|r| r.audience.uses_events()), &|_| {})?;
+    let mut base = MemberBase::load(&store, Default::default(), rules.iter().any(|r| r.audience.uses_events()), &|_| {})?;
     // as the shipped config.toml declares the shop's inbox
     base.consent.by_channel.insert("shop".into(), rekindle::domain::Consent::None);
     let load_s = t.elapsed().as_secs_f64();

@@ -45,7 +45,7 @@ fn main() -> Result<()> {
     let channels = ChannelNames { configured: vec!["email".into(), "sms".into(), "shop".into()] };
     let set = rekindle::rules::load(std::path::Path::new("rules"), &channels)?;
     let rules: Vec<&Rule> = set.rules.iter().collect();
-    let mut base = MemberBase::load(&store, true, &|_| {})?;
+    let mut base = MemberBase::load(&store, Default::default(), true, &|_| {})?;
     base.consent.by_channel.insert("shop".into(), rekindle::rules::condition::Consent::None);
     let settings = Config::default().plan_settings(b"bench".to_vec());
     let as_of = rekindle::domain::day_of(opts.end);

@@ -9,7 +9,7 @@ use crate::api::{DaemonRequest, RequestError, RunSummary};
 use crate::config::Config;
 use crate::dispatch::{dispatch, DispatchStats, Observers};
 use crate::metrics::Metrics;
-use crate::domain::{day_of, Text, Timestamp};
+use crate::domain::{day_of, ConsentNeeds, Text, Timestamp};
 use crate::plan::{plan, Fate, MemberBase, PlanSettings, Profiles};
 use crate::plugin::{ChannelHost, HostOptions};
 use crate::rules::render::Renderer;
@@ -342,8 +342,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     let with_events = live.by_path.values().any(|r| r.audience.uses_events());
     // a channel that cannot say which consent it needs is refused before anything runs
     let consent = host.consents()?;
-    let mut base = load_base(&store, with_events).await?;
-    base.consent = consent;
+    let mut base = load_base(&store, consent, with_events).await?;
     tracing::info!(members = base.len(), seconds = t.elapsed().as_secs_f64(), "member base loaded");
     let mut profiles = Profiles { as_of: 0, profiles: Vec::new(), cuts: None, favourites: false };
 
@@ -523,16 +522,15 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     Ok(results)
 }
 
-async fn load_base(store: &Store, with_events: bool) -> Result<MemberBase, DaemonError> {
+async fn load_base(store: &Store, consent: ConsentNeeds, with_events: bool) -> Result<MemberBase, DaemonError> {
     let store = store.clone();
-    Ok(tokio::task::spawn_blocking(move || MemberBase::load(&store, with_events, &|_| {})).await??)
+    Ok(tokio::task::spawn_blocking(move || MemberBase::load(&store, consent, with_events, &|_| {})).await??)
 }
 
 /// A fresh base after ingests (the models and bundles stay those of the old one).
 async fn reload_base(store: &Store, live: &LiveRules, old: MemberBase) -> Result<MemberBase, DaemonError> {
     let t = std::time::Instant::now();
-    let mut base = load_base(store, live.by_path.values().any(|r| r.audience.uses_events())).await?;
-    base.consent = old.consent;
+    let mut base = load_base(store, old.consent, live.by_path.values().any(|r| r.audience.uses_events())).await?;
     base.bundles = old.bundles;
     base.model = old.model.or(base.model);
     tracing::info!(members = base.len(), seconds = t.elapsed().as_secs_f64(), "member base reloaded after ingest");

@@ -883,10 +883,9 @@ fn plan_inputs(
     let with_events = rules.iter().any(|r| r.audience.uses_events());
     let bar = if std::io::stderr().is_terminal() { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
     bar.set_message("loading members");
-    let mut base = rekindle::plan::MemberBase::load(store, with_events, &|n| bar.set_position(n))?;
+    let consent = rekindle::plugin::consents(&config.channels, &host_options(config))?;
+    let base = rekindle::plan::MemberBase::load(store, consent, with_events, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
-    base.consent = rekindle::plugin::consents(&config.channels, &host_options(config))?;
-    base.refresh(store)?;
     let key = rekindle::daemon::unsubscribe_key(store, config)?;
     let settings = config.plan_settings(key);
     let favourites = rules.iter().any(|r| r.audience.uses_favourites());

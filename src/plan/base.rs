@@ -35,17 +35,22 @@ pub struct MemberBase {
     /// Channels each member unsubscribed from ("*": all) or whose address there is
     /// stopped, by member index.
     pub suppressed: FxHashMap<u32, Vec<Text>>,
-    /// The consent each channel needs (which also picks the member's address there);
-    /// the loader sets it from the channels' configuration.
+    /// The consent each channel needs (which also picks the member's address there),
+    /// from the channels' configuration: given to [`MemberBase::load`], which maps the
+    /// stopped addresses to members with it.
     pub consent: ConsentNeeds,
     /// The `codes_file` coupon codes given so far.
     pub codes: IssuedCodes,
+    /// The store's [`suppression_generation`](Store::suppression_generation) that
+    /// `suppressed` and `codes` were read at.
+    read_at: Option<u64>,
 }
 
 impl MemberBase {
     /// Reads everything from the store; events only when `with_events` (the rules in
-    /// use need them). Reports progress through `progress(done)`.
-    pub fn load(store: &Store, with_events: bool, progress: &dyn Fn(u64)) -> Result<MemberBase, StoreError> {
+    /// use need them). `consent` is what each channel needs ([`MemberBase::consent`]).
+    /// Reports progress through `progress(done)`.
+    pub fn load(store: &Store, consent: ConsentNeeds, with_events: bool, progress: &dyn Fn(u64)) -> Result<MemberBase, StoreError> {
         let columns = store.member_columns()?;
         let ids: Vec<Text> = {
             let c = columns.columns();
@@ -96,8 +101,9 @@ impl MemberBase {
             model,
             contacts,
             suppressed: FxHashMap::default(),
-            consent: ConsentNeeds::default(),
+            consent,
             codes: IssuedCodes::default(),
+            read_at: None,
         };
         base.refresh(store)?;
         Ok(base)
@@ -105,9 +111,15 @@ impl MemberBase {
 
     /// Re-reads what changes between runs without an import: who must not be messaged
     /// on which channel (the members' unsubscribes, the addresses stopped by bounces,
-    /// complaints and opt-outs) and the coupon codes given. Cheap (the lists are short);
-    /// the daemon calls it before every run.
+    /// complaints and opt-outs) and the coupon codes given; only when the store says
+    /// they changed since the last read (a scan of every address with a delivery report,
+    /// hundreds of thousands after a large run). The daemon calls it before every run,
+    /// preview and explanation.
     pub fn refresh(&mut self, store: &Store) -> Result<(), StoreError> {
+        let generation = store.suppression_generation();
+        if self.read_at == Some(generation) {
+            return Ok(());
+        }
         self.codes = IssuedCodes::load(store, |id| self.index_of(id))?;
         let mut suppressed: FxHashMap<u32, Vec<Text>> = FxHashMap::default();
         for item in store.scan_suppressed() {
@@ -131,6 +143,7 @@ impl MemberBase {
             }
         }
         self.suppressed = suppressed;
+        self.read_at = Some(generation);
         Ok(())
     }
 

@@ -44,6 +44,9 @@ impl Store {
             batch.insert(k, encode(grant));
         }
         self.apply(batch)?;
+        if !grants.is_empty() {
+            self.suppression_changed();
+        }
         Ok(())
     }
 

@@ -164,4 +164,34 @@ mod tests {
         store.suppress("m-1", "*", dec_1).unwrap();
         assert_eq!(shown(&store.consent("m-1", &m, &["shop"], &needs).unwrap())[2], "shop no (unsubscribed 2026-12-01)", "\"*\" is every channel");
     }
+
+    /// The planner re-reads unsubscribes, stopped addresses and given codes only when this
+    /// number moved: every write that changes them moves it, a delivery report that
+    /// changes nothing of them does not.
+    #[test]
+    fn the_suppression_generation_moves_with_every_write_that_changes_who_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), 16).unwrap();
+        let mut seen = store.suppression_generation();
+        let mut moved = |what: &str, expected: bool| {
+            let now = store.suppression_generation();
+            assert_eq!(now != seen, expected, "{what}");
+            seen = now;
+        };
+        store.update_address("sms", "+8613800000000", |h| h.failures = 0).unwrap();
+        moved("a delivery report", false);
+        store.update_address("sms", "+8613800000000", |h| h.stopped = true).unwrap();
+        moved("an address stopped", true);
+        store.update_address("sms", "+8613800000000", |h| h.failures += 1).unwrap();
+        moved("another failure at a stopped address", false);
+        store.update_address("sms", "+8613800000000", |h| h.stopped = false).unwrap();
+        moved("an address released", true);
+        store.suppress("m-1", "email", 0).unwrap();
+        moved("an unsubscribe", true);
+        store.suppress("m-1", "email", 1).unwrap();
+        moved("the same unsubscribe again", false);
+        let grant = crate::store::codes::CodeGrant { member: "m-1".into(), rule: "r".into(), run: 1 };
+        store.grant_codes(&[("CODE-1".to_string(), grant)]).unwrap();
+        moved("a coupon code given", true);
+    }
 }

@@ -275,12 +275,18 @@ impl Store {
     pub fn update_address(&self, channel: &str, address: &str, f: impl Fn(&mut AddressHealth)) -> Result<AddressHealth, StoreError> {
         let k = channel_key(ADDRESS, channel, address);
         let mut out = AddressHealth::default();
+        let mut flipped = false;
         self.db.fetch_and_update(&k, |old| {
             let mut h: AddressHealth = old.and_then(|v| postcard::from_bytes(v).ok()).unwrap_or_default();
+            let was = h.stopped;
             f(&mut h);
+            flipped = was != h.stopped;
             out = h.clone();
             Some(encode(&h))
         })?;
+        if flipped {
+            self.suppression_changed();
+        }
         Ok(out)
     }
 

@@ -182,7 +182,7 @@ fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, Strin
 pub struct Store {
     pub(crate) db: sled::Db,
     /// Run records and each rule's last run ([`outbox`]), in a tree of their own: a run
-    /// record lists every skipped and held-out member (megabytes with a large base), and
+    /// record lists every held-out member (megabytes with a large base), and
     /// in the main tree the queue's newest entries shared its leaf, so every split there
     /// rewrote it.
     pub(crate) runs: sled::Tree,
@@ -194,6 +194,9 @@ pub struct Store {
     /// What is parked (`J`), per channel; its lock orders parking against
     /// recording sends (see [`Store::message_or_park`]).
     parked: std::sync::Arc<std::sync::Mutex<feedback::ParkedCounts>>,
+    /// Bumped after every write that changes who must not be messaged or which coupon
+    /// codes are taken ([`Store::suppression_generation`]).
+    suppression: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Keys and values to write.
@@ -237,7 +240,7 @@ impl Store {
         }
         let witness = identity::Witness::read(path);
         let runs = db.open_tree(RUNS_TREE)?;
-        let store = Store { db, runs, path: path.into(), id: String::new(), witness: Default::default(), parked: Default::default() };
+        let store = Store { db, runs, path: path.into(), id: String::new(), witness: Default::default(), parked: Default::default(), suppression: Default::default() };
         // before anything is written: an emptied store would get a fresh format marker
         if let Some(w) = &witness {
             store.check_witness(w)?;
@@ -388,8 +391,23 @@ impl Store {
         if !list.iter().any(|(c, _)| c == channel) {
             list.push((channel.into(), at));
             self.db.insert(k, encode(&list))?;
+            self.suppression_changed();
         }
         self.flush()
+    }
+
+    /// A number that changes whenever an unsubscribe, an address stopped or released, or
+    /// a coupon code given is written through this store (in this process: sled lets one
+    /// process open a store). A reader that saw the same number before has nothing new
+    /// to read; it reads the number before the records, so a write racing its read
+    /// changes the number again.
+    pub fn suppression_generation(&self) -> u64 {
+        self.suppression.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Called after the write, so a reader of the new number sees the record.
+    pub(crate) fn suppression_changed(&self) {
+        self.suppression.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The channels a member unsubscribed from, with when.

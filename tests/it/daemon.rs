@@ -82,7 +82,7 @@ fn config(channels: &str) -> Config {
 /// Plans `rule` now and dispatches until nothing is left to retry (or `limit` passes).
 fn run_and_drain(store: &Store, config: &Config, rule: &rekindle::rules::Rule) -> Vec<(rekindle::store::outbox::MessageId, rekindle::store::outbox::OutboxMessage)> {
     let settings = config.plan_settings(b"k".to_vec());
-    let mut base = MemberBase::load(store, false, &|_| {}).unwrap();
+    let mut base = MemberBase::load(store, Default::default(), false, &|_| {}).unwrap();
     base.consent = rekindle::plugin::consents(&config.channels, &HostOptions::default()).unwrap();
     let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };
     let now = chrono::Utc::now().timestamp();
@@ -189,7 +189,7 @@ fn a_run_left_unfinished_by_a_crash_is_rolled_back() {
     let r = rule("half", "\"files\"");
     let cfg = config(&file_channel("files", dir.path()));
     let settings = cfg.plan_settings(b"k".to_vec());
-    let mut base = MemberBase::load(&store, false, &|_| {}).unwrap();
+    let mut base = MemberBase::load(&store, Default::default(), false, &|_| {}).unwrap();
     base.consent = rekindle::plugin::consents(&cfg.channels, &HostOptions::default()).unwrap();
     let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };
     let s = execute_run(&store, &mut base, &mut profiles, &[&r], chrono::Utc::now().timestamp(), false, &settings, 30).unwrap();
@@ -321,7 +321,7 @@ fn the_daemon_keeps_co_purchase_rules_and_the_value_model_fresh() {
     let mut cfg = Config::default();
     cfg.bundles.min_support = 0.0005;
     let today = rekindle::domain::parse_date("2026-11-01").unwrap();
-    let mut base = MemberBase::load(&store, false, &|_| {}).unwrap();
+    let mut base = MemberBase::load(&store, Default::default(), false, &|_| {}).unwrap();
     assert!(base.bundles.basket.is_none() && base.model.is_none());
     rekindle::daemon::refresh_models(&store, &cfg.bundles, &cfg.predict, today).unwrap().apply(&mut base);
     let mined: MinedRules = store.get_record(RecordKind::BundleRules, "basket").unwrap().expect("mined and stored");

@@ -25,7 +25,7 @@ fn the_report_finds_a_planted_lift_within_its_confidence_interval() {
     rekindle::rules::add_file(&mut set, std::path::Path::new("lift.toml"), text.into(), &rekindle::rules::ChannelNames { configured: vec!["files".into()] });
     let rule = set.rules.pop().unwrap();
     let settings = cfg.plan_settings(b"k".to_vec());
-    let mut base = MemberBase::load(&store, false, &|_| {}).unwrap();
+    let mut base = MemberBase::load(&store, Default::default(), false, &|_| {}).unwrap();
     base.consent = rekindle::plugin::consents(&cfg.channels, &HostOptions::default()).unwrap();
     let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };
     let at = i64::from(rekindle::domain::parse_date("2026-11-01").unwrap()) * 86_400 + 12 * 3600;

@@ -210,7 +210,7 @@ fn settings(config: &Config) -> PlanSettings {
 }
 
 fn inputs(w: &World) -> (MemberBase, Profiles, PlanSettings) {
-    let mut base = MemberBase::load(&w.store, true, &|_| {}).unwrap();
+    let mut base = MemberBase::load(&w.store, Default::default(), true, &|_| {}).unwrap();
     // as the shipped config.toml declares the shop's inbox
     base.consent.by_channel.insert("shop".into(), rekindle::rules::condition::Consent::None);
     let settings = settings(&w.config);

@@ -55,6 +55,39 @@ impl ConsentNeeds {
     }
 }
 
+/// What a provider said about a message: what a channel plugin reports, and what the
+/// store keeps (stored by variant index: append new states at the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DeliveryState {
+    Accepted,
+    Delivered,
+    Failed,
+    Complained,
+    OptedOut,
+}
+
+impl DeliveryState {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeliveryState::Accepted => "accepted",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Complained => "complained",
+            DeliveryState::OptedOut => "opted_out",
+        }
+    }
+
+    /// Reports arrive out of order (Kannel's "SMSC ack" can follow "delivered"); a later
+    /// report replaces an earlier one only when it says more.
+    pub fn rank(self) -> u8 {
+        match self {
+            DeliveryState::Accepted => 0,
+            DeliveryState::Delivered | DeliveryState::Failed => 1,
+            DeliveryState::Complained | DeliveryState::OptedOut => 2,
+        }
+    }
+}
+
 /// The UTC day of a timestamp.
 pub fn day_of(ts: Timestamp) -> Day {
     ts.div_euclid(86_400) as Day

@@ -5,9 +5,9 @@
 //! failures stop the number after `[feedback] sms_failure_limit` in a row, a complaint or
 //! an opt-out also unsubscribes the member from the channel.
 
-use crate::domain::{hex, Timestamp};
+use crate::domain::{hex, DeliveryState, Timestamp};
 use crate::plugin::StatusUpdate;
-use crate::store::feedback::{DeliveryState, DeliveryStatus, ParkLimits, ParkedReport, Parking};
+use crate::store::feedback::{DeliveryStatus, ParkLimits, ParkedReport, Parking};
 use crate::store::outbox::MessageId;
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -148,26 +148,13 @@ pub struct Applied {
     pub unsubscribed: u32,
 }
 
-impl From<crate::plugin::DeliveryState> for DeliveryState {
-    fn from(s: crate::plugin::DeliveryState) -> Self {
-        use crate::plugin::DeliveryState as P;
-        match s {
-            P::Accepted => DeliveryState::Accepted,
-            P::Delivered => DeliveryState::Delivered,
-            P::Failed => DeliveryState::Failed,
-            P::Complained => DeliveryState::Complained,
-            P::OptedOut => DeliveryState::OptedOut,
-        }
-    }
-}
-
 /// Applies a plugin's status updates for `channel` (whose plugin is of `kind`: email,
 /// sms, ...) and makes them durable.
 pub fn apply(store: &Store, channel: &str, kind: &str, updates: &[StatusUpdate], settings: &FeedbackConfig, now: Timestamp) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
     let limits = settings.park_limits();
     for u in updates {
-        let state = DeliveryState::from(u.state);
+        let state = u.state;
         let reason = capped(u.reason.as_deref().unwrap_or_default(), MAX_REASON_BYTES);
         let recipient = u.recipient.as_deref().map(|r| capped(r, MAX_ID_BYTES));
         // an id longer than any of ours names no message; its address may still be acted on

@@ -8,9 +8,8 @@
 //! minus holdout, with a 95% Wald interval; the relative lift's interval comes from the
 //! log of the rate ratio (delta method).
 
-use crate::domain::{CentsFmt, Timestamp};
+use crate::domain::{CentsFmt, DeliveryState, Timestamp};
 use crate::store::model::{Contact, OrderHistory};
-use crate::store::feedback::DeliveryState;
 use crate::store::outbox::{MessageState, RunRecord};
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;

@@ -72,7 +72,7 @@ pub(super) async fn callback(State(api): State<Arc<Api>>, request: Request) -> R
         }
     }
     for u in &updates {
-        api.observers.metrics.observe_feedback(&channel, crate::store::feedback::DeliveryState::from(u.state).name());
+        api.observers.metrics.observe_feedback(&channel, u.state.name());
     }
     // a report that beats the dispatcher's record of the send is parked, and applied by
     // the dispatcher when it records the send

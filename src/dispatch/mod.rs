@@ -351,7 +351,7 @@ async fn hard_bounce(store: &Store, host: &ChannelHost, observers: &Observers, i
     let noted = tokio::task::spawn_blocking(move || {
         let mut applied = crate::feedback::Applied::default();
         let now = chrono::Utc::now().timestamp();
-        crate::feedback::note(&store, Some(id), Some(&member), &channel_name, &kind, Some(&address), crate::store::feedback::DeliveryState::Failed, &reason, &settings, now, &mut applied)
+        crate::feedback::note(&store, Some(id), Some(&member), &channel_name, &kind, Some(&address), crate::domain::DeliveryState::Failed, &reason, &settings, now, &mut applied)
     })
     .await;
     match noted {

@@ -28,6 +28,8 @@ use std::sync::Arc;
 
 pub use config::ChannelConfig;
 use crate::domain::{Consent, ConsentNeeds};
+/// What a status update says (one definition, shared with the store).
+pub use crate::domain::DeliveryState;
 
 /// Who a message goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,15 +96,6 @@ pub struct CallbackRequest {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryState {
-    Accepted,
-    Delivered,
-    Failed,
-    Complained,
-    OptedOut,
 }
 
 /// One status change a provider reported.

@@ -16,7 +16,7 @@
 
 use super::outbox::{MessageId, MessageState, OutboxMessage};
 use super::{decode, encode, Store, StoreError};
-use crate::domain::Timestamp;
+use crate::domain::{DeliveryState, Timestamp};
 use serde::{Deserialize, Serialize};
 
 pub(crate) const STATUS: u8 = b'S';
@@ -103,38 +103,6 @@ fn parked_channel(key: &[u8]) -> String {
     let rest = key.get(1..).unwrap_or_default();
     let channel = rest.split(|&b| b == 0).next().unwrap_or_default();
     String::from_utf8_lossy(channel).into_owned()
-}
-
-/// What a provider last said about a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeliveryState {
-    Accepted,
-    Delivered,
-    Failed,
-    Complained,
-    OptedOut,
-}
-
-impl DeliveryState {
-    pub fn name(self) -> &'static str {
-        match self {
-            DeliveryState::Accepted => "accepted",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
-            DeliveryState::Complained => "complained",
-            DeliveryState::OptedOut => "opted_out",
-        }
-    }
-
-    /// Reports arrive out of order (Kannel's "SMSC ack" can follow "delivered"); a later
-    /// report replaces an earlier one only when it says more.
-    fn rank(self) -> u8 {
-        match self {
-            DeliveryState::Accepted => 0,
-            DeliveryState::Delivered | DeliveryState::Failed => 1,
-            DeliveryState::Complained | DeliveryState::OptedOut => 2,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

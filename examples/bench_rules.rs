@@ -56,7 +56,7 @@ fn main() -> Result<()> {
     // as the shipped config.toml declares the shop's inbox
     base.consent.by_channel.insert("shop".into(), rekindle::domain::Consent::None);
     let load_s = t.elapsed().as_secs_f64();
-    let events: usize = base.events.iter().map(Vec::len).sum();
+    let events = base.events.len();
     println!("member base: {} members, {} events loaded in {load_s:.2} s (once per daemon start)", base.len(), events);
     let settings = config.plan_settings(b"bench".to_vec());
     let now = i64::from(args.as_of) * 86_400 + 12 * 3600;

@@ -11,7 +11,7 @@ use crate::bundles::OfferIndex;
 use crate::domain::{day_of, Consent, ConsentNeeds, Text};
 use crate::predict::FittedModel;
 use super::issued::IssuedCodes;
-use crate::rules::condition::{Bundles, EventFact};
+use crate::rules::condition::{Bundles, MemberEvents};
 use crate::store::columns::{address_hash, Columns, MemberColumns};
 use crate::store::model::{ContactFields, ContactLog, EventHistory, Product};
 use crate::store::{decode, RecordKind, Store, StoreError};
@@ -25,8 +25,8 @@ pub struct MemberBase {
     pub columns: MemberColumns,
     /// Where the contact fields are read.
     store: Store,
-    /// Events per member (same index as `ids`), in time order; empty when not loaded.
-    pub events: Vec<Vec<EventFact>>,
+    /// Events per member (same index as `ids`), in time order; none when not loaded.
+    pub events: MemberEvents,
     pub catalog: FxHashMap<Text, Product>,
     pub bundles: Bundles,
     pub model: Option<FittedModel>,
@@ -58,24 +58,25 @@ impl MemberBase {
         };
         progress(ids.len() as u64);
         store.note_member_count(ids.len());
-        let mut events = vec![Vec::new(); ids.len()];
+        let mut events = MemberEvents::default();
         if with_events {
+            events = MemberEvents::with_members(ids.len());
+            // decoded in parallel chunk by chunk; the scan is in key order, which is the ids'
             crate::store::in_chunks(store.scan_events_raw(), |chunk| {
-                let decoded: Vec<(usize, Vec<EventFact>)> = chunk
+                let decoded: Vec<(usize, EventHistory)> = chunk
                     .par_iter()
                     .filter_map(|(k, v)| {
                         let id = std::str::from_utf8(&k[1..]).ok()?;
                         let at = ids.binary_search_by(|x: &Text| x.as_str().cmp(id)).ok()?;
-                        Some(decode::<EventHistory>(k, v).map(|h| {
-                            (at, h.events.into_iter().map(|e| EventFact { day: day_of(e.ts), kind: e.kind, sku: e.sku }).collect())
-                        }))
+                        Some(decode::<EventHistory>(k, v).map(|h| (at, h)))
                     })
                     .collect::<Result<_, _>>()?;
-                for (at, evs) in decoded {
-                    events[at] = evs;
+                for (at, h) in decoded {
+                    events.push(at, h.events.into_iter().map(|e| (day_of(e.ts), e.kind, e.sku)));
                 }
                 Ok(())
             })?;
+            events = events.finish(ids.len());
         }
         let catalog = store.scan_products().map(|r| r.map(|(sku, p)| (Text::from(sku), p))).collect::<Result<_, _>>()?;
         let index = |scope: crate::basket::Scope| -> Result<Option<OfferIndex>, StoreError> {

@@ -138,7 +138,7 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
     for (rp, rendered) in plans.iter().zip(rendered) {
         let rule = rules[rp.rule];
         // the held-out members, whom the report follows; the others left out are counted in the funnel
-        let held_out = rp.fates.iter().filter(|(_, f)| matches!(f, Fate::HeldOut)).map(|(m, _)| base.ids[*m as usize].clone()).collect();
+        let held_out = rp.fates.iter().filter(|(_, f)| matches!(f, Fate::HeldOut)).map(|(m, _)| Text::from(base.id(*m as usize))).collect();
         let mut rr = RuleRun { rule: Text::from(rule.id.as_str()), funnel: Vec::new(), held_out, skipped: Vec::new(), messages: 0 };
         for (msg, (member, rendered)) in rp.messages.iter().zip(rendered) {
             let i = msg.member as usize;
@@ -147,10 +147,10 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
                 let address = base.address(i, &member, ch);
                 channels.push(ChannelMessage { channel: Text::from(ch.as_str()), address, subject: rendered.subject, text: rendered.text, html: rendered.html });
             }
-            contacts.push((base.ids[i].to_string(), Contact { ts: msg.send_after, rule: Text::from(rule.id.as_str()), channel: Text::from(msg.channels[0].as_str()), run: run_id }));
+            contacts.push((base.id(i).to_string(), Contact { ts: msg.send_after, rule: Text::from(rule.id.as_str()), channel: Text::from(msg.channels[0].as_str()), run: run_id }));
             messages.push(OutboxMessage {
                 rule: Text::from(rule.id.as_str()),
-                member: base.ids[i].clone(),
+                member: Text::from(base.id(i)),
                 member_name: member.name.to_string(),
                 channels,
                 current: 0,
@@ -174,7 +174,7 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
     let grants: Vec<(String, CodeGrant)> = plans
         .iter()
         .flat_map(|rp| rp.messages.iter().map(move |m| (rp, m)))
-        .filter_map(|(rp, m)| Some((m.pool_code.clone()?, CodeGrant { member: base.ids[m.member as usize].clone(), rule: Text::from(rules[rp.rule].id.as_str()), run: run_id })))
+        .filter_map(|(rp, m)| Some((m.pool_code.clone()?, CodeGrant { member: Text::from(base.id(m.member as usize)), rule: Text::from(rules[rp.rule].id.as_str()), run: run_id })))
         .collect();
     store.grant_codes(&grants)?;
     for rp in &plans {

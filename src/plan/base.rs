@@ -19,9 +19,7 @@ use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 pub struct MemberBase {
-    /// Member ids, sorted (the columns' order).
-    pub ids: Vec<Text>,
-    /// Every member's attributes and order digest.
+    /// Every member's id (sorted: the index of a member everywhere), attributes and order digest.
     pub columns: MemberColumns,
     /// Where the contact fields are read.
     store: Store,
@@ -52,22 +50,19 @@ impl MemberBase {
     /// Reports progress through `progress(done)`.
     pub fn load(store: &Store, consent: ConsentNeeds, with_events: bool, progress: &dyn Fn(u64)) -> Result<MemberBase, StoreError> {
         let columns = store.member_columns()?;
-        let ids: Vec<Text> = {
-            let c = columns.columns();
-            (0..c.len()).into_par_iter().with_min_len(4096).map(|i| Text::from_utf8_lossy(c.id(i))).collect()
-        };
-        progress(ids.len() as u64);
-        store.note_member_count(ids.len());
+        let members = columns.len();
+        progress(members as u64);
+        store.note_member_count(members);
         let mut events = MemberEvents::default();
         if with_events {
-            events = MemberEvents::with_members(ids.len());
-            // decoded in parallel chunk by chunk; the scan is in key order, which is the ids'
+            events = MemberEvents::with_members(members);
+            // decoded in parallel chunk by chunk; the scan is in key order, which is the columns'
             crate::store::in_chunks(store.scan_events_raw(), |chunk| {
                 let decoded: Vec<(usize, EventHistory)> = chunk
                     .par_iter()
                     .filter_map(|(k, v)| {
                         let id = std::str::from_utf8(&k[1..]).ok()?;
-                        let at = ids.binary_search_by(|x: &Text| x.as_str().cmp(id)).ok()?;
+                        let at = columns.position(id)?;
                         Some(decode::<EventHistory>(k, v).map(|h| (at, h)))
                     })
                     .collect::<Result<_, _>>()?;
@@ -76,7 +71,7 @@ impl MemberBase {
                 }
                 Ok(())
             })?;
-            events = events.finish(ids.len());
+            events = events.finish(members);
         }
         let catalog = store.scan_products().map(|r| r.map(|(sku, p)| (Text::from(sku), p))).collect::<Result<_, _>>()?;
         let index = |scope: crate::basket::Scope| -> Result<Option<OfferIndex>, StoreError> {
@@ -88,12 +83,11 @@ impl MemberBase {
         let mut contacts = FxHashMap::default();
         for item in store.scan_contacts() {
             let (id, log) = item?;
-            if let Ok(at) = ids.binary_search_by(|x: &Text| x.as_str().cmp(&id)) {
+            if let Some(at) = columns.position(&id) {
                 contacts.insert(at as u32, log);
             }
         }
         let mut base = MemberBase {
-            ids,
             columns,
             store: store.clone(),
             events,
@@ -163,7 +157,7 @@ impl MemberBase {
         let addresses: FxHashSet<&str> = addresses.iter().map(String::as_str).collect();
         let mut out = Vec::with_capacity(maybe.len());
         for i in maybe {
-            if addresses.contains(self.contact(i)?.address_on(&self.ids[i], consent)) {
+            if addresses.contains(self.contact(i)?.address_on(self.id(i), consent)) {
                 out.push(i);
             }
         }
@@ -172,23 +166,28 @@ impl MemberBase {
 
     /// Member `i`'s name, email and phone, read from the store.
     pub fn contact(&self, i: usize) -> Result<ContactFields, StoreError> {
-        self.store.contact_fields(&self.ids[i])?.ok_or_else(|| StoreError::MemberGone(self.ids[i].to_string()))
+        self.store.contact_fields(self.id(i))?.ok_or_else(|| StoreError::MemberGone(self.id(i).to_string()))
     }
 
     /// A member's address on a channel (by the consent it needs), from its contact fields.
     pub fn address(&self, i: usize, contact: &ContactFields, channel: &str) -> String {
-        contact.address_on(&self.ids[i], self.consent.of(channel)).to_string()
+        contact.address_on(self.id(i), self.consent.of(channel)).to_string()
     }
 
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.columns.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.columns.is_empty()
+    }
+
+    /// Member `i`'s id.
+    pub fn id(&self, i: usize) -> &str {
+        self.columns.id(i)
     }
 
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.ids.binary_search_by(|x| x.as_str().cmp(id)).ok()
+        self.columns.position(id)
     }
 }

@@ -102,7 +102,7 @@ pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans
                     let error = error.get_or_insert_with(|| format!("not rendered: the rule's failed renders took over {} s in this run", FAILURE_TIME.as_secs()));
                     failed += 1;
                     if failed <= LOGGED {
-                        let member = &base.ids[rp.messages[m].member as usize];
+                        let member = base.id(rp.messages[m].member as usize);
                         tracing::warn!(rule = %rule, member = %member, "message not sent: {error}");
                     }
                 }

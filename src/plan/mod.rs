@@ -16,7 +16,7 @@ pub mod messages;
 pub mod offer;
 pub mod report;
 
-use crate::domain::{Day, Text, Timestamp};
+use crate::domain::{Day, Timestamp};
 use crate::predict::PredictOptions;
 use crate::profile::{ColumnMember, CutPoints, Profile};
 use crate::store::columns::Columns;
@@ -185,7 +185,7 @@ impl MemberBase {
     /// Member `i`'s facts; `columns` are [`MemberBase::columns`]'s (taken once per pass).
     pub fn facts<'a>(&'a self, columns: &'a Columns<'a>, i: usize, profiles: &'a Profiles) -> Facts<'a> {
         Facts {
-            id: &self.ids[i],
+            id: self.id(i),
             member: ColumnMember { row: columns.row(i), columns },
             profile: &profiles.profiles[i],
             events: self.events.of(i),
@@ -293,7 +293,7 @@ pub fn plan(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], now: Timest
                         WhenBlocked::Defer => send_after = recent[recent.len() - settings.cap_messages as usize] + window,
                     }
                 }
-                if holdout(&rule.id, &base.ids[m as usize], rule.limits.holdout_ppm) {
+                if holdout(&rule.id, base.id(m as usize), rule.limits.holdout_ppm) {
                     claimed.insert(m, ri);
                     break 'fate Fate::HeldOut;
                 }
@@ -386,6 +386,6 @@ pub fn quiet_end(at: Timestamp, tz: chrono_tz::Tz, q: crate::rules::QuietHours) 
 }
 
 /// A stable id for a rule's audience member in reports.
-pub fn member_id(base: &MemberBase, i: u32) -> &Text {
-    &base.ids[i as usize]
+pub fn member_id(base: &MemberBase, i: u32) -> &str {
+    base.id(i as usize)
 }

@@ -29,14 +29,14 @@ impl MessageContext {
         let i = msg.member as usize;
         let contact = base.contact(i)?;
         let m = ColumnMember { row: columns.row(i), columns };
-        let id = base.ids[i].as_str();
+        let id = base.id(i);
         let p = &profiles.complete(columns, i, settings);
         let member = serde_json::json!({
             "id": id, "name": contact.name.as_str(), "email": contact.email, "phone": contact.phone, "city": m.city(),
             "gender": gender_name(m.row.gender), "age": p.metrics.age, "tz": m.tz(),
         });
         let profile = crate::rules::template::value(crate::population::profile_json(id, p));
-        Ok(MessageContext { contact, id: base.ids[i].clone(), member: crate::rules::template::value(member), profile, offer: crate::rules::template::value(&msg.offer) })
+        Ok(MessageContext { contact, id: Text::from(id), member: crate::rules::template::value(member), profile, offer: crate::rules::template::value(&msg.offer) })
     }
 
     /// The template variables of the message on `channel`.
@@ -99,7 +99,7 @@ pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles
     for channel in &rule.message.channels {
         let picked: Vec<&PlannedMessage> = rp.messages.iter().filter(|m| &m.channels[0] == channel).take(sample).collect();
         for msg in picked {
-            writeln!(out, "\n--- sample: {} to member {} (send after {}) ---", channel, base.ids[msg.member as usize], TsFmt(msg.send_after))?;
+            writeln!(out, "\n--- sample: {} to member {} (send after {}) ---", channel, base.id(msg.member as usize), TsFmt(msg.send_after))?;
             let vars = MessageContext::new(base, &columns, profiles, msg, settings).map_err(std::io::Error::other)?.vars(rule, channel, settings);
             match renderer.render(&rule.id, channel, vars) {
                 Ok(r) => write_rendered(out, &r)?,
@@ -133,7 +133,7 @@ pub fn preview_rows(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles,
             _ => None,
         };
         let row = serde_json::json!({
-            "member_id": base.ids[*m as usize].as_str(),
+            "member_id": base.id(*m as usize),
             "fate": fate.reason(),
             "channel": msg.map(|m| m.channels[0].as_str()),
             "send_after": msg.map(|m| TsFmt(m.send_after).to_string()),
@@ -236,7 +236,7 @@ pub fn explain(base: &MemberBase, profiles: &Profiles, member: u32, rule: &Rule,
         recent_messages: log.iter().filter(|c| c.ts > now - i64::from(settings.cap_days) * 86_400).count(),
         cap_messages: settings.cap_messages,
         cap_days: settings.cap_days,
-        held_out: super::holdout(&rule.id, &base.ids[member as usize], rule.limits.holdout_ppm),
+        held_out: super::holdout(&rule.id, base.id(member as usize), rule.limits.holdout_ppm),
         holdout_percent: f64::from(rule.limits.holdout_ppm) / 10_000.0,
         fate: fate.map_or("not in the audience", Fate::reason),
         verdict,
@@ -272,7 +272,7 @@ impl Explanation {
 #[allow(clippy::too_many_arguments)]
 pub fn explain_member(out: &mut dyn Write, json: bool, base: &MemberBase, profiles: &Profiles, member: u32, rules: &[&Rule], plans: &[RulePlan], settings: &PlanSettings, now: i64) -> std::io::Result<()> {
     let explained: Vec<Explanation> = rules.iter().zip(plans).map(|(r, rp)| explain(base, profiles, member, r, rp, settings, now)).collect();
-    let id = base.ids[member as usize].as_str();
+    let id = base.id(member as usize);
     let as_of = crate::domain::DayFmt(profiles.as_of);
     if json {
         let doc = serde_json::json!({ "member": id, "as_of": as_of.to_string(), "rules": explained });

@@ -361,6 +361,43 @@ fn checksum_releasing(map: &memmap2::Mmap, (start, len): (usize, usize)) -> u32 
 }
 
 impl MemberColumns {
+    /// How many members the file holds.
+    pub fn len(&self) -> usize {
+        self.id_offsets().len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Member `i`'s id (casting only the id sections, unlike [`MemberColumns::columns`]).
+    pub fn id(&self, i: usize) -> &str {
+        let offsets = self.id_offsets();
+        let (start, _) = self.at[S::IdBytes as usize];
+        // the ids were written from the store's keys, which are UTF-8
+        std::str::from_utf8(&self.map[start + offsets[i] as usize..start + offsets[i + 1] as usize]).unwrap_or("")
+    }
+
+    /// The position of the member with this id (ids are sorted).
+    pub fn position(&self, id: &str) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.id(mid).cmp(id) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    fn id_offsets(&self) -> &[u64] {
+        let (start, len) = self.at[S::IdOffsets as usize];
+        // `open` cast this section and checked its bounds
+        bytemuck::cast_slice(&self.map[start..start + len])
+    }
+
     /// Lets go of the pages a pass over the columns made resident (they stay in the
     /// kernel's page cache; the next read maps them again), so a process that keeps the
     /// base (the daemon) holds it in its resident memory only while it reads it.
@@ -914,9 +951,14 @@ mod tests {
         assert_eq!(c.len(), 300);
         for (i, (id, m)) in members.iter().enumerate() {
             assert_eq!(c.id(i), id.as_bytes());
+            assert_eq!((cols.id(i), cols.position(id)), (id.as_str(), Some(i)));
             let expect = Member { name: Default::default(), email: Default::default(), phone: Default::default(), ..m.clone() };
             assert_eq!(member_of(&c, i), expect, "{id}");
             assert_eq!((c.row(i).email_hash, c.row(i).phone_hash), (address_hash(&m.email), address_hash(&m.phone)), "{id}");
+        }
+        assert_eq!(cols.len(), 300);
+        for absent in ["", "\u{0}", "zzzz", "m-0000-x"] {
+            assert_eq!(cols.position(absent), None, "{absent:?}");
         }
         let names: Vec<&str> = (0..c.names(Dict::Category) as u32).map(|i| c.name(Dict::Category, i)).collect();
         assert_eq!(names, ["rice", "tea"], "sorted: index order is name order");

@@ -323,7 +323,7 @@ fn frequency_cap_counts_messages_across_rules_and_defers_when_asked() {
     let second = rule("second", "priority = 1\n[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\nquiet_hours = false\n");
     // a member contacted twice this week has reached the default cap (2 per 7 days)
     let (base, _, _) = inputs(&w);
-    let capped_id = base.ids[7].to_string();
+    let capped_id = base.id(7).to_string();
     let recent = |h: i64, rule: &str| Contact { ts: noon() - h * 3600, rule: rule.into(), channel: "shop".into(), run: 0 };
     w.store.add_contacts(&[(capped_id.clone(), recent(30, "old")), (capped_id.clone(), recent(50, "older"))], 30).unwrap();
     let (base, profiles, settings) = inputs(&w);
@@ -346,7 +346,7 @@ fn cooldown_keeps_a_rule_from_repeating_itself() {
     let w = world(1_000);
     let r = rule("nudge", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\ncooldown_days = 10\nquiet_hours = false\n");
     let (base, _, _) = inputs(&w);
-    let (a, b) = (base.ids[1].to_string(), base.ids[2].to_string());
+    let (a, b) = (base.id(1).to_string(), base.id(2).to_string());
     let ago = |days: i64| Contact { ts: noon() - days * 86_400, rule: "nudge".into(), channel: "shop".into(), run: 0 };
     w.store.add_contacts(&[(a.clone(), ago(9)), (b.clone(), ago(11))], 30).unwrap();
     let (base, profiles, settings) = inputs(&w);
@@ -364,7 +364,7 @@ fn quiet_hours_follow_the_members_own_time_zone() {
     let skip = rule("skip", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n[limits]\non_quiet_hours = \"skip\"\n");
     let defer = rule("defer", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"x\"\n");
     let p = plan(&base, &profiles, &[&skip], at, &settings);
-    let tz = |i: usize| w.store.member(&base.ids[i]).unwrap().unwrap().tz;
+    let tz = |i: usize| w.store.member(base.id(i)).unwrap().unwrap().tz;
     let berlin: Vec<usize> = (0..base.len()).filter(|&i| tz(i) == "Europe/Berlin").collect();
     let shanghai: Vec<usize> = (0..base.len()).filter(|&i| tz(i).is_empty() || tz(i) == "Asia/Shanghai").collect();
     assert!(!shanghai.is_empty());
@@ -489,7 +489,7 @@ fn a_template_failing_for_some_members_skips_them_and_the_run_goes_on() {
     let (mut base, mut profiles, settings) = inputs(&w);
     // the sample member `rules check` renders (id ...56) passes; ids ending in 7 do not
     let r = rule("picky", "[audience]\n[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"{% if member.id[-1] == '7' %}{{ 'x' * 10**9 }}{% endif %}hi {{ member.name }}\"\n[limits]\nquiet_hours = false\n");
-    let planned: Vec<String> = plan(&base, &profiles, &[&r], noon(), &settings)[0].messages.iter().map(|m| base.ids[m.member as usize].to_string()).collect();
+    let planned: Vec<String> = plan(&base, &profiles, &[&r], noon(), &settings)[0].messages.iter().map(|m| base.id(m.member as usize).to_string()).collect();
     let summary = rekindle::daemon::execute_run(&w.store, &mut base, &mut profiles, &[&r], noon(), false, &settings, 30).unwrap();
     let record = w.store.run(summary.run).unwrap().unwrap();
     let written: Vec<String> = w.store.run_messages(summary.run).map(|m| m.unwrap().1.member.to_string()).collect();
@@ -692,14 +692,14 @@ fn a_stopped_address_suppresses_exactly_the_members_at_it() {
     let (mut base, _, _) = inputs(&w);
     base.consent.by_channel.insert("email".into(), Consent::Email);
     base.consent.by_channel.insert("sms".into(), Consent::Sms);
-    let members: Vec<_> = base.ids.iter().map(|id| w.store.member(id).unwrap().unwrap()).collect();
+    let members: Vec<_> = (0..base.len()).map(|i| w.store.member(base.id(i)).unwrap().unwrap()).collect();
     let email = members.iter().find(|m| !m.email.is_empty()).unwrap().email.clone();
     let phone = members.iter().rev().find(|m| !m.phone.is_empty()).unwrap().phone.clone();
     w.store.update_address("email", &email, |h| h.stopped = true).unwrap();
     w.store.update_address("sms", &phone, |h| h.stopped = true).unwrap();
     // an address nobody has, and the member id of a channel addressed by id
     w.store.update_address("email", "nobody@example.com", |h| h.stopped = true).unwrap();
-    w.store.update_address("shop", &base.ids[3], |h| h.stopped = true).unwrap();
+    w.store.update_address("shop", base.id(3), |h| h.stopped = true).unwrap();
     base.refresh(&w.store).unwrap();
     // the members at each address, found by reading every record (not the columns)
     let mut want: Vec<(u32, Vec<&str>)> = Vec::new();

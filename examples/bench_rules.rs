@@ -65,8 +65,7 @@ fn main() -> Result<()> {
     let mut sizes: Vec<(String, usize)> = Vec::new();
     let mut sleeping_count = 0;
     // the daemon keeps its profile buffer from run to run; so does the benchmark
-    let favourites = rules.iter().any(|r| r.audience.uses_favourites());
-    let mut profiles = Profiles::compute(&base, args.as_of, &settings, favourites);
+    let mut profiles = Profiles::compute(&base, args.as_of, &settings, rekindle::plan::Extras::of(&rules));
     for _ in 0..args.repeat {
         let t = Instant::now();
         profiles.recompute(&base, args.as_of, &settings);

@@ -49,7 +49,7 @@ fn main() -> Result<()> {
     base.consent.by_channel.insert("shop".into(), rekindle::rules::condition::Consent::None);
     let settings = Config::default().plan_settings(b"bench".to_vec());
     let as_of = rekindle::domain::day_of(opts.end);
-    let profiles = Profiles::compute(&base, as_of, &settings, false);
+    let profiles = Profiles::compute(&base, as_of, &settings, Default::default());
     let now = i64::from(as_of) * 86_400 + 12 * 3600;
     let plans = plan(&base, &profiles, &rules, now, &settings);
     let messages: usize = plans.iter().map(|p| p.messages.iter().map(|m| m.channels.len()).sum::<usize>()).sum();

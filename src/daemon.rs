@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::dispatch::{dispatch, DispatchStats, Observers};
 use crate::metrics::Metrics;
 use crate::domain::{day_of, ConsentNeeds, Text, Timestamp};
-use crate::plan::{plan, Fate, MemberBase, PlanSettings, Profiles};
+use crate::plan::{plan, Extras, Fate, MemberBase, PlanSettings, Profiles};
 use crate::plugin::{ChannelHost, HostOptions};
 use crate::rules::render::Renderer;
 use crate::rules::{ChannelNames, Rule};
@@ -121,7 +121,7 @@ pub fn execute_run(store: &Store, base: &mut MemberBase, profiles: &mut Profiles
     let started = std::time::Instant::now();
     let as_of = day_of(now);
     base.refresh(store)?;
-    profiles.favourites = rules.iter().any(|r| r.audience.uses_favourites());
+    profiles.extras = Extras::of(rules);
     profiles.recompute(base, as_of, settings);
     let mut plans = plan(base, profiles, rules, now, settings);
     let planned_s = started.elapsed().as_secs_f64();
@@ -344,7 +344,7 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     let consent = host.consents()?;
     let mut base = load_base(&store, consent, with_events).await?;
     tracing::info!(members = base.len(), seconds = t.elapsed().as_secs_f64(), "member base loaded");
-    let mut profiles = Profiles { as_of: 0, profiles: Vec::new(), cuts: None, favourites: false };
+    let mut profiles = Profiles { as_of: 0, profiles: Vec::new(), cuts: None, extras: Extras::default() };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut results = Vec::new();
@@ -615,7 +615,7 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
                 ready_profiles(base, profiles, &[], today, settings);
                 let m = store.member(&id).map_err(RequestError::internal)?.ok_or_else(|| RequestError::NotFound(format!("no member {id:?}")))?;
                 let m = &m;
-                let full = profiles.complete(&base.columns.columns(), i, settings);
+                let full = profiles.complete(&base.columns.columns(), base.model.as_ref(), i, settings);
                 let channels: Vec<&str> = channel_names.configured.iter().map(String::as_str).collect();
                 let consent_in_force = store.consent(&id, m, &channels, &base.consent).map_err(RequestError::internal)?;
                 let contacts = base.contacts.get(&(i as u32)).map(|l| l.contacts.as_slice()).unwrap_or_default();
@@ -640,9 +640,9 @@ fn answer(request: DaemonRequest, store: &Store, base: &mut MemberBase, profiles
 
 /// Profiles as of `today` with what `rules` read, computed only when stale.
 fn ready_profiles(base: &MemberBase, profiles: &mut Profiles, rules: &[&Rule], today: i32, settings: &PlanSettings) {
-    let favourites = rules.iter().any(|r| r.audience.uses_favourites());
-    if profiles.as_of != today || profiles.profiles.len() != base.len() || (favourites && !profiles.favourites) {
-        profiles.favourites = favourites;
+    let needed = Extras::of(rules);
+    if profiles.as_of != today || profiles.profiles.len() != base.len() || !profiles.extras.cover(needed) {
+        profiles.extras = needed;
         profiles.recompute(base, today, settings);
     }
 }

@@ -888,8 +888,7 @@ fn plan_inputs(
     bar.finish_and_clear();
     let key = rekindle::daemon::unsubscribe_key(store, config)?;
     let settings = config.plan_settings(key);
-    let favourites = rules.iter().any(|r| r.audience.uses_favourites());
-    let profiles = rekindle::plan::Profiles::compute(&base, as_of, &settings, favourites);
+    let profiles = rekindle::plan::Profiles::compute(&base, as_of, &settings, rekindle::plan::Extras::of(rules));
     let now = if as_of == today() { chrono::Utc::now().timestamp() } else { i64::from(as_of) * 86_400 + 12 * 3600 };
     Ok((base, profiles, settings, now))
 }

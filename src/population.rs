@@ -131,11 +131,16 @@ fn profile_one(
 ) -> Profile {
     let mut p = Profile::new(crate::profile::metrics_with(m, as_of, cfg, favourites), None, cfg);
     if let Some((model, opts)) = model {
-        days.clear();
-        days.extend((0..m.orders_through(Day::MAX)).map(|k| DaySpend { day: m.order_day(k), cents: m.order_amount(k) }));
-        p.prediction = PurchaseHistory::from_order_days(days, as_of, model.unit).map(|h| model.predict(&h, opts));
+        p.prediction = predict_one(m, days, as_of, model, opts);
     }
     p
+}
+
+/// One member's prediction by the value model (`days` is scratch); none without orders.
+pub fn predict_one(m: &impl MemberFacts, days: &mut Vec<DaySpend>, as_of: Day, model: &FittedModel, opts: &PredictOptions) -> Option<crate::predict::MemberPrediction> {
+    days.clear();
+    days.extend((0..m.orders_through(Day::MAX)).map(|k| DaySpend { day: m.order_day(k), cents: m.order_amount(k) }));
+    PurchaseHistory::from_order_days(days, as_of, model.unit).map(|h| model.predict(&h, opts))
 }
 
 /// The population's cut points, and every profile scored against them.

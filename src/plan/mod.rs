@@ -17,7 +17,7 @@ pub mod offer;
 pub mod report;
 
 use crate::domain::{Day, Timestamp};
-use crate::predict::PredictOptions;
+use crate::predict::{FittedModel, PredictOptions};
 use crate::profile::{ColumnMember, CutPoints, Profile};
 use crate::store::columns::Columns;
 use crate::rules::condition::Facts;
@@ -143,39 +143,66 @@ pub struct PlanSettings {
     pub links: links::Links,
 }
 
+/// What rules read beyond the core metrics, computed for every member only when some
+/// rule does (templates and member cards get the rest per member from
+/// [`Profiles::complete`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// top_category and top_brand: a condition reads them.
+    pub favourites: bool,
+    /// The value model's prediction: a condition reads it, or the audience is ordered by it.
+    pub predictions: bool,
+}
+
+impl Extras {
+    pub fn of(rules: &[&Rule]) -> Extras {
+        Extras {
+            favourites: rules.iter().any(|r| r.audience.uses_favourites()),
+            predictions: rules.iter().any(|r| r.audience.uses_predictions() || r.limits.order_by.metric.is_predicted()),
+        }
+    }
+
+    /// Whether profiles computed with `self` serve rules that need `needed`.
+    pub fn cover(self, needed: Extras) -> bool {
+        (self.favourites || !needed.favourites) && (self.predictions || !needed.predictions)
+    }
+}
+
 /// Profiles of the whole base as of a day.
 pub struct Profiles {
     pub as_of: Day,
     pub profiles: Vec<Profile>,
     pub cuts: Option<CutPoints>,
-    /// Whether top_category / top_brand were computed (only when a condition reads them;
-    /// templates get them per message from [`Profiles::complete`]).
-    pub favourites: bool,
+    /// What was computed beyond the core metrics.
+    pub extras: Extras,
 }
 
 impl Profiles {
-    /// Profiles of every member; `favourites` when a rule's condition reads
-    /// top_category or top_brand.
-    pub fn compute(base: &MemberBase, as_of: Day, settings: &PlanSettings, favourites: bool) -> Profiles {
-        let mut p = Profiles { as_of, profiles: Vec::new(), cuts: None, favourites };
+    /// Profiles of every member, with the `extras` the rules need.
+    pub fn compute(base: &MemberBase, as_of: Day, settings: &PlanSettings, extras: Extras) -> Profiles {
+        let mut p = Profiles { as_of, profiles: Vec::new(), cuts: None, extras };
         p.recompute(base, as_of, settings);
         p
     }
 
     /// Recomputes in place (the daemon's buffer is reused from run to run).
     pub fn recompute(&mut self, base: &MemberBase, as_of: Day, settings: &PlanSettings) {
-        let model = base.model.as_ref().map(|m| (m, &settings.predict));
-        self.cuts = crate::population::profile_all_into(&mut self.profiles, &base.columns.columns(), as_of, &settings.profile, model, self.favourites);
+        let model = base.model.as_ref().filter(|_| self.extras.predictions).map(|m| (m, &settings.predict));
+        self.cuts = crate::population::profile_all_into(&mut self.profiles, &base.columns.columns(), as_of, &settings.profile, model, self.extras.favourites);
         self.as_of = as_of;
     }
 
-    /// One member's profile with everything filled in (for templates).
-    pub fn complete(&self, columns: &Columns, i: usize, settings: &PlanSettings) -> Profile {
+    /// One member's profile with everything filled in (for templates and member cards).
+    pub fn complete(&self, columns: &Columns, model: Option<&FittedModel>, i: usize, settings: &PlanSettings) -> Profile {
         let mut p = self.profiles[i].clone();
-        if !self.favourites {
-            let full = crate::profile::metrics(&ColumnMember { row: columns.row(i), columns }, self.as_of, &settings.profile);
+        let m = ColumnMember { row: columns.row(i), columns };
+        if !self.extras.favourites {
+            let full = crate::profile::metrics(&m, self.as_of, &settings.profile);
             p.metrics.top_category = full.top_category;
             p.metrics.top_brand = full.top_brand;
+        }
+        if let Some(model) = model.filter(|_| !self.extras.predictions) {
+            p.prediction = crate::population::predict_one(&m, &mut Vec::new(), self.as_of, model, &settings.predict);
         }
         p
     }

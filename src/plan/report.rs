@@ -30,7 +30,7 @@ impl MessageContext {
         let contact = base.contact(i)?;
         let m = ColumnMember { row: columns.row(i), columns };
         let id = base.id(i);
-        let p = &profiles.complete(columns, i, settings);
+        let p = &profiles.complete(columns, base.model.as_ref(), i, settings);
         let member = serde_json::json!({
             "id": id, "name": contact.name.as_str(), "email": contact.email, "phone": contact.phone, "city": m.city(),
             "gender": gender_name(m.row.gender), "age": p.metrics.age, "tz": m.tz(),

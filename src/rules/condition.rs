@@ -80,6 +80,11 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Whether the value comes from the value model's prediction.
+    pub fn is_predicted(self) -> bool {
+        matches!(self, Metric::PAlive | Metric::ExpectedPurchases | Metric::ExpectedSpend | Metric::PredictedValue)
+    }
+
     pub const ALL: [Metric; 14] = [
         Metric::RecencyDays,
         Metric::Orders,
@@ -429,6 +434,17 @@ impl Condition {
             Condition::All(cs) | Condition::Any(cs) => cs.iter().any(Condition::uses_favourites),
             Condition::Not(c) => c.uses_favourites(),
             Condition::TopCategory(_) | Condition::TopBrand(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether evaluating this condition reads the value model's predictions.
+    pub fn uses_predictions(&self) -> bool {
+        match self {
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().any(Condition::uses_predictions),
+            Condition::Not(c) => c.uses_predictions(),
+            Condition::Range { metric, .. } => metric.is_predicted(),
+            Condition::ChurnRisk(_) => true,
             _ => false,
         }
     }

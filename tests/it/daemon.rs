@@ -84,7 +84,7 @@ fn run_and_drain(store: &Store, config: &Config, rule: &rekindle::rules::Rule) -
     let settings = config.plan_settings(b"k".to_vec());
     let mut base = MemberBase::load(store, Default::default(), false, &|_| {}).unwrap();
     base.consent = rekindle::plugin::consents(&config.channels, &HostOptions::default()).unwrap();
-    let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };
+    let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, extras: Default::default() };
     let now = chrono::Utc::now().timestamp();
     let summary = execute_run(store, &mut base, &mut profiles, &[rule], now, false, &settings, 30).unwrap();
     assert!(summary.messages > 5, "{summary:?}");
@@ -191,7 +191,7 @@ fn a_run_left_unfinished_by_a_crash_is_rolled_back() {
     let settings = cfg.plan_settings(b"k".to_vec());
     let mut base = MemberBase::load(&store, Default::default(), false, &|_| {}).unwrap();
     base.consent = rekindle::plugin::consents(&cfg.channels, &HostOptions::default()).unwrap();
-    let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };
+    let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, extras: Default::default() };
     let s = execute_run(&store, &mut base, &mut profiles, &[&r], chrono::Utc::now().timestamp(), false, &settings, 30).unwrap();
     // what a crash between the message batches and the commit leaves: the record uncommitted
     let mut rec = store.run(s.run).unwrap().unwrap();

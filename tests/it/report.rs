@@ -27,7 +27,7 @@ fn the_report_finds_a_planted_lift_within_its_confidence_interval() {
     let settings = cfg.plan_settings(b"k".to_vec());
     let mut base = MemberBase::load(&store, Default::default(), false, &|_| {}).unwrap();
     base.consent = rekindle::plugin::consents(&cfg.channels, &HostOptions::default()).unwrap();
-    let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, favourites: false };
+    let mut profiles = Profiles { as_of: 0, profiles: vec![], cuts: None, extras: Default::default() };
     let at = i64::from(rekindle::domain::parse_date("2026-11-01").unwrap()) * 86_400 + 12 * 3600;
     let summary = rekindle::daemon::execute_run(&store, &mut base, &mut profiles, &[&rule], at, false, &settings, 30).unwrap();
     let host = std::sync::Arc::new(ChannelHost::load(&cfg.channels, &HostOptions::default()).unwrap());

@@ -214,7 +214,7 @@ fn inputs(w: &World) -> (MemberBase, Profiles, PlanSettings) {
     // as the shipped config.toml declares the shop's inbox
     base.consent.by_channel.insert("shop".into(), rekindle::rules::condition::Consent::None);
     let settings = settings(&w.config);
-    let profiles = Profiles::compute(&base, as_of(), &settings, false);
+    let profiles = Profiles::compute(&base, as_of(), &settings, Default::default());
     (base, profiles, settings)
 }
 
@@ -240,11 +240,19 @@ fn every_shipped_rule_previews_on_generated_data() {
     let set = load(&repo_path("rules"));
     assert_eq!(set.errors(), 0);
     assert!(set.rules.len() >= 10, "the playbook ships at least ten rules");
-    let (base, profiles, settings) = inputs(&w);
+    let (base, _, settings) = inputs(&w);
+    // what a run of every rule computes for everyone (the savable rule reads predictions)
+    let all: Vec<&Rule> = set.rules.iter().collect();
+    let extras = rekindle::plan::Extras::of(&all);
+    assert!(extras.predictions && !extras.favourites, "{extras:?}");
+    let profiles = Profiles::compute(&base, as_of(), &settings, extras);
     let renderer = rekindle::rules::render::Renderer::new(&set.rules).unwrap();
     for r in &set.rules {
         let plans = plan(&base, &profiles, &[r], noon(), &settings);
         let rp = &plans[0];
+        // a rule alone computes only what it reads, and plans the same
+        let own = Profiles::compute(&base, as_of(), &settings, rekindle::plan::Extras::of(&[r]));
+        assert_eq!(plan(&base, &own, &[r], noon(), &settings)[0].fates, rp.fates, "{}", r.id);
         let to_send = rp.messages.len();
         println!("{:<26} matched {:>5}  to send {:>5}", r.id, rp.matched, to_send);
         assert!(to_send > 0, "{}: nobody to send to ({:?})", r.id, rp.funnel());
@@ -291,6 +299,47 @@ fn every_shipped_rule_previews_on_generated_data() {
                 _ => {}
             }
         }
+    }
+}
+
+/// Predictions are computed for every member only when a rule reads them (a condition, or
+/// the order of its audience); a template or member card gets the same prediction per
+/// member either way.
+#[test]
+fn predictions_are_computed_for_everyone_only_when_a_rule_reads_them() {
+    use rekindle::plan::Extras;
+    let w = world(2_000);
+    let unit = rekindle::predict::TimeUnit::Day;
+    let histories: Vec<_> = rekindle::population::all_order_days(&w.store).unwrap().iter().filter_map(|o| rekindle::predict::PurchaseHistory::from_order_days(o, as_of(), unit)).collect();
+    let model = rekindle::predict::fit(&histories, as_of(), unit, &w.config.predict.fit_options()).unwrap();
+    w.store.put_record(rekindle::store::RecordKind::FittedModel, "value", &model).unwrap();
+    let (base, _, settings) = inputs(&w);
+    let message = "[message]\nchannels = [\"shop\"]\n[message.shop]\ntext = \"hi\"\n";
+    let plain = rule("plain", &format!("[audience]\nstage = \"sleeping\"\n{message}"));
+    let reads = rule("reads", &format!("[audience]\npredicted_value = {{ min = 100 }}\n{message}"));
+    let churn = rule("churn", &format!("[audience]\nnot = {{ churn_risk = \"low\" }}\n{message}"));
+    let ordered = rule("ordered", &format!("[audience]\nstage = \"sleeping\"\n{message}[limits]\nmax_audience = 10\norder_by = \"p_alive desc\"\n"));
+    assert_eq!(Extras::of(&[&plain]), Extras::default());
+    for r in [&reads, &churn, &ordered] {
+        assert!(Extras::of(&[r]).predictions, "{}", r.id);
+        assert!(Extras::of(&[&plain, r]).cover(Extras::of(&[r])) && !Extras::of(&[&plain]).cover(Extras::of(&[r])));
+    }
+    let lean = Profiles::compute(&base, as_of(), &settings, Extras::of(&[&plain]));
+    let full = Profiles::compute(&base, as_of(), &settings, Extras::of(&[&reads]));
+    assert!(lean.profiles.iter().all(|p| p.prediction.is_none()));
+    assert!(full.profiles.iter().filter(|p| p.prediction.is_some()).count() > 1_000);
+    let columns = base.columns.columns();
+    for i in 0..base.len() {
+        let (a, b) = (lean.complete(&columns, base.model.as_ref(), i, &settings), full.complete(&columns, base.model.as_ref(), i, &settings));
+        assert_eq!(a, b, "member {}", base.id(i));
+        assert_eq!(b.prediction, full.profiles[i].prediction);
+    }
+    // the audiences that read predictions are those of profiles that carry them
+    for r in [&reads, &churn, &ordered] {
+        let got = plan(&base, &Profiles::compute(&base, as_of(), &settings, Extras::of(&[r])), &[r], noon(), &settings);
+        let want = plan(&base, &full, &[r], noon(), &settings);
+        assert!(got[0].matched > 0, "{}", r.id);
+        assert_eq!(got[0].fates, want[0].fates, "{}", r.id);
     }
 }
 
@@ -725,7 +774,7 @@ fn a_stopped_address_suppresses_exactly_the_members_at_it() {
     }
     assert_eq!(got, want);
     let columns = base.columns.columns();
-    let profiles = Profiles::compute(&base, as_of(), &settings(&w.config), false);
+    let profiles = Profiles::compute(&base, as_of(), &settings(&w.config), Default::default());
     for (i, channels) in &want {
         for c in channels {
             assert!(!base.facts(&columns, *i as usize, &profiles).consents(c), "member {i} on {c}");

@@ -78,7 +78,7 @@ fn main() -> Result<()> {
         for rp in &plans {
             let rule = rules[rp.rule];
             for msg in &rp.messages {
-                let context = MessageContext::new(&base, &base.columns.columns(), &profiles, msg, &settings).expect("the member's contact fields");
+                let context = MessageContext::new(&base, &base.columns.columns(), &profiles, msg, base.contact(msg.member as usize).expect("the member's contact fields"), &settings);
                 for ch in &msg.channels {
                     let vars = context.vars(rule, ch, &settings);
                     for part in ["subject", "text", "html"] {

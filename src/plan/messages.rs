@@ -43,11 +43,15 @@ pub fn render_run(base: &MemberBase, profiles: &Profiles, rules: &[&Rule], plans
     let columns = base.columns.columns();
     // messages whose member could not be read (the store changed under the base): not sent
     let unread = RefCell::new(Vec::new());
+    // every message's contact fields up front, read in member order; by (plan, message)
+    let members: Vec<u32> = plans.iter().flat_map(|rp| rp.messages.iter().map(|m| m.member)).collect();
+    let mut fetched: Vec<Option<Result<ContactFields, _>>> = base.contacts_in_member_order(&members).into_iter().map(Some).collect();
+    let first: Vec<usize> = plans.iter().scan(0, |n, rp| Some(std::mem::replace(n, *n + rp.messages.len()))).collect();
     let jobs = plans.iter().enumerate().flat_map(|(p, rp)| rp.messages.iter().enumerate().map(move |(m, msg)| (p, m, msg)));
     let jobs = jobs.filter(|(p, ..)| failing.borrow()[*p] < FAILURE_TIME).flat_map(|(p, m, msg)| {
         let rule = rules[plans[p].rule];
-        let context = match MessageContext::new(base, &columns, profiles, msg, settings) {
-            Ok(c) => c,
+        let context = match fetched[first[p] + m].take().expect("each message is taken once") {
+            Ok(contact) => MessageContext::new(base, &columns, profiles, msg, contact, settings),
             Err(e) => {
                 unread.borrow_mut().push((p, m, e.to_string()));
                 return Vec::new();

@@ -9,7 +9,6 @@ use crate::profile::ColumnMember;
 use crate::rules::Rule;
 use crate::store::columns::Columns;
 use crate::store::model::ContactFields;
-use crate::store::StoreError;
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -25,9 +24,9 @@ pub struct MessageContext {
 }
 
 impl MessageContext {
-    pub fn new(base: &MemberBase, columns: &Columns, profiles: &Profiles, msg: &PlannedMessage, settings: &PlanSettings) -> Result<MessageContext, StoreError> {
+    /// The context of `msg`, whose member's contact fields are `contact`.
+    pub fn new(base: &MemberBase, columns: &Columns, profiles: &Profiles, msg: &PlannedMessage, contact: ContactFields, settings: &PlanSettings) -> MessageContext {
         let i = msg.member as usize;
-        let contact = base.contact(i)?;
         let m = ColumnMember { row: columns.row(i), columns };
         let id = base.id(i);
         let p = &profiles.complete(columns, base.model.as_ref(), i, settings);
@@ -36,7 +35,7 @@ impl MessageContext {
             "gender": gender_name(m.row.gender), "age": p.metrics.age, "tz": m.tz(),
         });
         let profile = crate::rules::template::value(crate::population::profile_json(id, p));
-        Ok(MessageContext { contact, id: Text::from(id), member: crate::rules::template::value(member), profile, offer: crate::rules::template::value(&msg.offer) })
+        MessageContext { contact, id: Text::from(id), member: crate::rules::template::value(member), profile, offer: crate::rules::template::value(&msg.offer) }
     }
 
     /// The template variables of the message on `channel`.
@@ -100,7 +99,8 @@ pub fn preview_table(out: &mut dyn Write, base: &MemberBase, profiles: &Profiles
         let picked: Vec<&PlannedMessage> = rp.messages.iter().filter(|m| &m.channels[0] == channel).take(sample).collect();
         for msg in picked {
             writeln!(out, "\n--- sample: {} to member {} (send after {}) ---", channel, base.id(msg.member as usize), TsFmt(msg.send_after))?;
-            let vars = MessageContext::new(base, &columns, profiles, msg, settings).map_err(std::io::Error::other)?.vars(rule, channel, settings);
+            let contact = base.contact(msg.member as usize).map_err(std::io::Error::other)?;
+            let vars = MessageContext::new(base, &columns, profiles, msg, contact, settings).vars(rule, channel, settings);
             match renderer.render(&rule.id, channel, vars) {
                 Ok(r) => write_rendered(out, &r)?,
                 Err(e) => writeln!(out, "template failed: {e}")?,

@@ -258,7 +258,7 @@ fn every_shipped_rule_previews_on_generated_data() {
         assert!(to_send > 0, "{}: nobody to send to ({:?})", r.id, rp.funnel());
         for msg in rp.messages.iter().take(20) {
             let channel = &msg.channels[0];
-            let ctx = rekindle::plan::report::MessageContext::new(&base, &base.columns.columns(), &profiles, msg, &settings).unwrap().vars(r, channel, &settings);
+            let ctx = rekindle::plan::report::MessageContext::new(&base, &base.columns.columns(), &profiles, msg, base.contact(msg.member as usize).unwrap(), &settings).vars(r, channel, &settings);
             let out = renderer.render(&r.id, channel, ctx).unwrap_or_else(|e| panic!("{}: {e}", r.id));
             assert!(!out.text.trim().is_empty());
             if channel == "email" {
@@ -341,6 +341,21 @@ fn predictions_are_computed_for_everyone_only_when_a_rule_reads_them() {
         assert!(got[0].matched > 0, "{}", r.id);
         assert_eq!(got[0].fates, want[0].fates, "{}", r.id);
     }
+}
+
+/// A run reads its messages' contact fields sorted by member (so the store's pages serve
+/// neighbouring reads) and hands each back in message order, repeats included.
+#[test]
+fn contact_fields_read_in_member_order_come_back_in_message_order() {
+    let w = world(300);
+    let (base, _, _) = inputs(&w);
+    let members: Vec<u32> = [250, 3, 77, 3, 299, 0, 150, 77].into_iter().collect();
+    let got: Vec<_> = base.contacts_in_member_order(&members).into_iter().map(Result::unwrap).collect();
+    for (m, c) in members.iter().zip(&got) {
+        assert_eq!(c, &base.contact(*m as usize).unwrap(), "member {m}");
+        assert_eq!(c, &w.store.contact_fields(base.id(*m as usize)).unwrap().unwrap());
+    }
+    assert!(got.iter().any(|c| !c.email.is_empty()), "sample members have addresses");
 }
 
 #[test]
@@ -518,7 +533,7 @@ fn hostile_templates_fail_within_their_budget_instead_of_hanging() {
     for &(text, budget) in hostile {
         let r = rule_with_text("hostile", text);
         let renderer = rekindle::rules::render::Renderer::new(std::slice::from_ref(&r)).unwrap();
-        let vars = rekindle::plan::report::MessageContext::new(&base, &base.columns.columns(), &profiles, msg, &settings).unwrap().vars(&r, "shop", &settings);
+        let vars = rekindle::plan::report::MessageContext::new(&base, &base.columns.columns(), &profiles, msg, base.contact(msg.member as usize).unwrap(), &settings).vars(&r, "shop", &settings);
         let started = std::time::Instant::now();
         let result = renderer.render(&r.id, "shop", vars);
         let took = started.elapsed();

@@ -23,7 +23,7 @@ pub struct MemberBase {
     pub columns: MemberColumns,
     /// Where the contact fields are read.
     store: Store,
-    /// Events per member (same index as `ids`), in time order; none when not loaded.
+    /// Events per member (by the columns' index), in time order; none when not loaded.
     pub events: MemberEvents,
     pub catalog: FxHashMap<Text, Product>,
     pub bundles: Bundles,

@@ -342,13 +342,19 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     let with_events = live.by_path.values().any(|r| r.audience.uses_events());
     // a channel that cannot say which consent it needs is refused before anything runs
     let consent = host.consents()?;
-    let mut base = load_base(&store, consent, with_events).await?;
-    tracing::info!(members = base.len(), seconds = t.elapsed().as_secs_f64(), "member base loaded");
+    // the member base loads on its own thread; the daemon serves meanwhile (below)
+    let loading = tokio::spawn({
+        let store = store.clone();
+        async move { load_base(&store, consent, with_events).await }
+    });
+    let loaded = |base: &MemberBase| tracing::info!(members = base.len(), seconds = t.elapsed().as_secs_f64(), "member base loaded");
     let mut profiles = Profiles { as_of: 0, profiles: Vec::new(), cuts: None, extras: Extras::default() };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut results = Vec::new();
     if options.once {
+        let mut base = loading.await??;
+        loaded(&base);
         let rules = live.rules();
         let chosen: Vec<&Rule> = rules.iter().filter(|r| if options.only.is_empty() { r.enabled } else { options.only.contains(&r.id) }).collect();
         if chosen.is_empty() {
@@ -378,6 +384,18 @@ pub async fn run(mut config: Config, store: Store, options: RunOptions) -> Resul
     // dispatch runs beside the scheduler for the daemon's whole life
     let mut dispatcher = tokio::spawn(dispatch(store.clone(), host.clone(), config.dispatch.clone(), observers.clone(), stop_rx.clone(), false));
     let mut stop_tx = stop_tx;
+    // until the member base is in, unsubscribe links, provider callbacks and the sends
+    // already queued are served; requests that need the base (previews, explanations,
+    // member cards, runs) wait in the request queue
+    let mut base = match loading.await.map_err(DaemonError::from).and_then(|r| r) {
+        Ok(base) => base,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = tokio::join!(api_server, dispatcher);
+            return Err(e);
+        }
+    };
+    loaded(&base);
     let mut base_stale = false;
 
     // catch-up: a firing missed while the daemon was down runs once now
